@@ -1,0 +1,1 @@
+"""Spark applications of the pipeline: pure DataFrame -> DataFrame transforms plus thin drivers."""

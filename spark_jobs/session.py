@@ -1,0 +1,49 @@
+"""One place that builds the SparkSession for every job, tuned for small local data.
+
+Under ``spark-submit`` the master and resources given on the command line win
+(``getOrCreate`` reuses the submitted context); run directly, the config's
+``spark.master`` (env SPARK_MASTER) is used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tasks.config import REPO_ROOT, PipelineConfig
+
+
+def _ensure_worker_imports() -> None:
+    # Python workers are forked by the JVM and inherit its environment, not sys.path:
+    # put the repo root on PYTHONPATH before the JVM starts so UDF workers can import tasks/.
+    root = str(REPO_ROOT)
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *parts])
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def build_session(cfg: PipelineConfig, app_name: str):
+    from pyspark.sql import SparkSession
+
+    _ensure_worker_imports()
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.parquet.filterPushdown", "true")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.ansi.enabled", "false")
+    )
+    # Launched by spark-submit, the JVM gateway already exists with the submitted master and memory.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(cfg.spark.master).config("spark.driver.memory", cfg.spark.driver_memory)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,315 @@
+"""Typed pipeline configuration loaded from conf/pipeline.yaml.
+
+Every step takes a ``PipelineConfig``; nothing reads YAML or the environment on
+its own. Environment variables override endpoints only (MLflow, warehouse,
+Spark master); an unknown key or a wrong type fails loading with the offending
+key named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "pipeline.yaml"
+
+ENV_OVERRIDES = {
+    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "PIPELINE_WAREHOUSE_URL": ("warehouse", "url"),
+    "SPARK_MASTER": ("spark", "master"),
+}
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, malformed or fails validation."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+class PathsConfig(_Section):
+    var_dir: str
+    incoming_dir: str
+
+    @property
+    def var(self) -> Path:
+        return _resolve(self.var_dir)
+
+    @property
+    def incoming(self) -> Path:
+        return _resolve(self.incoming_dir)
+
+    @property
+    def data(self) -> Path:
+        return self.var / "data"
+
+    def layer(self, name: str) -> Path:
+        """Root folder of one named data layer (raw, events, quarantine, ...)."""
+        if name not in DATA_LAYERS:
+            raise ValueError(f"unknown data layer {name!r}; known: {', '.join(DATA_LAYERS)}")
+        return self.data / name
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.var / "airflow"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.var / "gx"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Hand-off files between a step and its caller (e.g. the version torchrun registered)."""
+        return self.var / "runs"
+
+
+DATA_LAYERS = ("raw", "events", "quarantine", "features", "training_sets", "scores")
+
+SourceName = Literal["synthetic", "taobao", "rees46", "retailrocket"]
+
+
+class PipelineSection(_Section):
+    timezone: str
+    source: SourceName
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class GeneratorConfig(_Section):
+    seed: int
+    n_users: int = Field(gt=0)
+    n_days: int = Field(gt=0)
+    start_date: str
+    n_items: int = Field(gt=0)
+    n_categories: int = Field(gt=1)
+    chunk_users: int = Field(gt=0)
+
+    @field_validator("start_date")
+    @classmethod
+    def _iso_date(cls, v: str) -> str:
+        dt.date.fromisoformat(v)
+        return v
+
+    @property
+    def start(self) -> dt.date:
+        return dt.date.fromisoformat(self.start_date)
+
+
+class CleaningConfig(_Section):
+    max_bad_fraction: float = Field(ge=0.0, le=1.0)
+
+
+class FeaturesConfig(_Section):
+    lookback_days: int = Field(gt=0)
+    windows_days: list[int]
+    sequence_length: int = Field(gt=0)
+    item_buckets: int = Field(gt=1)
+    horizon_days: int = Field(gt=0)
+
+    @field_validator("windows_days")
+    @classmethod
+    def _windows(cls, v: list[int]) -> list[int]:
+        if not v or any(w <= 0 for w in v) or sorted(set(v)) != v:
+            raise ValueError("windows_days must be a non-empty, strictly increasing list of positive days")
+        return v
+
+
+class TrainingSetConfig(_Section):
+    n_train_cutoffs: int = Field(gt=0)
+    n_val_cutoffs: int = Field(gt=0)
+    n_test_cutoffs: int = Field(gt=0)
+
+
+class TrainingConfig(_Section):
+    model_type: Literal["lstm", "bert"]
+    nproc_per_node: int = Field(gt=0)
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    seed: int
+    embedding_dim: int = Field(gt=0)
+    hidden_dim: int = Field(gt=0)
+
+
+class GateConfig(_Section):
+    min_auc: float = Field(ge=0.0, le=1.0)
+    max_auc_drop: float = Field(ge=0.0, le=1.0)
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str
+    artifact_root: str
+    experiment: str
+    model_name: str
+    champion_alias: str
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """sqlite URIs with a relative path are anchored at the repo root, so every caller sees one store."""
+        prefix = "sqlite:///"
+        if self.tracking_uri.startswith(prefix) and not self.tracking_uri.startswith(prefix + "/"):
+            return prefix + str(_resolve(self.tracking_uri[len(prefix):]))
+        return self.tracking_uri
+
+    @property
+    def artifact_location(self) -> str:
+        if "://" in self.artifact_root:
+            return self.artifact_root
+        return _resolve(self.artifact_root).as_uri()
+
+
+class SparkConfig(_Section):
+    master: str
+    driver_memory: str
+    shuffle_partitions: int = Field(gt=0)
+
+
+class ScoringConfig(_Section):
+    batch_size: int = Field(gt=0)
+    torch_threads: int = Field(gt=0)
+
+
+class WarehouseConfig(_Section):
+    url: str
+    table: str
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not (v.startswith("duckdb:///") or v.startswith("postgresql")):
+            raise ValueError("warehouse url must start with duckdb:/// or postgresql://")
+        return v
+
+    @property
+    def backend(self) -> str:
+        return "duckdb" if self.url.startswith("duckdb:") else "postgresql"
+
+    @property
+    def duckdb_path(self) -> Path:
+        if self.backend != "duckdb":
+            raise ValueError(f"warehouse {self.url!r} is not a DuckDB URL")
+        return _resolve(self.url[len("duckdb:///"):])
+
+
+class PipelineConfig(_Section):
+    paths: PathsConfig
+    pipeline: PipelineSection
+    generator: GeneratorConfig
+    cleaning: CleaningConfig
+    features: FeaturesConfig
+    training_set: TrainingSetConfig
+    training: TrainingConfig
+    gate: GateConfig
+    mlflow: MlflowConfig
+    spark: SparkConfig
+    scoring: ScoringConfig
+    warehouse: WarehouseConfig
+
+
+def _deep_merge(base: dict, overlay: dict, where: str = "") -> dict:
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def config_paths_from_env() -> list[Path]:
+    """PIPELINE_CONFIG may name one file or several separated by ':' (later ones overlay earlier)."""
+    raw = os.environ.get("PIPELINE_CONFIG", "")
+    return [Path(p) for p in raw.split(":") if p] or [DEFAULT_CONFIG]
+
+
+def load_config(
+    paths: list[Path] | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    use_env: bool = True,
+) -> PipelineConfig:
+    """Load, merge and validate the configuration.
+
+    ``paths``: YAML files, later ones overlaying earlier (default: PIPELINE_CONFIG or conf/pipeline.yaml).
+    ``overrides``: nested mapping applied last (used by tests and CLIs).
+    ``use_env``: apply the endpoint environment variables.
+    """
+    if paths is None:
+        paths = config_paths_from_env()
+    elif isinstance(paths, Path | str):
+        paths = [Path(paths)]
+    data: dict = {}
+    for p in paths:
+        data = _deep_merge(data, _read_yaml(Path(p)))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    if use_env:
+        for env, (section, key) in ENV_OVERRIDES.items():
+            if os.environ.get(env):
+                data.setdefault(section, {})[key] = os.environ[env]
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"invalid pipeline config ({', '.join(map(str, paths))}): {problems}") from None
+
+
+def parse_ds(value: str) -> dt.date:
+    """Parse a logical date given as YYYY-MM-DD or an ISO timestamp (Airflow's {{ ds }} / logical_date)."""
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (expected YYYY-MM-DD): {value!r}") from None
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--config for every step's CLI; several files overlay left to right."""
+    parser.add_argument(
+        "--config",
+        action="append",
+        type=Path,
+        help="pipeline YAML (repeatable; default: $PIPELINE_CONFIG or conf/pipeline.yaml)",
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    return load_config(args.config or None)

@@ -1,0 +1,80 @@
+"""Column contracts shared by the Spark jobs, the expectation suites, the models and the warehouse.
+
+Plain Python (no Spark import) so DAG files, GX suites and model code can read it cheaply.
+"""
+
+from __future__ import annotations
+
+# Canonical event types, in the order used for integer encodings (index 0 is padding).
+EVENT_TYPES = ("view", "cart", "fav", "purchase")
+EVENT_TYPE_INDEX = {name: i + 1 for i, name in enumerate(EVENT_TYPES)}
+
+# Source labels that are excluded from canonical events by a documented rule (not errors):
+# REES46 `remove_from_cart` carries no purchase intent of its own and has no canonical type;
+# such rows go to quarantine with reason "excluded_event_type" and do not count as bad rows.
+EXCLUDED_RAW_EVENT_TYPES = ("remove_from_cart",)
+
+# Canonical events layer (events/dt=YYYY-MM-DD/), Spark SQL types.
+EVENT_COLUMNS = {
+    "event_time": "timestamp",  # UTC instant
+    "user_id": "string",
+    "item_id": "string",
+    "category_id": "string",
+    "event_type": "string",  # one of EVENT_TYPES
+    "price": "double",  # optional, >= 0
+    "session_id": "string",  # optional
+    "query": "string",  # optional search text
+    "brand": "string",  # optional
+    "category_code": "string",  # optional, e.g. electronics.smartphone
+}
+REQUIRED_EVENT_COLUMNS = ("event_time", "user_id", "item_id", "category_id", "event_type")
+# The key that identifies one event; exact duplicates on all columns are removed by cleaning.
+EVENT_KEY = ("event_time", "user_id", "item_id", "event_type")
+
+# Quarantine reasons, most specific first (a row gets the first that applies).
+QUARANTINE_REASONS = (
+    "malformed_line",
+    "null_user_id",
+    "null_item_id",
+    "null_category_id",
+    "unparseable_timestamp",
+    "excluded_event_type",
+    "unknown_event_type",
+    "negative_price",
+    "future_timestamp",
+    "outside_partition",
+)
+# Reasons that are a documented exclusion, not a data error (do not count towards max_bad_fraction).
+NON_ERROR_REASONS = ("excluded_event_type",)
+
+# Intent heads of every model, in this order in logits/probabilities: [B, len(INTENTS)].
+INTENTS = ("purchase", "cart", "fav")
+LABEL_COLUMNS = tuple(f"label_{i}" for i in INTENTS)
+PROBABILITY_COLUMNS = tuple(f"p_{i}" for i in INTENTS)
+
+# Sequence columns of the user-level features layer: arrays of equal length <= L,
+# oldest event first. seq_category holds raw category ids (the model's vocabulary maps them).
+SEQUENCE_COLUMNS = (
+    "seq_event_type",  # array<int>, EVENT_TYPE_INDEX
+    "seq_category",  # array<string>, raw category_id
+    "seq_item_bucket",  # array<int>, 1 + hash(item_id) mod features.item_buckets
+    "seq_gap_cutoff_bucket",  # array<int>, log2 bucket of seconds to the cutoff
+    "seq_gap_prev_bucket",  # array<int>, log2 bucket of seconds since the previous event
+    "seq_hour",  # array<int>, hour of day in pipeline.timezone (0..23)
+)
+# Tabular feature columns are every column whose name starts with this prefix (double).
+TABULAR_PREFIX = "f_"
+
+# Warehouse table intent_scores (one partition = all rows of one ds).
+SCORE_COLUMNS = {
+    "ds": "date",
+    "user_id": "string",
+    "p_purchase": "double",
+    "p_cart": "double",
+    "p_fav": "double",
+    "model_name": "string",
+    "model_version": "string",
+    "model_run_id": "string",
+    "scored_at": "timestamp",  # the run's logical date, never now()
+    "pipeline_run_id": "string",
+}
