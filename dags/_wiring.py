@@ -1,0 +1,109 @@
+"""Wiring shared by the pipeline's DAG files: default task arguments, Spark submission and callbacks.
+
+Parse-time cost stays small: only the Airflow SDK, the Spark provider's operator and the
+pipeline's YAML config (no torch, pyspark, transformers, and no database call).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+from airflow.exceptions import AirflowException, AirflowFailException
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tasks.config import PipelineConfig, load_config  # noqa: E402  (needs REPO_ROOT on sys.path)
+
+# Exit code of a pipeline step that stopped on bad data (sysexits EX_DATAERR): never retried.
+EXIT_DATA_ERROR = 65
+
+log = logging.getLogger("purchase_intent")
+
+
+def config() -> PipelineConfig:
+    """The pipeline config as the tasks will see it (PIPELINE_CONFIG, else conf/pipeline.yaml)."""
+    return load_config()
+
+
+def default_args(owner: str = "ml-platform") -> dict:
+    return {
+        "owner": owner,
+        "retries": 2,
+        "retry_delay": dt.timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(minutes=10),
+        "on_failure_callback": report_failure,
+    }
+
+
+def report_failure(context) -> None:
+    """One clear line per failed task: DAG, task, logical date and the reason."""
+    ti = context.get("task_instance") or context.get("ti")
+    exc = context.get("exception")
+    reason = str(exc).strip().splitlines()[0] if exc else "unknown reason"
+    log.error(
+        "PIPELINE FAILURE dag=%s task=%s logical_date=%s reason=%s",
+        getattr(ti, "dag_id", "?"),
+        getattr(ti, "task_id", "?"),
+        context.get("logical_date"),
+        reason,
+    )
+
+
+def local_ds(logical_date, days: int = 0) -> str:
+    """The logical date as a calendar day in the pipeline's time zone, shifted by ``days``."""
+    tz = config().pipeline.tz
+    day = logical_date.astimezone(tz).date() + dt.timedelta(days=days)
+    return day.isoformat()
+
+
+USER_DEFINED_MACROS = {"local_ds": local_ds}
+
+
+def step_env() -> dict[str, str]:
+    """Environment for spark-submit: the project importable, the same Python and config as Airflow."""
+    env = {
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+    for key in ("PIPELINE_CONFIG", "MLFLOW_TRACKING_URI", "PIPELINE_WAREHOUSE_URL", "JAVA_HOME"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
+
+
+class PipelineSparkSubmitOperator(SparkSubmitOperator):
+    """spark-submit of one of spark_jobs/*.py; a data-quality exit (65) fails without retries."""
+
+    def __init__(self, *, job: str, **kwargs):
+        cfg = config()
+        super().__init__(
+            application=str(REPO_ROOT / "spark_jobs" / f"{job}.py"),
+            name=f"purchase_intent.{job}",
+            conn_id="spark_default",
+            driver_memory=cfg.spark.driver_memory,
+            conf={
+                "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+                "spark.ui.enabled": "false",
+            },
+            env_vars=step_env(),
+            **kwargs,
+        )
+
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except AirflowException as e:
+            if f"Error code is: {EXIT_DATA_ERROR}" in str(e):
+                raise AirflowFailException(
+                    f"{self.task_id}: data-quality check failed (see the log above for the summary); not retried"
+                ) from e
+            raise

@@ -1,0 +1,100 @@
+"""purchase_intent_nightly: land yesterday's logs, clean and check them, build features and score every active user."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Asset, task
+
+from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args
+
+SCORES_ASSET = Asset("warehouse://purchase_intent/intent_scores")
+
+DOC = """
+### Nightly purchase-intent scoring
+
+The logical date is the **cutoff** `ds` (a midnight in the pipeline's time zone). The run lands and
+cleans the latest full day (`ds - 1`), checks it with the events expectation suite, builds point-in-time
+features at the cutoff `ds`, scores every active user with `models:/purchase_intent@champion` and
+replaces the `ds` partition of the warehouse table `intent_scores`.
+
+Every task is idempotent: rerunning a date replaces exactly its partitions. A failed data-quality gate
+stops the run before anything downstream is written and is not retried.
+"""
+
+
+@task(doc_md="Copy the day's delivered files from the drop zone into the immutable raw layer.")
+def land_raw(ds_local: str) -> dict:
+    from tasks.land import land_day
+
+    report = land_day(config(), dt.date.fromisoformat(ds_local))
+    return {"files": len(report.files), "raw_dir": str(report.raw_dir)}
+
+
+@task(doc_md="Load the day's scores from the staging layer into the warehouse in one transaction.")
+def load_warehouse(ds_local: str) -> dict:
+    from tasks.warehouse import load_scores
+
+    report = load_scores(config(), dt.date.fromisoformat(ds_local))
+    return {"rows": report.rows, "table": report.table}
+
+
+@task(
+    outlets=[SCORES_ASSET],
+    doc_md="Publish: mark the scores asset updated and write the day's summary to the task log.",
+)
+def publish(ds_local: str, loaded: dict) -> dict:
+    from tasks.warehouse import Warehouse
+
+    wh = Warehouse.from_config(config())
+    day = dt.date.fromisoformat(ds_local)
+    summary = {"ds": ds_local, "rows": wh.row_count(day), "top_users": wh.top_users(day, 5)}
+    print(f"intent_scores ds={ds_local}: {summary['rows']} rows; top users: {summary['top_users']}")
+    return summary
+
+
+with DAG(
+    dag_id="purchase_intent_nightly",
+    description="Nightly purchase-intent scoring into the warehouse",
+    doc_md=DOC,
+    schedule="@daily",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    user_defined_macros=USER_DEFINED_MACROS,
+    tags=["purchase_intent", "nightly", "scoring"],
+) as dag:
+    ds = "{{ local_ds(logical_date) }}"
+    day = "{{ local_ds(logical_date, -1) }}"
+
+    landed = land_raw.override(task_id="land_raw")(day)
+    clean = PipelineSparkSubmitOperator(
+        task_id="clean_events",
+        job="clean_events",
+        application_args=["--day", day],
+        doc_md="Raw -> canonical events for day ds-1; bad rows to quarantine with a reason.",
+    )
+    validate_events = PipelineSparkSubmitOperator(
+        task_id="validate_events",
+        job="validate",
+        application_args=["events", "--day", day],
+        retries=0,
+        doc_md="Great Expectations events suite on the day's partition; failure stops the run.",
+    )
+    features = PipelineSparkSubmitOperator(
+        task_id="build_features",
+        job="features",
+        application_args=["--ds", ds],
+        doc_md="Point-in-time user features and sequences at cutoff ds.",
+    )
+    score = PipelineSparkSubmitOperator(
+        task_id="score",
+        job="score",
+        application_args=["--ds", ds, "--run-id", "{{ run_id }}"],
+        doc_md="Score every active user with models:/purchase_intent@champion into the scores layer.",
+    )
+    loaded = load_warehouse.override(task_id="load_warehouse")(ds)
+    published = publish.override(task_id="publish")(ds, loaded)
+
+    landed >> clean >> validate_events >> features >> score >> loaded

@@ -1,0 +1,86 @@
+"""purchase_intent_training: build a time-split training set, train with torchrun (DDP), gate the candidate against @champion."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Param, task
+
+from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args
+
+_cfg = config()
+
+DOC = """
+### Weekly (and on-demand) training
+
+The logical date is the day after the newest cleaned events. The training set uses the latest cutoffs
+whose label window has fully passed, split by cutoff into train / validation / test. Training runs under
+`torchrun` (DDP; processes from the `nproc` parameter) and registers a new version of
+`purchase_intent`; the gate compares it with the current `@champion` on the same test set and moves
+`@champion` only when it is good enough (otherwise it becomes `@challenger`). Scoring always loads
+`@champion`, so a run that is not promoted changes nothing downstream.
+"""
+
+
+@task(doc_md="Train under torchrun (DDP, gloo on CPU / NCCL on GPU); returns the exact registered version.")
+def train(training_set: str, params: dict | None = None) -> dict:
+    from pathlib import Path
+
+    from tasks.train import launch
+
+    params = params or {}
+    result = launch(
+        config(),
+        Path(training_set),
+        model_type=params.get("model_type"),
+        epochs=params.get("epochs"),
+        nproc=params.get("nproc"),
+    )
+    return {"run_id": result.run_id, "model_version": result.model_version, "model_uri": result.model_uri}
+
+
+@task(doc_md="Champion/challenger gate on the same test set; moves aliases and tags the version with the decision.")
+def gate(training_set: str, trained: dict) -> dict:
+    from pathlib import Path
+
+    from tasks.registry import gate as run_gate
+
+    decision = run_gate(config(), trained["model_version"], Path(training_set))
+    print(f"gate: version {decision.version} -> @{decision.alias} ({decision.reason})")
+    return {"version": decision.version, "alias": decision.alias, "promoted": decision.promoted}
+
+
+with DAG(
+    dag_id="purchase_intent_training",
+    description="Train, evaluate and gate the purchase-intent model",
+    doc_md=DOC,
+    schedule="@weekly",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    user_defined_macros=USER_DEFINED_MACROS,
+    params={
+        "model_type": Param(_cfg.training.model_type, type="string", enum=["lstm", "bert"], description="Architecture to train"),
+        "epochs": Param(_cfg.training.epochs, type="integer", minimum=1, maximum=200, description="Passes over the training set"),
+        "nproc": Param(_cfg.training.nproc_per_node, type="integer", minimum=1, maximum=64, description="torchrun processes on this node"),
+    },
+    tags=["purchase_intent", "training"],
+) as dag:
+    training_set_id = "{{ local_ds(logical_date) }}"
+    training_set_dir = str(_cfg.paths.layer("training_sets")) + "/" + training_set_id
+
+    build = PipelineSparkSubmitOperator(
+        task_id="build_training_set",
+        job="training_set",
+        application_args=[
+            "--last-cutoff",
+            "{{ local_ds(logical_date, -%d) }}" % _cfg.features.horizon_days,
+            "--id",
+            training_set_id,
+        ],
+        doc_md="Features and labels for a window of daily cutoffs, split by cutoff into train/val/test.",
+    )
+    trained = train.override(task_id="train", retries=0)(training_set_dir)
+    gated = gate.override(task_id="gate")(training_set_dir, trained)
+    build >> trained
