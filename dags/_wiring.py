@@ -12,17 +12,15 @@ import os
 import sys
 from pathlib import Path
 
-from airflow.exceptions import AirflowException, AirflowFailException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tasks.config import PipelineConfig, load_config  # noqa: E402  (needs REPO_ROOT on sys.path)
-
-# Exit code of a pipeline step that stopped on bad data (sysexits EX_DATAERR): never retried.
-EXIT_DATA_ERROR = 65
+from tasks.errors import EXIT_DATA_ERROR, DataError  # noqa: E402
 
 log = logging.getLogger("purchase_intent")
 
@@ -55,6 +53,20 @@ def report_failure(context) -> None:
         context.get("logical_date"),
         reason,
     )
+
+
+def fail_fast_on_data_errors(fn):
+    """In-process steps: bad data fails the task at once instead of being retried."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DataError as e:
+            raise AirflowFailException(f"DATA ERROR ({type(e).__name__}): {e}") from e
+
+    return wrapper
 
 
 def local_ds(logical_date, days: int = 0) -> str:
@@ -104,6 +116,6 @@ class PipelineSparkSubmitOperator(SparkSubmitOperator):
         except AirflowException as e:
             if f"Error code is: {EXIT_DATA_ERROR}" in str(e):
                 raise AirflowFailException(
-                    f"{self.task_id}: data-quality check failed (see the log above for the summary); not retried"
+                    f"{self.task_id}: the data failed a check (DATA ERROR line above names it); not retried"
                 ) from e
             raise

@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import DAG, Asset, task
 
-from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args
+from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
 
 SCORES_ASSET = Asset("warehouse://purchase_intent/intent_scores")
 
@@ -24,11 +24,12 @@ stops the run before anything downstream is written and is not retried.
 
 
 @task(doc_md="Copy the day's delivered files from the drop zone into the immutable raw layer.")
+@fail_fast_on_data_errors
 def land_raw(ds_local: str) -> dict:
     from tasks.land import land_day
 
     report = land_day(config(), dt.date.fromisoformat(ds_local))
-    return {"files": len(report.files), "raw_dir": str(report.raw_dir)}
+    return {"files": len(report.files), "raw_dir": str(report.target), "already_landed": report.already_landed}
 
 
 @task(doc_md="Load the day's scores from the staging layer into the warehouse in one transaction.")
@@ -36,7 +37,7 @@ def load_warehouse(ds_local: str) -> dict:
     from tasks.warehouse import load_scores
 
     report = load_scores(config(), dt.date.fromisoformat(ds_local))
-    return {"rows": report.rows, "table": report.table}
+    return {"rows": report.rows, "table": report.table, "backend": report.backend}
 
 
 @task(

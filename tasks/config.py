@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -122,6 +123,11 @@ class GeneratorConfig(_Section):
 
 class CleaningConfig(_Section):
     max_bad_fraction: float = Field(ge=0.0, le=1.0)
+    max_duplicate_fraction: float = Field(ge=0.0, le=1.0)
+    max_duplicate_key_fraction: float = Field(ge=0.0, le=1.0)
+    volume_band_factor: float = Field(gt=1.0)
+    volume_lookback_days: int = Field(gt=0)
+    volume_min_history: int = Field(gt=0)
 
 
 class FeaturesConfig(_Section):
@@ -130,6 +136,8 @@ class FeaturesConfig(_Section):
     sequence_length: int = Field(gt=0)
     item_buckets: int = Field(gt=1)
     horizon_days: int = Field(gt=0)
+    gap_bucket_cap: int = Field(gt=1)
+    session_gap_minutes: int = Field(gt=0)
 
     @field_validator("windows_days")
     @classmethod
@@ -143,6 +151,8 @@ class TrainingSetConfig(_Section):
     n_train_cutoffs: int = Field(gt=0)
     n_val_cutoffs: int = Field(gt=0)
     n_test_cutoffs: int = Field(gt=0)
+    files_per_split: int = Field(ge=2)
+    negative_sample_rate: float = Field(gt=0.0, le=1.0)
 
 
 class TrainingConfig(_Section):
@@ -154,6 +164,27 @@ class TrainingConfig(_Section):
     seed: int
     embedding_dim: int = Field(gt=0)
     hidden_dim: int = Field(gt=0)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    field_fusion: Literal["sum", "concat"]
+    lstm_layers: int = Field(gt=0)
+    bert_layers: int = Field(gt=0)
+    bert_heads: int = Field(gt=0)
+    bert_intermediate_dim: int = Field(gt=0)
+    bert_pooling: Literal["cls", "attention"]
+    weight_decay: float = Field(ge=0.0)
+    grad_clip_norm: float = Field(gt=0)
+    lr_schedule: Literal["constant", "cosine"]
+    warmup_fraction: float = Field(ge=0.0, lt=1.0)
+    patience: int = Field(ge=0)
+    positive_weighting: Literal["none", "auto"]
+    max_pos_weight: float = Field(ge=1.0)
+    max_categories: int = Field(gt=0)
+    category_min_count: int = Field(gt=0)
+    gap_buckets: int = Field(gt=1)
+    eval_batch_size: int = Field(gt=0)
+    threshold: float = Field(gt=0.0, lt=1.0)
+    top_k_fraction: float = Field(gt=0.0, le=1.0)
+    baselines: bool
 
 
 class GateConfig(_Section):
@@ -178,7 +209,7 @@ class MlflowConfig(_Section):
 
     @property
     def artifact_location(self) -> str:
-        if "://" in self.artifact_root:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", self.artifact_root):  # already a URI (s3://, mlflow-artifacts:/, ...)
             return self.artifact_root
         return _resolve(self.artifact_root).as_uri()
 
@@ -192,11 +223,15 @@ class SparkConfig(_Section):
 class ScoringConfig(_Section):
     batch_size: int = Field(gt=0)
     torch_threads: int = Field(gt=0)
+    reasons_top_k: int = Field(ge=0)
 
 
 class WarehouseConfig(_Section):
     url: str
     table: str
+    latest_view: str
+    summary_view: str
+    lock_timeout_s: float = Field(gt=0)
 
     @field_validator("url")
     @classmethod

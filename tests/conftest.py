@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,25 @@ def pytest_configure(config):
         os.environ.pop(env, None)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_globals():
+    """MLflow keeps its tracking/registry URIs in module globals and os.environ; no test may leak them."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {k: os.environ.get(k) for k in keys}
+    yield
+    if "mlflow" in sys.modules:
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from spark_jobs.session import build_session
@@ -31,18 +51,9 @@ def spark(tmp_path_factory):
 @pytest.fixture
 def cfg(tmp_path) -> PipelineConfig:
     """The committed config with every runtime path moved into this test's temp dir."""
-    var = tmp_path / "var"
-    return load_config(
-        DEFAULT_CONFIG,
-        overrides={
-            "paths": {"var_dir": str(var), "incoming_dir": str(var / "incoming")},
-            "mlflow": {
-                "tracking_uri": f"sqlite:///{var}/mlflow.db",
-                "artifact_root": str(var / "mlartifacts"),
-            },
-            "warehouse": {"url": f"duckdb:///{var}/warehouse.duckdb"},
-        },
-    )
+    from tests.helpers.config import isolated_config
+
+    return isolated_config(tmp_path / "var")
 
 
 def shared_data(name: str) -> Path:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,6 @@ HEAVY = ("torch", "pyspark", "transformers", "mlflow", "great_expectations", "du
 
 PROBE = r"""
 import json, sys
-from pathlib import Path
 from airflow.dag_processing.dagbag import BundleDagBag
 # Parsed as the dag processor does: the DAG bundle (dags/) is on sys.path.
 bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]), bundle_name="dags-folder")

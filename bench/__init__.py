@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench`; each writes JSON and a markdown summary under bench/results/."""

@@ -1,0 +1,88 @@
+"""Expectation suite of one canonical events partition (events/dt=<day>/), checked after cleaning.
+
+Besides schema, nulls, event types, time bounds and prices, it bands the day's row count around the
+median of the trailing ``cleaning.volume_lookback_days`` partitions (read from Parquet footers, so the
+band costs no Spark job): a 10x spike or a near-empty day fails. A small fraction of rows may share an
+event key (real logs record the same click twice with different details), bounded by
+``cleaning.max_duplicate_key_fraction``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from pathlib import Path
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+
+from tasks.config import PipelineConfig
+from tasks.schema import EVENT_COLUMNS, EVENT_KEY, EVENT_TYPES, REQUIRED_EVENT_COLUMNS
+
+# Spark SQL type names of tasks.schema.EVENT_COLUMNS as GX reports them for a Spark DataFrame.
+SPARK_TYPES = {"timestamp": "TimestampType", "string": "StringType", "double": "DoubleType"}
+
+
+def partition(cfg: PipelineConfig, day: dt.date) -> Path:
+    return cfg.paths.layer("events") / f"dt={day.isoformat()}"
+
+
+def day_bounds(cfg: PipelineConfig, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of the local day as naive UTC datetimes (Spark sessions run in UTC)."""
+    tz = cfg.pipeline.tz
+    start = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
+    return start.replace(tzinfo=None), end.replace(tzinfo=None)
+
+
+def partition_rows(folder: Path) -> int | None:
+    """Row count of a Parquet partition from its file footers; None when the partition does not exist."""
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return None
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def volume_band(cfg: PipelineConfig, day: dt.date) -> tuple[int, int] | None:
+    """(min, max) rows allowed for ``day``, or None while too few earlier partitions exist."""
+    counts = [
+        n
+        for i in range(1, cfg.cleaning.volume_lookback_days + 1)
+        if (n := partition_rows(partition(cfg, day - dt.timedelta(days=i)))) is not None
+    ]
+    if len(counts) < cfg.cleaning.volume_min_history:
+        return None
+    median, factor = statistics.median(counts), cfg.cleaning.volume_band_factor
+    return max(1, math.ceil(median / factor)), math.floor(median * factor)
+
+
+def build_suite(cfg: PipelineConfig, day: dt.date) -> gx.ExpectationSuite:
+    start, end = day_bounds(cfg, day)
+    # Built from a list: adding to a suite one by one would need a live GX context.
+    expectations: list[gxe.Expectation] = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(EVENT_COLUMNS)),
+    ]
+    expectations += [
+        gxe.ExpectColumnValuesToBeOfType(column=column, type_=SPARK_TYPES[sql_type])
+        for column, sql_type in EVENT_COLUMNS.items()
+    ]
+    expectations += [gxe.ExpectColumnValuesToNotBeNull(column=column) for column in REQUIRED_EVENT_COLUMNS]
+    expectations += [
+        gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="event_time", min_value=start.isoformat(sep=" "), max_value=end.isoformat(sep=" "),
+            strict_max=True,
+        ),
+        gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=list(EVENT_KEY), mostly=1.0 - cfg.cleaning.max_duplicate_key_fraction
+        ),
+    ]
+    band = volume_band(cfg, day)
+    if band is not None:
+        expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=band[0], max_value=band[1]))
+    return gx.ExpectationSuite(name=f"events_{day.isoformat()}", expectations=expectations)

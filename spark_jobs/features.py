@@ -1,0 +1,529 @@
+"""Point-in-time user features and labels from the canonical events layer.
+
+For a cutoff ``ds`` (a midnight in ``pipeline.timezone``) a feature row reads only events in
+``[ds - lookback_days, ds)`` and its labels only events in ``[ds, ds + horizon_days)``; all window
+boundaries are local midnights, so a window of N days is N calendar days of the events layer.
+
+The transforms (``user_features``, ``labels``, ``build_features``, ``user_category_features``) are
+pure DataFrame -> DataFrame; each has an ``*_at`` form taking several cutoffs that computes them all in
+one pass (events joined to a small table of per-cutoff boundaries) and keys rows by ``ds``, which the
+training sets use. ``run`` is the driver that reads the events partitions it needs and writes
+``features/user/ds=<ds>/`` and ``features/user_category/ds=<ds>/``.
+
+Tabular columns (all double, prefix ``f_``), with T in EVENT_TYPES and W in ``windows_days``:
+- ``f_<T>_<W>d``: events of type T in the last W days.
+- ``f_recency_<T>`` / ``f_recency_any``: days from the last such event to the cutoff;
+  ``lookback_days + 1`` when there is none in the lookback (the 'never' fill).
+- ``f_distinct_items``, ``f_distinct_categories``, ``f_active_days``: over the lookback.
+- ``f_cart_per_view`` = (carts + 1) / (views + 2), ``f_purchase_per_cart`` = (purchases + 1) / (carts + 2),
+  ``f_fav_per_view`` = (favs + 1) / (views + 2): Laplace-smoothed conversion ratios over the lookback.
+- ``f_sessions``, ``f_session_events_mean``, ``f_session_duration_mean`` (seconds): a session starts at
+  the user's first event, after more than ``session_gap_minutes`` of inactivity, or where
+  ``session_id`` changes (null-safe), so sources without session ids get inactivity sessions.
+- ``f_hour_share_{night,morning,afternoon,evening}`` (local hours 0-5, 6-11, 12-17, 18-23) and
+  ``f_weekend_share`` (local Saturday/Sunday): shares of the lookback events.
+- ``f_price_known_share``; ``f_price_mean``, ``f_price_max`` over events with a price and
+  ``f_purchase_amount`` (sum of purchase prices): 0.0 when no price is known.
+- ``f_trend_1d_vs_7d`` = (events in 1 day + 1) / (events in 7 days / 7 + 1), the 7 days clipped to the lookback.
+
+Sequences (tasks.schema.SEQUENCE_COLUMNS): the last ``sequence_length`` events in the lookback,
+oldest first, ordered by (event_time, event_type, item_id, category_id). Gap buckets map s whole
+seconds to ``min(1 + floor(log2(1 + s)), gap_bucket_cap)``; ``seq_gap_prev_bucket`` is 0 for the
+user's first event in the lookback (no previous event), the same value as padding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import datetime as dt
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from tasks.config import FeaturesConfig, PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.schema import EVENT_COLUMNS, EVENT_TYPE_INDEX, EVENT_TYPES, INTENTS, LABEL_COLUMNS, SEQUENCE_COLUMNS
+
+UTC = dt.timezone.utc
+_MICROS_PER_DAY = 86_400_000_000
+_HOUR_BLOCKS = {"night": (0, 5), "morning": (6, 11), "afternoon": (12, 17), "evening": (18, 23)}
+_DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+USER_CATEGORY_LABEL = "label_purchase_in_category"
+
+
+class FeaturesError(RuntimeError):
+    """The events layer cannot support the requested cutoff (no history, missing partitions)."""
+
+
+@dataclass(frozen=True)
+class FeaturesReport:
+    ds: dt.date
+    path: Path
+    user_category_path: Path
+    n_users: int
+    n_user_category_rows: int
+    with_labels: bool
+    events_dts: tuple[dt.date, ...]
+    positives: dict[str, int]
+
+
+def local_midnight_utc(day: dt.date, tz: str) -> dt.datetime:
+    """The UTC instant of midnight starting ``day`` in ``tz``."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(tz)).astimezone(UTC)
+
+
+def cutoff_instant(ds: dt.date, tz: str) -> dt.datetime:
+    return local_midnight_utc(ds, tz)
+
+
+def _as_utc(instant: dt.datetime) -> dt.datetime:
+    # Naive datetimes are taken as UTC: Spark's own timestamps are UTC instants here.
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+def _cutoff_day(cutoff: dt.datetime, tz: str) -> dt.date:
+    local = _as_utc(cutoff).astimezone(ZoneInfo(tz))
+    if local.time() != dt.time():
+        raise ValueError(f"cutoff {cutoff.isoformat()} is not a midnight in {tz} (local time {local.isoformat()})")
+    return local.date()
+
+
+def _micros(instant: dt.datetime) -> int:
+    u = _as_utc(instant)
+    return calendar.timegm(u.utctimetuple()) * 1_000_000 + u.microsecond
+
+
+def gap_bucket(seconds: Column, cap: int) -> Column:
+    """min(1 + floor(log2(1 + s)), cap) for whole seconds s >= 0, exactly: the bit length of 1 + s."""
+    return F.least(F.length(F.bin(seconds.cast("long") + F.lit(1))), F.lit(cap)).cast("int")
+
+
+def item_bucket(item_id: Column, n_buckets: int) -> Column:
+    return (F.lit(1) + F.pmod(F.xxhash64(item_id), F.lit(n_buckets))).cast("int")
+
+
+def _event_type_index() -> Column:
+    expr = F.lit(None).cast("int")
+    for name, idx in reversed(list(EVENT_TYPE_INDEX.items())):
+        expr = F.when(F.col("event_type") == name, F.lit(idx)).otherwise(expr)
+    return expr
+
+
+def tabular_columns(fcfg: FeaturesConfig) -> list[str]:
+    """The f_* columns user_features produces, in output order."""
+    cols = [f"f_{t}_{w}d" for w in fcfg.windows_days for t in EVENT_TYPES]
+    cols += [f"f_recency_{t}" for t in EVENT_TYPES] + ["f_recency_any"]
+    cols += ["f_distinct_items", "f_distinct_categories", "f_active_days"]
+    cols += ["f_cart_per_view", "f_purchase_per_cart", "f_fav_per_view"]
+    cols += ["f_sessions", "f_session_events_mean", "f_session_duration_mean"]
+    cols += [f"f_hour_share_{b}" for b in _HOUR_BLOCKS] + ["f_weekend_share"]
+    cols += ["f_price_known_share", "f_price_mean", "f_price_max", "f_purchase_amount"]
+    cols += ["f_trend_1d_vs_7d"]
+    return cols
+
+
+def _check_windows(fcfg: FeaturesConfig) -> None:
+    if max(fcfg.windows_days) > fcfg.lookback_days:
+        raise ValueError(
+            f"features.windows_days {fcfg.windows_days} reach beyond features.lookback_days={fcfg.lookback_days}"
+        )
+
+
+def _bounds(
+    spark: SparkSession, cutoffs: Sequence[dt.datetime], tz: str | None, back_days: set[int], horizon_days: int
+) -> DataFrame:
+    """One row per cutoff: ds and every window boundary as UTC microseconds (local midnights when tz is set).
+
+    Boundaries are data, not literals, so one plan (one aggregation, one code generation) serves
+    any number of cutoffs.
+    """
+    if not cutoffs:
+        raise ValueError("at least one cutoff is needed")
+    windows = sorted(back_days)
+    rows = []
+    for c in cutoffs:
+        if tz is None:
+            day = _as_utc(c).date()
+            before = lambda n, c=c: _as_utc(c) - dt.timedelta(days=n)  # noqa: E731
+            after = lambda n, c=c: _as_utc(c) + dt.timedelta(days=n)  # noqa: E731
+        else:
+            day = _cutoff_day(c, tz)
+            before = lambda n, day=day: local_midnight_utc(day - dt.timedelta(days=n), tz)  # noqa: E731
+            after = lambda n, day=day: local_midnight_utc(day + dt.timedelta(days=n), tz)  # noqa: E731
+        rows.append((day, _micros(c), *[_micros(before(w)) for w in windows], _micros(after(horizon_days))))
+    if len({r[0] for r in rows}) != len(rows):
+        raise ValueError(f"cutoffs must fall on distinct days: {[r[0].isoformat() for r in rows]}")
+    schema = ", ".join(["ds date", "_cut_us long", *[f"_w{w}_us long" for w in windows], "_end_us long"])
+    return spark.createDataFrame(rows, schema)
+
+
+def _with_us(events: DataFrame) -> DataFrame:
+    return events.where(F.col("user_id").isNotNull()).withColumn("_us", F.unix_micros(F.col("event_time")))
+
+
+def _lookback_events(
+    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str
+) -> DataFrame:
+    # Each event joins every cutoff whose lookback [start, cutoff) holds it (a broadcast range join).
+    back_days = {*fcfg.windows_days, 1, min(7, fcfg.lookback_days), fcfg.lookback_days}
+    bounds = _bounds(events.sparkSession, cutoffs, tz, back_days, fcfg.horizon_days)
+    local = F.from_utc_timestamp(F.col("event_time"), tz)
+    ev = _with_us(events).where(F.col("event_type").isin(*EVENT_TYPES))
+    in_lookback = (F.col("_us") >= F.col(f"_w{fcfg.lookback_days}_us")) & (F.col("_us") < F.col("_cut_us"))
+    return (
+        ev.join(F.broadcast(bounds), in_lookback, "inner")
+        .withColumn("_hour", F.hour(local))
+        .withColumn("_day", F.to_date(local))
+        .withColumn("_dow", F.dayofweek(local))
+    )
+
+
+def _count_where(cond: Column) -> Column:
+    return F.sum(F.when(cond, 1).otherwise(0)).cast("double")
+
+
+def _recency(last_col: str, never: float) -> Column:
+    return F.coalesce((F.col("_cut_us") - F.col(last_col)) / F.lit(float(_MICROS_PER_DAY)), F.lit(never))
+
+
+def _is_type(t: str) -> Column:
+    return F.col("event_type") == t
+
+
+def user_features_at(
+    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str
+) -> DataFrame:
+    """user_features for several cutoffs in one pass: one row per (ds, user_id), ds the cutoff's local day."""
+    _check_windows(fcfg)
+    never = float(fcfg.lookback_days + 1)
+    ev = _lookback_events(events, cutoffs, fcfg, tz)
+
+    order = ["event_time", "event_type", "item_id", "category_id"]
+    per_user = ["ds", "user_id"]
+    by_time = Window.partitionBy(*per_user).orderBy(*order)
+    ev = (
+        ev.withColumn("_prev_us", F.lag("_us").over(by_time))
+        .withColumn("_prev_session", F.lag("session_id").over(by_time))
+        .withColumn("_pos", F.row_number().over(by_time))
+        .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(*per_user)))
+        .withColumn("_gap_s", F.expr("(_us - _prev_us) div 1000000"))
+        .withColumn(
+            "_new_session",
+            F.col("_prev_us").isNull()
+            | ((F.col("_us") - F.col("_prev_us")) > F.lit(fcfg.session_gap_minutes * 60 * 1_000_000))
+            | ~F.col("session_id").eqNullSafe(F.col("_prev_session")),
+        )
+    )
+
+    seq_struct = F.struct(
+        *[F.col(c).alias(f"_k{i}") for i, c in enumerate(order)],
+        _event_type_index().alias("seq_event_type"),
+        F.col("category_id").alias("seq_category"),
+        item_bucket(F.col("item_id"), fcfg.item_buckets).alias("seq_item_bucket"),
+        gap_bucket(F.expr("(_cut_us - _us) div 1000000"), fcfg.gap_bucket_cap).alias("seq_gap_cutoff_bucket"),
+        F.when(F.col("_prev_us").isNull(), F.lit(0))
+        .otherwise(gap_bucket(F.col("_gap_s"), fcfg.gap_bucket_cap))
+        .alias("seq_gap_prev_bucket"),
+        F.col("_hour").cast("int").alias("seq_hour"),
+    )
+    in_sequence = F.col("_pos") > F.col("_n") - F.lit(fcfg.sequence_length)
+    seven = min(7, fcfg.lookback_days)
+
+    aggs: list[Column] = []
+    for w in fcfg.windows_days:
+        since = F.col("_us") >= F.col(f"_w{w}_us")
+        aggs += [_count_where(_is_type(t) & since).alias(f"f_{t}_{w}d") for t in EVENT_TYPES]
+    aggs += [F.max(F.when(_is_type(t), F.col("_us"))).alias(f"_last_{t}") for t in EVENT_TYPES]
+    aggs += [F.max("_us").alias("_last_any")]
+    aggs += [_count_where(_is_type(t)).alias(f"_tot_{t}") for t in EVENT_TYPES]
+    aggs += [
+        F.countDistinct("item_id").cast("double").alias("f_distinct_items"),
+        F.countDistinct("category_id").cast("double").alias("f_distinct_categories"),
+        F.countDistinct("_day").cast("double").alias("f_active_days"),
+        F.count(F.lit(1)).cast("double").alias("_n_events"),
+        _count_where(F.col("_new_session")).alias("f_sessions"),
+        F.sum(F.when(~F.col("_new_session"), F.col("_us") - F.col("_prev_us")).otherwise(0)).alias("_session_us"),
+        _count_where(F.col("_dow").isin(1, 7)).alias("_n_weekend"),
+        _count_where(F.col("price").isNotNull()).alias("_n_price"),
+        F.avg("price").alias("_price_mean"),
+        F.max("price").alias("_price_max"),
+        F.sum(F.when(_is_type("purchase"), F.col("price"))).alias("_purchase_amount"),
+        _count_where(F.col("_us") >= F.col("_w1_us")).alias("_n_1d"),
+        _count_where(F.col("_us") >= F.col(f"_w{seven}_us")).alias("_n_7d"),
+        F.sort_array(F.collect_list(F.when(in_sequence, seq_struct))).alias("_seq"),
+    ]
+    aggs += [
+        _count_where(F.col("_hour").between(lo, hi)).alias(f"_n_hour_{b}") for b, (lo, hi) in _HOUR_BLOCKS.items()
+    ]
+    g = ev.groupBy("ds", "_cut_us", "user_id").agg(*aggs)
+
+    n = F.col("_n_events")
+    derived = {
+        **{f"f_recency_{t}": _recency(f"_last_{t}", never) for t in EVENT_TYPES},
+        "f_recency_any": _recency("_last_any", never),
+        "f_cart_per_view": (F.col("_tot_cart") + 1) / (F.col("_tot_view") + 2),
+        "f_purchase_per_cart": (F.col("_tot_purchase") + 1) / (F.col("_tot_cart") + 2),
+        "f_fav_per_view": (F.col("_tot_fav") + 1) / (F.col("_tot_view") + 2),
+        "f_session_events_mean": n / F.col("f_sessions"),
+        "f_session_duration_mean": (F.col("_session_us") / F.lit(1e6)) / F.col("f_sessions"),
+        **{f"f_hour_share_{b}": F.col(f"_n_hour_{b}") / n for b in _HOUR_BLOCKS},
+        "f_weekend_share": F.col("_n_weekend") / n,
+        "f_price_known_share": F.col("_n_price") / n,
+        "f_price_mean": F.coalesce(F.col("_price_mean"), F.lit(0.0)),
+        "f_price_max": F.coalesce(F.col("_price_max"), F.lit(0.0)),
+        "f_purchase_amount": F.coalesce(F.col("_purchase_amount"), F.lit(0.0)),
+        "f_trend_1d_vs_7d": (F.col("_n_1d") + 1) / (F.col("_n_7d") / F.lit(float(seven)) + 1),
+    }
+    out = [F.col("ds"), F.col("user_id")]
+    for c in tabular_columns(fcfg):
+        out.append((derived[c] if c in derived else F.col(c)).cast("double").alias(c))
+    # getField on array<struct> yields the array of that field, keeping the sorted order.
+    out += [F.col("_seq").getField(c).alias(c) for c in SEQUENCE_COLUMNS]
+    return g.select(*out)
+
+
+def user_features(events: DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> DataFrame:
+    """One row per user with an event in [cutoff - lookback_days, cutoff): user_id, f_* doubles, seq_* arrays."""
+    return user_features_at(events, [cutoff], fcfg, tz).drop("ds")
+
+
+def labels_at(
+    events: DataFrame, cutoffs: Sequence[dt.datetime], horizon_days: int, tz: str | None = None
+) -> DataFrame:
+    """ds, user_id, label_* (int 0/1) for several cutoffs, each from events in [cutoff, cutoff + horizon)."""
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    bounds = _bounds(events.sparkSession, cutoffs, tz, set(), horizon_days)
+    in_horizon = (F.col("_us") >= F.col("_cut_us")) & (F.col("_us") < F.col("_end_us"))
+    ev = _with_us(events).join(F.broadcast(bounds), in_horizon, "inner")
+    return ev.groupBy("ds", "user_id").agg(
+        *[
+            F.max(F.when(_is_type(intent), 1).otherwise(0)).cast("int").alias(f"label_{intent}")
+            for intent in INTENTS
+        ]
+    )
+
+
+def labels(events: DataFrame, cutoff: dt.datetime, horizon_days: int, tz: str | None = None) -> DataFrame:
+    """user_id, label_purchase, label_cart, label_fav (int 0/1) from events in [cutoff, cutoff + horizon).
+
+    With ``tz`` the horizon ends at the local midnight ``horizon_days`` calendar days later (DST-safe);
+    without it, ``horizon_days`` * 24 hours later.
+    """
+    return labels_at(events, [cutoff], horizon_days, tz).drop("ds")
+
+
+def build_features_at(
+    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str, with_labels: bool
+) -> DataFrame:
+    """build_features for several cutoffs in one pass, keyed by (ds, user_id)."""
+    feats = user_features_at(events, cutoffs, fcfg, tz)
+    if not with_labels:
+        return feats.select("*", *[F.lit(None).cast("int").alias(c) for c in LABEL_COLUMNS])
+    lab = labels_at(events, cutoffs, fcfg.horizon_days, tz)
+    joined = feats.join(lab, on=["ds", "user_id"], how="left")
+    return joined.select(
+        *feats.columns, *[F.coalesce(F.col(c), F.lit(0)).cast("int").alias(c) for c in LABEL_COLUMNS]
+    )
+
+
+def build_features(
+    events: DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str, with_labels: bool
+) -> DataFrame:
+    """user_features left-joined with labels: 0 for users without a horizon event, null without labels."""
+    return build_features_at(events, [cutoff], fcfg, tz, with_labels).drop("ds")
+
+
+def user_category_columns(fcfg: FeaturesConfig) -> list[str]:
+    cols = [f"f_uc_{t}_{w}d" for w in fcfg.windows_days for t in EVENT_TYPES]
+    cols += [f"f_uc_recency_{t}" for t in EVENT_TYPES] + ["f_uc_recency_any", "f_uc_share"]
+    return cols
+
+
+def user_category_features_at(
+    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str
+) -> DataFrame:
+    """One row per (ds, user, category) active in the lookback: window counts, recency, share of the user's events."""
+    _check_windows(fcfg)
+    never = float(fcfg.lookback_days + 1)
+    ev = _lookback_events(events, cutoffs, fcfg, tz)
+    aggs: list[Column] = []
+    for w in fcfg.windows_days:
+        since = F.col("_us") >= F.col(f"_w{w}_us")
+        aggs += [_count_where(_is_type(t) & since).alias(f"f_uc_{t}_{w}d") for t in EVENT_TYPES]
+    aggs += [F.max(F.when(_is_type(t), F.col("_us"))).alias(f"_last_{t}") for t in EVENT_TYPES]
+    aggs += [F.max("_us").alias("_last_any"), F.count(F.lit(1)).alias("_n")]
+    g = ev.groupBy("ds", "_cut_us", "user_id", "category_id").agg(*aggs)
+    derived = {
+        **{f"f_uc_recency_{t}": _recency(f"_last_{t}", never) for t in EVENT_TYPES},
+        "f_uc_recency_any": _recency("_last_any", never),
+        "f_uc_share": F.col("_n") / F.sum("_n").over(Window.partitionBy("ds", "user_id")),
+    }
+    return g.select(
+        "ds",
+        "user_id",
+        "category_id",
+        *[(derived[c] if c in derived else F.col(c)).cast("double").alias(c) for c in user_category_columns(fcfg)],
+    )
+
+
+def user_category_features(events: DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> DataFrame:
+    return user_category_features_at(events, [cutoff], fcfg, tz).drop("ds")
+
+
+def category_labels_at(
+    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str | None
+) -> DataFrame:
+    """ds, user_id, category_id, label_purchase_in_category = 1 for each pair with a purchase in the horizon."""
+    bounds = _bounds(events.sparkSession, cutoffs, tz, set(), fcfg.horizon_days)
+    in_horizon = (F.col("_us") >= F.col("_cut_us")) & (F.col("_us") < F.col("_end_us"))
+    ev = _with_us(events).where(_is_type("purchase")).join(F.broadcast(bounds), in_horizon, "inner")
+    return ev.select("ds", "user_id", "category_id").distinct().withColumn(USER_CATEGORY_LABEL, F.lit(1))
+
+
+def build_user_category_at(
+    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str, with_labels: bool
+) -> DataFrame:
+    feats = user_category_features_at(events, cutoffs, fcfg, tz)
+    if not with_labels:
+        return feats.withColumn(USER_CATEGORY_LABEL, F.lit(None).cast("int"))
+    lab = category_labels_at(events, cutoffs, fcfg, tz)
+    return feats.join(lab, on=["ds", "user_id", "category_id"], how="left").select(
+        *feats.columns, F.coalesce(F.col(USER_CATEGORY_LABEL), F.lit(0)).cast("int").alias(USER_CATEGORY_LABEL)
+    )
+
+
+def event_partitions(cfg: PipelineConfig) -> dict[dt.date, Path]:
+    """dt -> folder for every events partition holding at least one Parquet file."""
+    root = cfg.paths.layer("events")
+    found: dict[dt.date, Path] = {}
+    if not root.is_dir():
+        return found
+    for child in root.iterdir():
+        m = _DT_DIR.match(child.name)
+        if m and child.is_dir() and any(child.glob("*.parquet")):
+            found[dt.date.fromisoformat(m.group(1))] = child
+    return found
+
+
+def _day_range(first: dt.date, n: int) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range(n)]
+
+
+def missing_label_days(cfg: PipelineConfig, ds: dt.date) -> list[dt.date]:
+    present = event_partitions(cfg)
+    return [d for d in _day_range(ds, cfg.features.horizon_days) if d not in present]
+
+
+def label_window_available(cfg: PipelineConfig, ds: dt.date) -> bool:
+    """Whether every events partition of [ds, ds + horizon_days) exists."""
+    return not missing_label_days(cfg, ds)
+
+
+def latest_labelled_cutoff(cfg: PipelineConfig) -> dt.date:
+    """The latest cutoff whose whole label window is present in the events layer."""
+    present = event_partitions(cfg)
+    if not present:
+        raise FeaturesError(f"no events partitions under {cfg.paths.layer('events')}")
+    h = cfg.features.horizon_days
+    for last in sorted(present, reverse=True):
+        ds = last - dt.timedelta(days=h - 1)
+        if all(d in present for d in _day_range(ds, h)):
+            return ds
+    raise FeaturesError(
+        f"no cutoff has all {h} label days present under {cfg.paths.layer('events')} "
+        f"(partitions: {', '.join(map(str, sorted(present)))})"
+    )
+
+
+def read_events(spark: SparkSession, cfg: PipelineConfig, days: list[dt.date]) -> tuple[DataFrame, list[dt.date]]:
+    """The canonical events of the given days that are present (and which ones those were)."""
+    present = event_partitions(cfg)
+    used = sorted(d for d in set(days) if d in present)
+    if not used:
+        raise FeaturesError(
+            f"no events partitions for {min(days)}..{max(days)} under {cfg.paths.layer('events')}"
+        )
+    df = spark.read.option("basePath", str(cfg.paths.layer("events"))).parquet(*[str(present[d]) for d in used])
+    missing = [c for c in EVENT_COLUMNS if c not in df.columns]
+    if missing:
+        raise FeaturesError(f"events partitions lack columns {missing} (contract tasks.schema.EVENT_COLUMNS)")
+    return df.select(*[F.col(c).cast(t).alias(c) for c, t in EVENT_COLUMNS.items()]), used
+
+
+def _write_partition(df: DataFrame, root: Path) -> None:
+    (
+        df.write.mode("overwrite")
+        .option("partitionOverwriteMode", "dynamic")
+        .partitionBy("ds")
+        .parquet(str(root))
+    )
+
+
+def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> FeaturesReport:
+    """Build and write the features of cutoff ``ds`` (labels too when its whole label window has landed)."""
+    from spark_jobs.session import build_session
+
+    spark = spark or build_session(cfg, f"features-{ds}")
+    fcfg, tz = cfg.features, cfg.pipeline.timezone
+    lookback = _day_range(ds - dt.timedelta(days=fcfg.lookback_days), fcfg.lookback_days)
+    with_labels = label_window_available(cfg, ds)
+    days = lookback + (_day_range(ds, fcfg.horizon_days) if with_labels else [])
+    present = event_partitions(cfg)
+    if not any(d in present for d in lookback):
+        raise FeaturesError(
+            f"no events in the lookback {lookback[0]}..{lookback[-1]} of cutoff {ds} under {cfg.paths.layer('events')}"
+        )
+    events, used = read_events(spark, cfg, days)
+    cutoff = cutoff_instant(ds, tz)
+
+    feats = build_features_at(events, [cutoff], fcfg, tz, with_labels).cache()
+    try:
+        n_users = feats.count()
+        if n_users == 0:
+            raise FeaturesError(
+                f"the events partitions {lookback[0]}..{lookback[-1]} of cutoff {ds} hold no events"
+            )
+        positives = {}
+        if with_labels:
+            row = feats.agg(*[F.sum(c).alias(c) for c in LABEL_COLUMNS]).first()
+            positives = {c: int(row[c]) for c in LABEL_COLUMNS}
+        user_root = cfg.paths.layer("features") / "user"
+        _write_partition(feats, user_root)
+    finally:
+        feats.unpersist()
+    uc_root = cfg.paths.layer("features") / "user_category"
+    _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels), uc_root)
+    n_uc = spark.read.parquet(str(uc_root / f"ds={ds.isoformat()}")).count()
+    return FeaturesReport(
+        ds=ds,
+        path=user_root / f"ds={ds.isoformat()}",
+        user_category_path=uc_root / f"ds={ds.isoformat()}",
+        n_users=n_users,
+        n_user_category_rows=n_uc,
+        with_labels=with_labels,
+        events_dts=tuple(used),
+        positives=positives,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--ds", type=parse_ds, required=True, help="cutoff date YYYY-MM-DD (logical date)")
+    args = parser.parse_args(argv)
+    report = run(config_from_args(args), args.ds)
+    print(
+        f"features ds={report.ds} users={report.n_users} labels={report.with_labels} "
+        f"positives={report.positives} -> {report.path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Bulk scoring of one cutoff's user features with the champion model, into the scores staging layer.
+
+The driver resolves ``models:/<name>@<champion alias>`` once and pins ``models:/<name>/<version>`` for
+the whole run, so an alias moved mid-run cannot mix versions. Every feature row of
+``features/user/ds=<ds>/`` is scored with ``mapInPandas``; each Python worker loads the pyfunc model
+once (module-level cache keyed by URI) and hands it ``scoring.batch_size`` rows at a time. The rows
+(``tasks.schema.SCORE_COLUMNS``, plus ``reasons`` when ``scoring.reasons_top_k`` > 0) replace
+``scores/ds=<ds>/`` by dynamic partition overwrite; ``tasks.warehouse.load_scores`` moves them on.
+
+    python -m spark_jobs.score --ds D --run-id R [--config ...]
+    spark-submit spark_jobs/score.py --ds D --run-id R [--config ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS, SEQUENCE_COLUMNS, TABULAR_PREFIX
+
+REASONS_COLUMN = "reasons"
+
+
+class ScoringError(RuntimeError):
+    """Scoring cannot run (no champion, missing features, model/feature mismatch)."""
+
+
+@dataclass(frozen=True)
+class ChampionRef:
+    name: str
+    version: str
+    run_id: str
+    uri: str  # pinned models:/<name>/<version>, never the alias
+    tracking_uri: str  # registry the workers load from (they do not inherit the driver's mlflow state)
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    ds: dt.date
+    rows: int
+    model_name: str
+    model_version: str
+    model_run_id: str
+    path: Path
+    pipeline_run_id: str
+    model_loads: int  # pyfunc loads across all Python workers (one per worker process)
+    workers: int  # distinct Python worker processes that scored rows
+    batches: int  # model.predict calls
+
+
+def resolve_champion(cfg: PipelineConfig) -> ChampionRef:
+    """Resolve the champion alias once, on the driver, to a concrete registered version."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = cfg.mlflow.resolved_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name, alias = cfg.mlflow.model_name, cfg.mlflow.champion_alias
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        raise ScoringError(
+            f"no model version holds alias @{alias} of registered model {name!r} in {uri} "
+            f"({e.error_code}); run the training DAG (train + gate) first"
+        ) from None
+    return ChampionRef(name=name, version=str(mv.version), run_id=mv.run_id, uri=f"models:/{name}/{mv.version}",
+                       tracking_uri=uri)
+
+
+# Per Python worker: (registry, URI) -> loaded pyfunc. Spark reuses workers across tasks, so this is one
+# load per worker; the registry is part of the key because models:/<name>/<v> is only unique within one.
+_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _load_model(uri: str, tracking_uri: str, torch_threads: int) -> tuple[Any, bool]:
+    """The cached pyfunc for ``uri`` and whether this call loaded it."""
+    key = (tracking_uri, uri)
+    if key in _MODEL_CACHE:
+        return _MODEL_CACHE[key], False
+    import mlflow
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    _MODEL_CACHE[key] = mlflow.pyfunc.load_model(uri)
+    return _MODEL_CACHE[key], True
+
+
+def tabular_reasons(model: Any, pdf: pd.DataFrame, top_k: int) -> list[list[str] | None]:
+    """Per row, the tabular features whose gradient x input most raises the purchase logit (positive
+    contributions only, strongest first). Inputs are standardised, so 0 is the training mean and the
+    product is the feature's first-order push away from an average user. None per row when the
+    pyfunc does not expose the project's encoder and network."""
+    import numpy as np
+    import torch
+
+    inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
+    encoder, net = getattr(inner, "encoder", None), getattr(inner, "model", None)
+    if encoder is None or net is None or not encoder.feature_columns:
+        return [None] * len(pdf)
+    batch = encoder.encode(pdf)
+    tab = batch["tabular"].clone().requires_grad_(True)  # [B, F]
+    batch["tabular"] = tab
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.enable_grad():
+            logits = net(batch)  # [B, 3], rows independent: d(sum)/d tab[i] is row i's own gradient
+            (grad,) = torch.autograd.grad(logits[:, 0].sum(), tab)
+    finally:
+        net.train(was_training)
+    contrib = (grad * tab).detach().numpy()  # [B, F]
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, :top_k]  # [B, k]
+    names = list(encoder.feature_columns)
+    return [[names[j] for j in row if contrib[i, j] > 0] for i, row in enumerate(order)]
+
+
+def _score_partition(
+    batches: Iterator[pd.DataFrame],
+    *,
+    uri: str,
+    tracking_uri: str,
+    batch_size: int,
+    torch_threads: int,
+    reasons_top_k: int,
+    stats: Any,
+) -> Iterator[pd.DataFrame]:
+    model, loaded = _load_model(uri, tracking_uri, torch_threads)
+    pid = os.getpid()
+    stats.add({pid: (int(loaded), 0)})
+    for pdf in batches:
+        for start in range(0, len(pdf), batch_size):
+            chunk = pdf.iloc[start : start + batch_size].reset_index(drop=True)
+            probs = model.predict(chunk)
+            if list(probs.columns) != list(PROBABILITY_COLUMNS) or len(probs) != len(chunk):
+                raise ScoringError(
+                    f"model {uri} returned columns {list(probs.columns)} x {len(probs)} rows for {len(chunk)} "
+                    f"rows; the contract is {list(PROBABILITY_COLUMNS)} in row order"
+                )
+            out = pd.DataFrame({"user_id": chunk["user_id"].astype(str)})
+            for c in PROBABILITY_COLUMNS:
+                out[c] = probs[c].to_numpy(dtype="float64")
+            if reasons_top_k:
+                out[REASONS_COLUMN] = tabular_reasons(model, chunk, reasons_top_k)
+            stats.add({pid: (0, 1)})
+            yield out
+
+
+def _merge_stats(a: dict[int, tuple[int, int]], b: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    out = dict(a)
+    for pid, (loads, batches) in b.items():
+        prev = out.get(pid, (0, 0))
+        out[pid] = (prev[0] + loads, prev[1] + batches)
+    return out
+
+
+def _stats_accumulator(spark):
+    from pyspark.accumulators import AccumulatorParam
+
+    class _PerWorker(AccumulatorParam):
+        def zero(self, value):
+            return {}
+
+        def addInPlace(self, value1, value2):
+            return _merge_stats(value1, value2)
+
+    return spark.sparkContext.accumulator({}, _PerWorker())
+
+
+def model_input_columns(features_columns: list[str]) -> list[str]:
+    return ["user_id", *[c for c in features_columns if c.startswith(TABULAR_PREFIX)], *SEQUENCE_COLUMNS]
+
+
+def score_users(
+    features,
+    ref: ChampionRef,
+    *,
+    ds: dt.date,
+    scored_at: dt.datetime,
+    pipeline_run_id: str,
+    batch_size: int,
+    torch_threads: int,
+    reasons_top_k: int = 0,
+    stats: Any = None,
+):
+    """Features DataFrame (user_id, f_*, seq_*) -> one score row per feature row: SCORE_COLUMNS in order,
+    plus ``reasons`` when ``reasons_top_k`` > 0. ``stats``: optional accumulator of per-worker
+    (loads, batches), see ``_stats_accumulator``."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if scored_at.tzinfo is None:
+        raise ScoringError(f"scored_at must be time-zone aware, got {scored_at!r}")
+    if batch_size <= 0 or torch_threads <= 0 or reasons_top_k < 0:
+        raise ScoringError("batch_size and torch_threads must be positive and reasons_top_k >= 0")
+    missing = [c for c in ("user_id", *SEQUENCE_COLUMNS) if c not in features.columns]
+    if missing:
+        raise ScoringError(f"features lack columns {missing} (contract: docs/data-layers.md features layer)")
+    fields = [T.StructField("user_id", T.StringType(), False)] + [
+        T.StructField(c, T.DoubleType(), True) for c in PROBABILITY_COLUMNS
+    ]
+    if reasons_top_k:
+        fields.append(T.StructField(REASONS_COLUMN, T.ArrayType(T.StringType(), False), True))
+    if stats is None:
+        stats = _stats_accumulator(features.sparkSession)
+    fn = functools.partial(
+        _score_partition,
+        uri=ref.uri,
+        tracking_uri=ref.tracking_uri,
+        batch_size=batch_size,
+        torch_threads=torch_threads,
+        reasons_top_k=reasons_top_k,
+        stats=stats,
+    )
+    scored = features.select(*model_input_columns(features.columns)).mapInPandas(fn, T.StructType(fields))
+    constants = {
+        "ds": F.lit(ds).cast("date"),
+        "model_name": F.lit(ref.name),
+        "model_version": F.lit(ref.version),
+        "model_run_id": F.lit(ref.run_id),
+        "scored_at": F.lit(scored_at.astimezone(dt.timezone.utc)).cast("timestamp"),
+        "pipeline_run_id": F.lit(pipeline_run_id),
+    }
+    cols = [constants[c].alias(c) if c in constants else F.col(c) for c in SCORE_COLUMNS]
+    if reasons_top_k:
+        cols.append(F.col(REASONS_COLUMN))
+    return scored.select(*cols)
+
+
+def _check_model_inputs(cfg: PipelineConfig, ref: ChampionRef, features_columns: list[str]) -> None:
+    """Fail on the driver, naming the columns, rather than deep inside a Python worker."""
+    from mlflow.models import get_model_info
+
+    from tasks.registry import mlflow_store
+
+    with mlflow_store(cfg):
+        signature = get_model_info(ref.uri).signature
+    if signature is None:
+        return
+    needed = [c for c in signature.inputs.input_names() if c not in SEQUENCE_COLUMNS]
+    absent = [c for c in needed if c not in features_columns]
+    if absent:
+        raise ScoringError(f"champion {ref.uri} needs columns {absent} that the features partition lacks")
+
+
+def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> ScoreReport:
+    """Score every user of features/user/ds=<ds>/ with the champion; replace scores/ds=<ds>/."""
+    from spark_jobs.session import build_session
+
+    if not pipeline_run_id:
+        raise ScoringError("pipeline_run_id must be a non-empty string (the orchestrator's run id)")
+    src = cfg.paths.layer("features") / "user" / f"ds={ds.isoformat()}"
+    if not src.is_dir() or not any(src.glob("*.parquet")):
+        raise ScoringError(f"no features for ds={ds}: {src} holds no Parquet files (run spark_jobs.features first)")
+    ref = resolve_champion(cfg)
+    spark = spark or build_session(cfg, f"score-{ds}")
+    features = spark.read.parquet(str(src))
+    _check_model_inputs(cfg, ref, features.columns)
+    stats = _stats_accumulator(spark)
+    scored_at = dt.datetime.combine(ds, dt.time(), tzinfo=cfg.pipeline.tz)
+    scores = score_users(
+        features,
+        ref,
+        ds=ds,
+        scored_at=scored_at,
+        pipeline_run_id=pipeline_run_id,
+        batch_size=cfg.scoring.batch_size,
+        torch_threads=cfg.scoring.torch_threads,
+        reasons_top_k=cfg.scoring.reasons_top_k,
+        stats=stats,
+    )
+    root = cfg.paths.layer("scores")
+    (
+        scores.write.mode("overwrite")
+        .option("partitionOverwriteMode", "dynamic")
+        .partitionBy("ds")
+        .parquet(str(root))
+    )
+    out = root / f"ds={ds.isoformat()}"
+    rows = spark.read.parquet(str(out)).count() if out.is_dir() else 0
+    expected = features.count()
+    if rows != expected:
+        raise ScoringError(f"wrote {rows} score rows to {out} for {expected} feature rows")
+    per_worker = stats.value
+    return ScoreReport(
+        ds=ds,
+        rows=rows,
+        model_name=ref.name,
+        model_version=ref.version,
+        model_run_id=ref.run_id,
+        path=out,
+        pipeline_run_id=pipeline_run_id,
+        model_loads=sum(v[0] for v in per_worker.values()),
+        workers=len(per_worker),
+        batches=sum(v[1] for v in per_worker.values()),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_common_args(argparse.ArgumentParser(prog="spark_jobs.score", description=__doc__.splitlines()[0]))
+    parser.add_argument("--ds", type=parse_ds, required=True, help="cutoff / logical date YYYY-MM-DD")
+    parser.add_argument("--run-id", required=True, help="orchestrator run id stored with every score row")
+    args = parser.parse_args(argv)
+    report = run(config_from_args(args), args.ds, args.run_id)
+    print(
+        f"scored {report.rows} users for ds={report.ds} with {report.model_name} v{report.model_version} "
+        f"({report.model_loads} model loads in {report.workers} workers, {report.batches} batches) -> {report.path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    # Under spark-submit this file is __main__; go through the importable module so the worker-side
+    # functions pickle by reference and share its model cache, not a by-value copy per task.
+    from spark_jobs import score as _module
+
+    raise SystemExit(_module.main())

@@ -1,0 +1,279 @@
+"""Training sets: point-in-time feature rows with labels over a range of daily cutoffs, split by cutoff.
+
+The cutoffs are consecutive days ending at the last cutoff whose label window has fully landed:
+``n_train_cutoffs`` for training, then ``n_val_cutoffs``, then ``n_test_cutoffs``. With a horizon of
+h days, h - 1 cutoffs are left out between splits so no validation/test label window overlaps a
+training one (the range grows by those days; each split keeps its configured count).
+
+Output ``training_sets/<id>/``: ``{train,val,test}/`` (user rows: user_id, ds, weight, f_*, seq_*, label_*),
+``user_category/{train,val,test}/`` (user x category candidates with label_purchase_in_category) and
+``manifest.json``. Each split is written as ``files_per_split`` Parquet files, range-partitioned by
+(ds, user_id), so every DDP rank can read its own files. The whole folder is built under a temporary
+name and swapped in, so a rerun with the same id replaces it and a failure leaves the old one intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.features import (
+    USER_CATEGORY_LABEL,
+    build_features_at,
+    build_user_category_at,
+    cutoff_instant,
+    event_partitions,
+    latest_labelled_cutoff,
+    read_events,
+    tabular_columns,
+    user_category_columns,
+)
+from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS
+
+SPLITS = ("train", "val", "test")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Resolution of the per-row uniform draw used for negative subsampling.
+_SAMPLE_RESOLUTION = 1_000_000
+
+
+class TrainingSetError(RuntimeError):
+    """The events layer cannot support the requested training set (missing days, no history, empty split)."""
+
+
+@dataclass(frozen=True)
+class TrainingSetInfo:
+    path: Path
+    manifest: dict
+
+
+@dataclass(frozen=True)
+class CutoffPlan:
+    train: tuple[dt.date, ...]
+    val: tuple[dt.date, ...]
+    test: tuple[dt.date, ...]
+    dropped: tuple[dt.date, ...]
+
+    @property
+    def first(self) -> dt.date:
+        return self.train[0]
+
+    @property
+    def last(self) -> dt.date:
+        return self.test[-1]
+
+    def split_of(self) -> dict[dt.date, str]:
+        return {d: s for s in SPLITS for d in getattr(self, s)}
+
+
+def plan_cutoffs(cfg: PipelineConfig, last_cutoff: dt.date) -> CutoffPlan:
+    """The cutoffs of each split, ending at ``last_cutoff``, with h - 1 days left out between splits."""
+    t, h = cfg.training_set, cfg.features.horizon_days
+    gap = h - 1
+    sizes = [t.n_train_cutoffs, gap, t.n_val_cutoffs, gap, t.n_test_cutoffs]
+    first = last_cutoff - dt.timedelta(days=sum(sizes) - 1)
+    days = [first + dt.timedelta(days=i) for i in range(sum(sizes))]
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    part = [tuple(days[bounds[i] : bounds[i + 1]]) for i in range(len(sizes))]
+    return CutoffPlan(train=part[0], val=part[2], test=part[4], dropped=part[1] + part[3])
+
+
+def default_id(plan: CutoffPlan) -> str:
+    return f"cutoffs_{plan.first.isoformat()}_{plan.last.isoformat()}"
+
+
+def _check_events(cfg: PipelineConfig, plan: CutoffPlan) -> None:
+    present = event_partitions(cfg)
+    h = cfg.features.horizon_days
+    label_end = plan.last + dt.timedelta(days=h - 1)
+    missing_last = [
+        d for d in (plan.last + dt.timedelta(days=i) for i in range(h)) if d not in present
+    ]
+    if missing_last:
+        raise TrainingSetError(
+            f"the label window of the last cutoff {plan.last} has not fully landed: events partitions missing for "
+            f"{', '.join(map(str, missing_last))} under {cfg.paths.layer('events')}"
+        )
+    needed = [plan.first + dt.timedelta(days=i) for i in range((label_end - plan.first).days + 1)]
+    missing = [d for d in needed if d not in present]
+    if missing:
+        raise TrainingSetError(
+            f"cutoffs {plan.first}..{plan.last} need every events day {plan.first}..{label_end} for labels; "
+            f"missing: {', '.join(map(str, missing))}"
+        )
+    history = plan.first - dt.timedelta(days=1)
+    if history not in present:
+        raise TrainingSetError(
+            f"the earliest cutoff {plan.first} has no history: events partition dt={history} is missing "
+            f"(use a later --last-cutoff or fewer cutoffs)"
+        )
+
+
+def subsample_negatives(df: DataFrame, rate: float, where: Column | None = None) -> DataFrame:
+    """Keep a ``rate`` fraction of the rows (among those matching ``where``) whose labels are all 0,
+    re-weighted by 1/rate so weighted losses and rates stay unbiased; other rows are untouched."""
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"negative_sample_rate must be in (0, 1], got {rate}")
+    if rate == 1.0:
+        return df
+    sampled = reduce(lambda a, b: a & b, [F.col(c) == 0 for c in LABEL_COLUMNS])
+    if where is not None:
+        sampled = sampled & where
+    # A hash of (user, ds) rather than rand(): the same rows are kept on every rerun.
+    draw = F.pmod(F.xxhash64("user_id", F.col("ds").cast("string"), F.lit("negatives")), F.lit(_SAMPLE_RESOLUTION))
+    keep = ~sampled | (draw < F.lit(int(rate * _SAMPLE_RESOLUTION)))
+    return df.where(keep).withColumn("weight", F.when(sampled, F.lit(1.0 / rate)).otherwise(F.col("weight")))
+
+
+def _write_split(df: DataFrame, path: Path, n_files: int, key: list[str]) -> list[str]:
+    # Range partitioning on a unique key gives n non-empty files whenever there are >= n rows.
+    df.repartitionByRange(n_files, *key).sortWithinPartitions(*key).write.mode("errorifexists").parquet(str(path))
+    return sorted(p.name for p in path.glob("*.parquet"))
+
+
+def _stats(df: DataFrame, label_cols: list[str]) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
+    rows = df.groupBy("_split").agg(F.count(F.lit(1)).alias("n"), *[F.avg(c).alias(c) for c in label_cols]).collect()
+    by = {r["_split"]: r for r in rows}
+    counts = {s: int(by[s]["n"]) if s in by else 0 for s in SPLITS}
+    rates = {s: {c: float(by[s][c]) for c in label_cols} for s in SPLITS if s in by}
+    return counts, rates
+
+
+def build(
+    cfg: PipelineConfig,
+    last_cutoff: dt.date | None = None,
+    training_set_id: str | None = None,
+    spark: SparkSession | None = None,
+) -> TrainingSetInfo:
+    """Build training_sets/<id>/ for the cutoffs ending at ``last_cutoff`` (default: the latest labelled one)."""
+    from spark_jobs.session import build_session
+
+    fcfg, tcfg, tz = cfg.features, cfg.training_set, cfg.pipeline.timezone
+    last = last_cutoff or latest_labelled_cutoff(cfg)
+    plan = plan_cutoffs(cfg, last)
+    set_id = training_set_id or default_id(plan)
+    if not _ID.match(set_id):
+        raise TrainingSetError(f"training set id {set_id!r} must match {_ID.pattern}")
+    _check_events(cfg, plan)
+
+    spark = spark or build_session(cfg, f"training-set-{set_id}")
+    dt_first = plan.first - dt.timedelta(days=fcfg.lookback_days)
+    dt_last = plan.last + dt.timedelta(days=fcfg.horizon_days - 1)
+    events, used = read_events(spark, cfg, [dt_first + dt.timedelta(days=i) for i in range((dt_last - dt_first).days + 1)])
+    events = events.persist()
+
+    split_of = plan.split_of()
+    cutoffs = [cutoff_instant(d, tz) for d in sorted(split_of)]
+    split_col = F.create_map(*[x for d, s in split_of.items() for x in (F.lit(d.isoformat()), F.lit(s))])
+    split_of_ds = split_col[F.col("ds").cast("string")]
+    u = build_features_at(events, cutoffs, fcfg, tz, with_labels=True)
+    users = u.select("user_id", "ds", split_of_ds.alias("_split"), F.lit(1.0).alias("weight"), *u.columns[2:])
+    uc = build_user_category_at(events, cutoffs, fcfg, tz, with_labels=True)
+    user_cats = uc.select("user_id", "category_id", "ds", split_of_ds.alias("_split"), *uc.columns[3:])
+    users = subsample_negatives(users, tcfg.negative_sample_rate, where=F.col("_split") == "train").persist()
+    user_cats = user_cats.persist()
+
+    root = cfg.paths.layer("training_sets")
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / set_id
+    tmp = root / f".tmp-{set_id}-{uuid.uuid4().hex}"
+    try:
+        counts, rates = _stats(users, list(LABEL_COLUMNS))
+        empty = [s for s in SPLITS if counts[s] == 0]
+        if empty:
+            raise TrainingSetError(
+                "no user is active in the lookback of the cutoffs of split(s) "
+                + "; ".join(f"{s}: {', '.join(d.isoformat() for d in getattr(plan, s))}" for s in empty)
+            )
+        uc_counts, uc_rates = _stats(user_cats, [USER_CATEGORY_LABEL])
+        files, uc_files = {}, {}
+        for s in SPLITS:
+            files[s] = _write_split(
+                users.where(F.col("_split") == s).drop("_split"), tmp / s, tcfg.files_per_split, ["ds", "user_id"]
+            )
+            uc_files[s] = _write_split(
+                user_cats.where(F.col("_split") == s).drop("_split"),
+                tmp / "user_category" / s,
+                tcfg.files_per_split,
+                ["ds", "user_id", "category_id"],
+            )
+            if len(files[s]) < min(2, counts[s]):
+                raise TrainingSetError(f"split {s} was written as {len(files[s])} file(s); expected at least 2")
+        manifest = {
+            "id": set_id,
+            "cutoffs": {s: [d.isoformat() for d in getattr(plan, s)] for s in SPLITS},
+            "dropped_cutoffs": [d.isoformat() for d in plan.dropped],
+            "rows": counts,
+            "positive_rate": rates,
+            "files": {s: [f"{s}/{name}" for name in files[s]] for s in SPLITS},
+            "key_columns": ["user_id", "ds"],
+            "weight_column": "weight",
+            "feature_columns": tabular_columns(fcfg),
+            "sequence_columns": list(SEQUENCE_COLUMNS),
+            "label_columns": list(LABEL_COLUMNS),
+            "sequence_length": fcfg.sequence_length,
+            "item_buckets": fcfg.item_buckets,
+            "gap_bucket_cap": fcfg.gap_bucket_cap,
+            "lookback_days": fcfg.lookback_days,
+            "horizon_days": fcfg.horizon_days,
+            "timezone": tz,
+            "negative_sample_rate": tcfg.negative_sample_rate,
+            "user_category": {
+                "feature_columns": user_category_columns(fcfg),
+                "label_column": USER_CATEGORY_LABEL,
+                "rows": uc_counts,
+                "positive_rate": uc_rates,
+                "files": {s: [f"user_category/{s}/{name}" for name in uc_files[s]] for s in SPLITS},
+            },
+            "source": {
+                "events_path": str(cfg.paths.layer("events")),
+                "dt_first": dt_first.isoformat(),
+                "dt_last": dt_last.isoformat(),
+                "dts_read": [d.isoformat() for d in used],
+            },
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _swap(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        users.unpersist()
+        user_cats.unpersist()
+        events.unpersist()
+    return TrainingSetInfo(path=final, manifest=manifest)
+
+
+def _swap(tmp: Path, final: Path) -> None:
+    # Two renames on one file system; the old set is removed only once the new one is in place.
+    old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex}")
+    if final.exists():
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--last-cutoff", type=parse_ds, help="last cutoff YYYY-MM-DD (default: latest labelled)")
+    parser.add_argument("--id", dest="training_set_id", help="training set id (default: from the cutoff range)")
+    args = parser.parse_args(argv)
+    info = build(config_from_args(args), args.last_cutoff, args.training_set_id)
+    print(info.path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

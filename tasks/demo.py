@@ -1,0 +1,136 @@
+"""`make demo`: generate a synthetic log, run the real DAGs through Airflow, and print where everything landed.
+
+Steps: generate the log into the drop zone -> land and clean every generated day (the events history the
+features need) -> if no ``@champion`` exists, ``airflow dags test purchase_intent_training`` -> ``airflow
+dags test purchase_intent_nightly`` for the day after the latest generated day -> a summary.
+Rerunning is safe: every step replaces its own partition, so the day's rows exist exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import sys
+import time
+
+from tasks.config import PipelineConfig, add_common_args, config_from_args
+
+
+def _step(msg: str) -> None:
+    print(f"\n=== {msg}", flush=True)
+
+
+def _generator_stamp(cfg: PipelineConfig) -> str:
+    return hashlib.sha1(json.dumps(cfg.generator.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+def generate_if_needed(cfg: PipelineConfig) -> None:
+    from tasks.sources.synthetic import generate
+
+    out = cfg.paths.incoming / "synthetic"
+    stamp = out / ".generator-config"
+    if stamp.exists() and stamp.read_text() == _generator_stamp(cfg):
+        print(f"synthetic log already generated in {out} (same generator config)")
+        return
+    report = generate(cfg.generator, out, cfg.pipeline.timezone)
+    stamp.write_text(_generator_stamp(cfg))
+    print(report)
+
+
+def backfill_events(cfg: PipelineConfig, first: dt.date, last: dt.date) -> None:
+    """Land and clean every generated day, so the nightly run finds its lookback history."""
+    from spark_jobs.clean_events import run_range
+    from tasks.land import land_day
+
+    day = first
+    while day <= last:
+        land_day(cfg, day, "synthetic")
+        day += dt.timedelta(days=1)
+    from pyspark.sql import SparkSession
+
+    try:
+        for r in run_range(cfg, first, last, "synthetic"):
+            print(f"  {r.day}: {r.n_events} events, {r.n_bad} quarantined, {r.n_duplicates} duplicates")
+    finally:
+        # Free the JVM before training and the Airflow runs start their own processes.
+        if (spark := SparkSession.getActiveSession()) is not None:
+            spark.stop()
+
+
+def champion_info(cfg: PipelineConfig):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri, registry_uri=cfg.mlflow.resolved_tracking_uri)
+    try:
+        return client.get_model_version_by_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias)
+    except MlflowException:
+        return None
+
+
+def run(cfg: PipelineConfig) -> int:
+    from tasks.airflow_env import airflow, ensure_db
+    from tasks.warehouse import Warehouse
+
+    if cfg.pipeline.source != "synthetic":
+        raise SystemExit(f"make demo generates a synthetic log; pipeline.source is {cfg.pipeline.source!r}")
+    started = time.time()
+    first = cfg.generator.start
+    last = first + dt.timedelta(days=cfg.generator.n_days - 1)
+    ds = last + dt.timedelta(days=1)
+
+    _step(f"1/5 generating the synthetic log ({cfg.generator.n_users} users, {cfg.generator.n_days} days from {first})")
+    generate_if_needed(cfg)
+
+    _step(f"2/5 landing and cleaning the events history {first} .. {last}")
+    backfill_events(cfg, first, last)
+
+    _step("3/5 preparing Airflow (SQLite metadata under var/airflow)")
+    ensure_db(cfg)
+
+    if champion_info(cfg) is None:
+        _step(f"4/5 no @{cfg.mlflow.champion_alias} model yet: running purchase_intent_training for {ds}")
+        airflow(cfg, "dags", "test", "purchase_intent_training", ds.isoformat())
+    else:
+        _step(f"4/5 @{cfg.mlflow.champion_alias} exists: skipping training")
+    champion = champion_info(cfg)
+    if champion is None:
+        raise SystemExit(
+            "training finished but no model is @champion: the candidate did not pass the gate "
+            f"(gate.min_auc={cfg.gate.min_auc}); see the gate's log line above and the version tags in MLflow"
+        )
+
+    _step(f"5/5 running purchase_intent_nightly for ds={ds} (scores the day after {last})")
+    airflow(cfg, "dags", "test", "purchase_intent_nightly", ds.isoformat())
+
+    wh = Warehouse.from_config(cfg)
+    rows = wh.row_count(ds)
+    top = wh.top_users(ds, 5)
+    where = cfg.warehouse.duckdb_path if cfg.warehouse.backend == "duckdb" else cfg.warehouse.url
+    print("\n" + "=" * 72)
+    print(f"purchase-intent demo finished in {time.time() - started:.0f}s")
+    print(f"warehouse:        {where} (table {cfg.warehouse.table})")
+    print(f"rows for ds={ds}: {rows}")
+    print("top 5 users by p_purchase:")
+    for user_id, p in top:
+        print(f"  {user_id:>12}  {p:.4f}")
+    print(f"model:            models:/{cfg.mlflow.model_name}@{cfg.mlflow.champion_alias} = version {champion.version}")
+    print(f"MLflow run id:    {champion.run_id}")
+    print("look at it:       make airflow    (Airflow UI on http://localhost:8080)")
+    print("                  make mlflow-ui  (MLflow UI on http://localhost:5000)")
+    if cfg.warehouse.backend == "duckdb":
+        print(f'                  duckdb {where} "select * from {cfg.warehouse.table} where ds = \'{ds}\' order by p_purchase desc limit 10"')
+    print("=" * 72)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    return run(config_from_args(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

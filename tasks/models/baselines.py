@@ -1,0 +1,62 @@
+"""Yardsticks trained on the same splits as every candidate: logistic regression and LightGBM on f_* features.
+
+They read only the tabular columns; their test metrics are logged beside the candidate's so a
+sequence model that fails to beat a linear model on counts is visible in the run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from lightgbm import LGBMClassifier
+from sklearn.linear_model import LogisticRegression
+
+from tasks.config import PipelineConfig
+from tasks.evaluate import evaluate_intents
+from tasks.models.encoding import FeatureEncoder, encode_targets
+from tasks.schema import INTENTS
+
+
+def _fit_predict(make, x_train: np.ndarray, y: np.ndarray, w: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    if len(np.unique(y)) < 2:
+        # A head with one class in train has nothing to learn; predict its train rate.
+        return np.full(len(x_test), float(y.mean()))
+    clf = make()
+    clf.fit(x_train, y, sample_weight=w)
+    return clf.predict_proba(x_test)[:, 1]
+
+
+def evaluate_baselines(
+    cfg: PipelineConfig, encoder: FeatureEncoder, train: pd.DataFrame, test: pd.DataFrame
+) -> dict[str, dict[str, float]]:
+    """{"lr": metrics, "lgbm": metrics} on ``test`` (flat ``<intent>_<metric>`` keys, as evaluate_intents)."""
+    y_train, w_train = (t.numpy() for t in encode_targets(train))
+    y_test, _ = encode_targets(test)
+    y_test = y_test.numpy()
+    seed = cfg.training.seed
+    models = {
+        # LR sees the encoder's imputed, log-scaled, standardised features.
+        "lr": (
+            lambda: LogisticRegression(max_iter=500, random_state=seed),
+            encoder.encode_tabular(train),
+            encoder.encode_tabular(test),
+        ),
+        # LightGBM handles missing values and scale itself, so it gets the raw columns.
+        "lgbm": (
+            lambda: LGBMClassifier(
+                n_estimators=100, num_leaves=15, learning_rate=0.05, min_child_samples=10,
+                random_state=seed, n_jobs=1, verbose=-1,
+            ),
+            train[encoder.feature_columns].to_numpy(dtype=np.float64, na_value=np.nan),
+            test[encoder.feature_columns].to_numpy(dtype=np.float64, na_value=np.nan),
+        ),
+    }
+    out = {}
+    for name, (make, x_train, x_test) in models.items():
+        probs = np.column_stack(
+            [_fit_predict(make, x_train, y_train[:, j], w_train, x_test) for j in range(len(INTENTS))]
+        )  # [N_test, 3]
+        out[name] = evaluate_intents(
+            y_test, probs, threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction
+        )
+    return out

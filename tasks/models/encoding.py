@@ -1,0 +1,282 @@
+"""Feature encoder: turns feature-layer rows (pandas) into the model batch contract of ``tasks.models.base``.
+
+Fitted on the train split only. Fitting is split into mergeable partial statistics so that each
+DDP rank summarises just its own Parquet files and the ranks combine the sums; the fitted encoder
+(category vocabulary, f_* imputation values, log flags, means/stds, L, item_buckets) travels with
+the packaged model as JSON so scoring encodes exactly as training did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from tasks.schema import EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS
+
+PAD = 0
+OOV = 1  # category index of a value not in the train vocabulary
+N_HOURS = 24
+# Clip of standardised tabular values: heavy tails must not dominate the first layer.
+TABULAR_CLIP = 10.0
+
+# Feature-layer column -> batch key.
+SEQUENCE_BATCH_KEYS = {
+    "seq_event_type": "seq_event_type",
+    "seq_category": "seq_category",
+    "seq_item_bucket": "seq_item",
+    "seq_gap_cutoff_bucket": "seq_gap_cutoff",
+    "seq_gap_prev_bucket": "seq_gap_prev",
+    "seq_hour": "seq_hour",
+}
+assert tuple(SEQUENCE_BATCH_KEYS) == SEQUENCE_COLUMNS
+
+
+class EncodingError(ValueError):
+    """Input rows violate the feature-layer contract the encoder was fitted for."""
+
+
+@dataclass
+class EncoderStats:
+    """Partial statistics of some train rows; ``merge`` combines shards exactly."""
+
+    feature_columns: list[str]
+    n_rows: int = 0
+    count: np.ndarray = field(default=None)  # [F] non-null values
+    total: np.ndarray = field(default=None)  # [F] sum of raw values
+    total_sq: np.ndarray = field(default=None)
+    log_total: np.ndarray = field(default=None)  # [F] sum of log1p(max(x, 0))
+    log_total_sq: np.ndarray = field(default=None)
+    minimum: np.ndarray = field(default=None)  # [F]
+    categories: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        f = len(self.feature_columns)
+        for name in ("count", "total", "total_sq", "log_total", "log_total_sq"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(f))
+        if self.minimum is None:
+            self.minimum = np.full(f, np.inf)
+
+    def merge(self, other: EncoderStats) -> EncoderStats:
+        if other.feature_columns != self.feature_columns:
+            raise EncodingError("cannot merge encoder statistics of different feature columns")
+        return EncoderStats(
+            feature_columns=self.feature_columns,
+            n_rows=self.n_rows + other.n_rows,
+            count=self.count + other.count,
+            total=self.total + other.total,
+            total_sq=self.total_sq + other.total_sq,
+            log_total=self.log_total + other.log_total,
+            log_total_sq=self.log_total_sq + other.log_total_sq,
+            minimum=np.minimum(self.minimum, other.minimum),
+            categories=self.categories + other.categories,
+        )
+
+
+def _require_columns(pdf: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in pdf.columns]
+    if missing:
+        raise EncodingError(f"input lacks {what} column(s): {', '.join(missing)}")
+
+
+def _tabular_matrix(pdf: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    _require_columns(pdf, columns, "feature")
+    out = np.empty((len(pdf), len(columns)), dtype=np.float64)
+    for j, c in enumerate(columns):
+        try:
+            out[:, j] = pd.to_numeric(pdf[c], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+        except (ValueError, TypeError) as e:
+            raise EncodingError(f"feature column {c!r} is not numeric: {e}") from None
+    return out
+
+
+def _ragged(col: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A column of lists / numpy arrays / None -> (lengths [B], flat values)."""
+    pieces = []
+    for v in col:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            pieces.append(np.empty(0, dtype=object))
+        elif isinstance(v, str | bytes):
+            raise EncodingError(f"sequence column {name!r} holds a scalar string, expected a list")
+        else:
+            pieces.append(np.asarray(v, dtype=object) if name == "seq_category" else np.asarray(v))
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    flat = np.concatenate(pieces) if pieces and lengths.sum() else np.empty(0, dtype=object)
+    return lengths, flat
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    feature_columns: list[str]
+    impute_values: list[float]  # raw-space value that replaces a missing f_* value
+    log_transform: list[bool]  # log1p before standardising (non-negative columns)
+    means: list[float]  # of the (log-)transformed column
+    stds: list[float]
+    category_index: dict[str, int]  # raw category id -> index >= 2
+    sequence_length: int
+    item_buckets: int
+    gap_buckets: int
+
+    # ---- fitting -------------------------------------------------------------------------
+    @staticmethod
+    def partial_stats(pdf: pd.DataFrame, feature_columns: list[str]) -> EncoderStats:
+        x = _tabular_matrix(pdf, feature_columns)  # [N, F]
+        present = ~np.isnan(x)
+        x0 = np.where(present, x, 0.0)
+        lx = np.log1p(np.maximum(x0, 0.0))
+        _require_columns(pdf, ["seq_category"], "sequence")
+        _, cats = _ragged(pdf["seq_category"], "seq_category")
+        return EncoderStats(
+            feature_columns=list(feature_columns),
+            n_rows=len(pdf),
+            count=present.sum(axis=0).astype(np.float64),
+            total=x0.sum(axis=0),
+            total_sq=(x0**2).sum(axis=0),
+            log_total=lx.sum(axis=0),
+            log_total_sq=(lx**2).sum(axis=0),
+            minimum=np.where(present, x, np.inf).min(axis=0) if len(pdf) else np.full(len(feature_columns), np.inf),
+            categories=Counter(str(c) for c in cats if c is not None),
+        )
+
+    @classmethod
+    def from_stats(
+        cls,
+        stats: EncoderStats,
+        *,
+        sequence_length: int,
+        item_buckets: int,
+        gap_buckets: int = 32,
+        max_categories: int = 10_000,
+        category_min_count: int = 1,
+    ) -> FeatureEncoder:
+        if stats.n_rows == 0:
+            raise EncodingError("cannot fit the encoder on an empty train split")
+        cnt = np.maximum(stats.count, 1.0)
+        log_flag = stats.minimum >= 0
+        s, s2 = np.where(log_flag, stats.log_total, stats.total), np.where(log_flag, stats.log_total_sq, stats.total_sq)
+        mean = s / cnt
+        var = np.maximum(s2 / cnt - mean**2, 0.0)
+        std = np.sqrt(var)
+        std = np.where(std < 1e-8, 1.0, std)  # constant columns pass through centred
+        impute = np.where(log_flag, np.expm1(mean), mean)
+        kept = [c for c, n in stats.categories.most_common() if n >= category_min_count][:max_categories]
+        return cls(
+            feature_columns=list(stats.feature_columns),
+            impute_values=[float(v) for v in impute],
+            log_transform=[bool(v) for v in log_flag],
+            means=[float(v) for v in mean],
+            stds=[float(v) for v in std],
+            category_index={c: i + 2 for i, c in enumerate(sorted(kept))},
+            sequence_length=int(sequence_length),
+            item_buckets=int(item_buckets),
+            gap_buckets=int(gap_buckets),
+        )
+
+    @classmethod
+    def fit(cls, pdf: pd.DataFrame, feature_columns: list[str], **kwargs) -> FeatureEncoder:
+        return cls.from_stats(cls.partial_stats(pdf, feature_columns), **kwargs)
+
+    # ---- encoding ------------------------------------------------------------------------
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        """Embedding table sizes per batch key, padding index 0 included."""
+        return {
+            "seq_event_type": len(EVENT_TYPES) + 1,
+            "seq_category": len(self.category_index) + 2,
+            "seq_item": self.item_buckets + 1,
+            "seq_gap_cutoff": self.gap_buckets + 1,
+            "seq_gap_prev": self.gap_buckets + 1,
+            "seq_hour": N_HOURS + 1,
+        }
+
+    def encode_tabular(self, pdf: pd.DataFrame) -> np.ndarray:
+        x = _tabular_matrix(pdf, self.feature_columns)  # [B, F]
+        x = np.where(np.isnan(x), np.asarray(self.impute_values), x)
+        log = np.asarray(self.log_transform)
+        x = np.where(log, np.log1p(np.maximum(x, 0.0)), x)
+        x = (x - np.asarray(self.means)) / np.asarray(self.stds)
+        return np.clip(x, -TABULAR_CLIP, TABULAR_CLIP).astype(np.float32)
+
+    def _field_values(self, name: str, flat: np.ndarray) -> np.ndarray:
+        """Raw flat values of one sequence column -> vocabulary indices >= 1."""
+        if name == "seq_category":
+            idx = pd.Series(flat, dtype=object).map(lambda c: self.category_index.get(str(c), OOV) if c is not None else OOV)
+            return idx.to_numpy(dtype=np.int64)
+        try:
+            v = flat.astype(np.int64)
+        except (ValueError, TypeError) as e:
+            raise EncodingError(f"sequence column {name!r} holds non-integer values: {e}") from None
+        if name == "seq_event_type":
+            lo, hi = 1, len(EVENT_TYPES)
+        elif name == "seq_item_bucket":
+            lo, hi = 1, self.item_buckets
+        elif name == "seq_hour":
+            lo, hi = 0, N_HOURS - 1
+        else:
+            # Gap buckets are log2 buckets starting at 0: shift past padding and cap the tail.
+            return np.clip(v + 1, 1, self.gap_buckets)
+        bad = (v < lo) | (v > hi)
+        if bad.any():
+            raise EncodingError(f"sequence column {name!r} has values outside {lo}..{hi}, e.g. {v[bad][:3].tolist()}")
+        return v + 1 if name == "seq_hour" else v
+
+    def encode(self, pdf: pd.DataFrame) -> dict[str, Tensor]:
+        """Rows -> batch dict (see tasks.models.base); sequences keep their most recent L events."""
+        _require_columns(pdf, SEQUENCE_COLUMNS, "sequence")
+        b, length = len(pdf), self.sequence_length
+        batch: dict[str, Tensor] = {}
+        lengths0 = None
+        for col, key in SEQUENCE_BATCH_KEYS.items():
+            lengths, flat = _ragged(pdf[col], col)
+            if lengths0 is None:
+                lengths0 = lengths
+            elif not np.array_equal(lengths, lengths0):
+                row = int(np.flatnonzero(lengths != lengths0)[0])
+                raise EncodingError(f"row {row}: sequence column {col!r} length differs from seq_event_type")
+            out = np.zeros((b, length), dtype=np.int64)  # [B, L], 0 = padding on the left
+            if len(flat):
+                values = self._field_values(col, flat)
+                rows = np.repeat(np.arange(b), lengths)
+                starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+                from_end = np.repeat(lengths, lengths) - (np.arange(len(flat)) - starts) - 1
+                keep = from_end < length
+                out[rows[keep], length - 1 - from_end[keep]] = values[keep]
+            batch[key] = torch.from_numpy(out)
+        n = np.minimum(lengths0, length)
+        batch["seq_mask"] = torch.from_numpy(np.arange(length)[None, :] >= (length - n)[:, None])  # [B, L]
+        batch["tabular"] = torch.from_numpy(self.encode_tabular(pdf))  # [B, F]
+        return batch
+
+    # ---- persistence ---------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureEncoder:
+        try:
+            data = json.loads(text)
+            return cls(**data)
+        except (json.JSONDecodeError, TypeError) as e:
+            raise EncodingError(f"not a FeatureEncoder JSON document: {e}") from None
+
+
+def encode_targets(pdf: pd.DataFrame) -> tuple[Tensor, Tensor]:
+    """Labels [B, 3] (INTENTS order) and row weights [B] of training rows; nulls are an error."""
+    _require_columns(pdf, [*LABEL_COLUMNS, "weight"], "label")
+    labels = pdf[list(LABEL_COLUMNS)]
+    if labels.isna().any().any():
+        bad = [c for c in LABEL_COLUMNS if pdf[c].isna().any()]
+        raise EncodingError(f"training rows have null labels in {bad}")
+    y = labels.to_numpy(dtype=np.float32)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise EncodingError("label columns must hold 0/1")
+    w = pdf["weight"].to_numpy(dtype=np.float32, na_value=np.nan)
+    if np.isnan(w).any() or (w < 0).any():
+        raise EncodingError("weight must be a non-negative number on every row")
+    return torch.from_numpy(y), torch.from_numpy(w)

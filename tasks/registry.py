@@ -1,0 +1,246 @@
+"""Champion/challenger gate over the MLflow model registry.
+
+A candidate version is evaluated beside the current ``@champion`` on the same test split (both loaded
+as pyfuncs by URI, exactly as scoring loads them). It takes the champion alias only when its purchase
+ROC-AUC reaches ``gate.min_auc`` and is at most ``gate.max_auc_drop`` below the champion's; otherwise
+it becomes ``challenger``. The decision, both metrics and the reason are written as version tags.
+
+CLI:
+    python -m tasks.registry gate --version V --training-set DIR
+    python -m tasks.registry show
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import PipelineConfig, add_common_args, config_from_args
+from tasks.evaluate import GATE_METRIC, evaluate_intents
+from tasks.schema import LABEL_COLUMNS, PROBABILITY_COLUMNS
+
+CHALLENGER_ALIAS = "challenger"
+
+
+class GateError(RuntimeError):
+    """The gate could not decide (unknown version, unusable test split)."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    version: str
+    promoted: bool
+    alias: str
+    candidate_auc: float
+    champion_version: str | None
+    champion_auc: float | None
+    reason: str
+
+
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextmanager
+def mlflow_store(cfg: PipelineConfig) -> Iterator:
+    """Point mlflow's fluent API (runs, log_model, load_model) at the config's store for a block.
+
+    ``mlflow.set_tracking_uri`` also writes MLFLOW_TRACKING_URI into os.environ, which
+    ``load_config`` would then read as an override for every later config in this process; the
+    previous URIs and environment are restored on exit. Yields a client bound to the store.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    uri = cfg.mlflow.resolved_tracking_uri
+    saved_env = {k: os.environ.get(k) for k in _URI_ENV}
+    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        registry_utils._registry_uri = saved_registry
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _client(cfg: PipelineConfig):
+    from mlflow import MlflowClient
+
+    uri = cfg.mlflow.resolved_tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def champion(cfg: PipelineConfig):
+    """The ModelVersion holding the champion alias, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(cfg)
+    try:
+        return client.get_model_version_by_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def read_test_split(training_set_dir: Path) -> pd.DataFrame:
+    files = sorted((Path(training_set_dir) / "test").glob("*.parquet"))
+    if not files:
+        raise GateError(f"training set {training_set_dir} has no Parquet files in test/")
+    import pyarrow.parquet as pq
+
+    pdf = pq.read_table([str(f) for f in files]).to_pandas()
+    missing = [c for c in LABEL_COLUMNS if c not in pdf.columns]
+    if missing:
+        raise GateError(f"test split of {training_set_dir} lacks label columns {missing}")
+    if pdf[list(LABEL_COLUMNS)].isna().any().any():
+        raise GateError(f"test split of {training_set_dir} has null labels")
+    return pdf
+
+
+def evaluate_version(cfg: PipelineConfig, version: str, test: pd.DataFrame) -> dict[str, float]:
+    """Test metrics of ``models:/<name>/<version>`` loaded as a pyfunc."""
+    import mlflow
+
+    with mlflow_store(cfg):
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.model_name}/{version}")
+    probs = model.predict(test)
+    if list(probs.columns) != list(PROBABILITY_COLUMNS) or len(probs) != len(test):
+        raise GateError(f"version {version} returned {list(probs.columns)} x {len(probs)}, not the scoring contract")
+    return evaluate_intents(
+        test[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64),
+        probs.to_numpy(dtype=np.float64),
+        threshold=cfg.training.threshold,
+        top_k_fraction=cfg.training.top_k_fraction,
+    )
+
+
+def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecision:
+    """Compare candidate ``version`` with ``@champion`` on the test split and move the aliases."""
+    from mlflow.exceptions import MlflowException
+
+    version = str(version)
+    client = _client(cfg)
+    name = cfg.mlflow.model_name
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as e:
+        raise GateError(f"model {name!r} has no version {version!r}: {e.message}") from None
+    test = read_test_split(training_set_dir)
+    cand = evaluate_version(cfg, version, test)
+    cand_auc = cand[GATE_METRIC]
+    current = champion(cfg)
+    champ_version = str(current.version) if current is not None else None
+    champ_auc = None
+    if current is not None:
+        champ_auc = cand_auc if champ_version == version else evaluate_version(cfg, champ_version, test)[GATE_METRIC]
+
+    if not math.isfinite(cand_auc):
+        promoted, reason = False, "test split has a single purchase class; ROC-AUC undefined"
+    elif cand_auc < cfg.gate.min_auc:
+        promoted, reason = False, f"candidate AUC {cand_auc:.4f} < min_auc {cfg.gate.min_auc:.4f}"
+    elif champ_auc is None:
+        promoted, reason = True, f"no champion yet; candidate AUC {cand_auc:.4f} >= min_auc {cfg.gate.min_auc:.4f}"
+    elif champ_version == version:
+        promoted, reason = True, f"version {version} is already the champion"
+    elif cand_auc >= champ_auc - cfg.gate.max_auc_drop:
+        promoted, reason = True, (
+            f"candidate AUC {cand_auc:.4f} >= champion v{champ_version} AUC {champ_auc:.4f} "
+            f"- max_auc_drop {cfg.gate.max_auc_drop:.4f}"
+        )
+    else:
+        promoted, reason = False, (
+            f"candidate AUC {cand_auc:.4f} < champion v{champ_version} AUC {champ_auc:.4f} "
+            f"- max_auc_drop {cfg.gate.max_auc_drop:.4f}"
+        )
+
+    alias = cfg.mlflow.champion_alias if promoted else CHALLENGER_ALIAS
+    tags = {
+        "gate_decision": "promoted" if promoted else "rejected",
+        "gate_alias": alias,
+        "gate_candidate_auc": f"{cand_auc:.6f}",
+        "gate_champion_version": champ_version or "",
+        "gate_champion_auc": "" if champ_auc is None else f"{champ_auc:.6f}",
+        "gate_reason": reason,
+        "gate_training_set": str(Path(training_set_dir).resolve()),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, alias, version)
+    if promoted:
+        # A promoted version is no longer a challenger.
+        aliases = client.get_model_version(name, version).aliases
+        if CHALLENGER_ALIAS in aliases:
+            client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+    return GateDecision(
+        version=version,
+        promoted=promoted,
+        alias=alias,
+        candidate_auc=cand_auc,
+        champion_version=champ_version,
+        champion_auc=champ_auc,
+        reason=reason,
+    )
+
+
+def show(cfg: PipelineConfig) -> list[dict]:
+    """Every version of the registered model with its aliases and gate tags, newest first."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(cfg)
+    try:
+        # Version search results carry no aliases; the registered model has the alias -> version map.
+        alias_map = client.get_registered_model(cfg.mlflow.model_name).aliases or {}
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    versions = client.search_model_versions(f"name = '{cfg.mlflow.model_name}'")
+    rows = [
+        {
+            "version": str(v.version),
+            "aliases": sorted(a for a, ver in alias_map.items() if str(ver) == str(v.version)),
+            "run_id": v.run_id,
+            "status": v.status,
+            "tags": dict(v.tags or {}),
+        }
+        for v in versions
+    ]
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.registry", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = add_common_args(sub.add_parser("gate", help="compare a version with @champion and move aliases"))
+    g.add_argument("--version", required=True, help="candidate model version (as registered by training)")
+    g.add_argument("--training-set", type=Path, required=True, help="training-set folder whose test/ split is used")
+    add_common_args(sub.add_parser("show", help="list versions, aliases and gate tags as JSON"))
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    if args.command == "gate":
+        print(json.dumps(asdict(gate(cfg, args.version, args.training_set)), indent=2))
+    else:
+        print(json.dumps(show(cfg), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

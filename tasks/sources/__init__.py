@@ -1,0 +1,1 @@
+"""Producers of incoming raw files: the synthetic behaviour-log generator (real exports arrive as files)."""

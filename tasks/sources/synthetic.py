@@ -1,0 +1,393 @@
+"""Synthetic e-commerce behaviour log, calibrated to the Taobao UserBehavior sample.
+
+Writes one canonical CSV per day (``<out>/dt=YYYY-MM-DD/events.csv``, header = ``tasks.schema.EVENT_COLUMNS``)
+so the whole pipeline can run at any scale without a real export. What it models and why is documented
+in docs/synthetic-data.md. Users are generated in chunks of ``generator.chunk_users`` with vectorised
+numpy, each chunk appended to the day files, so memory is bounded by one chunk, not by the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import GeneratorConfig, add_common_args, config_from_args
+from tasks.schema import EVENT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+VIEW, CART, FAV, PURCHASE = 0, 1, 2, 3
+TYPE_NAMES = np.array(["view", "cart", "fav", "purchase"], dtype=object)
+BROWSE, RESEARCH, BUY = 0, 1, 2
+# Item rule of one event: sampled from its category, the mission's target item, or the previous event's item.
+SAMPLED, TARGET, COPY_PREV = 0, 1, 2
+
+SESSION_GAP_S = 30 * 60
+# Relative activity by local hour of day (evening peak, night trough), as in e-commerce traffic.
+HOURLY_WEIGHTS = np.array(
+    [2, 1, 1, 1, 1, 1, 2, 3, 4, 5, 5, 5, 6, 5, 5, 5, 5, 6, 7, 8, 9, 9, 7, 4], dtype=float
+)
+
+# Behaviour parameters, tuned so a 9-day log of the default population matches the Taobao sample
+# (about 90% views, 5% carts, 3% favs, 2% purchases; median ~80 events per active user; ~15% of the
+# population buying on a given day). tests/unit/test_synthetic.py checks these targets.
+P_ACTIVE_A, P_ACTIVE_B = 6.0, 2.2  # beta prior of a user's daily activity probability (mean ~0.73)
+SESSIONS_MEDIAN, SESSIONS_SIGMA = 0.55, 0.6  # extra browse sessions per active day ~ Poisson(lognormal)
+SESSION_LEN_MEAN = 5.0  # mean browse-session length is 1 + SESSION_LEN_MEAN (times the user's length scale)
+BROWSE_CART, BROWSE_FAV = 0.035, 0.03  # per-event chance (after the first) of a cart / fav of the item just seen
+IMPULSE_BUY = 0.025  # chance that a browse session ends with buying the item just seen
+INTENT_MEAN, INTENT_SD = -1.5, 0.8  # user baseline intent (logit of the daily mission probability)
+INTENT_RHO, INTENT_NOISE = 0.75, 0.7  # AR(1) drift of intent from day to day
+MISSION_CONVERT = 0.8  # chance that a shopping mission ends in a purchase
+MISSION_SAME_DAY = 0.4  # a converted mission buys on its research day, else on the next day
+MISSION_TARGET_P = 0.35  # in mission sessions, each sampled event is the target item with this chance
+SECOND_PURCHASE = 0.35  # a buy session also buys a second item of the mission category
+QUERY_P = 0.35  # the first view of a session carries a search query with this chance
+
+
+@dataclass(frozen=True)
+class GenerateReport:
+    out_dir: Path
+    days: tuple[dt.date, ...]
+    n_users: int
+    n_active_users: int
+    n_events: int
+    events_per_day: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _Catalog:
+    item_category: np.ndarray  # [n_items] category index of each item
+    cat_offsets: np.ndarray  # [n_categories] start of each category's items in cat_items
+    cat_counts: np.ndarray  # [n_categories] items per category (>= 1)
+    cat_items: np.ndarray  # [n_items] item indices grouped by category, most popular first
+    cat_popularity: np.ndarray  # [n_categories] probabilities
+    item_ids: np.ndarray  # [n_items] public item id (str)
+    item_price: np.ndarray  # [n_items] float, >= 0
+    item_brand: np.ndarray  # [n_items] str or "" (no brand)
+    category_ids: np.ndarray  # [n_categories] public category id (str)
+    category_code: np.ndarray  # [n_categories] str or ""
+    category_queries: np.ndarray  # [n_categories, 16] two-word queries from the category's vocabulary
+
+
+_SYLLABLES = np.array(
+    "ka lo mi ru te sa no vi pe da zu ro me li ta fo be gu ni so ha ke ma ju".split(), dtype=object
+)
+_TOP_CODES = ("electronics", "apparel", "home", "kids", "sport", "beauty", "auto", "garden", "books")
+
+
+def _words(rng: np.random.Generator, n: int, syllables: int) -> np.ndarray:
+    parts = rng.integers(0, len(_SYLLABLES), size=(n, syllables))
+    return np.array(["".join(_SYLLABLES[row]) for row in parts], dtype=object)
+
+
+def _catalog(gen: GeneratorConfig) -> _Catalog:
+    rng = np.random.default_rng([gen.seed, 0])
+    n_cat, n_items = gen.n_categories, gen.n_items
+    if n_items < n_cat:
+        raise ValueError(f"generator.n_items ({n_items}) must be >= generator.n_categories ({n_cat})")
+    # Zipf-like category popularity; each category's share of the catalogue follows its popularity.
+    pop = 1.0 / np.arange(1, n_cat + 1) ** 1.1
+    pop = pop[rng.permutation(n_cat)]
+    pop /= pop.sum()
+    counts = 1 + rng.multinomial(n_items - n_cat, pop)
+    item_category = np.repeat(np.arange(n_cat), counts)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    cat_items = np.arange(n_items)
+    item_ids = (rng.permutation(n_items) + 1).astype(str).astype(object)
+    base_price = rng.lognormal(3.2, 1.0, size=n_cat)
+    price = np.round(base_price[item_category] * rng.lognormal(0.0, 0.35, size=n_items), 2)
+    brands = _words(rng, max(8, n_cat * 3), 3)
+    cat_brand_pool = rng.integers(0, len(brands), size=(n_cat, 3))
+    item_brand = brands[cat_brand_pool[item_category, rng.integers(0, 3, size=n_items)]]
+    item_brand[rng.random(n_items) < 0.25] = ""
+    vocab = _words(rng, n_cat * 4, 2).reshape(n_cat, 4)
+    queries = np.empty((n_cat, 16), dtype=object)
+    for j in range(16):
+        queries[:, j] = vocab[:, j // 4] + " " + vocab[:, j % 4]
+    queries[:, ::5] = vocab[:, :4]  # single-word queries too (j = 0, 5, 10, 15)
+    subs = _words(rng, n_cat, 2)
+    tops = np.array(_TOP_CODES, dtype=object)[rng.integers(0, len(_TOP_CODES), size=n_cat)]
+    code = tops + "." + subs
+    code[rng.random(n_cat) < 0.2] = ""
+    return _Catalog(
+        item_category=item_category,
+        cat_offsets=offsets,
+        cat_counts=counts,
+        cat_items=cat_items,
+        cat_popularity=pop,
+        item_ids=item_ids,
+        item_price=price,
+        item_brand=item_brand,
+        category_ids=(np.arange(n_cat) + 1).astype(str).astype(object),
+        category_code=code,
+        category_queries=queries,
+    )
+
+
+def _sample_items(rng: np.random.Generator, cat: _Catalog, categories: np.ndarray) -> np.ndarray:
+    # u**2.5 skews picks towards the first (most popular) items of each category.
+    pos = np.floor(rng.random(len(categories)) ** 2.5 * cat.cat_counts[categories]).astype(np.int64)
+    return cat.cat_items[cat.cat_offsets[categories] + pos]
+
+
+def _local_day_starts(days: list[dt.date], tz: str) -> np.ndarray:
+    """Epoch seconds (UTC) of each day's local midnight, plus the end of the last day: [n_days + 1]."""
+    zone = ZoneInfo(tz)
+    bounds = [*days, days[-1] + dt.timedelta(days=1)]
+    return np.array(
+        [int(dt.datetime.combine(d, dt.time(), tzinfo=zone).timestamp()) for d in bounds], dtype=np.int64
+    )
+
+
+def _hour_offsets(rng: np.random.Generator, n: int) -> np.ndarray:
+    hours = rng.choice(24, size=n, p=HOURLY_WEIGHTS / HOURLY_WEIGHTS.sum())
+    return hours * 3600 + rng.integers(0, 3600, size=n)
+
+
+def _chunk_events(
+    gen: GeneratorConfig, cat: _Catalog, chunk: int, first_user: int, n_users: int, bounds: np.ndarray
+) -> pd.DataFrame:
+    """All events of users [first_user, first_user + n_users), sorted by user then time."""
+    rng = np.random.default_rng([gen.seed, 1, chunk])
+    n_days = len(bounds) - 1
+    day_len = np.diff(bounds)  # [D] seconds; 23 or 25 h on DST changes
+
+    # Per-user traits [U].
+    p_active = rng.beta(P_ACTIVE_A, P_ACTIVE_B, size=n_users)
+    rate = rng.lognormal(np.log(SESSIONS_MEDIAN), SESSIONS_SIGMA, size=n_users)
+    len_scale = rng.lognormal(0.0, 0.5, size=n_users)
+    prefs = rng.choice(len(cat.cat_popularity), size=(n_users, 3), p=cat.cat_popularity)
+    baseline = rng.normal(INTENT_MEAN, INTENT_SD, size=n_users)
+
+    # Latent intent drifting as AR(1) around the user's baseline: z [U, D].
+    noise = rng.normal(0.0, INTENT_NOISE, size=(n_users, n_days))
+    drift = np.empty_like(noise)
+    drift[:, 0] = noise[:, 0] / np.sqrt(1 - INTENT_RHO**2)
+    for d in range(1, n_days):
+        drift[:, d] = INTENT_RHO * drift[:, d - 1] + noise[:, d]
+    intent = 1.0 / (1.0 + np.exp(-(baseline[:, None] + drift)))
+
+    active = rng.random((n_users, n_days)) < p_active[:, None]  # [U, D]
+    n_browse = np.where(active, 1 + rng.poisson(rate[:, None] * np.ones(n_days)), 0)  # [U, D]
+    mission = active & (rng.random((n_users, n_days)) < intent)  # [U, D]
+
+    # Browse sessions.
+    bu, bd = np.nonzero(n_browse)
+    reps = n_browse[bu, bd]
+    b_user, b_day = np.repeat(bu, reps), np.repeat(bd, reps)
+    nb = len(b_user)
+    b_len = rng.geometric(1.0 / (1.0 + SESSION_LEN_MEAN * len_scale[b_user]))
+    explore = rng.random(nb) < 0.15
+    b_focus = np.where(
+        explore,
+        rng.choice(len(cat.cat_popularity), size=nb, p=cat.cat_popularity),
+        prefs[b_user, rng.choice(3, size=nb, p=[0.5, 0.3, 0.2])],
+    )
+    b_start = bounds[b_day] + np.minimum(_hour_offsets(rng, nb), day_len[b_day] - 1)
+
+    # Shopping missions: a focused research session on day d, then (if converted) a buy session the same
+    # day or the next; the burst of views/carts in one category before a purchase is the sequence signal.
+    mu, md = np.nonzero(mission)
+    nm = len(mu)
+    m_focus = np.where(rng.random(nm) < 0.8, prefs[mu, rng.integers(0, 3, size=nm)], rng.choice(
+        len(cat.cat_popularity), size=nm, p=cat.cat_popularity))
+    m_target = _sample_items(rng, cat, m_focus)
+    r_len = 2 + rng.geometric(1.0 / 6.0, size=nm)
+    r_start = bounds[md] + np.minimum(_hour_offsets(rng, nm), day_len[md] - 1)
+    r_gap = rng.integers(40 * 60, 5 * 3600, size=nm)
+    converted = rng.random(nm) < MISSION_CONVERT
+    same_day = rng.random(nm) < MISSION_SAME_DAY
+    next_day = np.minimum(md + 1, n_days - 1)
+    k_start = np.where(
+        same_day,
+        r_start + r_len * 120 + r_gap,
+        bounds[next_day] + np.minimum(_hour_offsets(rng, nm), day_len[next_day] - 1),
+    )
+    # A next-day purchase past the generated range is simply not observed.
+    buy = converted & (same_day | (md + 1 < n_days))
+    k_pre = rng.geometric(1.0 / 3.0, size=nm)
+    k_cart = rng.random(nm) < 0.6
+    k_second = rng.random(nm) < SECOND_PURCHASE
+    k_len = k_pre + k_cart + 1 + 2 * k_second
+
+    # Session table: browse, research, buy [S].
+    s_user = np.concatenate([b_user, mu, mu[buy]])
+    s_kind = np.concatenate([np.full(nb, BROWSE), np.full(nm, RESEARCH), np.full(buy.sum(), BUY)])
+    s_focus = np.concatenate([b_focus, m_focus, m_focus[buy]])
+    s_target = np.concatenate([np.full(nb, -1), m_target, m_target[buy]])
+    s_len = np.concatenate([b_len, r_len, k_len[buy]]).astype(np.int64)
+    s_start = np.concatenate([b_start, r_start, k_start[buy]])
+    s_pre = np.concatenate([np.zeros(nb + nm, dtype=np.int64), k_pre[buy]])
+    s_cart = np.concatenate([np.zeros(nb + nm, dtype=bool), k_cart[buy]])
+    s_impulse = np.concatenate([rng.random(nb) < IMPULSE_BUY, np.zeros(nm + buy.sum(), dtype=bool)])
+
+    # Events [E]: one row per (session, position).
+    n_events = int(s_len.sum())
+    sess = np.repeat(np.arange(len(s_len)), s_len)
+    first = np.concatenate([[0], np.cumsum(s_len)[:-1]])
+    pos = np.arange(n_events) - first[sess]
+    last = pos == s_len[sess] - 1
+    kind = s_kind[sess]
+
+    etype = np.full(n_events, VIEW)
+    rule = np.full(n_events, SAMPLED)
+    r = rng.random(n_events)
+    browse_ev = (kind == BROWSE) & (pos > 0)
+    etype[browse_ev & (r < BROWSE_CART)] = CART
+    etype[browse_ev & (r >= BROWSE_CART) & (r < BROWSE_CART + BROWSE_FAV)] = FAV
+    etype[(kind == BROWSE) & last & (pos > 0) & s_impulse[sess]] = PURCHASE
+    research_ev = (kind == RESEARCH) & (pos > 0)
+    etype[research_ev & (r < 0.15)] = CART
+    etype[research_ev & (r >= 0.15) & (r < 0.24)] = FAV
+    # Buy session layout: k_pre views, [cart target], purchase target, [view + purchase of a second item].
+    bpos = pos - s_pre[sess]
+    buy_ev = kind == BUY
+    has_cart = s_cart[sess]
+    etype[buy_ev & has_cart & (bpos == 0)] = CART
+    rule[buy_ev & has_cart & (bpos == 0)] = TARGET
+    p_first = buy_ev & (bpos == has_cart.astype(np.int64))
+    etype[p_first] = PURCHASE
+    rule[p_first] = TARGET
+    etype[buy_ev & (bpos == has_cart + 2)] = PURCHASE
+    # A cart, fav or purchase is of the item just seen, unless the layout names the mission's target.
+    rule[(etype != VIEW) & (rule != TARGET)] = COPY_PREV
+    rule[(pos == 0) & (rule == COPY_PREV)] = SAMPLED
+
+    # Categories and items.
+    mission_ev = kind != BROWSE
+    on_focus = rng.random(n_events) < np.where(mission_ev, 0.92, 0.75)
+    stray = prefs[s_user[sess], rng.integers(0, 3, size=n_events)]
+    ecat = np.where(on_focus, s_focus[sess], stray)
+    item = _sample_items(rng, cat, ecat)
+    to_target = (mission_ev & (rng.random(n_events) < MISSION_TARGET_P)) | (rule == TARGET)
+    item = np.where(to_target & (s_target[sess] >= 0), s_target[sess], item)
+    idx = np.arange(n_events)
+    copy = rule == COPY_PREV
+    for _ in range(3):  # resolves chains such as view -> cart -> purchase of the same item
+        item[copy] = item[idx[copy] - 1]
+
+    # Times: seconds between events within a session stay well under the 30-minute session gap.
+    gaps = np.clip(rng.exponential(50.0, size=n_events), 1, 900).astype(np.int64)
+    gaps[pos == 0] = 0
+    csum = np.cumsum(gaps)
+    t = s_start[sess] + csum - csum[first[sess]]
+
+    # Day 0 of the simulation is a warm-up (so the first kept day sees next-day purchases too): not emitted.
+    keep = (t >= bounds[1]) & (t < bounds[-1])
+    user = s_user[sess][keep]
+    t, item, etype, pos = t[keep], item[keep], etype[keep], pos[keep]
+    order = np.lexsort((etype, t, user))
+    user, t, item, etype, pos = user[order], t[order], item[order], etype[order], pos[order]
+
+    # Sessions re-derived from the emitted times (30-minute inactivity), so the column is always consistent.
+    new_user = np.concatenate([[True], user[1:] != user[:-1]])
+    new_sess = new_user | np.concatenate([[True], np.diff(t) > SESSION_GAP_S])
+    sess_no = np.cumsum(new_sess)
+    sess_no = sess_no - np.maximum.accumulate(np.where(new_user, sess_no, 0)) + 1
+
+    ecat = cat.item_category[item]
+    user_ids = (first_user + user + 1).astype(str).astype(object)
+    query = np.full(len(t), "", dtype=object)
+    with_query = new_sess & (etype == VIEW) & (rng.random(len(t)) < QUERY_P)
+    query[with_query] = cat.category_queries[ecat[with_query], rng.integers(0, 16, size=with_query.sum())]
+    times = np.datetime_as_string(t.astype("datetime64[s]"), unit="s").astype(object) + "Z"
+    frame = pd.DataFrame(
+        {
+            "event_time": times,
+            "user_id": user_ids,
+            "item_id": cat.item_ids[item],
+            "category_id": cat.category_ids[ecat],
+            "event_type": TYPE_NAMES[etype],
+            "price": cat.item_price[item],
+            "session_id": user_ids + "-" + sess_no.astype(str).astype(object),
+            "query": query,
+            "brand": cat.item_brand[item],
+            "category_code": cat.category_code[ecat],
+        },
+        columns=list(EVENT_COLUMNS),
+    )
+    frame["_day"] = np.searchsorted(bounds, t, side="right") - 2
+    return frame
+
+
+def generate(gen: GeneratorConfig, out_dir: Path, tz: str = "UTC") -> GenerateReport:
+    """Write the synthetic log for ``gen`` under ``out_dir`` (replacing any previous output whole)."""
+    out_dir = Path(out_dir)
+    days = [gen.start + dt.timedelta(days=i) for i in range(gen.n_days)]
+    bounds = _local_day_starts([gen.start - dt.timedelta(days=1), *days], tz)
+    cat = _catalog(gen)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    per_day = np.zeros(len(days), dtype=np.int64)
+    active_users = 0
+    try:
+        files = []
+        for d in days:
+            (tmp / f"dt={d.isoformat()}").mkdir()
+            path = tmp / f"dt={d.isoformat()}" / "events.csv"
+            path.write_text(",".join(EVENT_COLUMNS) + "\n")
+            files.append(path)
+        for chunk, first_user in enumerate(range(0, gen.n_users, gen.chunk_users)):
+            n = min(gen.chunk_users, gen.n_users - first_user)
+            frame = _chunk_events(gen, cat, chunk, first_user, n, bounds)
+            active_users += frame["user_id"].nunique()
+            for d, part in frame.groupby("_day", sort=True):
+                part.drop(columns="_day").to_csv(
+                    files[d], mode="a", header=False, index=False, float_format="%.2f", lineterminator="\n"
+                )
+                per_day[d] += len(part)
+            log.info("chunk %d: users %d..%d, %d events", chunk, first_user, first_user + n - 1, len(frame))
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report = GenerateReport(
+        out_dir=out_dir,
+        days=tuple(days),
+        n_users=gen.n_users,
+        n_active_users=active_users,
+        n_events=int(per_day.sum()),
+        events_per_day={d.isoformat(): int(n) for d, n in zip(days, per_day)},
+    )
+    log.info("synthetic log: %d events of %d active users in %s", report.n_events, active_users, out_dir)
+    return report
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def main(argv: list[str] | None = None) -> GenerateReport:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--n-users", type=int, help="override generator.n_users")
+    parser.add_argument("--n-days", type=int, help="override generator.n_days")
+    parser.add_argument("--out", type=Path, help="output folder (default: <incoming>/synthetic)")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    overrides = {k: v for k, v in (("n_users", args.n_users), ("n_days", args.n_days)) if v is not None}
+    gen = GeneratorConfig.model_validate({**cfg.generator.model_dump(), **overrides})
+    report = generate(gen, args.out or cfg.paths.incoming / "synthetic", tz=cfg.pipeline.timezone)
+    print(f"wrote {report.n_events} events for {len(report.days)} days to {report.out_dir}")
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,724 @@
+"""Distributed training of an intent model under torchrun, MLflow logging and registration.
+
+Each process reads only its own Parquet files of every split (files ``rank::world``), the ranks merge
+their encoder statistics, and DDP averages gradients. Rank 0 logs params, per-epoch and test metrics,
+the manifest and the packaged pyfunc model to MLflow, registers a new version of
+``mlflow.model_name`` and writes ``{run_id, model_version, model_uri, test_metrics}`` to ``--output``.
+
+Entry points:
+    python -m torch.distributed.run --standalone --nproc-per-node N -m tasks.train \
+        --training-set DIR --output JSON [--model-type lstm|bert] [--epochs E] [--config ...]
+    python -m tasks.train --launch --training-set DIR [...]   (runs the command above, prints the result)
+    ``launch(cfg, training_set_dir, ...)`` from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import yaml
+
+from tasks.config import ENV_OVERRIDES, REPO_ROOT, PipelineConfig, add_common_args, config_from_args
+from tasks.evaluate import EARLY_STOPPING_METRIC, evaluate_intents, finite
+from tasks.models.base import IntentModel, IntentModelConfig, build_model, model_config
+from tasks.models.encoding import EncoderStats, FeatureEncoder, encode_targets
+from tasks.registry import mlflow_store
+from tasks.schema import INTENTS, LABEL_COLUMNS, SEQUENCE_COLUMNS, TABULAR_PREFIX
+
+SPLITS = ("train", "val", "test")
+# A worker's final exception line, as torchrun relays it ("[rank0]: ValueError: ...").
+_ERROR_LINE = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b[^:]*:\s")
+_COLLATERAL = re.compile(r"gloo|Connection (reset|closed)|NCCL|ProcessGroup|timed out", re.I)
+MANIFEST_KEYS = ("id", "cutoffs", "feature_columns", "sequence_columns", "sequence_length", "item_buckets")
+
+
+class TrainingError(RuntimeError):
+    """Training could not run or did not finish; the message names the cause."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_name: str
+    model_version: str
+    model_uri: str
+    test_metrics: dict[str, float] = field(hash=False)
+    output: Path
+
+
+# ---- training-set input ----------------------------------------------------------------------
+
+
+def read_manifest(training_set_dir: Path) -> dict[str, Any]:
+    """The manifest of a training-set folder, checked against the input contract."""
+    path = Path(training_set_dir) / "manifest.json"
+    if not path.is_file():
+        raise TrainingError(f"training set {training_set_dir} has no manifest.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TrainingError(f"{path} is not valid JSON: {e}") from None
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise TrainingError(f"{path} lacks keys: {', '.join(missing)}")
+    feats = manifest["feature_columns"]
+    if not isinstance(feats, list) or any(not str(c).startswith(TABULAR_PREFIX) for c in feats):
+        raise TrainingError(f"{path}: feature_columns must be a list of {TABULAR_PREFIX}* names, got {feats!r}")
+    absent = set(SEQUENCE_COLUMNS) - set(manifest["sequence_columns"])
+    if absent:
+        raise TrainingError(f"{path}: sequence_columns lacks {sorted(absent)}")
+    for split in SPLITS:
+        if split not in manifest["cutoffs"]:
+            raise TrainingError(f"{path}: cutoffs lacks the {split!r} split")
+    return manifest
+
+
+def split_files(training_set_dir: Path, split: str) -> list[Path]:
+    files = sorted((Path(training_set_dir) / split).glob("*.parquet"))
+    if not files:
+        raise TrainingError(f"training set {training_set_dir} has no Parquet files in {split}/")
+    return files
+
+
+def read_files(files: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    if not files:
+        return pd.DataFrame(columns=columns or [])
+    return pq.read_table([str(f) for f in files], columns=columns).to_pandas()
+
+
+# ---- process-group helpers (all degrade to single-process when no group exists) ----------------
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order, on every rank."""
+    rank, world = _world()
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _all_max(value: int, device: torch.device) -> int:
+    if _world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _all_mean(value: float, device: torch.device) -> float:
+    rank, world = _world()
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / world
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---- model construction ------------------------------------------------------------------------
+
+
+def positive_weights(cfg: PipelineConfig, positives: np.ndarray, rows: int) -> tuple[float, ...]:
+    """Per-head BCE positive weight: negatives/positives of the train split, capped (or 1 when off)."""
+    if cfg.training.positive_weighting == "none":
+        return (1.0,) * len(INTENTS)
+    pos = np.asarray(positives, dtype=np.float64)
+    ratio = np.where(pos > 0, (rows - pos) / np.maximum(pos, 1.0), cfg.training.max_pos_weight)
+    return tuple(float(v) for v in np.clip(ratio, 1.0, cfg.training.max_pos_weight))
+
+
+def build_model_config(
+    cfg: PipelineConfig, model_type: str, encoder: FeatureEncoder, pos_weight: tuple[float, ...]
+) -> IntentModelConfig:
+    t = cfg.training
+    common = dict(
+        vocab_sizes=encoder.vocab_sizes,
+        n_tabular=len(encoder.feature_columns),
+        sequence_length=encoder.sequence_length,
+        embedding_dim=t.embedding_dim,
+        hidden_dim=t.hidden_dim,
+        dropout=t.dropout,
+        field_fusion=t.field_fusion,
+        pos_weight=pos_weight,
+    )
+    specific = {
+        "lstm": dict(num_layers=t.lstm_layers),
+        "bert": dict(
+            num_layers=t.bert_layers,
+            num_heads=t.bert_heads,
+            intermediate_dim=t.bert_intermediate_dim,
+            pooling=t.bert_pooling,
+        ),
+    }
+    return model_config(model_type, **common, **specific.get(model_type, {}))
+
+
+def lr_lambda(cfg: PipelineConfig, total_steps: int):
+    warmup = int(cfg.training.warmup_fraction * total_steps)
+
+    def factor(step: int) -> float:
+        if cfg.training.lr_schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def take(batch: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[idx] for k, v in batch.items()}
+
+
+def train_step(
+    ddp_model: torch.nn.Module,
+    model: IntentModel,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    grad_clip_norm: float,
+) -> float:
+    """One optimiser step on this rank's share of a global batch; returns this rank's loss.
+
+    ``ddp_model`` is the DDP wrapper (or the model itself in a single process); ``model`` the bare
+    module whose ``loss`` is used. DDP averages gradients over ranks before the clip.
+    """
+    device_type = labels.device.type
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        logits = ddp_model(batch)  # [b, 3]
+    loss = model.loss(logits, labels, weight)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def predict_encoded(model: IntentModel, batch: dict[str, torch.Tensor], device: torch.device, chunk: int) -> np.ndarray:
+    """Probabilities [N, 3] of an encoded split, ``chunk`` rows per forward pass."""
+    n = len(batch["tabular"])
+    out = []
+    for s in range(0, n, chunk):
+        part = to_device({k: v[s : s + chunk] for k, v in batch.items()}, device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(model.predict(part).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(INTENTS)), dtype=np.float32)
+
+
+def evaluate_split(
+    cfg: PipelineConfig, model: IntentModel, encoded, labels: np.ndarray, device: torch.device
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Metrics of one split whose files are sharded over ranks; identical on every rank."""
+    probs = predict_encoded(model, encoded, device, cfg.training.eval_batch_size) if encoded is not None else None
+    parts = gather_objects((labels, probs))
+    ys = [y for y, p in parts if y is not None and len(y)]
+    ps = [p for y, p in parts if y is not None and len(y)]
+    if not ys:
+        raise TrainingError("split has no rows on any rank")
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    metrics = evaluate_intents(y, p, threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction)
+    return metrics, y, p
+
+
+def _score(metrics: dict[str, float]) -> float:
+    # PR-AUC is undefined when the validation split has one class; fall back to (negated) log loss.
+    v = metrics[EARLY_STOPPING_METRIC]
+    return v if math.isfinite(v) else -metrics["purchase_log_loss"]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def ensure_experiment(cfg: PipelineConfig, client) -> str:
+    """Id of ``mlflow.experiment``, created with ``mlflow.artifact_location`` when missing."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
+    if exp is None:
+        try:
+            return client.create_experiment(cfg.mlflow.experiment, artifact_location=cfg.mlflow.artifact_location)
+        except MlflowException:
+            # Another run created it between the lookup and the create.
+            exp = client.get_experiment_by_name(cfg.mlflow.experiment)
+            if exp is None:
+                raise
+    return exp.experiment_id
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+# ---- the per-process training run --------------------------------------------------------------
+
+
+def train_distributed(
+    cfg: PipelineConfig,
+    training_set_dir: Path,
+    output: Path,
+    *,
+    model_type: str | None = None,
+    epochs: int | None = None,
+) -> dict[str, Any] | None:
+    """Body of every torchrun process; returns the output payload on rank 0, None elsewhere."""
+    model_type = model_type or cfg.training.model_type
+    epochs = epochs or cfg.training.epochs
+    training_set_dir = Path(training_set_dir).resolve()
+    manifest = read_manifest(training_set_dir)
+    files = {s: split_files(training_set_dir, s) for s in SPLITS}
+
+    distributed = "WORLD_SIZE" in os.environ
+    use_cuda = torch.cuda.is_available()
+    if distributed:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    else:
+        local_rank = 0
+    rank, world = _world()
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    try:
+        return _train(cfg, training_set_dir, output, manifest, files, model_type, epochs, rank, world, device)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _log(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(f"[train] {msg}", flush=True)
+
+
+def _train(cfg, training_set_dir, output, manifest, files, model_type, epochs, rank, world, device):
+    t = cfg.training
+    if len(files["train"]) < world:
+        raise TrainingError(
+            f"train split has {len(files['train'])} file(s), fewer than the {world} processes; "
+            "each process needs at least one file"
+        )
+    if t.batch_size < world:
+        raise TrainingError(f"batch_size {t.batch_size} is smaller than the {world} processes")
+    seed_everything(t.seed)
+    feats = list(manifest["feature_columns"])
+
+    # Each rank reads only its own files of each split.
+    local = {s: read_files(files[s][rank::world]) for s in SPLITS}
+    if local["train"].empty:
+        raise TrainingError(f"rank {rank}: its train files {files['train'][rank::world]} hold no rows")
+
+    stats = EncoderStats(feature_columns=feats)
+    for part in gather_objects(FeatureEncoder.partial_stats(local["train"], feats)):
+        stats = stats.merge(part)
+    encoder = FeatureEncoder.from_stats(
+        stats,
+        sequence_length=int(manifest["sequence_length"]),
+        item_buckets=int(manifest["item_buckets"]),
+        gap_buckets=t.gap_buckets,
+        max_categories=t.max_categories,
+        category_min_count=t.category_min_count,
+    )
+    train_y, train_w = encode_targets(local["train"])
+    positives = sum(p for p in gather_objects(train_y.sum(dim=0).numpy()))
+    n_train = stats.n_rows
+    pos_weight = positive_weights(cfg, positives, n_train)
+
+    train_x = encoder.encode(local["train"])
+    evals = {}
+    for s in ("val", "test"):
+        if local[s].empty:
+            evals[s] = (None, None)
+        else:
+            y, _ = encode_targets(local[s])
+            evals[s] = (encoder.encode(local[s]), y.numpy())
+
+    mcfg = build_model_config(cfg, model_type, encoder, pos_weight)
+    torch.manual_seed(t.seed)
+    model = build_model(model_type, mcfg).to(device)
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        ddp_model = model
+
+    local_bs = t.batch_size // world
+    n_local = len(train_y)
+    # Ranks may hold different row counts; all run the longest rank's step count (shorter shards wrap)
+    # so every step is a collective all ranks join, and every rank's share of a batch has equal size.
+    steps = _all_max(math.ceil(n_local / local_bs), device)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=t.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps * epochs))
+
+    run = None
+    store = contextlib.ExitStack()
+    if rank == 0:
+        import mlflow
+
+        exp_id = ensure_experiment(cfg, store.enter_context(mlflow_store(cfg)))
+        run = mlflow.start_run(experiment_id=exp_id, run_name=f"{model_type}-{manifest['id']}")
+        params = {f"training.{k}": v for k, v in t.model_dump().items()}
+        params.update(
+            model_type=model_type,
+            epochs_requested=epochs,
+            world_size=world,
+            device=device.type,
+            training_set_id=manifest["id"],
+            training_set_dir=str(training_set_dir),
+            n_train_rows=n_train,
+            pos_weight=list(pos_weight),
+            category_vocab_size=len(encoder.category_index),
+            n_parameters=sum(p.numel() for p in model.parameters()),
+            local_batch_size=local_bs,
+            steps_per_epoch=steps,
+        )
+        params["training.model_type"] = model_type
+        mlflow.log_params(params)
+        tags = {"training_set_id": str(manifest["id"]), "model_type": model_type}
+        if commit := _git_commit():
+            tags["git_commit"] = commit
+            tags["mlflow.source.git.commit"] = commit
+        mlflow.set_tags(tags)
+        mlflow.log_dict(manifest, "training_set/manifest.json")
+        _log(rank, f"{model_type} on {world} process(es), {device.type}; {n_train} train rows, run {run.info.run_id}")
+
+    try:
+        payload = _fit_and_log(
+            cfg, model, ddp_model, optimizer, scheduler, encoder, manifest, files, local,
+            train_x, train_y, train_w, evals, model_type, epochs, steps, local_bs, rank, world, device, output, run,
+        )
+    except BaseException:
+        if run is not None:
+            import mlflow
+
+            mlflow.end_run(status="FAILED")
+        raise
+    finally:
+        store.close()
+    return payload
+
+
+def _fit_and_log(
+    cfg, model, ddp_model, optimizer, scheduler, encoder, manifest, files, local,
+    train_x, train_y, train_w, evals, model_type, epochs, steps, local_bs, rank, world, device, output, run,
+):
+    t = cfg.training
+    n_local = len(train_y)
+    best_score, best_state, best_epoch, since_best = -math.inf, None, 0, 0
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch * 7919 + rank)
+        order = torch.randperm(n_local, generator=gen)
+        order = order.repeat(math.ceil(steps * local_bs / n_local))[: steps * local_bs]  # [steps * b]
+        started = time.perf_counter()
+        loss_sum = 0.0
+        for step in range(steps):
+            idx = order[step * local_bs : (step + 1) * local_bs]
+            loss_sum += train_step(
+                ddp_model,
+                model,
+                optimizer,
+                to_device(take(train_x, idx), device),
+                train_y[idx].to(device),
+                train_w[idx].to(device),
+                grad_clip_norm=t.grad_clip_norm,
+            )
+            scheduler.step()
+        elapsed = time.perf_counter() - started
+        train_loss = _all_mean(loss_sum / steps, device)
+        samples_per_s = steps * local_bs * world / max(elapsed, 1e-9)
+        val_metrics, _, _ = evaluate_split(cfg, model, *evals["val"], device)
+        score = _score(val_metrics)
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, since_best = score, epoch + 1, 0
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            since_best += 1
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, **{f"val_{k}": v for k, v in val_metrics.items()}})
+        _log(
+            rank,
+            f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f} val {EARLY_STOPPING_METRIC} "
+            f"{val_metrics[EARLY_STOPPING_METRIC]:.4f} samples/s {samples_per_s:.0f}"
+            + (" *" if improved else ""),
+        )
+        if rank == 0:
+            import mlflow
+
+            mlflow.log_metrics(
+                {
+                    "train_loss": train_loss,
+                    "samples_per_s": samples_per_s,
+                    "lr": scheduler.get_last_lr()[0],
+                    **{f"val_{k}": v for k, v in finite(val_metrics).items()},
+                },
+                step=epoch + 1,
+            )
+        # Every rank computed the same gathered metrics, so all stop at the same epoch.
+        if t.patience and since_best >= t.patience:
+            _log(rank, f"early stop after epoch {epoch + 1}: no better validation score for {t.patience} epochs")
+            break
+
+    model.load_state_dict(best_state)
+    test_metrics, test_y, test_p = evaluate_split(cfg, model, *evals["test"], device)
+    if rank != 0:
+        return None
+    return _log_results(
+        cfg, model, encoder, manifest, files, local, model_type, test_metrics, test_y, test_p, history, best_epoch,
+        output, run,
+    )
+
+
+def _log_results(
+    cfg, model, encoder, manifest, files, local, model_type, test_metrics, test_y, test_p, history, best_epoch, output, run
+):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tasks.models.pyfunc import log_intent_model
+
+    model = model.to("cpu").eval()
+    metrics = {f"test_{k}": v for k, v in finite(test_metrics).items()}
+    metrics["best_epoch"] = float(best_epoch)
+    mlflow.log_metrics(metrics)
+    if cfg.training.baselines:
+        from tasks.models.baselines import evaluate_baselines
+
+        train_cols = [*encoder.feature_columns, *LABEL_COLUMNS, "weight"]
+        for name, m in evaluate_baselines(
+            cfg, encoder, read_files(files["train"], train_cols), read_files(files["test"], train_cols)
+        ).items():
+            mlflow.log_metrics({f"baseline_{name}_test_{k}": v for k, v in finite(m).items()})
+    _log_plots(history, test_y, test_p)
+    example = local["test"] if not local["test"].empty else local["train"]
+    info = log_intent_model(
+        model,
+        encoder,
+        model_type,
+        example,
+        registered_model_name=cfg.mlflow.model_name,
+        metadata={"training_set_id": str(manifest["id"]), "model_type": model_type},
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    for key, value in {
+        "training_set_id": str(manifest["id"]),
+        "model_type": model_type,
+        "test_purchase_roc_auc": f"{test_metrics['purchase_roc_auc']:.6f}",
+    }.items():
+        client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
+    payload = {
+        "run_id": run.info.run_id,
+        "model_name": cfg.mlflow.model_name,
+        "model_version": version,
+        "model_uri": f"models:/{cfg.mlflow.model_name}/{version}",
+        "test_metrics": finite(test_metrics),
+    }
+    mlflow.end_run()
+    _write_json_atomic(Path(output), payload)
+    print(f"[train] registered {payload['model_uri']} (run {payload['run_id']})", flush=True)
+    return payload
+
+
+def _log_plots(history: list[dict[str, float]], y: np.ndarray, p: np.ndarray) -> None:
+    """ROC, PR and calibration curves per head and the loss curve, as PNG artifacts of the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o", label="train loss")
+    ax.plot([h["epoch"] for h in history], [h["val_purchase_log_loss"] for h in history], marker="o",
+            label="val purchase log loss")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    mlflow.log_figure(fig, "plots/loss.png")
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for j, intent in enumerate(INTENTS):
+        if len(np.unique(y[:, j])) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y[:, j], p[:, j])
+        prec, rec, _ = precision_recall_curve(y[:, j], p[:, j])
+        frac_pos, mean_pred = calibration_curve(y[:, j], p[:, j], n_bins=10, strategy="quantile")
+        axes[0].plot(fpr, tpr, label=intent)
+        axes[1].plot(rec, prec, label=intent)
+        axes[2].plot(mean_pred, frac_pos, marker="o", label=intent)
+    for ax, (title, xl, yl) in zip(
+        axes,
+        [("ROC (test)", "false positive rate", "true positive rate"),
+         ("precision-recall (test)", "recall", "precision"),
+         ("calibration (test)", "mean predicted", "observed rate")],
+        strict=True,
+    ):
+        ax.set_title(title)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.legend()
+    axes[2].plot([0, 1], [0, 1], ls="--", c="grey")
+    mlflow.log_figure(fig, "plots/test_curves.png")
+    plt.close(fig)
+
+
+# ---- launcher ----------------------------------------------------------------------------------
+
+
+def launch(
+    cfg: PipelineConfig,
+    training_set_dir: Path,
+    *,
+    model_type: str | None = None,
+    epochs: int | None = None,
+    nproc: int | None = None,
+) -> TrainResult:
+    """Run training under torchrun as a subprocess (output streamed) and return the version it registered.
+
+    The child gets exactly ``cfg`` (dumped to a YAML file under ``paths.runs_dir``), not whatever
+    the environment would load.
+    """
+    training_set_dir = Path(training_set_dir).resolve()
+    read_manifest(training_set_dir)
+    nproc = nproc or cfg.training.nproc_per_node
+    n_train_files = len(split_files(training_set_dir, "train"))
+    if n_train_files < nproc:
+        raise TrainingError(
+            f"train split of {training_set_dir} has {n_train_files} file(s), fewer than the {nproc} processes"
+        )
+    runs = cfg.paths.runs_dir
+    runs.mkdir(parents=True, exist_ok=True)
+    token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    cfg_file = runs / f"train-{token}.config.yaml"
+    output = runs / f"train-{token}.json"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+        "-m", "tasks.train",
+        "--training-set", str(training_set_dir),
+        "--output", str(output),
+        "--config", str(cfg_file),
+    ]
+    if model_type:
+        cmd += ["--model-type", model_type]
+    if epochs:
+        cmd += ["--epochs", str(epochs)]
+    env = {k: v for k, v in os.environ.items() if k not in ENV_OVERRIDES and k != "PIPELINE_CONFIG"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    tail: deque[str] = deque(maxlen=40)
+    causes: list[str] = []
+    try:
+        with subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                tail.append(line)
+                if _ERROR_LINE.match(line) and "ChildFailedError" not in line:
+                    causes.append(line.strip())
+            rc = proc.wait()
+    finally:
+        cfg_file.unlink(missing_ok=True)
+    if rc != 0:
+        # A rank that fails takes its peers down with transport errors; report the root cause first.
+        root = [c for c in causes if not _COLLATERAL.search(c)]
+        cause = (root or causes or ["see the output above"])[0]
+        raise TrainingError(f"torchrun training exited with status {rc}: {cause}\nlast output:\n{''.join(tail)}")
+    if not output.is_file():
+        raise TrainingError(f"torchrun training succeeded but wrote no result file {output}")
+    result = json.loads(output.read_text())
+    return TrainResult(
+        run_id=result["run_id"],
+        model_name=result["model_name"],
+        model_version=str(result["model_version"]),
+        model_uri=result["model_uri"],
+        test_metrics=result["test_metrics"],
+        output=output,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_common_args(argparse.ArgumentParser(prog="python -m tasks.train", description=__doc__.split("\n")[0]))
+    parser.add_argument("--training-set", type=Path, required=True, help="training-set folder (with manifest.json)")
+    parser.add_argument("--output", type=Path, help="result JSON written by rank 0 (required unless --launch)")
+    parser.add_argument("--model-type", choices=("lstm", "bert"), help="default: training.model_type")
+    parser.add_argument("--epochs", type=int, help="default: training.epochs")
+    parser.add_argument("--launch", action="store_true", help="start torchrun with --nproc processes and wait")
+    parser.add_argument("--nproc", type=int, help="processes for --launch (default: training.nproc_per_node)")
+    args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs <= 0:
+        parser.error("--epochs must be positive")
+    cfg = config_from_args(args)
+    if args.launch:
+        result = launch(cfg, args.training_set, model_type=args.model_type, epochs=args.epochs, nproc=args.nproc)
+        print(json.dumps({"model_version": result.model_version, "model_uri": result.model_uri,
+                          "run_id": result.run_id, "output": str(result.output)}))
+        return 0
+    if args.output is None:
+        parser.error("--output is required (or use --launch)")
+    train_distributed(cfg, args.training_set, args.output, model_type=args.model_type, epochs=args.epochs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""End to end: the real DAGs through Airflow (`airflow dags test`) on a tiny generated log.
+
+One module-scoped run of `tasks.demo` (generate -> land/clean history -> purchase_intent_training ->
+purchase_intent_nightly), then further nightly runs for other dates and reruns against the same state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tasks.config import DEFAULT_CONFIG, REPO_ROOT, load_config
+
+pytestmark = pytest.mark.e2e
+
+START = dt.date(2026, 1, 1)
+N_DAYS = 9
+
+
+def _overlay(var) -> dict:
+    return {
+        "paths": {"var_dir": str(var), "incoming_dir": str(var / "incoming")},
+        "generator": {"n_users": 400, "n_days": N_DAYS, "start_date": START.isoformat(), "n_items": 2000,
+                      "n_categories": 30, "chunk_users": 200},
+        "features": {"sequence_length": 20},
+        "training_set": {"n_train_cutoffs": 4, "n_val_cutoffs": 1, "n_test_cutoffs": 1},
+        "training": {"epochs": 2, "nproc_per_node": 2, "batch_size": 128, "embedding_dim": 8, "hidden_dim": 16},
+        "gate": {"min_auc": 0.5},
+        "spark": {"shuffle_partitions": 2, "driver_memory": "1g"},
+        "mlflow": {"tracking_uri": f"sqlite:///{var}/mlflow.db", "artifact_root": str(var / "mlartifacts")},
+        "warehouse": {"url": f"duckdb:///{var}/warehouse.duckdb"},
+    }
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    overlay = root / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(_overlay(root / "var")))
+    environ = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PIPELINE_WAREHOUSE_URL", "SPARK_MASTER")}
+    environ.update(PIPELINE_CONFIG=f"{DEFAULT_CONFIG}:{overlay}", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    cfg = load_config([DEFAULT_CONFIG, overlay], use_env=False)
+    return environ, cfg
+
+
+def _run(environ, *args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], env=environ, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def _nightly(environ, ds: dt.date, check=True) -> subprocess.CompletedProcess:
+    return _run(environ, "-m", "tasks.airflow_env", "dags", "test", "purchase_intent_nightly", ds.isoformat(), check=check)
+
+
+def _rows(cfg, sql: str):
+    import duckdb
+
+    con = duckdb.connect(str(cfg.warehouse.duckdb_path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def demo(env):
+    environ, cfg = env
+    proc = _run(environ, "-m", "tasks.demo")
+    return proc.stdout
+
+
+LAST_DS = START + dt.timedelta(days=N_DAYS)  # the day after the last generated one
+
+
+def test_demo_prints_the_summary(demo, env):
+    _, cfg = env
+    assert f"rows for ds={LAST_DS}:" in demo
+    assert "top 5 users by p_purchase:" in demo
+    assert "MLflow run id:" in demo
+    assert "models:/purchase_intent@champion = version" in demo
+    assert "make airflow" in demo and "make mlflow-ui" in demo
+
+
+def test_warehouse_rows_carry_the_champion(demo, env):
+    _, cfg = env
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    champion = client.get_model_version_by_alias("purchase_intent", "champion")
+    rows = _rows(cfg, f"select model_name, model_version, model_run_id, count(*), min(p_purchase), max(p_purchase) "
+                      f"from intent_scores where ds = '{LAST_DS}' group by all")
+    assert len(rows) == 1, rows
+    name, version, run_id, n, lo, hi = rows[0]
+    assert (name, str(version), run_id) == ("purchase_intent", str(champion.version), champion.run_id)
+    assert n > 50 and 0.0 <= lo <= hi <= 1.0
+
+
+def test_one_row_per_active_user(demo, env):
+    _, cfg = env
+    import pyarrow.parquet as pq
+
+    features = pq.read_table(cfg.paths.layer("features") / "user" / f"ds={LAST_DS}").to_pandas()
+    (n, distinct), = _rows(cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'")
+    assert n == distinct == features["user_id"].nunique() == len(features)
+
+
+def test_rerun_leaves_one_copy(demo, env):
+    environ, cfg = env
+    before = _rows(cfg, f"select count(*) from intent_scores where ds = '{LAST_DS}'")
+    _nightly(environ, LAST_DS)
+    after = _rows(cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'")
+    assert after[0][0] == before[0][0] == after[0][1]
+
+
+def test_consecutive_days_are_independent_partitions(demo, env):
+    environ, cfg = env
+    earlier = LAST_DS - dt.timedelta(days=1)
+    last_before = _rows(cfg, f"select user_id, p_purchase from intent_scores where ds = '{LAST_DS}' order by user_id")
+    _nightly(environ, earlier)
+    by_ds = dict(_rows(cfg, "select ds, count(*) from intent_scores group by ds"))
+    assert set(by_ds) == {earlier, LAST_DS}
+    assert _rows(cfg, f"select user_id, p_purchase from intent_scores where ds = '{LAST_DS}' order by user_id") == last_before
+
+
+def test_bad_day_stops_the_run_and_writes_nothing(demo, env):
+    environ, cfg = env
+    bad_day = LAST_DS  # not generated: we deliver a broken export for it
+    ds = bad_day + dt.timedelta(days=1)
+    incoming = cfg.paths.incoming / "synthetic" / f"dt={bad_day}"
+    incoming.mkdir(parents=True, exist_ok=True)
+    header = "event_time,user_id,item_id,category_id,event_type,price,session_id,query,brand,category_code"
+    good = [f"{bad_day}T10:00:{i:02d}Z,u{i},i{i},c1,view,1.0,s{i},,," for i in range(50)]
+    bad = [f"{bad_day}T11:00:{i:02d}Z,u{i},i{i},c1,teleport,-5.0,s{i},,," for i in range(20)]
+    (incoming / "events.csv").write_text("\n".join([header, *good, *bad]) + "\n")
+
+    proc = _nightly(environ, ds, check=False)
+    assert proc.returncode != 0
+    log = proc.stdout + proc.stderr
+    assert "unknown_event_type" in log
+    assert _rows(cfg, f"select count(*) from intent_scores where ds = '{ds}'") == [(0,)]
+    assert not (cfg.paths.layer("features") / "user" / f"ds={ds}").exists()
+    assert not (cfg.paths.layer("events") / f"dt={bad_day}").exists()

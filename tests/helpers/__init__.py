@@ -1,0 +1,1 @@
+"""Shared builders of small test inputs."""

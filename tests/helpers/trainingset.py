@@ -1,0 +1,125 @@
+"""Builder of small training-set folders in the layout of spark_jobs.training_set, with learnable signal.
+
+Signal (so a model can beat chance): a cart event among the last few events makes a purchase likely,
+recent views of category "cat_0" make a cart likely, any fav event makes another fav likely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS
+
+FEATURE_COLUMNS = (
+    "f_view_count_7d",
+    "f_cart_count_7d",
+    "f_fav_count_7d",
+    "f_purchase_count_30d",
+    "f_days_since_last_event",
+    "f_avg_price",
+)
+
+SCHEMA = pa.schema(
+    [
+        ("ds", pa.date32()),
+        ("user_id", pa.string()),
+        *[(c, pa.float64()) for c in FEATURE_COLUMNS],
+        ("seq_event_type", pa.list_(pa.int32())),
+        ("seq_category", pa.list_(pa.string())),
+        ("seq_item_bucket", pa.list_(pa.int32())),
+        ("seq_gap_cutoff_bucket", pa.list_(pa.int32())),
+        ("seq_gap_prev_bucket", pa.list_(pa.int32())),
+        ("seq_hour", pa.list_(pa.int32())),
+        *[(c, pa.int32()) for c in LABEL_COLUMNS],
+        ("weight", pa.float64()),
+    ]
+)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def make_rows(n_users: int, ds: dt.date, rng: np.random.Generator, *, sequence_length: int,
+              item_buckets: int, n_categories: int) -> dict[str, list]:
+    cols: dict[str, list] = {f.name: [] for f in SCHEMA}
+    for u in range(n_users):
+        n = int(rng.integers(0, sequence_length + 1))
+        types = rng.choice([1, 2, 3, 4], size=n, p=[0.72, 0.14, 0.09, 0.05])
+        cats = [f"cat_{c}" for c in rng.integers(0, n_categories, size=n)]
+        recent = types[-4:]
+        recent_cats = cats[-4:]
+        p_buy = _sigmoid(-2.6 + 3.0 * (2 in recent) + 0.6 * (4 in types))
+        p_cart = _sigmoid(-2.4 + 2.8 * ("cat_0" in recent_cats))
+        p_fav = _sigmoid(-2.6 + 2.8 * (3 in types))
+        cols["ds"].append(ds)
+        cols["user_id"].append(f"u{u}")
+        cols["f_view_count_7d"].append(float((types == 1).sum()))
+        cols["f_cart_count_7d"].append(float((types == 2).sum()))
+        cols["f_fav_count_7d"].append(float((types == 3).sum()))
+        cols["f_purchase_count_30d"].append(float((types == 4).sum() + rng.poisson(0.3)))
+        cols["f_days_since_last_event"].append(None if n == 0 or rng.random() < 0.05 else float(rng.exponential(3.0)))
+        cols["f_avg_price"].append(None if rng.random() < 0.1 else float(rng.lognormal(3.0, 1.0)))
+        cols["seq_event_type"].append(types.astype(int).tolist())
+        cols["seq_category"].append(cats)
+        cols["seq_item_bucket"].append(rng.integers(1, item_buckets + 1, size=n).tolist())
+        cols["seq_gap_cutoff_bucket"].append(np.sort(rng.integers(0, 22, size=n))[::-1].tolist())
+        cols["seq_gap_prev_bucket"].append(rng.integers(0, 18, size=n).tolist())
+        cols["seq_hour"].append(rng.integers(0, 24, size=n).tolist())
+        cols["label_purchase"].append(int(rng.random() < p_buy))
+        cols["label_cart"].append(int(rng.random() < p_cart))
+        cols["label_fav"].append(int(rng.random() < p_fav))
+        cols["weight"].append(float(rng.choice([1.0, 1.0, 1.0, 2.0])))
+    return cols
+
+
+def write_training_set(
+    directory: Path,
+    n_users: int = 200,
+    seed: int = 0,
+    *,
+    sequence_length: int = 12,
+    item_buckets: int = 64,
+    n_categories: int = 10,
+    n_train_cutoffs: int = 3,
+    files_per_split: int = 2,
+    first_cutoff: dt.date = dt.date(2026, 1, 5),
+) -> Path:
+    """Write ``<directory>/{train,val,test}/part-*.parquet`` and ``manifest.json``; returns ``directory``."""
+    directory = Path(directory)
+    rng = np.random.default_rng(seed)
+    days = [first_cutoff + dt.timedelta(days=i) for i in range(n_train_cutoffs + 2)]
+    cutoffs = {"train": days[:n_train_cutoffs], "val": [days[-2]], "test": [days[-1]]}
+    rows_per_split = {}
+    for split, split_days in cutoffs.items():
+        out = directory / split
+        out.mkdir(parents=True, exist_ok=True)
+        table = pa.concat_tables(
+            pa.Table.from_pydict(
+                make_rows(n_users, d, rng, sequence_length=sequence_length, item_buckets=item_buckets,
+                          n_categories=n_categories),
+                schema=SCHEMA,
+            )
+            for d in split_days
+        )
+        rows_per_split[split] = table.num_rows
+        for i in range(files_per_split):
+            part = table.filter(pa.array(np.arange(table.num_rows) % files_per_split == i))
+            pq.write_table(part, out / f"part-{i:05d}.parquet")
+    manifest = {
+        "id": directory.name,
+        "cutoffs": {k: [d.isoformat() for d in v] for k, v in cutoffs.items()},
+        "feature_columns": list(FEATURE_COLUMNS),
+        "sequence_columns": list(SEQUENCE_COLUMNS),
+        "sequence_length": sequence_length,
+        "item_buckets": item_buckets,
+        "rows": rows_per_split,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return directory

@@ -1,0 +1,1 @@
+"""Independent reference implementations that tests compare the Spark jobs against."""

@@ -1,0 +1,147 @@
+"""Champion/challenger gate: no champion yet, promotion, rejection to challenger, thresholds, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from tasks.evaluate import evaluate_intents
+from tasks.models.base import build_model, model_config
+from tasks.models.encoding import FeatureEncoder, encode_targets
+from tasks.models.pyfunc import log_intent_model
+from tasks.registry import CHALLENGER_ALIAS, GateError, champion, gate, main, mlflow_store, show
+from tasks.train import ensure_experiment, take, train_step
+from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A small training set, a model trained on it in-process, and its inverted (worse than chance) twin."""
+    ts = write_training_set(tmp_path_factory.mktemp("reg") / "ts", n_users=200, seed=1)
+    train = pd.read_parquet(ts / "train")
+    enc = FeatureEncoder.fit(train, list(FEATURE_COLUMNS), sequence_length=12, item_buckets=64)
+    torch.manual_seed(0)
+    good = build_model("lstm", model_config("lstm", vocab_sizes=enc.vocab_sizes, n_tabular=len(FEATURE_COLUMNS),
+                                            sequence_length=12, embedding_dim=16, hidden_dim=32, dropout=0.0))
+    x, (y, w) = enc.encode(train), encode_targets(train)
+    opt = torch.optim.AdamW(good.parameters(), lr=0.01)
+    for _ in range(6):
+        for idx in torch.randperm(len(y)).split(64):
+            train_step(good, good, opt, take(x, idx), y[idx], w[idx], grad_clip_norm=1.0)
+    bad = copy.deepcopy(good)
+    with torch.no_grad():
+        bad.head[-1].weight.neg_()
+        bad.head[-1].bias.neg_()
+    test = pd.read_parquet(ts / "test")
+    auc = evaluate_intents(test[["label_purchase", "label_cart", "label_fav"]].to_numpy(),
+                           good.predict(enc.encode(test)).numpy())["purchase_roc_auc"]
+    assert auc > 0.6, f"fixture model did not learn (test AUC {auc:.3f})"
+    return ts, enc, good, bad, train
+
+
+def _register(cfg, model, enc, example) -> str:
+    with mlflow_store(cfg) as client, mlflow.start_run(experiment_id=ensure_experiment(cfg, client)):
+        info = log_intent_model(model, enc, "lstm", example, registered_model_name=cfg.mlflow.model_name)
+    return str(info.registered_model_version)
+
+
+def _aliases(cfg, version):
+    return set(MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+               .get_model_version(cfg.mlflow.model_name, version).aliases)
+
+
+def test_gate_promotes_first_then_rejects_worse_then_promotes_equal(cfg, assets):
+    ts, enc, good, bad, train = assets
+    assert champion(cfg) is None
+    v1 = _register(cfg, good, enc, train)
+    assert champion(cfg) is None
+
+    first = gate(cfg, v1, ts)
+    assert first.promoted and first.alias == cfg.mlflow.champion_alias
+    assert first.champion_version is None and first.champion_auc is None
+    assert "no champion yet" in first.reason and first.candidate_auc > 0.6
+    assert str(champion(cfg).version) == v1
+
+    v2 = _register(cfg, bad, enc, train)
+    second = gate(cfg, v2, ts)
+    assert not second.promoted and second.alias == CHALLENGER_ALIAS
+    assert second.champion_version == v1
+    assert second.champion_auc == pytest.approx(first.candidate_auc)
+    assert second.candidate_auc < 0.5 and "min_auc" in second.reason
+    assert str(champion(cfg).version) == v1 and _aliases(cfg, v2) == {CHALLENGER_ALIAS}
+    tags = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri).get_model_version(cfg.mlflow.model_name, v2).tags
+    assert tags["gate_decision"] == "rejected" and tags["gate_champion_version"] == v1
+    assert float(tags["gate_candidate_auc"]) == pytest.approx(second.candidate_auc, abs=1e-6)
+    assert float(tags["gate_champion_auc"]) == pytest.approx(first.candidate_auc, abs=1e-6)
+    assert tags["gate_reason"] == second.reason
+
+    # Same weights as the champion: equal AUC passes with max_auc_drop 0, the alias moves.
+    v3 = _register(cfg, good, enc, train)
+    third = gate(cfg, v3, ts)
+    assert third.promoted and third.champion_version == v1
+    assert third.candidate_auc == pytest.approx(third.champion_auc)
+    assert str(champion(cfg).version) == v3 and _aliases(cfg, v1) == set()
+    assert _aliases(cfg, v2) == {CHALLENGER_ALIAS}
+    again = gate(cfg, v3, ts)
+    assert again.promoted and "already the champion" in again.reason
+
+
+def test_gate_rejects_a_drop_beyond_tolerance_and_accepts_within(cfg, assets):
+    ts, enc, good, bad, train = assets
+    lenient = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"min_auc": 0.0})})
+    v1 = _register(cfg, good, enc, train)
+    assert gate(lenient, v1, ts).promoted
+    v2 = _register(cfg, bad, enc, train)
+    rejected = gate(lenient, v2, ts)
+    assert not rejected.promoted and "max_auc_drop" in rejected.reason and "<" in rejected.reason
+    tolerant = lenient.model_copy(update={"gate": lenient.gate.model_copy(update={"max_auc_drop": 1.0})})
+    accepted = gate(tolerant, v2, ts)
+    assert accepted.promoted and str(champion(cfg).version) == v2
+    # Promoted from challenger: the challenger alias no longer points at it.
+    assert _aliases(cfg, v2) == {cfg.mlflow.champion_alias}
+
+
+def test_store_does_not_leak_into_environment(cfg):
+    import os
+
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    with mlflow_store(cfg):
+        assert mlflow.get_tracking_uri() == cfg.mlflow.resolved_tracking_uri
+        assert mlflow.get_registry_uri() == cfg.mlflow.resolved_tracking_uri
+    assert {k: os.environ.get(k) for k in before} == before
+    assert mlflow.get_tracking_uri() != cfg.mlflow.resolved_tracking_uri
+
+
+def test_gate_errors(cfg, assets, tmp_path):
+    ts, enc, good, bad, train = assets
+    with pytest.raises(GateError, match="no version '7'"):
+        gate(cfg, "7", ts)
+    v1 = _register(cfg, good, enc, train)
+    (tmp_path / "empty" / "test").mkdir(parents=True)
+    with pytest.raises(GateError, match="no Parquet files in test/"):
+        gate(cfg, v1, tmp_path / "empty")
+    assert champion(cfg) is None
+
+
+def test_cli_gate_and_show(cfg, assets, tmp_path, capsys):
+    ts, enc, good, bad, train = assets
+    conf = tmp_path / "pipeline.yaml"
+    conf.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["show", "--config", str(conf)]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    v1 = _register(cfg, good, enc, train)
+    assert main(["gate", "--version", v1, "--training-set", str(ts), "--config", str(conf)]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["promoted"] is True and decision["version"] == v1
+    assert main(["show", "--config", str(conf)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == show(cfg)
+    assert listed[0]["version"] == v1 and listed[0]["aliases"] == [cfg.mlflow.champion_alias]
+    assert listed[0]["tags"]["gate_decision"] == "promoted"

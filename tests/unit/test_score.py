@@ -1,0 +1,174 @@
+"""Bulk scoring with a real (tiny) champion trained by torchrun and registered in MLflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from spark_jobs.score import (
+    REASONS_COLUMN,
+    ScoringError,
+    main,
+    resolve_champion,
+    run,
+    score_users,
+)
+from tasks.registry import mlflow_store
+from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS
+from tasks.train import launch
+from tasks.warehouse import Warehouse, load_scores
+from tests.helpers.config import isolated_config
+from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
+
+DS = dt.date(2026, 1, 20)
+OTHER_DS = dt.date(2026, 1, 21)
+
+
+def _cfg(var: Path, **scoring):
+    return isolated_config(
+        var,
+        training={"batch_size": 64, "embedding_dim": 8, "hidden_dim": 16},
+        scoring={"batch_size": 16, "torch_threads": 1, "reasons_top_k": 2, **scoring},
+    )
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    ts = write_training_set(root / "ts", n_users=120, seed=3)
+    cfg = _cfg(root / "var")
+    result = launch(cfg, ts, model_type="lstm", epochs=1, nproc=1)
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    client.set_registered_model_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias, result.model_version)
+    return cfg, ts, result
+
+
+def _write_features(cfg, ts: Path, ds: dt.date, n: int | None = None) -> pd.DataFrame:
+    """The training set's test split as a features partition (Spark layout: ds only in the folder)."""
+    table = pq.read_table(ts / "test").drop_columns(["ds", "weight"])
+    if n is not None:
+        table = table.slice(0, n)
+    out = cfg.paths.layer("features") / "user" / f"ds={ds.isoformat()}"
+    out.mkdir(parents=True, exist_ok=True)
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), out / "part-00000.parquet")
+    pq.write_table(table.slice(half), out / "part-00001.parquet")
+    return table.to_pandas()
+
+
+def _read_scores(cfg, ds: dt.date) -> pd.DataFrame:
+    return pq.read_table(cfg.paths.layer("scores") / f"ds={ds.isoformat()}").to_pandas()
+
+
+def test_no_champion_is_a_clear_error(tmp_path):
+    with pytest.raises(ScoringError, match="run the training DAG"):
+        resolve_champion(_cfg(tmp_path / "var"))
+
+
+def test_resolve_pins_the_version(champion):
+    cfg, _, result = champion
+    ref = resolve_champion(cfg)
+    assert (ref.name, ref.version, ref.run_id) == (cfg.mlflow.model_name, result.model_version, result.run_id)
+    assert ref.uri == f"models:/{cfg.mlflow.model_name}/{result.model_version}"
+    assert ref.tracking_uri == cfg.mlflow.resolved_tracking_uri
+
+
+def test_run_scores_every_feature_row_once(spark, champion):
+    cfg, ts, result = champion
+    features = _write_features(cfg, ts, DS)
+    report = run(cfg, DS, "scheduled__2026-01-20", spark=spark)
+    assert report.rows == len(features)
+    assert (report.model_version, report.model_run_id) == (result.model_version, result.run_id)
+    # One load per Python worker, however many batches each scored.
+    assert report.model_loads == report.workers >= 1
+    assert report.batches >= len(features) // cfg.scoring.batch_size > report.model_loads
+
+    scores = _read_scores(cfg, DS)
+    assert list(scores.columns) == [c for c in SCORE_COLUMNS if c != "ds"] + [REASONS_COLUMN]
+    assert scores["user_id"].is_unique
+    assert set(scores["user_id"]) == set(features["user_id"])
+    for c in PROBABILITY_COLUMNS:
+        assert scores[c].between(0.0, 1.0).all(), c
+    assert set(scores["model_version"]) == {result.model_version}
+    assert set(scores["model_run_id"]) == {result.run_id}
+    assert set(scores["model_name"]) == {cfg.mlflow.model_name}
+    assert set(scores["pipeline_run_id"]) == {"scheduled__2026-01-20"}
+    scored_at = pd.to_datetime(scores["scored_at"], utc=True).unique()
+    assert list(scored_at) == [pd.Timestamp("2026-01-20", tz="UTC")]
+
+    # Same numbers as the pyfunc on the driver, matched by user.
+    with mlflow_store(cfg):
+        expected = mlflow.pyfunc.load_model(result.model_uri).predict(features)
+    expected.index = features["user_id"]
+    got = scores.set_index("user_id").loc[features["user_id"], list(PROBABILITY_COLUMNS)]
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)
+
+    reasons = scores[REASONS_COLUMN]
+    assert all(len(r) <= 2 and set(r) <= set(FEATURE_COLUMNS) for r in reasons)
+    assert any(len(r) for r in reasons)
+
+
+def test_rerun_replaces_only_its_partition_and_loads_into_warehouse(spark, champion, tmp_path):
+    cfg, ts, result = champion
+    _write_features(cfg, ts, OTHER_DS, n=40)
+    run(cfg, OTHER_DS, "first", spark=spark)
+    _write_features(cfg, ts, DS)
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["--config", str(cfg_file), "--ds", DS.isoformat(), "--run-id", "manual__rerun"]) == 0
+    assert main(["--config", str(cfg_file), "--ds", DS.isoformat(), "--run-id", "manual__rerun2"]) == 0
+    scores = _read_scores(cfg, DS)
+    assert scores["user_id"].is_unique
+    assert set(scores["pipeline_run_id"]) == {"manual__rerun2"}
+    other = _read_scores(cfg, OTHER_DS)
+    assert len(other) == 40 and set(other["pipeline_run_id"]) == {"first"}
+
+    report = load_scores(cfg, DS)
+    assert report.rows == len(scores)
+    wh = Warehouse.from_config(cfg)
+    top = wh.top_users(DS, 3)
+    best = scores.sort_values(["p_purchase", "user_id"], ascending=[False, True]).head(3)
+    assert top == list(zip(best["user_id"], best["p_purchase"], strict=True))
+
+
+def test_reasons_off_gives_exactly_the_score_columns(spark, champion):
+    cfg, ts, _ = champion
+    features = _write_features(cfg, ts, DS, n=20)
+    df = spark.read.parquet(str(cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}"))
+    out = score_users(
+        df,
+        resolve_champion(cfg),
+        ds=DS,
+        scored_at=dt.datetime(2026, 1, 20, tzinfo=dt.timezone.utc),
+        pipeline_run_id="adhoc",
+        batch_size=7,
+        torch_threads=1,
+    )
+    assert out.columns == list(SCORE_COLUMNS)
+    rows = out.collect()
+    assert sorted(r.user_id for r in rows) == sorted(features["user_id"])
+    assert {r.ds for r in rows} == {DS}
+
+
+def test_missing_features_partition(champion):
+    cfg, _, _ = champion
+    with pytest.raises(ScoringError, match="no features for ds=2030-01-01"):
+        run(cfg, dt.date(2030, 1, 1), "r")
+
+
+def test_features_missing_model_columns(spark, champion):
+    cfg, ts, _ = champion
+    _write_features(cfg, ts, DS, n=10)
+    folder = cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}"
+    for f in folder.glob("*.parquet"):
+        pq.write_table(pq.read_table(f).drop_columns(["f_avg_price"]), f)
+    with pytest.raises(ScoringError, match=r"needs columns \['f_avg_price'\]"):
+        run(cfg, DS, "r", spark=spark)

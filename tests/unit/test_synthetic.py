@@ -1,0 +1,110 @@
+"""Synthetic generator: layout, reproducibility, atomic replacement and calibration to the Taobao sample."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from tasks.config import GeneratorConfig
+from tasks.schema import EVENT_COLUMNS, EVENT_TYPES
+from tasks.sources.synthetic import generate
+
+
+def _gen(**kw) -> GeneratorConfig:
+    base = dict(seed=7, n_users=1200, n_days=9, start_date="2026-01-01", n_items=5000, n_categories=60,
+                chunk_users=500)
+    return GeneratorConfig(**{**base, **kw})
+
+
+def _read(out) -> pd.DataFrame:
+    files = sorted(out.glob("dt=*/events.csv"))
+    return pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False).assign(dt=f.parent.name[3:]) for f in files])
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "synthetic"
+    report = generate(_gen(), out)
+    return out, report
+
+
+def test_layout_header_and_day_partitions(log_dir):
+    out, report = log_dir
+    assert [p.name for p in sorted(out.iterdir())] == [f"dt=2026-01-{d:02d}" for d in range(1, 10)]
+    for f in out.glob("dt=*/events.csv"):
+        assert f.read_text().splitlines()[0] == ",".join(EVENT_COLUMNS)
+    df = _read(out)
+    assert len(df) == report.n_events == sum(report.events_per_day.values())
+    assert df["event_time"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    assert (df["event_time"].str[:10] == df["dt"]).all()
+    assert set(df["event_type"]) == set(EVENT_TYPES)
+    assert (df["price"].astype(float) >= 0).all()
+    assert (df[["user_id", "item_id", "category_id", "session_id"]] != "").all().all()
+
+
+def test_calibrated_to_taobao(log_dir):
+    out, _ = log_dir
+    df = _read(out)
+    frac = df["event_type"].value_counts(normalize=True)
+    assert frac["view"] == pytest.approx(0.90, abs=0.025)
+    assert frac["cart"] == pytest.approx(0.05, abs=0.015)
+    assert frac["fav"] == pytest.approx(0.03, abs=0.01)
+    assert frac["purchase"] == pytest.approx(0.02, abs=0.007)
+    per_user = df.groupby("user_id").size()
+    assert 60 <= per_user.median() <= 100
+    buyers = df[df["event_type"] == "purchase"].groupby("dt")["user_id"].nunique() / per_user.size
+    assert len(buyers) == 9 and buyers.between(0.10, 0.20).all(), buyers
+    assert (df["query"] != "").mean() > 0.01
+
+
+def test_purchases_follow_interest_in_same_item_or_category(log_dir):
+    out, _ = log_dir
+    df = _read(out).sort_values(["user_id", "event_time"], kind="stable")
+    seen_item, seen_cat, total, ok = set(), set(), 0, 0
+    for row in df.itertuples(index=False):
+        if row.event_type == "purchase":
+            total += 1
+            ok += (row.user_id, row.item_id) in seen_item or (row.user_id, row.category_id) in seen_cat
+        seen_item.add((row.user_id, row.item_id))
+        seen_cat.add((row.user_id, row.category_id))
+    assert total > 0 and ok / total > 0.95
+
+
+def test_sessions_split_on_30_minute_gaps(log_dir):
+    out, _ = log_dir
+    df = _read(out)
+    df["t"] = pd.to_datetime(df["event_time"])
+    df = df.sort_values(["user_id", "t"], kind="stable")
+    gap = df.groupby("user_id")["t"].diff().dt.total_seconds()
+    same = df["session_id"].eq(df.groupby("user_id")["session_id"].shift())
+    assert (gap[same] <= 1800).all()
+    assert (gap[~same & gap.notna()] > 1800).all()
+
+
+def test_same_seed_same_bytes_and_rerun_replaces(tmp_path):
+    gen = _gen(n_users=150, n_days=3, chunk_users=40)
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(gen, a)
+    generate(gen, b)
+    for f in sorted(a.glob("*/events.csv")):
+        assert f.read_bytes() == (b / f.relative_to(a)).read_bytes()
+    generate(_gen(n_users=150, n_days=2, chunk_users=40, seed=8), a)
+    assert sorted(p.name for p in a.iterdir()) == ["dt=2026-01-01", "dt=2026-01-02"]
+    assert (a / "dt=2026-01-01/events.csv").read_bytes() != (b / "dt=2026-01-01/events.csv").read_bytes()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_day_boundaries_follow_time_zone(tmp_path):
+    generate(_gen(n_users=100, n_days=2), tmp_path / "sh", tz="Asia/Shanghai")
+    df = _read(tmp_path / "sh")
+    local = pd.to_datetime(df["event_time"]).dt.tz_convert("Asia/Shanghai").dt.date.astype(str)
+    assert (local == df["dt"]).all()
+    assert pd.to_datetime(df["event_time"]).min() >= pd.Timestamp(dt.datetime(2025, 12, 31, 16), tz="UTC")
+
+
+def test_rejects_catalogue_smaller_than_categories(tmp_path):
+    with pytest.raises(ValueError, match="n_items"):
+        generate(_gen(n_items=10, n_categories=60), tmp_path / "x")
+    assert not (tmp_path / "x").exists()

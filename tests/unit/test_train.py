@@ -1,0 +1,225 @@
+"""torchrun training (2 gloo processes), MLflow logging, the packaged pyfunc contract and DDP parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tasks.config import REPO_ROOT
+from tasks.registry import mlflow_store
+from tasks.schema import PROBABILITY_COLUMNS, SEQUENCE_COLUMNS
+from tasks.train import TrainingError, launch, lr_lambda, positive_weights, read_manifest
+from tests.helpers.config import isolated_config
+from tests.helpers.trainingset import write_training_set
+
+
+def _cfg(var: Path, **training):
+    return isolated_config(var, training={"batch_size": 64, "embedding_dim": 16, "hidden_dim": 32, **training})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    ts = write_training_set(root / "ts_small", n_users=200, seed=1)
+    cfg = _cfg(root / "var")
+    result = launch(cfg, ts, model_type="lstm", epochs=2, nproc=2)
+    return cfg, ts, result
+
+
+def test_torchrun_two_processes_register_a_version(trained):
+    cfg, ts, result = trained
+    assert result.model_version == "1"
+    assert result.model_uri == f"models:/{cfg.mlflow.model_name}/1"
+    assert json.loads(result.output.read_text())["model_version"] == "1"
+    # The data has real signal; two epochs must beat chance on the purchase head.
+    assert result.test_metrics["purchase_roc_auc"] > 0.6
+
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["world_size"] == "2"
+    assert run.data.params["training_set_id"] == "ts_small"
+    assert run.data.params["model_type"] == "lstm"
+    assert [m.step for m in client.get_metric_history(result.run_id, "train_loss")] == [1, 2]
+    for key in ("test_purchase_roc_auc", "test_cart_pr_auc", "test_fav_brier", "test_purchase_log_loss",
+                "baseline_lr_test_purchase_roc_auc", "baseline_lgbm_test_purchase_roc_auc"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["test_purchase_roc_auc"] == pytest.approx(result.test_metrics["purchase_roc_auc"])
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.name == cfg.mlflow.experiment and exp.artifact_location == cfg.mlflow.artifact_location
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"training_set", "plots"} <= artifacts
+    logged = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=result.run_id, artifact_path="training_set/manifest.json",
+        tracking_uri=cfg.mlflow.resolved_tracking_uri)).read_text())
+    assert logged == read_manifest(ts)
+    version = client.get_model_version(cfg.mlflow.model_name, "1")
+    assert version.run_id == result.run_id and version.tags["training_set_id"] == "ts_small"
+
+
+def test_pyfunc_contract_in_a_fresh_process(trained, tmp_path):
+    cfg, ts, result = trained
+    test = pd.read_parquet(ts / "test")
+    # Scoring hands in arrays (Arrow conversion) or lists, extra columns, any index; add hard rows.
+    inp = test.drop(columns=[c for c in test.columns if c.startswith("label_")]).copy()
+    inp.index = np.arange(len(inp))[::-1] + 1000
+    inp.loc[inp.index[0], "f_avg_price"] = np.nan
+    cats = inp["seq_category"].tolist()
+    cats[1] = np.array(["never_seen"] * len(cats[1]), dtype=object)
+    inp["seq_category"] = cats
+    inp.to_parquet(tmp_path / "in.parquet")
+    script = textwrap.dedent(
+        f"""
+        import sys, mlflow, numpy as np, pandas as pd
+        assert "tasks" not in sys.modules
+        model = mlflow.pyfunc.load_model("{result.model_uri}")
+        pdf = pd.read_parquet("{tmp_path / 'in.parquet'}")
+        pdf.index = np.arange(len(pdf))[::-1] + 1000
+        arrays = model.predict(pdf)
+        lists = pdf.copy()
+        for c in {list(SEQUENCE_COLUMNS)!r}:
+            lists[c] = lists[c].map(lambda v: [x.item() if hasattr(x, "item") else x for x in v])
+        assert isinstance(lists["seq_hour"].iloc[0], list)
+        as_lists = model.predict(lists)
+        reversed_ = model.predict(pdf.iloc[::-1])
+        pd.DataFrame({{"arrays_" + c: arrays[c].to_numpy() for c in arrays}}
+                     | {{"lists_" + c: as_lists[c].to_numpy() for c in as_lists}}
+                     | {{"rev_" + c: reversed_[c].to_numpy()[::-1] for c in reversed_}}
+                     | {{"index": arrays.index.to_numpy(), "cols": [",".join(arrays.columns)] * len(arrays)}}
+                     ).to_parquet("{tmp_path / 'out.parquet'}")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIPELINE_CONFIG")}
+    env["MLFLOW_TRACKING_URI"] = cfg.mlflow.resolved_tracking_uri
+    # Run outside the repo with no PYTHONPATH: the model must bring its own code.
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert out["cols"].iloc[0] == ",".join(PROBABILITY_COLUMNS)
+    assert len(out) == len(test)
+    assert out["index"].tolist() == inp.index.tolist()
+    for c in PROBABILITY_COLUMNS:
+        p = out[f"arrays_{c}"].to_numpy()
+        assert np.isfinite(p).all() and ((p > 0) & (p < 1)).all()
+        np.testing.assert_allclose(out[f"lists_{c}"], p, rtol=1e-6)
+        np.testing.assert_allclose(out[f"rev_{c}"], p, rtol=1e-6)
+    # The packaged model reproduces the test metrics training logged.
+    from tasks.evaluate import evaluate_intents
+
+    y = test[["label_purchase", "label_cart", "label_fav"]].to_numpy()
+    with mlflow_store(cfg):
+        clean = mlflow.pyfunc.load_model(result.model_uri).predict(test)
+    assert evaluate_intents(y, clean.to_numpy())["purchase_roc_auc"] == pytest.approx(
+        result.test_metrics["purchase_roc_auc"], abs=1e-3
+    )
+
+
+def test_launch_fails_clearly(tmp_path):
+    cfg = _cfg(tmp_path / "var", baselines=False)
+    with pytest.raises(TrainingError, match="no manifest.json"):
+        launch(cfg, tmp_path / "missing")
+    ts = write_training_set(tmp_path / "one_file", n_users=30, seed=2, files_per_split=1)
+    with pytest.raises(TrainingError, match="has 1 file.*fewer than the 2 processes"):
+        launch(cfg, ts, epochs=1, nproc=2)
+    # A failure inside the workers surfaces with the workers' own error.
+    ts = write_training_set(tmp_path / "null_labels", n_users=30, seed=2)
+    part = ts / "train" / "part-00001.parquet"
+    pdf = pd.read_parquet(part)
+    pdf["label_cart"] = pdf["label_cart"].astype("Int32")
+    pdf.loc[0, "label_cart"] = pd.NA
+    pdf.to_parquet(part, index=False)
+    with pytest.raises(TrainingError, match=r"exited with status [1-9]: .*null labels in \['label_cart'\]"):
+        launch(cfg, ts, epochs=1, nproc=2)
+    assert not list((cfg.paths.runs_dir).glob("*.config.yaml"))
+
+
+def test_manifest_validation(tmp_path):
+    ts = write_training_set(tmp_path / "ts", n_users=10, seed=0)
+    manifest = json.loads((ts / "manifest.json").read_text())
+    del manifest["item_buckets"]
+    (ts / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TrainingError, match="lacks keys: item_buckets"):
+        read_manifest(ts)
+    manifest["item_buckets"] = 64
+    manifest["feature_columns"] = ["user_id"]
+    (ts / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TrainingError, match="feature_columns"):
+        read_manifest(ts)
+
+
+def test_positive_weights_and_schedule(cfg):
+    assert positive_weights(cfg, np.array([10, 50, 0]), 100) == (9.0, 1.0, cfg.training.max_pos_weight)
+    off = cfg.model_copy(update={"training": cfg.training.model_copy(update={"positive_weighting": "none"})})
+    assert positive_weights(off, np.array([10, 50, 0]), 100) == (1.0, 1.0, 1.0)
+    f = lr_lambda(cfg, 100)
+    assert f(0) < f(4) <= 1.0 and f(99) < 0.01
+
+
+PARITY_SCRIPT = """
+import json, os, sys
+import pandas as pd, torch, torch.distributed as dist
+from tasks.models.base import build_model, model_config
+from tasks.models.encoding import FeatureEncoder, encode_targets
+from tasks.train import take, train_step
+from tests.helpers.trainingset import FEATURE_COLUMNS
+
+ts, out, global_batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+distributed = "WORLD_SIZE" in os.environ
+if distributed:
+    dist.init_process_group("gloo")
+rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+pdf = pd.read_parquet(ts + "/train")
+enc = FeatureEncoder.fit(pdf, list(FEATURE_COLUMNS), sequence_length=12, item_buckets=64)
+x, (y, w) = enc.encode(pdf), encode_targets(pdf)
+torch.manual_seed(5)
+model = build_model("lstm", model_config("lstm", vocab_sizes=enc.vocab_sizes, n_tabular=len(FEATURE_COLUMNS),
+                    sequence_length=12, embedding_dim=16, hidden_dim=32, dropout=0.0, pos_weight=(3.0, 2.0, 2.0)))
+ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+local = global_batch // world
+losses = []
+for step in range(8):
+    # Global batch `step`; this rank takes its contiguous share of it.
+    idx = torch.arange(step * global_batch + rank * local, step * global_batch + (rank + 1) * local)
+    loss = torch.tensor([train_step(ddp, model, opt, take(x, idx), y[idx], w[idx], grad_clip_norm=0.5)])
+    if distributed:
+        dist.all_reduce(loss)
+    losses.append(loss.item() / world)
+if rank == 0:
+    json.dump({"losses": losses, "params": [p.detach().flatten().tolist() for p in model.parameters()]},
+              open(out, "w"))
+"""
+
+
+def test_ddp_two_processes_match_one_process(tmp_path):
+    """Same seed and global batches: 2 gloo processes reach the 1-process losses within 1e-5 (params 1e-4)."""
+    ts = write_training_set(tmp_path / "ts", n_users=200, seed=4)
+    script = tmp_path / "parity.py"
+    script.write_text(PARITY_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    runs = {
+        "one": [sys.executable, str(script)],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+    }
+    results = {}
+    for name, cmd in runs.items():
+        out = tmp_path / f"{name}.json"
+        proc = subprocess.run([*cmd, str(ts), str(out), "64"], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        results[name] = json.loads(out.read_text())
+    one, two = results["one"], results["two"]
+    assert one["losses"][0] != one["losses"][-1]
+    np.testing.assert_allclose(two["losses"], one["losses"], atol=1e-5, rtol=0)
+    for a, b in zip(one["params"], two["params"], strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-4, rtol=0)
