@@ -1,5 +1,8 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip warns about this machine's optional local package mirrors on every line; keep real messages only.
+PIPQUIET := (grep -v "is ignored: it is neither a file nor a directory" || true)
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,6 +10,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt
 
 export PYTHONUNBUFFERED := 1
 export PYTHONPATH := $(CURDIR)
+# spark-submit, torchrun and airflow resolve from the project's virtualenv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: venv demo test test-fast bench airflow mlflow-ui clean
 
@@ -16,10 +21,11 @@ venv: $(STAMP)
 $(STAMP): requirements.txt requirements-nodeps.txt
 	@echo ">>> creating/updating $(VENV) from requirements.txt"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet "$$(grep -E '^torch==' requirements.txt)"
-	@$(PY) -m pip install --quiet -r requirements.txt
-	@$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	@echo ">>> installing pinned packages (a few minutes on the first run)"
+	@$(PY) -m pip install --quiet --upgrade pip 2>&1 | $(PIPQUIET)
+	@$(PY) -m pip install --quiet "$$(grep -E '^torch==' requirements.txt)" 2>&1 | $(PIPQUIET)
+	@$(PY) -m pip install --quiet -r requirements.txt 2>&1 | $(PIPQUIET)
+	@$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt 2>&1 | $(PIPQUIET)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo ">>> $(VENV) ready"

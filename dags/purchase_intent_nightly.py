@@ -14,9 +14,9 @@ DOC = """
 ### Nightly purchase-intent scoring
 
 The logical date is the **cutoff** `ds` (a midnight in the pipeline's time zone). The run lands and
-cleans the latest full day (`ds - 1`), checks it with the events expectation suite, builds point-in-time
-features at the cutoff `ds`, scores every active user with `models:/purchase_intent@champion` and
-replaces the `ds` partition of the warehouse table `intent_scores`.
+cleans the latest full day (`ds - 1`), builds point-in-time features at the cutoff `ds`, scores every
+active user with `models:/purchase_intent@champion` and replaces the `ds` partition of the warehouse
+table `intent_scores`. A Great Expectations gate follows every layer it writes (events, features, scores).
 
 Every task is idempotent: rerunning a date replaces exactly its partitions. A failed data-quality gate
 stops the run before anything downstream is written and is not retried.
@@ -89,13 +89,27 @@ with DAG(
         application_args=["--ds", ds],
         doc_md="Point-in-time user features and sequences at cutoff ds.",
     )
+    validate_features = PipelineSparkSubmitOperator(
+        task_id="validate_features",
+        job="validate",
+        application_args=["features", "--day", ds],
+        retries=0,
+        doc_md="Great Expectations features suite (ranges, null rates, sequence lengths, one row per user).",
+    )
     score = PipelineSparkSubmitOperator(
         task_id="score",
         job="score",
         application_args=["--ds", ds, "--run-id", "{{ run_id }}"],
         doc_md="Score every active user with models:/purchase_intent@champion into the scores layer.",
     )
+    validate_scores = PipelineSparkSubmitOperator(
+        task_id="validate_scores",
+        job="validate",
+        application_args=["scores", "--day", ds],
+        retries=0,
+        doc_md="Scores suite (probabilities in [0,1], one row per active user, model version) and the PSI shift vs the previous day.",
+    )
     loaded = load_warehouse.override(task_id="load_warehouse")(ds)
     published = publish.override(task_id="publish")(ds, loaded)
 
-    landed >> clean >> validate_events >> features >> score >> loaded
+    landed >> clean >> validate_events >> features >> validate_features >> score >> validate_scores >> loaded

@@ -81,6 +81,13 @@ with DAG(
         ],
         doc_md="Features and labels for a window of daily cutoffs, split by cutoff into train/val/test.",
     )
+    validate_training_set = PipelineSparkSubmitOperator(
+        task_id="validate_training_set",
+        job="validate",
+        application_args=["training_set", "--training-set-id", training_set_id],
+        retries=0,
+        doc_md="Training-set suite: disjoint, ordered split cutoffs; every split non-empty with both classes.",
+    )
     trained = train.override(task_id="train", retries=0)(training_set_dir)
     gated = gate.override(task_id="gate")(training_set_dir, trained)
-    build >> trained
+    build >> validate_training_set >> trained

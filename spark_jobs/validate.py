@@ -2,20 +2,26 @@
 
 ``python -m spark_jobs.validate events --day 2026-01-02`` (or ``spark-submit spark_jobs/validate.py ...``).
 Any layer with a module ``expectations/<layer>.py`` providing ``partition(cfg, day) -> Path`` and
-``build_suite(cfg, day) -> ExpectationSuite`` plugs in by name (features, scores, ...).
+``build_suite(cfg, day) -> ExpectationSuite`` plugs in by name (features, scores, ...). A suite module may
+also define ``read(spark, cfg, key) -> DataFrame`` (when the partition is not one Parquet folder, e.g. a
+training set's splits) and ``extra_checks(cfg, key, df) -> list[FailedExpectation]`` (Spark-computed
+checks outside GX, such as the scores' day-over-day PSI; their failures join the summary). The
+training_set layer is keyed by id: ``python -m spark_jobs.validate training_set --training-set-id ID``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib
 import logging
 import re
 import sys
+import uuid
 from pathlib import Path
 
-from expectations.runner import DataQualityError, ValidationSummary, validate_dataframe
+from expectations.runner import SAMPLE_ROWS, DataQualityError, FailedExpectation, ValidationSummary, validate_dataframe
 from spark_jobs.session import build_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import run_cli
@@ -42,14 +48,41 @@ def _has_parquet(folder: Path) -> bool:
     return any(p.suffix == ".parquet" for p in folder.rglob("*.parquet"))
 
 
-def validate_layer(cfg: PipelineConfig, layer: str, day: dt.date, raise_on_failure: bool = True) -> ValidationSummary:
-    """Validate ``layer``'s partition for ``day``; raises ``DataQualityError`` on failure unless told not to."""
+def _with_query_rows(df, failure: FailedExpectation) -> FailedExpectation:
+    """A failed SQL expectation reports only its row count in GX's summary format; rerun its query for a few rows."""
+    query = failure.kwargs.get("unexpected_rows_query")
+    if failure.expectation != "unexpected_rows_expectation" or failure.sample_rows or failure.exception or not query:
+        return failure
+    from pyspark.errors import AnalysisException
+
+    view = f"validate_batch_{uuid.uuid4().hex}"
+    df.createOrReplaceTempView(view)
+    try:
+        rows = df.sparkSession.sql(query.format(batch=view)).limit(SAMPLE_ROWS).collect()
+    except AnalysisException as e:
+        # The query cannot run on this batch (a missing column): GX counted it as failed without saying why.
+        return dataclasses.replace(failure, exception=str(e).splitlines()[0][:300])
+    finally:
+        df.sparkSession.catalog.dropTempView(view)
+    return dataclasses.replace(failure, sample_rows=tuple(r.asDict(recursive=True) for r in rows))
+
+
+def _key_text(key: dt.date | str) -> str:
+    return key.isoformat() if isinstance(key, dt.date) else str(key)
+
+
+def validate_layer(
+    cfg: PipelineConfig, layer: str, day: dt.date | str, raise_on_failure: bool = True
+) -> ValidationSummary:
+    """Validate ``layer``'s partition for ``day`` (a training set id for training_set); raises
+    ``DataQualityError`` on failure unless told not to."""
     module = _suite_module(layer)
+    name = f"{layer}_{_key_text(day)}"
     folder = Path(module.partition(cfg, day))
     if not folder.is_dir() or not _has_parquet(folder):
         raise DataQualityError(
             ValidationSummary(
-                name=f"{layer}_{day.isoformat()}",
+                name=name,
                 success=False,
                 n_expectations=0,
                 failures=(),
@@ -57,9 +90,22 @@ def validate_layer(cfg: PipelineConfig, layer: str, day: dt.date, raise_on_failu
                 note=f"partition {folder} is missing or empty (no Parquet files): nothing to validate",
             )
         )
-    spark = build_session(cfg, f"validate {layer} {day}")
-    df = spark.read.parquet(str(folder))
-    summary = validate_dataframe(df, module.build_suite(cfg, day), name=f"{layer}_{day.isoformat()}", gx_dir=cfg.paths.gx_dir)
+    spark = build_session(cfg, f"validate {layer} {_key_text(day)}")
+    read = getattr(module, "read", None)
+    df = read(spark, cfg, day) if callable(read) else spark.read.parquet(str(folder))
+    summary = validate_dataframe(df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir)
+    if not summary.success:
+        summary = dataclasses.replace(summary, failures=tuple(_with_query_rows(df, f) for f in summary.failures))
+    extra = getattr(module, "extra_checks", None)
+    failed = tuple(extra(cfg, day, df)) if callable(extra) else ()
+    if failed:
+        summary = dataclasses.replace(
+            summary,
+            success=False,
+            n_expectations=summary.n_expectations + len(failed),
+            failures=summary.failures + failed,
+        )
+        log.error("%s", summary.describe())
     if raise_on_failure and not summary.success:
         raise DataQualityError(summary)
     return summary
@@ -70,12 +116,31 @@ def validate_events(cfg: PipelineConfig, day: dt.date, raise_on_failure: bool = 
     return validate_layer(cfg, "events", day, raise_on_failure)
 
 
+def validate_features(cfg: PipelineConfig, ds: dt.date, raise_on_failure: bool = True) -> ValidationSummary:
+    """Check features/user/ds=<ds> against ``expectations.features``."""
+    return validate_layer(cfg, "features", ds, raise_on_failure)
+
+
+def validate_scores(cfg: PipelineConfig, ds: dt.date, raise_on_failure: bool = True) -> ValidationSummary:
+    """Check scores/ds=<ds> against ``expectations.scores`` (incl. the PSI against the previous day)."""
+    return validate_layer(cfg, "scores", ds, raise_on_failure)
+
+
+def validate_training_set(cfg: PipelineConfig, training_set_id: str, raise_on_failure: bool = True) -> ValidationSummary:
+    """Check training_sets/<id>/ (all three splits) against ``expectations.training_set``."""
+    return validate_layer(cfg, "training_set", training_set_id, raise_on_failure)
+
+
 def main(argv: list[str] | None = None) -> ValidationSummary:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    parser.add_argument("layer", help="data layer whose suite to run (events, ...)")
-    parser.add_argument("--day", type=parse_ds, required=True, help="partition day / cutoff (YYYY-MM-DD)")
+    parser.add_argument("layer", help="data layer whose suite to run: events, features, scores, training_set")
+    key = parser.add_mutually_exclusive_group(required=True)
+    key.add_argument("--day", type=parse_ds, help="partition day / cutoff (YYYY-MM-DD)")
+    key.add_argument("--training-set-id", help="training set id (layer training_set)")
     args = parser.parse_args(argv)
-    summary = validate_layer(config_from_args(args), args.layer, args.day)
+    if (args.layer == "training_set") != (args.training_set_id is not None):
+        parser.error("layer training_set takes --training-set-id; every other layer takes --day")
+    summary = validate_layer(config_from_args(args), args.layer, args.day or args.training_set_id)
     print(summary.describe())
     return summary
 

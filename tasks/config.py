@@ -251,6 +251,31 @@ class WarehouseConfig(_Section):
         return _resolve(self.url[len("duckdb:///"):])
 
 
+class QualityConfig(_Section):
+    max_feature_null_fraction: float = Field(ge=0.0, le=1.0)
+    min_label_rate: float = Field(ge=0.0, le=1.0)
+    max_label_rate: float = Field(ge=0.0, le=1.0)
+    non_constant_features: list[str]
+    constant_check_min_rows: int = Field(ge=2)
+    score_psi_bins: int = Field(ge=2)
+    score_psi_threshold: float = Field(gt=0.0)
+    score_psi_action: Literal["warn", "fail"]
+    drift_bins: int = Field(ge=2)
+    drift_psi_threshold: float = Field(gt=0.0)
+    drift_category_threshold: float = Field(gt=0.0, le=1.0)
+    drift_top_categories: int = Field(gt=0)
+    drift_columns: list[str]
+    drift_action: Literal["warn", "fail"]
+    quantile_relative_error: float = Field(ge=0.0, lt=1.0)
+
+    @field_validator("max_label_rate")
+    @classmethod
+    def _label_band(cls, v: float, info) -> float:
+        if v < info.data.get("min_label_rate", 0.0):
+            raise ValueError("max_label_rate must not be below min_label_rate")
+        return v
+
+
 class PipelineConfig(_Section):
     paths: PathsConfig
     pipeline: PipelineSection
@@ -264,6 +289,7 @@ class PipelineConfig(_Section):
     spark: SparkConfig
     scoring: ScoringConfig
     warehouse: WarehouseConfig
+    quality: QualityConfig
 
 
 def _deep_merge(base: dict, overlay: dict, where: str = "") -> dict:

@@ -15,6 +15,7 @@ HEAVY = ("torch", "pyspark", "transformers", "mlflow", "great_expectations", "du
 
 PROBE = r"""
 import json, sys
+from pathlib import Path
 from airflow.dag_processing.dagbag import BundleDagBag
 # Parsed as the dag processor does: the DAG bundle (dags/) is on sys.path.
 bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]), bundle_name="dags-folder")
@@ -72,13 +73,14 @@ def _chain(tasks: dict, start: str) -> list[str]:
 def test_nightly_order(parsed):
     tasks = parsed["dags"]["purchase_intent_nightly"]["tasks"]
     assert _chain(tasks, "land_raw") == [
-        "land_raw", "clean_events", "validate_events", "build_features", "score", "load_warehouse", "publish",
+        "land_raw", "clean_events", "validate_events", "build_features", "validate_features",
+        "score", "validate_scores", "load_warehouse", "publish",
     ]
 
 
 def test_training_order_and_params(parsed):
     dag = parsed["dags"]["purchase_intent_training"]
-    assert _chain(dag["tasks"], "build_training_set") == ["build_training_set", "train", "gate"]
+    assert _chain(dag["tasks"], "build_training_set") == ["build_training_set", "validate_training_set", "train", "gate"]
     assert {"model_type", "epochs", "nproc"} <= set(dag["params"])
 
 

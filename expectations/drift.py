@@ -1,0 +1,291 @@
+"""Distribution shift between a current DataFrame and a reference, computed in Spark.
+
+Numeric columns: the population stability index (PSI) over the reference's quantile bins, nulls being a
+bin of their own (a jump in missing values is drift too). Categorical columns (a string column, or an
+array of ids such as ``seq_category``): the total variation distance of category shares over the
+reference's most frequent categories plus one "other" bucket. Only per-bin counts reach the driver.
+
+``check_drift`` compares the features of a scoring cutoff with the champion's training reference (the
+train split of the training set its registered version was trained on), logs and returns every
+column's value, writes them to ``runs/drift/<ds>.json`` and, with ``quality.drift_action: fail``,
+raises ``DataQualityError`` when a column exceeds its threshold.
+
+    python -m expectations.drift --ds D [--reference PATH] [--config ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from expectations.runner import DataQualityError, FailedExpectation, ValidationSummary
+from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.errors import DataError, run_cli
+from tasks.schema import TABULAR_PREFIX
+
+log = logging.getLogger(__name__)
+
+# Floor of a bin's share: an empty bin on one side gives a large but finite PSI instead of infinity.
+EPS = 1e-4
+NULL_BIN = -1
+OTHER = "__other__"
+CATEGORICAL_COLUMNS = ("seq_category", "seq_event_type")
+
+
+class DriftError(DataError):
+    """The drift reference or the current partition cannot be read (missing, lacks columns)."""
+
+
+def psi(expected: Sequence[float], actual: Sequence[float], eps: float = EPS) -> float:
+    """PSI = sum_i (a_i - e_i) * ln(a_i / e_i) over bin shares (counts are normalised; shares floored at eps)."""
+    if len(expected) != len(actual) or not expected:
+        raise ValueError(f"psi needs two non-empty count vectors of equal length, got {len(expected)} and {len(actual)}")
+    te, ta = float(sum(expected)), float(sum(actual))
+    if te <= 0 or ta <= 0:
+        raise ValueError("psi needs at least one count on each side")
+    total = 0.0
+    for e, a in zip(expected, actual):
+        pe, pa = max(e / te, eps), max(a / ta, eps)
+        total += (pa - pe) * math.log(pa / pe)
+    return total
+
+
+def quantile_edges(reference, columns: Sequence[str], bins: int, relative_error: float = 0.001) -> dict[str, list[float]]:
+    """Distinct interior quantile edges (at i / bins, i = 1..bins-1) of each column of ``reference``."""
+    if bins < 2:
+        raise ValueError(f"bins must be at least 2, got {bins}")
+    probs = [i / bins for i in range(1, bins)]
+    cols = list(columns)
+    # One approxQuantile pass for all columns; nulls are ignored, an all-null column gives [].
+    quantiles = reference.approxQuantile(cols, probs, relative_error)
+    return {c: sorted({float(q) for q in qs}) for c, qs in zip(cols, quantiles)}
+
+
+def _bin(column: str, edges: list[float]):
+    from pyspark.sql import functions as F
+
+    x = F.col(column).cast("double")
+    # Bin k holds edges[k-1] <= x < edges[k]: the number of edges at or below x.
+    index = sum((F.when(x >= F.lit(e), 1).otherwise(0) for e in edges), F.lit(0))
+    return F.when(x.isNull(), F.lit(NULL_BIN)).otherwise(index)
+
+
+def binned_counts(df, edges: dict[str, list[float]]) -> dict[str, list[int]]:
+    """Per column, counts of [null bin, bin 0, ..., bin len(edges)] in one Spark aggregation."""
+    from pyspark.sql import functions as F
+
+    if not edges:
+        return {}
+    pairs = F.array(*[F.struct(F.lit(c).alias("c"), _bin(c, e).alias("b")) for c, e in edges.items()])
+    rows = df.select(F.explode(pairs).alias("p")).groupBy("p.c", "p.b").count().collect()
+    out = {c: [0] * (len(e) + 2) for c, e in edges.items()}
+    for r in rows:
+        out[r["c"]][r["b"] + 1] = int(r["count"])
+    return out
+
+
+def _require_columns(df, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DriftError(f"{what} lacks column(s) {missing}")
+
+
+def feature_drift(
+    current, reference, columns: Sequence[str], bins: int = 10, *, relative_error: float = 0.001
+) -> dict[str, float]:
+    """PSI of each numeric column of ``current`` against ``reference`` over the reference's quantile bins."""
+    _require_columns(reference, columns, "drift reference")
+    _require_columns(current, columns, "current data")
+    edges = quantile_edges(reference, columns, bins, relative_error)
+    ref, cur = binned_counts(reference, edges), binned_counts(current, edges)
+    return {c: psi(ref[c], cur[c]) for c in columns}
+
+
+def _category_counts(df, column: str):
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    value = F.col(column)
+    if isinstance(df.schema[column].dataType, T.ArrayType):
+        value = F.explode(value)
+    return df.select(value.alias("k")).select(F.col("k").cast("string").alias("k")).groupBy("k").count()
+
+
+def category_drift(current, reference, column: str, top_k: int = 50) -> float:
+    """Total variation distance 0.5 * sum |p - q| of category shares (top ``top_k`` reference categories + other).
+
+    An array column (e.g. ``seq_category``) counts every element; nulls are a category of their own.
+    """
+    from pyspark.sql import functions as F
+
+    _require_columns(reference, [column], "drift reference")
+    _require_columns(current, [column], "current data")
+    ref = _category_counts(reference, column)
+    top = ref.orderBy(F.col("count").desc(), F.col("k").asc_nulls_first()).limit(top_k).collect()
+    keys = [r["k"] for r in top]
+    ref_total = ref.agg(F.sum("count")).first()[0] or 0
+    cur_rows = _category_counts(current, column).collect()
+    cur_total = sum(int(r["count"]) for r in cur_rows)
+    if ref_total == 0 or cur_total == 0:
+        raise DriftError(f"column {column!r} holds no values in the {'reference' if ref_total == 0 else 'current data'}")
+    cur = {r["k"]: int(r["count"]) for r in cur_rows}
+    p = [int(r["count"]) / ref_total for r in top]
+    q = [cur.get(k, 0) / cur_total for k in keys]
+    p.append(1.0 - sum(p))
+    q.append(1.0 - sum(q))
+    return 0.5 * sum(abs(a - b) for a, b in zip(p, q))
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    ds: dt.date
+    current: Path
+    reference: Path
+    psi: dict[str, float]
+    category_distance: dict[str, float]
+    drifted: tuple[str, ...]
+    action: str
+    output: Path
+
+    def describe(self) -> str:
+        worst = sorted(self.psi.items(), key=lambda kv: -kv[1])[:5]
+        text = (
+            f"feature drift ds={self.ds} vs {self.reference}: {len(self.drifted)} drifted column(s) "
+            f"{list(self.drifted)}; highest PSI {', '.join(f'{c}={v:.4f}' for c, v in worst)}; "
+            f"category distance {', '.join(f'{c}={v:.4f}' for c, v in self.category_distance.items())}"
+        )
+        return text
+
+
+def champion_reference(cfg: PipelineConfig) -> Path:
+    """The train split of the training set the current champion version was trained on."""
+    from tasks.registry import champion
+
+    mv = champion(cfg)
+    if mv is None:
+        raise DriftError(
+            f"no version of {cfg.mlflow.model_name!r} holds @{cfg.mlflow.champion_alias}: no drift reference"
+        )
+    set_id = (mv.tags or {}).get("training_set_id")
+    if not set_id:
+        raise DriftError(f"champion version {mv.version} has no training_set_id tag: no drift reference")
+    path = cfg.paths.layer("training_sets") / set_id / "train"
+    if not path.is_dir() or not any(path.glob("*.parquet")):
+        raise DriftError(f"champion version {mv.version} was trained on {set_id!r}, whose train split {path} is gone")
+    return path
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def check_drift(cfg: PipelineConfig, ds: dt.date, reference: Path | None = None, spark=None) -> DriftReport:
+    """Drift of features/user/ds=<ds> against ``reference`` (default: the champion's train split)."""
+    from spark_jobs.session import build_session
+
+    q = cfg.quality
+    current_path = cfg.paths.layer("features") / "user" / f"ds={ds.isoformat()}"
+    if not current_path.is_dir() or not any(current_path.glob("*.parquet")):
+        raise DriftError(f"no features for ds={ds}: {current_path} holds no Parquet files")
+    reference = Path(reference) if reference is not None else champion_reference(cfg)
+    if not reference.exists():
+        raise DriftError(f"drift reference {reference} does not exist")
+    spark = spark or build_session(cfg, f"drift-{ds}")
+    current = spark.read.parquet(str(current_path))
+    ref = spark.read.parquet(str(reference))
+    columns = list(q.drift_columns) or [c for c in current.columns if c.startswith(TABULAR_PREFIX)]
+    values = feature_drift(current, ref, columns, q.drift_bins, relative_error=q.quantile_relative_error)
+    categories = {
+        c: category_drift(current, ref, c, q.drift_top_categories)
+        for c in CATEGORICAL_COLUMNS
+        if c in current.columns and c in ref.columns
+    }
+    drifted = tuple(
+        [c for c, v in values.items() if v > q.drift_psi_threshold]
+        + [c for c, v in categories.items() if v > q.drift_category_threshold]
+    )
+    output = cfg.paths.runs_dir / "drift" / f"{ds.isoformat()}.json"
+    report = DriftReport(
+        ds=ds,
+        current=current_path,
+        reference=reference,
+        psi=values,
+        category_distance=categories,
+        drifted=drifted,
+        action=q.drift_action,
+        output=output,
+    )
+    _write_json_atomic(
+        output,
+        {
+            **asdict(report),
+            "psi_threshold": q.drift_psi_threshold,
+            "category_threshold": q.drift_category_threshold,
+            "bins": q.drift_bins,
+        },
+    )
+    for c, v in sorted(values.items()):
+        log.info("drift ds=%s %s psi=%.4f%s", ds, c, v, " DRIFTED" if c in drifted else "")
+    for c, v in categories.items():
+        log.info("drift ds=%s %s share distance=%.4f%s", ds, c, v, " DRIFTED" if c in drifted else "")
+    if drifted:
+        log.warning("%s", report.describe())
+        if q.drift_action == "fail":
+            raise DataQualityError(_summary(report, q.drift_psi_threshold, q.drift_category_threshold))
+    return report
+
+
+def _summary(report: DriftReport, psi_threshold: float, category_threshold: float) -> ValidationSummary:
+    failures = []
+    for c in report.drifted:
+        if c in report.psi:
+            name, threshold, value = "feature_psi_at_most", psi_threshold, report.psi[c]
+        else:
+            name, threshold, value = "category_share_distance_at_most", category_threshold, report.category_distance[c]
+        failures.append(
+            FailedExpectation(
+                expectation=name,
+                kwargs={"column": c, "threshold": threshold, "reference": str(report.reference)},
+                observed=round(value, 6),
+                unexpected_count=None,
+                unexpected_percent=None,
+                sample_values=(),
+                sample_rows=(),
+            )
+        )
+    return ValidationSummary(
+        name=f"drift_{report.ds.isoformat()}",
+        success=False,
+        n_expectations=len(report.psi) + len(report.category_distance),
+        failures=tuple(failures),
+        data_docs=None,
+    )
+
+
+def main(argv: list[str] | None = None) -> DriftReport:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--ds", type=parse_ds, required=True, help="scoring cutoff YYYY-MM-DD")
+    parser.add_argument(
+        "--reference", type=Path, help="reference Parquet (default: the champion's training set train split)"
+    )
+    args = parser.parse_args(argv)
+    report = check_drift(config_from_args(args), args.ds, args.reference)
+    print(report.describe())
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,89 @@
+"""Drift: PSI and category share distance against hand-computed values; the nightly check's report and fail mode."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import pytest
+
+from expectations.drift import (
+    DriftError,
+    binned_counts,
+    category_drift,
+    check_drift,
+    feature_drift,
+    psi,
+    quantile_edges,
+)
+from expectations.runner import DataQualityError
+
+DS = dt.date(2026, 1, 10)
+
+
+def test_psi_by_hand():
+    # shares (0.3, 0.7) -> (0.6, 0.4): 0.3 ln 2 + (-0.3) ln(4/7)
+    assert psi([30, 70], [60, 40]) == pytest.approx(0.3 * math.log(2) - 0.3 * math.log(4 / 7), rel=1e-12)
+    assert psi([1, 2, 3], [10, 20, 30]) == 0.0
+    # An empty bin is floored at 1e-4 instead of giving infinity.
+    assert psi([50, 50], [100, 0]) == pytest.approx(0.5 * math.log(2) + (1e-4 - 0.5) * math.log(1e-4 / 0.5))
+    with pytest.raises(ValueError, match="equal length"):
+        psi([1, 2], [1])
+
+
+def test_feature_drift_in_spark_by_hand(spark):
+    # Reference: 30 x 1.0, 30 x 2.0, 40 x 3.0 -> median 2.0 is the one edge of 2 bins: shares (0.3, 0.7).
+    reference = spark.createDataFrame([(1.0, 5.0)] * 30 + [(2.0, 5.0)] * 30 + [(3.0, 5.0)] * 40, "x double, y double")
+    # Current: 60 x 1.0 and 40 x 3.0 -> (0.6, 0.4); y: 10 nulls appear.
+    current = spark.createDataFrame([(1.0, 5.0)] * 60 + [(3.0, None)] * 10 + [(3.0, 5.0)] * 30, "x double, y double")
+    assert quantile_edges(reference, ["x"], 2, 0.0) == {"x": [2.0]}
+    assert binned_counts(current, {"x": [2.0], "y": [5.0]}) == {"x": [0, 60, 40], "y": [10, 0, 90]}
+    drift = feature_drift(current, reference, ["x", "y"], bins=2, relative_error=0.0)
+    assert drift["x"] == pytest.approx(0.3 * math.log(2) - 0.3 * math.log(4 / 7), rel=1e-9)
+    # y: reference all in bin 1; current 10% null: (0.1 - 1e-4) ln(0.1 / 1e-4) + (0.9 - 1) ln(0.9).
+    assert drift["y"] == pytest.approx((0.1 - 1e-4) * math.log(0.1 / 1e-4) + (-0.1) * math.log(0.9), rel=1e-9)
+    with pytest.raises(DriftError, match=r"current data lacks column\(s\) \['z'\]"):
+        feature_drift(current.withColumn("z", current.x).drop("z"), reference.withColumn("z", reference.x), ["z"])
+
+
+def test_category_drift_by_hand(spark):
+    reference = spark.createDataFrame([(["a", "a", "b"],), (["a", "c"],)], "seq_category array<string>")
+    current = spark.createDataFrame([(["b", "b"],), (["a", "d"],)], "seq_category array<string>")
+    # top-2 reference categories a (3/5), b (1/5), other (1/5) vs current a 1/4, b 2/4, other 1/4.
+    expected = 0.5 * (abs(0.6 - 0.25) + abs(0.2 - 0.5) + abs(0.2 - 0.25))
+    assert category_drift(current, reference, "seq_category", top_k=2) == pytest.approx(expected)
+    assert category_drift(reference, reference, "seq_category", top_k=2) == pytest.approx(0.0)
+
+
+def _features(spark, path, values, categories):
+    rows = [(f"u{i}", float(v), float(i % 3), cats) for i, (v, cats) in enumerate(zip(values, categories))]
+    spark.createDataFrame(rows, "user_id string, f_a double, f_b double, seq_category array<string>").coalesce(
+        1
+    ).write.mode("overwrite").parquet(str(path))
+
+
+def test_check_drift_reports_and_fails_when_told(spark, cfg):
+    reference = cfg.paths.layer("training_sets") / "ts1" / "train"
+    current = cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}"
+    _features(spark, reference, range(100), [["c1", "c2"]] * 100)
+    _features(spark, current, [v + 1000 for v in range(100)], [["c1", "c2"]] * 100)
+
+    report = check_drift(cfg, DS, reference, spark=spark)
+    assert report.drifted == ("f_a",) and report.psi["f_b"] == pytest.approx(0.0)
+    assert report.category_distance == {"seq_category": pytest.approx(0.0)}
+    saved = json.loads(report.output.read_text())
+    assert report.output == cfg.paths.runs_dir / "drift" / "2026-01-10.json"
+    assert saved["drifted"] == ["f_a"] and saved["psi"]["f_a"] == pytest.approx(report.psi["f_a"])
+
+    strict = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"drift_action": "fail"})})
+    with pytest.raises(DataQualityError, match=r"feature_psi_at_most\(column=f_a, threshold=0.25"):
+        check_drift(strict, DS, reference, spark=spark)
+
+
+def test_check_drift_without_champion_or_features(spark, cfg):
+    with pytest.raises(DriftError, match=r"no features for ds=2026-01-10"):
+        check_drift(cfg, DS, spark=spark)
+    _features(spark, cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}", range(5), [["c"]] * 5)
+    with pytest.raises(DriftError, match=r"no version of 'purchase_intent' holds @champion"):
+        check_drift(cfg, DS, spark=spark)
