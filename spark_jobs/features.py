@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -203,37 +204,22 @@ def user_features_at(
     _check_windows(fcfg)
     never = float(fcfg.lookback_days + 1)
     ev = _lookback_events(events, cutoffs, fcfg, tz)
-
-    order = ["event_time", "event_type", "item_id", "category_id"]
-    per_user = ["ds", "user_id"]
-    by_time = Window.partitionBy(*per_user).orderBy(*order)
-    ev = (
-        ev.withColumn("_prev_us", F.lag("_us").over(by_time))
-        .withColumn("_prev_session", F.lag("session_id").over(by_time))
-        .withColumn("_pos", F.row_number().over(by_time))
-        .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(*per_user)))
-        .withColumn("_gap_s", F.expr("(_us - _prev_us) div 1000000"))
-        .withColumn(
-            "_new_session",
-            F.col("_prev_us").isNull()
-            | ((F.col("_us") - F.col("_prev_us")) > F.lit(fcfg.session_gap_minutes * 60 * 1_000_000))
-            | ~F.col("session_id").eqNullSafe(F.col("_prev_session")),
-        )
-    )
-
-    seq_struct = F.struct(
-        *[F.col(c).alias(f"_k{i}") for i, c in enumerate(order)],
-        _event_type_index().alias("seq_event_type"),
-        F.col("category_id").alias("seq_category"),
-        item_bucket(F.col("item_id"), fcfg.item_buckets).alias("seq_item_bucket"),
-        gap_bucket(F.expr("(_cut_us - _us) div 1000000"), fcfg.gap_bucket_cap).alias("seq_gap_cutoff_bucket"),
-        F.when(F.col("_prev_us").isNull(), F.lit(0))
-        .otherwise(gap_bucket(F.col("_gap_s"), fcfg.gap_bucket_cap))
-        .alias("seq_gap_prev_bucket"),
-        F.col("_hour").cast("int").alias("seq_hour"),
-    )
-    in_sequence = F.col("_pos") > F.col("_n") - F.lit(fcfg.sequence_length)
     seven = min(7, fcfg.lookback_days)
+
+    # Each user's events travel as one array, sorted in memory after the shuffle, instead of a window
+    # over a globally sorted table: sessions, distinct counts and the sequence all read that array, so the
+    # events are shuffled once and never go through an external sort or a distinct-aggregation Expand.
+    # Struct comparison is field by field, so sorting the array orders by (event_time, event_type,
+    # item_id, category_id), the documented sequence order (_us orders exactly as event_time).
+    event = F.struct(
+        F.col("_us").alias("us"),
+        F.col("event_type").alias("t"),
+        F.col("item_id").alias("item"),
+        F.col("category_id").alias("cat"),
+        F.col("session_id").alias("sid"),
+        F.col("_hour").cast("int").alias("hour"),
+        F.col("_day").alias("day"),
+    )
 
     aggs: list[Column] = []
     for w in fcfg.windows_days:
@@ -243,12 +229,7 @@ def user_features_at(
     aggs += [F.max("_us").alias("_last_any")]
     aggs += [_count_where(_is_type(t)).alias(f"_tot_{t}") for t in EVENT_TYPES]
     aggs += [
-        F.countDistinct("item_id").cast("double").alias("f_distinct_items"),
-        F.countDistinct("category_id").cast("double").alias("f_distinct_categories"),
-        F.countDistinct("_day").cast("double").alias("f_active_days"),
         F.count(F.lit(1)).cast("double").alias("_n_events"),
-        _count_where(F.col("_new_session")).alias("f_sessions"),
-        F.sum(F.when(~F.col("_new_session"), F.col("_us") - F.col("_prev_us")).otherwise(0)).alias("_session_us"),
         _count_where(F.col("_dow").isin(1, 7)).alias("_n_weekend"),
         _count_where(F.col("price").isNotNull()).alias("_n_price"),
         F.avg("price").alias("_price_mean"),
@@ -256,12 +237,51 @@ def user_features_at(
         F.sum(F.when(_is_type("purchase"), F.col("price"))).alias("_purchase_amount"),
         _count_where(F.col("_us") >= F.col("_w1_us")).alias("_n_1d"),
         _count_where(F.col("_us") >= F.col(f"_w{seven}_us")).alias("_n_7d"),
-        F.sort_array(F.collect_list(F.when(in_sequence, seq_struct))).alias("_seq"),
+        F.collect_list(event).alias("_ev"),
     ]
     aggs += [
         _count_where(F.col("_hour").between(lo, hi)).alias(f"_n_hour_{b}") for b, (lo, hi) in _HOUR_BLOCKS.items()
     ]
-    g = ev.groupBy("ds", "_cut_us", "user_id").agg(*aggs)
+    g = ev.groupBy("ds", "_cut_us", "user_id").agg(*aggs).withColumn("_ev", F.array_sort("_ev"))
+
+    # A gap between consecutive events opens a new session when it exceeds the inactivity limit or the
+    # session id changes (null-safe); the user's first event always opens one.
+    gap_limit = fcfg.session_gap_minutes * 60 * 1_000_000
+    g = g.withColumn(
+        "_gaps",
+        F.expr(
+            "zip_with(slice(_ev, 2, size(_ev)), slice(_ev, 1, greatest(size(_ev) - 1, 0)), "
+            f"(c, p) -> named_struct('us', c.us - p.us, 'new', c.us - p.us > {gap_limit} OR NOT (c.sid <=> p.sid)))"
+        ),
+    )
+    # The last sequence_length events: _ev[_start - 1 ...] (0-based), _start the 1-based slice start.
+    g = g.withColumn("_start", F.greatest(F.size("_ev") - F.lit(fcfg.sequence_length - 1), F.lit(1)))
+    g = g.withColumn("_seq", F.expr(f"slice(_ev, _start, {fcfg.sequence_length})"))
+
+    cap = fcfg.gap_bucket_cap
+    type_index = " ".join(f"WHEN '{name}' THEN {idx}" for name, idx in EVENT_TYPE_INDEX.items())
+    sequences = {
+        "seq_event_type": f"transform(_seq, x -> CAST(CASE x.t {type_index} END AS INT))",
+        "seq_category": "transform(_seq, x -> x.cat)",
+        "seq_item_bucket": f"transform(_seq, x -> CAST(1 + pmod(xxhash64(x.item), {fcfg.item_buckets}) AS INT))",
+        "seq_gap_cutoff_bucket": (
+            f"transform(_seq, x -> CAST(least(length(bin((_cut_us - x.us) div 1000000 + 1)), {cap}) AS INT))"
+        ),
+        # 0 for the user's first event in the lookback (no previous event), as for padding.
+        "seq_gap_prev_bucket": (
+            "transform(_seq, (x, i) -> CAST(IF(_start + i >= 2, "
+            f"least(length(bin((x.us - _ev[_start + i - 2].us) div 1000000 + 1)), {cap}), 0) AS INT))"
+        ),
+        "seq_hour": "transform(_seq, x -> x.hour)",
+    }
+    from_arrays = {
+        "f_distinct_items": F.expr("size(array_distinct(transform(_ev, x -> x.item)))"),
+        "f_distinct_categories": F.expr("size(array_distinct(transform(_ev, x -> x.cat)))"),
+        "f_active_days": F.expr("size(array_distinct(transform(_ev, x -> x.day)))"),
+        "f_sessions": F.expr("1 + size(filter(_gaps, x -> x.new))"),
+        "_session_us": F.expr("aggregate(_gaps, 0L, (acc, x) -> acc + IF(x.new, 0L, x.us))"),
+    }
+    g = g.select("*", *[c.alias(name) for name, c in from_arrays.items()])
 
     n = F.col("_n_events")
     derived = {
@@ -283,8 +303,7 @@ def user_features_at(
     out = [F.col("ds"), F.col("user_id")]
     for c in tabular_columns(fcfg):
         out.append((derived[c] if c in derived else F.col(c)).cast("double").alias(c))
-    # getField on array<struct> yields the array of that field, keeping the sorted order.
-    out += [F.col("_seq").getField(c).alias(c) for c in SEQUENCE_COLUMNS]
+    out += [F.expr(sequences[c]).alias(c) for c in SEQUENCE_COLUMNS]
     return g.select(*out)
 
 
@@ -483,23 +502,24 @@ def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> 
     events, used = read_events(spark, cfg, days)
     cutoff = cutoff_instant(ds, tz)
 
-    feats = build_features_at(events, [cutoff], fcfg, tz, with_labels).cache()
+    # The lookback events feed both the user and the user x category aggregations: read and join them once.
+    events = events.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        n_users = feats.count()
-        if n_users == 0:
+        if _lookback_events(events, [cutoff], fcfg, tz).isEmpty():
             raise FeaturesError(
                 f"the events partitions {lookback[0]}..{lookback[-1]} of cutoff {ds} hold no events"
             )
-        positives = {}
-        if with_labels:
-            row = feats.agg(*[F.sum(c).alias(c) for c in LABEL_COLUMNS]).first()
-            positives = {c: int(row[c]) for c in LABEL_COLUMNS}
         user_root = cfg.paths.layer("features") / "user"
-        _write_partition(feats, user_root)
+        uc_root = cfg.paths.layer("features") / "user_category"
+        _write_partition(build_features_at(events, [cutoff], fcfg, tz, with_labels), user_root)
+        # Counted from the written partition: cheaper than caching the wide rows (sequence arrays) to count them.
+        written = spark.read.parquet(str(user_root / f"ds={ds.isoformat()}"))
+        row = written.agg(F.count(F.lit(1)).alias("n"), *[F.sum(c).alias(c) for c in LABEL_COLUMNS]).first()
+        n_users = int(row["n"])
+        positives = {c: int(row[c]) for c in LABEL_COLUMNS} if with_labels else {}
+        _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels), uc_root)
     finally:
-        feats.unpersist()
-    uc_root = cfg.paths.layer("features") / "user_category"
-    _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels), uc_root)
+        events.unpersist()
     n_uc = spark.read.parquet(str(uc_root / f"ds={ds.isoformat()}")).count()
     return FeaturesReport(
         ds=ds,

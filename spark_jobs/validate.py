@@ -93,11 +93,20 @@ def validate_layer(
     spark = build_session(cfg, f"validate {layer} {_key_text(day)}")
     read = getattr(module, "read", None)
     df = read(spark, cfg, day) if callable(read) else spark.read.parquet(str(folder))
-    summary = validate_dataframe(df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir)
-    if not summary.success:
-        summary = dataclasses.replace(summary, failures=tuple(_with_query_rows(df, f) for f in summary.failures))
-    extra = getattr(module, "extra_checks", None)
-    failed = tuple(extra(cfg, day, df)) if callable(extra) else ()
+    from pyspark import StorageLevel
+
+    # GX computes each expectation's metrics with its own Spark jobs: scan and decode the partition once.
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        summary = validate_dataframe(df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir)
+        if not summary.success:
+            summary = dataclasses.replace(
+                summary, failures=tuple(_with_query_rows(df, f) for f in summary.failures)
+            )
+        extra = getattr(module, "extra_checks", None)
+        failed = tuple(extra(cfg, day, df)) if callable(extra) else ()
+    finally:
+        df.unpersist()
     if failed:
         summary = dataclasses.replace(
             summary,
