@@ -531,7 +531,9 @@ def train_throughput(args: argparse.Namespace) -> dict:
         n_train = 3 * rows_per_cutoff
         for model_type, nproc, threads in runs:
             with env(OMP_NUM_THREADS=str(threads)):
-                res, wall = timed(lambda: launch(cfg, ts, model_type=model_type, epochs=epochs, nproc=nproc))
+                # Benchmark sets are not run through the GX gate (it is benchmarked on its own).
+                res, wall = timed(lambda: launch(cfg, ts, model_type=model_type, epochs=epochs, nproc=nproc,
+                                                 allow_unvalidated=True))
             metrics, sps = run_metrics(cfg, res.run_id)
             steady = sps[1:] or sps  # epoch 1 includes one-off warm-up (allocator, autograd graph caches)
             results.append({
@@ -583,7 +585,7 @@ def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | 
     rows, raw = [], {}
     baselines = None
     for model_type in ("lstm", "bert"):
-        res, wall = timed(lambda: launch(cfg, ts_dir, model_type=model_type, epochs=epochs))
+        res, wall = timed(lambda: launch(cfg, ts_dir, model_type=model_type, epochs=epochs, allow_unvalidated=True))
         metrics, _ = run_metrics(cfg, res.run_id)
         raw[model_type] = {"run_id": res.run_id, "metrics": metrics, "wall_s": wall}
         rows.append({

@@ -7,6 +7,8 @@ also define ``read(spark, cfg, key) -> DataFrame`` (when the partition is not on
 training set's splits) and ``extra_checks(cfg, key, df) -> list[FailedExpectation]`` (Spark-computed
 checks outside GX, such as the scores' day-over-day PSI; their failures join the summary). The
 training_set layer is keyed by id: ``python -m spark_jobs.validate training_set --training-set-id ID``.
+Every run, passed or failed, leaves its summary as JSON at ``expectations.results.result_path`` (under
+``paths.gx_dir``), which training reads to refuse an unvalidated training set.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from expectations.results import result_path, write_result
 from expectations.runner import SAMPLE_ROWS, DataQualityError, FailedExpectation, ValidationSummary, validate_dataframe
 from spark_jobs.session import build_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _suite_module(layer: str):
-    if not re.fullmatch(r"[a-z][a-z_]*", layer) or layer == "runner":
+    if not re.fullmatch(r"[a-z][a-z_]*", layer) or layer in ("runner", "results"):
         raise ValueError(f"not a layer name: {layer!r}")
     try:
         module = importlib.import_module(f"expectations.{layer}")
@@ -75,20 +78,37 @@ def validate_layer(
     cfg: PipelineConfig, layer: str, day: dt.date | str, raise_on_failure: bool = True
 ) -> ValidationSummary:
     """Validate ``layer``'s partition for ``day`` (a training set id for training_set); raises
-    ``DataQualityError`` on failure unless told not to."""
+    ``DataQualityError`` on failure unless told not to. The outcome is also written as JSON (see module doc)."""
     module = _suite_module(layer)
     name = f"{layer}_{_key_text(day)}"
     folder = Path(module.partition(cfg, day))
+    stored = result_path(cfg.paths.gx_dir, layer, _key_text(day))
+    # A run that crashes must not leave an earlier run's "passed" behind for this partition.
+    stored.unlink(missing_ok=True)
+    try:
+        summary = _run_suite(cfg, module, layer, day, name, folder)
+    except DataQualityError as e:
+        # A suite module's own early failure (e.g. a training set without manifest.json) is a result too.
+        write_result(stored, e.summary, layer=layer, key=_key_text(day), partition=folder)
+        raise
+    write_result(stored, summary, layer=layer, key=_key_text(day), partition=folder)
+    log.info("validation result of %s: %s", name, stored)
+    if raise_on_failure and not summary.success:
+        raise DataQualityError(summary)
+    return summary
+
+
+def _run_suite(
+    cfg: PipelineConfig, module, layer: str, day: dt.date | str, name: str, folder: Path
+) -> ValidationSummary:
     if not folder.is_dir() or not _has_parquet(folder):
-        raise DataQualityError(
-            ValidationSummary(
-                name=name,
-                success=False,
-                n_expectations=0,
-                failures=(),
-                data_docs=None,
-                note=f"partition {folder} is missing or empty (no Parquet files): nothing to validate",
-            )
+        return ValidationSummary(
+            name=name,
+            success=False,
+            n_expectations=0,
+            failures=(),
+            data_docs=None,
+            note=f"partition {folder} is missing or empty (no Parquet files): nothing to validate",
         )
     spark = build_session(cfg, f"validate {layer} {_key_text(day)}")
     read = getattr(module, "read", None)
@@ -115,8 +135,6 @@ def validate_layer(
             failures=summary.failures + failed,
         )
         log.error("%s", summary.describe())
-    if raise_on_failure and not summary.success:
-        raise DataQualityError(summary)
     return summary
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "pipeline.yaml"
@@ -155,6 +155,46 @@ class TrainingSetConfig(_Section):
     negative_sample_rate: float = Field(gt=0.0, le=1.0)
 
 
+def _range(v: list[float]) -> list[float]:
+    if len(v) != 2 or not v[0] < v[1]:
+        raise ValueError("must be [low, high] with low < high")
+    return v
+
+
+class SearchConfig(_Section):
+    """Optional Optuna search over a few training settings before the registered training."""
+
+    enabled: bool
+    n_trials: int = Field(gt=0)
+    trial_epochs: int = Field(gt=0)
+    seed: int
+    learning_rate: list[float]
+    dropout: list[float]
+    hidden_dim: list[int] = Field(min_length=1)
+    embedding_dim: list[int] = Field(min_length=1)
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _lr_range(cls, v: list[float]) -> list[float]:
+        if v and v[0] <= 0:
+            raise ValueError("learning_rate range must be positive (it is searched on a log scale)")
+        return _range(v)
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_range(cls, v: list[float]) -> list[float]:
+        if v and (v[0] < 0 or v[-1] >= 1):
+            raise ValueError("dropout range must lie in [0, 1)")
+        return _range(v)
+
+    @field_validator("hidden_dim", "embedding_dim")
+    @classmethod
+    def _positive_choices(cls, v: list[int]) -> list[int]:
+        if any(x <= 0 for x in v):
+            raise ValueError("choices must be positive")
+        return v
+
+
 class TrainingConfig(_Section):
     model_type: Literal["lstm", "bert"]
     nproc_per_node: int = Field(gt=0)
@@ -185,6 +225,11 @@ class TrainingConfig(_Section):
     threshold: float = Field(gt=0.0, lt=1.0)
     top_k_fraction: float = Field(gt=0.0, le=1.0)
     baselines: bool
+    new_user_days: int = Field(gt=0)
+    checkpoints: bool
+    max_restarts: int = Field(ge=0)
+    require_validation: bool
+    search: SearchConfig
 
 
 class GateConfig(_Section):
@@ -290,6 +335,16 @@ class PipelineConfig(_Section):
     scoring: ScoringConfig
     warehouse: WarehouseConfig
     quality: QualityConfig
+
+    @model_validator(mode="after")
+    def _new_user_window(self) -> PipelineConfig:
+        windows = self.features.windows_days
+        if self.training.new_user_days not in windows[:-1]:
+            raise ValueError(
+                f"training.new_user_days={self.training.new_user_days} must be one of features.windows_days "
+                f"{windows} other than the longest (the new/returning split compares the two windows' counts)"
+            )
+        return self
 
 
 def _deep_merge(base: dict, overlay: dict, where: str = "") -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 from sklearn.metrics import (
@@ -74,3 +75,57 @@ def evaluate_intents(
 def finite(metrics: dict[str, float]) -> dict[str, float]:
     """Only the defined (finite) metrics, for stores that reject NaN."""
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+# f_<event type>_<N>d: the per-event-type count over the N days before the cutoff (spark_jobs.features).
+_WINDOW_COUNT = re.compile(r"^f_([a-z][a-z_]*?)_(\d+)d$")
+USER_GROUPS = ("new_users", "returning_users")
+
+
+def new_user_mask(frame, feature_columns: list[str], new_user_days: int) -> np.ndarray | None:
+    """Boolean [N]: True for a "new" user, None when the features cannot tell.
+
+    Definition (config ``training.new_user_days`` = N): a user is new at a cutoff when every event of
+    theirs inside the feature lookback happened in the last N days, i.e. for each event type the
+    N-day count equals the longest window's count; a user with any activity earlier in the lookback
+    is returning. Only event types with both windows count; a missing count is read as 0.
+    """
+    windows: dict[str, dict[int, str]] = {}
+    for col in feature_columns:
+        if m := _WINDOW_COUNT.match(col):
+            windows.setdefault(m.group(1), {})[int(m.group(2))] = col
+    if not windows:
+        return None
+    longest = max(w for per_type in windows.values() for w in per_type)
+    pairs = [(cols[new_user_days], cols[longest]) for cols in windows.values()
+             if new_user_days in cols and longest in cols and new_user_days != longest]
+    if not pairs:
+        return None
+    new = np.ones(len(frame), dtype=bool)
+    for recent, whole in pairs:
+        r = np.nan_to_num(frame[recent].to_numpy(dtype=np.float64, na_value=np.nan))
+        w = np.nan_to_num(frame[whole].to_numpy(dtype=np.float64, na_value=np.nan))
+        new &= w <= r
+    return new
+
+
+def evaluate_user_groups(
+    y_true: np.ndarray, probs: np.ndarray, new_mask: np.ndarray | None, *, threshold: float = 0.5,
+    top_k_fraction: float = 0.1,
+) -> dict[str, float]:
+    """``evaluate_intents`` per user group, keys ``<group>_<intent>_<metric>`` plus ``<group>_rows``.
+
+    A group without rows reports only its row count (0); nothing is reported when ``new_mask`` is None.
+    """
+    if new_mask is None:
+        return {}
+    new_mask = np.asarray(new_mask, dtype=bool)
+    if len(new_mask) != len(y_true):
+        raise ValueError(f"user-group mask has {len(new_mask)} rows, labels {len(y_true)}")
+    out: dict[str, float] = {}
+    for group, rows in zip(USER_GROUPS, (new_mask, ~new_mask), strict=True):
+        out[f"{group}_rows"] = float(rows.sum())
+        if rows.any():
+            m = evaluate_intents(y_true[rows], probs[rows], threshold=threshold, top_k_fraction=top_k_fraction)
+            out.update({f"{group}_{k}": v for k, v in m.items()})
+    return out

@@ -22,6 +22,7 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -37,8 +38,11 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from expectations.results import partition_fingerprint, read_result, result_path
+from tasks import checkpoint as ckpt_io
 from tasks.config import ENV_OVERRIDES, REPO_ROOT, PipelineConfig, add_common_args, config_from_args
-from tasks.evaluate import EARLY_STOPPING_METRIC, evaluate_intents, finite
+from tasks.errors import DataError
+from tasks.evaluate import EARLY_STOPPING_METRIC, evaluate_intents, evaluate_user_groups, finite, new_user_mask
 from tasks.models.base import IntentModel, IntentModelConfig, build_model, model_config
 from tasks.models.encoding import EncoderStats, FeatureEncoder, encode_targets
 from tasks.registry import mlflow_store
@@ -48,11 +52,17 @@ SPLITS = ("train", "val", "test")
 # A worker's final exception line, as torchrun relays it ("[rank0]: ValueError: ...").
 _ERROR_LINE = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b[^:]*:\s")
 _COLLATERAL = re.compile(r"gloo|Connection (reset|closed)|NCCL|ProcessGroup|timed out", re.I)
+# Settings that change how a training is run or checked, not what it computes: a relaunch may alter them and resume.
+_NOT_IN_CHECKPOINT_KEY = {"nproc_per_node", "checkpoints", "max_restarts", "require_validation", "search"}
 MANIFEST_KEYS = ("id", "cutoffs", "feature_columns", "sequence_columns", "sequence_length", "item_buckets")
 
 
 class TrainingError(RuntimeError):
     """Training could not run or did not finish; the message names the cause."""
+
+
+class UnvalidatedTrainingSetError(TrainingError, DataError):
+    """The training set has no passing validation result for its current files; retrying will not help."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,32 @@ def read_files(files: list[Path], columns: list[str] | None = None) -> pd.DataFr
     if not files:
         return pd.DataFrame(columns=columns or [])
     return pq.read_table([str(f) for f in files], columns=columns).to_pandas()
+
+
+def require_validation(cfg: PipelineConfig, training_set_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The passing validation result of exactly these training-set files, or an error saying what is missing.
+
+    ``spark_jobs.validate training_set`` stores it; a result for other files (the set was rebuilt after
+    its validation) or a failed one does not count.
+    """
+    set_id = str(manifest["id"])
+    path = result_path(cfg.paths.gx_dir, "training_set", set_id)
+    hint = (
+        f"run `python -m spark_jobs.validate training_set --training-set-id {set_id}` first "
+        "(or pass --allow-unvalidated for an ad-hoc run)"
+    )
+    result = read_result(path)
+    if result is None:
+        raise UnvalidatedTrainingSetError(f"training set {set_id!r} has no validation result at {path}; {hint}")
+    if not result.get("success"):
+        raise UnvalidatedTrainingSetError(
+            f"training set {set_id!r} failed validation ({path}): {result.get('description', '')}"
+        )
+    if result.get("fingerprint") != partition_fingerprint(training_set_dir):
+        raise UnvalidatedTrainingSetError(
+            f"training set {set_id!r} at {training_set_dir} changed since its validation ({path}); {hint}"
+        )
+    return {**result, "path": str(path)}
 
 
 # ---- process-group helpers (all degrade to single-process when no group exists) ----------------
@@ -311,13 +347,28 @@ def train_distributed(
     *,
     model_type: str | None = None,
     epochs: int | None = None,
+    allow_unvalidated: bool = False,
+    fault_after_epoch: int | None = None,
+    parent_run_id: str | None = None,
+    trial: bool = False,
 ) -> dict[str, Any] | None:
-    """Body of every torchrun process; returns the output payload on rank 0, None elsewhere."""
+    """Body of every torchrun process; returns the output payload on rank 0, None elsewhere.
+
+    ``trial`` (a search trial): the MLflow run is nested under ``parent_run_id``, the result is the best
+    validation score, and neither test metrics nor a model are logged.
+
+    ``fault_after_epoch``: crash drill; rank 0 kills its own process (SIGKILL) right after writing the
+    checkpoint of that epoch, as a machine loss would. Only a process that trained that epoch itself
+    does so, so a relaunch (or a torchrun restart) resumes past it.
+    """
     model_type = model_type or cfg.training.model_type
     epochs = epochs or cfg.training.epochs
     training_set_dir = Path(training_set_dir).resolve()
     manifest = read_manifest(training_set_dir)
     files = {s: split_files(training_set_dir, s) for s in SPLITS}
+    validation = None
+    if cfg.training.require_validation and not allow_unvalidated:
+        validation = require_validation(cfg, training_set_dir, manifest)
 
     distributed = "WORLD_SIZE" in os.environ
     use_cuda = torch.cuda.is_available()
@@ -331,7 +382,10 @@ def train_distributed(
     rank, world = _world()
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     try:
-        return _train(cfg, training_set_dir, output, manifest, files, model_type, epochs, rank, world, device)
+        return _train(
+            cfg, training_set_dir, output, manifest, files, model_type, epochs, rank, world, device,
+            validation=validation, fault_after_epoch=fault_after_epoch, parent_run_id=parent_run_id, trial=trial,
+        )
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -342,7 +396,20 @@ def _log(rank: int, msg: str) -> None:
         print(f"[train] {msg}", flush=True)
 
 
-def _train(cfg, training_set_dir, output, manifest, files, model_type, epochs, rank, world, device):
+def _broadcast_checkpoint(folder: Path, rank: int, world: int) -> dict[str, Any] | None:
+    """Rank 0 reads the checkpoint and every rank receives it (no shared filesystem needed between nodes)."""
+    payload = ckpt_io.load(folder) if rank == 0 else None
+    if world > 1:
+        box = [payload]
+        dist.broadcast_object_list(box, src=0)
+        payload = box[0]
+    return payload
+
+
+def _train(
+    cfg, training_set_dir, output, manifest, files, model_type, epochs, rank, world, device,
+    *, validation=None, fault_after_epoch=None, parent_run_id=None, trial=False,
+):
     t = cfg.training
     if len(files["train"]) < world:
         raise TrainingError(
@@ -387,6 +454,14 @@ def _train(cfg, training_set_dir, output, manifest, files, model_type, epochs, r
     mcfg = build_model_config(cfg, model_type, encoder, pos_weight)
     torch.manual_seed(t.seed)
     model = build_model(model_type, mcfg).to(device)
+    key = ckpt_io.training_key(
+        manifest, model_type, epochs, t.model_dump(mode="json", exclude=_NOT_IN_CHECKPOINT_KEY), world
+    )
+    ckpt_dir = ckpt_io.checkpoint_dir(cfg.paths.runs_dir, str(manifest["id"]), model_type, key)
+    resume = _broadcast_checkpoint(ckpt_dir, rank, world) if t.checkpoints else None
+    if resume is not None:
+        # Before the DDP wrap, which broadcasts rank 0's parameters to the others.
+        model.load_state_dict(resume["model"])
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -403,14 +478,29 @@ def _train(cfg, training_set_dir, output, manifest, files, model_type, epochs, r
         [p for p in model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=t.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps * epochs))
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
 
     run = None
     store = contextlib.ExitStack()
-    if rank == 0:
+    if rank == 0 and resume is not None:
+        import mlflow
+
+        store.enter_context(mlflow_store(cfg))
+        # The resumed training continues the interrupted MLflow run: one run, complete per-epoch history.
+        run = mlflow.start_run(run_id=resume["run_id"])
+        mlflow.set_tag("resumed_after_epoch", str(resume["epoch"]))
+        _log(rank, f"resumed from checkpoint {ckpt_dir} after epoch {resume['epoch']}, run {run.info.run_id}")
+    elif rank == 0:
         import mlflow
 
         exp_id = ensure_experiment(cfg, store.enter_context(mlflow_store(cfg)))
-        run = mlflow.start_run(experiment_id=exp_id, run_name=f"{model_type}-{manifest['id']}")
+        run = mlflow.start_run(
+            experiment_id=exp_id,
+            run_name=f"{'trial' if trial else model_type}-{manifest['id']}",
+            parent_run_id=parent_run_id,
+        )
         params = {f"training.{k}": v for k, v in t.model_dump().items()}
         params.update(
             model_type=model_type,
@@ -434,12 +524,17 @@ def _train(cfg, training_set_dir, output, manifest, files, model_type, epochs, r
             tags["mlflow.source.git.commit"] = commit
         mlflow.set_tags(tags)
         mlflow.log_dict(manifest, "training_set/manifest.json")
+        from tasks.lineage import log_training_set_lineage
+
+        log_training_set_lineage(manifest, training_set_dir, partition_fingerprint(training_set_dir), validation)
         _log(rank, f"{model_type} on {world} process(es), {device.type}; {n_train} train rows, run {run.info.run_id}")
 
     try:
         payload = _fit_and_log(
             cfg, model, ddp_model, optimizer, scheduler, encoder, manifest, files, local,
             train_x, train_y, train_w, evals, model_type, epochs, steps, local_bs, rank, world, device, output, run,
+            resume=resume, ckpt_dir=ckpt_dir if t.checkpoints else None, fault_after_epoch=fault_after_epoch,
+            trial=trial,
         )
     except BaseException:
         if run is not None:
@@ -455,12 +550,23 @@ def _train(cfg, training_set_dir, output, manifest, files, model_type, epochs, r
 def _fit_and_log(
     cfg, model, ddp_model, optimizer, scheduler, encoder, manifest, files, local,
     train_x, train_y, train_w, evals, model_type, epochs, steps, local_bs, rank, world, device, output, run,
+    *, resume=None, ckpt_dir=None, fault_after_epoch=None, trial=False,
 ):
     t = cfg.training
     n_local = len(train_y)
     best_score, best_state, best_epoch, since_best = -math.inf, None, 0, 0
     history = []
-    for epoch in range(epochs):
+    start_epoch, stopped = 0, False
+    if resume is not None:
+        best_score, best_state, best_epoch = resume["best_score"], resume["best_state"], resume["best_epoch"]
+        since_best, history, start_epoch, stopped = (
+            resume["since_best"], resume["history"], resume["epoch"], resume["stopped"],
+        )
+        # Dropout masks continue from where the interrupted run stood, so the resumed epochs are identical.
+        ckpt_io.set_rng_state(resume["rng"][rank])
+    for epoch in range(start_epoch, epochs):
+        if stopped:
+            break
         model.train()
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch * 7919 + rank)
         order = torch.randperm(n_local, generator=gen)
@@ -510,17 +616,86 @@ def _fit_and_log(
                 step=epoch + 1,
             )
         # Every rank computed the same gathered metrics, so all stop at the same epoch.
-        if t.patience and since_best >= t.patience:
+        stopped = bool(t.patience and since_best >= t.patience)
+        if ckpt_dir is not None:
+            _save_checkpoint(
+                ckpt_dir, rank, run, model, optimizer, scheduler,
+                epoch=epoch + 1, stopped=stopped, history=history, best_score=best_score, best_state=best_state,
+                best_epoch=best_epoch, since_best=since_best,
+            )
+        if fault_after_epoch == epoch + 1 and rank == 0:
+            _log(rank, f"fault injection: killing rank 0 after epoch {epoch + 1}")
+            os.kill(os.getpid(), signal.SIGKILL)
+        if stopped:
             _log(rank, f"early stop after epoch {epoch + 1}: no better validation score for {t.patience} epochs")
             break
 
+    if trial:
+        return _finish_trial(run, output, best_score, best_epoch, ckpt_dir) if rank == 0 else None
     model.load_state_dict(best_state)
     test_metrics, test_y, test_p = evaluate_split(cfg, model, *evals["test"], device)
+    test_new = _gather_new_user_mask(cfg, manifest, local["test"])
     if rank != 0:
         return None
-    return _log_results(
+    _log_user_group_metrics(cfg, test_y, test_p, test_new)
+    payload = _log_results(
         cfg, model, encoder, manifest, files, local, model_type, test_metrics, test_y, test_p, history, best_epoch,
         output, run,
+    )
+    if ckpt_dir is not None:
+        # The version is registered: the same training launched again is a new run, not a resume.
+        ckpt_io.remove(ckpt_dir)
+    return payload
+
+
+def _finish_trial(run, output, best_score: float, best_epoch: int, ckpt_dir) -> dict[str, Any]:
+    import mlflow
+
+    payload = {"run_id": run.info.run_id, "best_val_score": best_score, "best_epoch": best_epoch}
+    mlflow.log_metrics({"best_val_score": best_score, "best_epoch": float(best_epoch)})
+    mlflow.end_run()
+    _write_json_atomic(Path(output), payload)
+    if ckpt_dir is not None:
+        ckpt_io.remove(ckpt_dir)
+    return payload
+
+
+def _gather_new_user_mask(cfg, manifest, local_test: pd.DataFrame) -> np.ndarray | None:
+    """New-user flags of the test rows in the order ``evaluate_split`` gathers them (rank order)."""
+    mask = new_user_mask(local_test, list(manifest["feature_columns"]), cfg.training.new_user_days)
+    parts = gather_objects(mask)
+    if any(p is None for p in parts):
+        return None
+    return np.concatenate([p for p in parts if len(p)]) if any(len(p) for p in parts) else None
+
+
+def _log_user_group_metrics(cfg, test_y: np.ndarray, test_p: np.ndarray, new_mask: np.ndarray | None) -> None:
+    import mlflow
+
+    if new_mask is None:
+        mlflow.set_tag("user_group_breakdown", "unavailable: no f_<type>_<N>d counts for training.new_user_days")
+        return
+    groups = evaluate_user_groups(
+        test_y, test_p, new_mask, threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction
+    )
+    mlflow.log_metrics({f"test_{k}": v for k, v in finite(groups).items()})
+
+
+def _save_checkpoint(folder, rank, run, model, optimizer, scheduler, **state) -> None:
+    """All ranks hand in their RNG states; rank 0 writes the epoch's checkpoint atomically."""
+    rngs = gather_objects(ckpt_io.rng_state())
+    if rank != 0:
+        return
+    ckpt_io.save(
+        folder,
+        {
+            "run_id": run.info.run_id,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rngs,
+            **state,
+        },
     )
 
 
@@ -629,20 +804,63 @@ def launch(
     model_type: str | None = None,
     epochs: int | None = None,
     nproc: int | None = None,
+    search: bool | None = None,
+    allow_unvalidated: bool = False,
+    fault_after_epoch: int | None = None,
 ) -> TrainResult:
     """Run training under torchrun as a subprocess (output streamed) and return the version it registered.
 
     The child gets exactly ``cfg`` (dumped to a YAML file under ``paths.runs_dir``), not whatever
-    the environment would load.
+    the environment would load. ``search`` (default ``training.search.enabled``) first runs the Optuna
+    search of ``tasks.search``; the best trial's settings then train the registered model.
+    ``allow_unvalidated`` skips the check for a passing validation result (ad-hoc runs only);
+    ``fault_after_epoch`` is the crash drill of ``train_distributed``.
     """
     training_set_dir = Path(training_set_dir).resolve()
-    read_manifest(training_set_dir)
+    manifest = read_manifest(training_set_dir)
     nproc = nproc or cfg.training.nproc_per_node
     n_train_files = len(split_files(training_set_dir, "train"))
     if n_train_files < nproc:
         raise TrainingError(
             f"train split of {training_set_dir} has {n_train_files} file(s), fewer than the {nproc} processes"
         )
+    if cfg.training.require_validation and not allow_unvalidated:
+        # Fail here, before torchrun starts, with the same message the workers would give.
+        require_validation(cfg, training_set_dir, manifest)
+    parent_run_id = None
+    if cfg.training.search.enabled if search is None else search:
+        from tasks.search import run_search
+
+        cfg, parent_run_id = run_search(
+            cfg, training_set_dir, manifest, model_type=model_type, nproc=nproc, allow_unvalidated=allow_unvalidated
+        )
+    result = run_torchrun(
+        cfg, training_set_dir, model_type=model_type, epochs=epochs, nproc=nproc,
+        allow_unvalidated=allow_unvalidated, fault_after_epoch=fault_after_epoch, parent_run_id=parent_run_id,
+    )
+    return TrainResult(
+        run_id=result["run_id"],
+        model_name=result["model_name"],
+        model_version=str(result["model_version"]),
+        model_uri=result["model_uri"],
+        test_metrics=result["test_metrics"],
+        output=Path(result["output"]),
+    )
+
+
+def run_torchrun(
+    cfg: PipelineConfig,
+    training_set_dir: Path,
+    *,
+    model_type: str | None = None,
+    epochs: int | None = None,
+    nproc: int,
+    allow_unvalidated: bool = False,
+    fault_after_epoch: int | None = None,
+    parent_run_id: str | None = None,
+    trial: bool = False,
+) -> dict[str, Any]:
+    """One torchrun training (``trial``: scored on validation only, nothing registered); its result JSON."""
     runs = cfg.paths.runs_dir
     runs.mkdir(parents=True, exist_ok=True)
     token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -651,6 +869,7 @@ def launch(
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+        "--max-restarts", str(cfg.training.max_restarts),
         "-m", "tasks.train",
         "--training-set", str(training_set_dir),
         "--output", str(output),
@@ -660,6 +879,14 @@ def launch(
         cmd += ["--model-type", model_type]
     if epochs:
         cmd += ["--epochs", str(epochs)]
+    if allow_unvalidated:
+        cmd += ["--allow-unvalidated"]
+    if fault_after_epoch:
+        cmd += ["--fault-after-epoch", str(fault_after_epoch)]
+    if parent_run_id:
+        cmd += ["--parent-run-id", parent_run_id]
+    if trial:
+        cmd += ["--trial"]
     env = {k: v for k, v in os.environ.items() if k not in ENV_OVERRIDES and k != "PIPELINE_CONFIG"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -686,15 +913,7 @@ def launch(
         raise TrainingError(f"torchrun training exited with status {rc}: {cause}\nlast output:\n{''.join(tail)}")
     if not output.is_file():
         raise TrainingError(f"torchrun training succeeded but wrote no result file {output}")
-    result = json.loads(output.read_text())
-    return TrainResult(
-        run_id=result["run_id"],
-        model_name=result["model_name"],
-        model_version=str(result["model_version"]),
-        model_uri=result["model_uri"],
-        test_metrics=result["test_metrics"],
-        output=output,
-    )
+    return {**json.loads(output.read_text()), "output": str(output)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -705,18 +924,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="default: training.epochs")
     parser.add_argument("--launch", action="store_true", help="start torchrun with --nproc processes and wait")
     parser.add_argument("--nproc", type=int, help="processes for --launch (default: training.nproc_per_node)")
+    parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --launch: Optuna search first (default: training.search.enabled)")
+    parser.add_argument("--allow-unvalidated", action="store_true",
+                        help="train even without a passing validation result of the training set (ad-hoc runs)")
+    parser.add_argument("--fault-after-epoch", type=int,
+                        help="crash drill: rank 0 kills itself after writing that epoch's checkpoint")
+    parser.add_argument("--parent-run-id", help="nest this training's MLflow run under that run (search)")
+    parser.add_argument("--trial", action="store_true",
+                        help="search trial: score on the validation split only; no test metrics, no registration")
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs <= 0:
         parser.error("--epochs must be positive")
     cfg = config_from_args(args)
     if args.launch:
-        result = launch(cfg, args.training_set, model_type=args.model_type, epochs=args.epochs, nproc=args.nproc)
+        result = launch(
+            cfg, args.training_set, model_type=args.model_type, epochs=args.epochs, nproc=args.nproc,
+            search=args.search, allow_unvalidated=args.allow_unvalidated, fault_after_epoch=args.fault_after_epoch,
+        )
         print(json.dumps({"model_version": result.model_version, "model_uri": result.model_uri,
                           "run_id": result.run_id, "output": str(result.output)}))
         return 0
     if args.output is None:
         parser.error("--output is required (or use --launch)")
-    train_distributed(cfg, args.training_set, args.output, model_type=args.model_type, epochs=args.epochs)
+    train_distributed(
+        cfg, args.training_set, args.output, model_type=args.model_type, epochs=args.epochs,
+        allow_unvalidated=args.allow_unvalidated, fault_after_epoch=args.fault_after_epoch,
+        parent_run_id=args.parent_run_id, trial=args.trial,
+    )
     return 0
 
 

@@ -12,7 +12,7 @@ from lightgbm import LGBMClassifier
 from sklearn.linear_model import LogisticRegression
 
 from tasks.config import PipelineConfig
-from tasks.evaluate import evaluate_intents
+from tasks.evaluate import evaluate_intents, evaluate_user_groups, new_user_mask
 from tasks.models.encoding import FeatureEncoder, encode_targets
 from tasks.schema import INTENTS
 
@@ -29,7 +29,8 @@ def _fit_predict(make, x_train: np.ndarray, y: np.ndarray, w: np.ndarray, x_test
 def evaluate_baselines(
     cfg: PipelineConfig, encoder: FeatureEncoder, train: pd.DataFrame, test: pd.DataFrame
 ) -> dict[str, dict[str, float]]:
-    """{"lr": metrics, "lgbm": metrics} on ``test`` (flat ``<intent>_<metric>`` keys, as evaluate_intents)."""
+    """{"lr": metrics, "lgbm": metrics} on ``test`` (flat ``<intent>_<metric>`` keys, as evaluate_intents,
+    plus the new/returning-user breakdown of ``evaluate_user_groups`` when the features allow it)."""
     y_train, w_train = (t.numpy() for t in encode_targets(train))
     y_test, _ = encode_targets(test)
     y_test = y_test.numpy()
@@ -51,12 +52,12 @@ def evaluate_baselines(
             test[encoder.feature_columns].to_numpy(dtype=np.float64, na_value=np.nan),
         ),
     }
+    new_mask = new_user_mask(test, encoder.feature_columns, cfg.training.new_user_days)
     out = {}
     for name, (make, x_train, x_test) in models.items():
         probs = np.column_stack(
             [_fit_predict(make, x_train, y_train[:, j], w_train, x_test) for j in range(len(INTENTS))]
         )  # [N_test, 3]
-        out[name] = evaluate_intents(
-            y_test, probs, threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction
-        )
+        kw = dict(threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction)
+        out[name] = {**evaluate_intents(y_test, probs, **kw), **evaluate_user_groups(y_test, probs, new_mask, **kw)}
     return out

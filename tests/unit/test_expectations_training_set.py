@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from expectations.results import partition_fingerprint, read_result, result_path
 from expectations.runner import DataQualityError
 from spark_jobs.validate import main, validate_training_set
 from tests.helpers.trainingset import write_training_set
@@ -34,6 +35,10 @@ def test_good_set_passes(spark, cfg):
     summary = validate_training_set(cfg, "good")
     assert summary.success, summary.describe()
     assert summary.name == "training_set_good" and summary.n_expectations == 9
+    # The outcome is stored for training, tied to exactly these files.
+    stored = read_result(result_path(cfg.paths.gx_dir, "training_set", "good"))
+    assert stored["success"] and stored["summary"]["n_expectations"] == 9
+    assert stored["fingerprint"] == partition_fingerprint(cfg.paths.layer("training_sets") / "good")
 
 
 def test_each_broken_property_is_named(spark, cfg):
@@ -84,6 +89,13 @@ def test_each_broken_property_is_named(spark, cfg):
     assert [(r["_split"], str(r["ds"])) for r in unlisted] == [("val", train_first)]
     message = str(err.value)
     assert "6 of 9 expectations failed" in message and "'split': 'test'" in message
+    # The failed result is stored too, and training refuses the set with GX's own summary.
+    from tasks.train import UnvalidatedTrainingSetError, read_manifest, require_validation
+
+    stored = read_result(result_path(cfg.paths.gx_dir, "training_set", "broken"))
+    assert stored["success"] is False and "6 of 9 expectations failed" in stored["description"]
+    with pytest.raises(UnvalidatedTrainingSetError, match="'broken' failed validation .*6 of 9 expectations failed"):
+        require_validation(cfg, root, read_manifest(root))
 
 
 def test_missing_manifest_or_splits_fail_clearly(cfg, tmp_path):
@@ -93,6 +105,7 @@ def test_missing_manifest_or_splits_fail_clearly(cfg, tmp_path):
     (root / "manifest.json").unlink()
     with pytest.raises(DataQualityError, match=r"nomanifest/manifest.json is missing: not a complete training set"):
         validate_training_set(cfg, "nomanifest")
+    assert read_result(result_path(cfg.paths.gx_dir, "training_set", "nomanifest"))["success"] is False
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump()))
     with pytest.raises(DataQualityError, match=r"training_sets/absent is missing or empty"):

@@ -45,7 +45,7 @@ def champion(tmp_path_factory):
     root = tmp_path_factory.mktemp("score")
     ts = write_training_set(root / "ts", n_users=120, seed=3)
     cfg = _cfg(root / "var")
-    result = launch(cfg, ts, model_type="lstm", epochs=1, nproc=1)
+    result = launch(cfg, ts, model_type="lstm", epochs=1, nproc=1, allow_unvalidated=True)
     client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
     client.set_registered_model_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias, result.model_version)
     return cfg, ts, result

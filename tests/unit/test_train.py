@@ -1,9 +1,11 @@
-"""torchrun training (2 gloo processes), MLflow logging, the packaged pyfunc contract and DDP parity."""
+"""torchrun training (2 gloo processes), MLflow logging and lineage, crash resume, the validation gate,
+the new/returning breakdown, the Optuna search, the packaged pyfunc contract and DDP parity."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,7 +20,15 @@ from mlflow import MlflowClient
 from tasks.config import REPO_ROOT
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SEQUENCE_COLUMNS
-from tasks.train import TrainingError, launch, lr_lambda, positive_weights, read_manifest
+from tasks.train import (
+    TrainingError,
+    UnvalidatedTrainingSetError,
+    launch,
+    lr_lambda,
+    positive_weights,
+    read_manifest,
+    require_validation,
+)
 from tests.helpers.config import isolated_config
 from tests.helpers.trainingset import write_training_set
 
@@ -27,11 +37,31 @@ def _cfg(var: Path, **training):
     return isolated_config(var, training={"batch_size": 64, "embedding_dim": 16, "hidden_dim": 32, **training})
 
 
+def _with_long_window(ts: Path) -> Path:
+    """Add f_view_count_30d (7-day views plus one per 30-day purchase), so the set has the two count windows
+    the new/returning split compares (training.new_user_days = 7): users with a purchase are returning."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for part in sorted(ts.glob("*/*.parquet")):
+        t = pq.read_table(part)
+        longer = pc.add(t.column("f_view_count_7d"), pc.fill_null(t.column("f_purchase_count_30d"), 0.0))
+        pq.write_table(t.append_column(pa.field("f_view_count_30d", pa.float64()), longer), part)
+    manifest = json.loads((ts / "manifest.json").read_text())
+    manifest["feature_columns"].append("f_view_count_30d")
+    (ts / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return ts
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, spark):
+    from spark_jobs.validate import validate_training_set
+
     root = tmp_path_factory.mktemp("train")
-    ts = write_training_set(root / "ts_small", n_users=200, seed=1)
     cfg = _cfg(root / "var")
+    ts = _with_long_window(write_training_set(cfg.paths.layer("training_sets") / "ts_small", n_users=200, seed=1))
+    validate_training_set(cfg, "ts_small")
     result = launch(cfg, ts, model_type="lstm", epochs=2, nproc=2)
     return cfg, ts, result
 
@@ -65,6 +95,83 @@ def test_torchrun_two_processes_register_a_version(trained):
     assert logged == read_manifest(ts)
     version = client.get_model_version(cfg.mlflow.model_name, "1")
     assert version.run_id == result.run_id and version.tags["training_set_id"] == "ts_small"
+
+    # Lineage: one metadata-only dataset input per split, with its cutoff range and row count.
+    manifest = read_manifest(ts)
+    inputs = {{t.key: t.value for t in i.tags}["mlflow.data.context"]: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "validation", "test"}
+    for context, split in (("train", "train"), ("validation", "val"), ("test", "test")):
+        ds, tags = inputs[context].dataset, {t.key: t.value for t in inputs[context].tags}
+        assert ds.name == "ts_small" and json.loads(ds.source)["uri"] == str(ts / split)
+        assert tags["cutoff_first"] == min(manifest["cutoffs"][split])
+        assert tags["cutoff_last"] == max(manifest["cutoffs"][split])
+        assert tags["rows"] == str(manifest["rows"][split]) == str(json.loads(ds.profile)["rows"])
+    # The GX validation result of this training set and its Data Docs path are on the run.
+    assert run.data.tags["training_set_validation"] == "passed"
+    logged = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=result.run_id, artifact_path="training_set/validation_result.json",
+        tracking_uri=cfg.mlflow.resolved_tracking_uri)).read_text())
+    assert logged["success"] and logged["key"] == "ts_small" and logged["summary"]["n_expectations"] > 0
+    assert run.data.tags["training_set_data_docs"].endswith("index.html")
+    # New/returning breakdown for the candidate and both yardsticks; the groups partition the test rows.
+    m = run.data.metrics
+    assert m["test_new_users_rows"] > 0 and m["test_returning_users_rows"] > 0
+    assert m["test_new_users_rows"] + m["test_returning_users_rows"] == manifest["rows"]["test"]
+    for prefix in ("test", "baseline_lr_test", "baseline_lgbm_test"):
+        for group in ("new_users", "returning_users"):
+            assert 0.0 <= m[f"{prefix}_{group}_purchase_roc_auc"] <= 1.0
+    # No checkpoint is left behind by a finished training.
+    assert not list((cfg.paths.runs_dir / "checkpoints").glob("*/checkpoint.pt"))
+
+
+def test_validation_gate(trained, tmp_path):
+    cfg, ts, _ = trained
+    manifest = read_manifest(ts)
+    assert require_validation(cfg, ts, manifest)["success"]
+    # Rewritten after its validation: the stored result no longer covers these files.
+    part = sorted((ts / "test").glob("*.parquet"))[0]
+    st = part.stat()
+    os.utime(part, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    try:
+        with pytest.raises(UnvalidatedTrainingSetError, match="changed since its validation"):
+            require_validation(cfg, ts, manifest)
+    finally:
+        os.utime(part, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # Never validated: launch refuses before starting torchrun, naming the fix.
+    other = write_training_set(tmp_path / "unvalidated", n_users=30, seed=2)
+    no_result = r"'unvalidated' has no validation result .*spark_jobs.validate"
+    with pytest.raises(UnvalidatedTrainingSetError, match=no_result):
+        launch(_cfg(tmp_path / "var"), other, epochs=1, nproc=2)
+
+
+def test_crash_resumes_at_the_next_epoch(trained, tmp_path, capsys):
+    """Rank 0 is SIGKILLed after epoch 1; the relaunch resumes at epoch 2 and ends where the uninterrupted run
+    (the ``trained`` fixture: same set, settings, seed and process count) ended: losses within 1e-6."""
+    cfg0, ts, uninterrupted = trained
+    # Yardsticks do not affect the network's training; leaving them out keeps this test short.
+    cfg = _cfg(tmp_path / "var", baselines=False)
+    with pytest.raises(TrainingError, match="exited with status"):
+        launch(cfg, ts, model_type="lstm", epochs=2, nproc=2, allow_unvalidated=True, fault_after_epoch=1)
+    assert "fault injection: killing rank 0 after epoch 1" in capsys.readouterr().out
+    (ckpt,) = (cfg.paths.runs_dir / "checkpoints").glob("*/checkpoint.pt")
+
+    result = launch(cfg, ts, model_type="lstm", epochs=2, nproc=2, allow_unvalidated=True, fault_after_epoch=1)
+    out = capsys.readouterr().out
+    assert re.search(r"resumed from checkpoint .* after epoch 1", out)
+    assert "epoch 1/2" not in out and "epoch 2/2" in out
+    assert not ckpt.exists()
+
+    client0 = MlflowClient(tracking_uri=cfg0.mlflow.resolved_tracking_uri)
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_after_epoch"] == "1"
+    assert run.data.tags["training_set_validation"] == "not checked"
+    resumed = [(m.step, m.value) for m in client.get_metric_history(result.run_id, "train_loss")]
+    expected = [(m.step, m.value) for m in client0.get_metric_history(uninterrupted.run_id, "train_loss")]
+    assert [s for s, _ in resumed] == [1, 2]
+    np.testing.assert_allclose([v for _, v in resumed], [v for _, v in expected], rtol=0, atol=1e-6)
+    for key in ("purchase_roc_auc", "purchase_log_loss", "cart_pr_auc"):
+        assert result.test_metrics[key] == pytest.approx(uninterrupted.test_metrics[key], abs=1e-6)
 
 
 def test_pyfunc_contract_in_a_fresh_process(trained, tmp_path):
@@ -131,7 +238,7 @@ def test_launch_fails_clearly(tmp_path):
         launch(cfg, tmp_path / "missing")
     ts = write_training_set(tmp_path / "one_file", n_users=30, seed=2, files_per_split=1)
     with pytest.raises(TrainingError, match="has 1 file.*fewer than the 2 processes"):
-        launch(cfg, ts, epochs=1, nproc=2)
+        launch(cfg, ts, epochs=1, nproc=2, allow_unvalidated=True)
     # A failure inside the workers surfaces with the workers' own error.
     ts = write_training_set(tmp_path / "null_labels", n_users=30, seed=2)
     part = ts / "train" / "part-00001.parquet"
@@ -140,7 +247,7 @@ def test_launch_fails_clearly(tmp_path):
     pdf.loc[0, "label_cart"] = pd.NA
     pdf.to_parquet(part, index=False)
     with pytest.raises(TrainingError, match=r"exited with status [1-9]: .*null labels in \['label_cart'\]"):
-        launch(cfg, ts, epochs=1, nproc=2)
+        launch(cfg, ts, epochs=1, nproc=2, allow_unvalidated=True)
     assert not list((cfg.paths.runs_dir).glob("*.config.yaml"))
 
 
@@ -223,3 +330,96 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     np.testing.assert_allclose(two["losses"], one["losses"], atol=1e-5, rtol=0)
     for a, b in zip(one["params"], two["params"], strict=True):
         np.testing.assert_allclose(b, a, atol=1e-4, rtol=0)
+
+
+def test_new_user_definition_and_group_metrics():
+    from tasks.evaluate import evaluate_intents, evaluate_user_groups, new_user_mask
+
+    cols = ["f_view_7d", "f_view_30d", "f_cart_7d", "f_cart_30d", "f_purchase_30d", "f_trend_1d_vs_7d"]
+    frame = pd.DataFrame(
+        {
+            # Rows 0 and 3 did everything in the last 7 days (a missing count reads as 0); row 1 viewed
+            # earlier, row 2 added to cart earlier; a purchase-only window (no 7d twin) does not count.
+            "f_view_7d": [2.0, 1.0, 0.0, np.nan],
+            "f_view_30d": [2.0, 3.0, 0.0, 0.0],
+            "f_cart_7d": [1.0, 0.0, 0.0, 1.0],
+            "f_cart_30d": [1.0, 0.0, 4.0, 1.0],
+            "f_purchase_30d": [5.0, 0.0, 0.0, 0.0],
+            "f_trend_1d_vs_7d": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    new = new_user_mask(frame, cols, 7)
+    assert new.tolist() == [True, False, False, True]
+    assert new_user_mask(frame, ["f_purchase_30d", "f_trend_1d_vs_7d"], 7) is None
+    assert new_user_mask(frame, cols, 3) is None
+
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 1], [0, 0, 1]])
+    p = np.array([[0.9, 0.1, 0.2], [0.2, 0.7, 0.1], [0.3, 0.8, 0.9], [0.4, 0.2, 0.6]])
+    groups = evaluate_user_groups(y, p, new)
+    assert groups["new_users_rows"] == 2 and groups["returning_users_rows"] == 2
+    assert groups["new_users_purchase_roc_auc"] == 1.0 and groups["returning_users_purchase_roc_auc"] == 1.0
+    new_only = evaluate_intents(y[[0, 3]], p[[0, 3]])
+    assert groups["new_users_purchase_log_loss"] == pytest.approx(new_only["purchase_log_loss"])
+    # A group without rows reports its zero count and no metric; a mask of the wrong length is an error.
+    only_new = evaluate_user_groups(y, p, np.ones(4, dtype=bool))
+    assert only_new["returning_users_rows"] == 0 and "returning_users_purchase_roc_auc" not in only_new
+    assert evaluate_user_groups(y, p, None) == {}
+    with pytest.raises(ValueError, match="mask has 3 rows"):
+        evaluate_user_groups(y, p, new[:3])
+
+
+def test_new_user_days_must_be_a_shorter_feature_window():
+    from tasks.config import DEFAULT_CONFIG, ConfigError, load_config
+
+    for days in (5, 30):
+        with pytest.raises(ConfigError, match=r"training.new_user_days=\d+ must be one of features.windows_days"):
+            load_config(DEFAULT_CONFIG, overrides={"training": {"new_user_days": days}}, use_env=False)
+
+
+def test_checkpoint_identity_and_atomic_save(tmp_path):
+    from tasks import checkpoint
+
+    key = checkpoint.training_key({"id": "a", "rows": {"train": 3}}, "lstm", 2, {"seed": 1}, 2)
+    assert key == checkpoint.training_key({"rows": {"train": 3}, "id": "a"}, "lstm", 2, {"seed": 1}, 2)
+    for other in (
+        checkpoint.training_key({"id": "a", "rows": {"train": 4}}, "lstm", 2, {"seed": 1}, 2),
+        checkpoint.training_key({"id": "a", "rows": {"train": 3}}, "bert", 2, {"seed": 1}, 2),
+        checkpoint.training_key({"id": "a", "rows": {"train": 3}}, "lstm", 3, {"seed": 1}, 2),
+        checkpoint.training_key({"id": "a", "rows": {"train": 3}}, "lstm", 2, {"seed": 2}, 2),
+        checkpoint.training_key({"id": "a", "rows": {"train": 3}}, "lstm", 2, {"seed": 1}, 1),
+    ):
+        assert other != key
+    folder = checkpoint.checkpoint_dir(tmp_path, "a", "lstm", key)
+    assert checkpoint.load(folder) is None
+    checkpoint.save(folder, {"epoch": 1, "rng": [checkpoint.rng_state()]})
+    checkpoint.save(folder, {"epoch": 2, "rng": [checkpoint.rng_state()]})
+    assert checkpoint.load(folder)["epoch"] == 2
+    assert [p.name for p in folder.iterdir()] == [checkpoint.CHECKPOINT_FILE]
+    checkpoint.remove(folder)
+    assert checkpoint.load(folder) is None
+
+
+def test_optuna_search_trains_the_best_trial(tmp_path):
+    """Two 1-epoch trials as nested runs, then the best trial's settings train the one registered version."""
+    ts = write_training_set(tmp_path / "ts", n_users=60, seed=3)
+    search = {"enabled": True, "n_trials": 2, "trial_epochs": 1, "hidden_dim": [16, 32], "embedding_dim": [8]}
+    cfg = _cfg(tmp_path / "var", baselines=False, search=search)
+    result = launch(cfg, ts, model_type="lstm", epochs=1, nproc=1, allow_unvalidated=True)
+
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    final = client.get_run(result.run_id)
+    parent = client.get_run(final.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["search"] == "optuna" and parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    trials = [r for r in children if r.info.run_id != result.run_id]
+    assert len(trials) == 2 and all("test_purchase_roc_auc" not in r.data.metrics for r in trials)
+    best = max(trials, key=lambda r: r.data.metrics["best_val_score"])
+    assert parent.data.tags["best_trial_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_val_score"] == pytest.approx(best.data.metrics["best_val_score"])
+    for key in ("learning_rate", "dropout", "hidden_dim", "embedding_dim"):
+        assert final.data.params[f"training.{key}"] == best.data.params[f"training.{key}"]
+        assert parent.data.params[f"best.{key}"] == best.data.params[f"training.{key}"]
+    assert [str(v.version) for v in client.search_model_versions(f"name='{cfg.mlflow.model_name}'")] == ["1"]
+    assert "test_purchase_roc_auc" in final.data.metrics
