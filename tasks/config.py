@@ -185,6 +185,10 @@ class TrainingConfig(_Section):
     threshold: float = Field(gt=0.0, lt=1.0)
     top_k_fraction: float = Field(gt=0.0, le=1.0)
     baselines: bool
+    # Weight of the category-intent candidate BCE beside the user-level loss (0: user heads only).
+    category_loss_weight: float = Field(ge=0.0)
+    # k of HitRate@k and NDCG@k over each user's candidate categories.
+    category_eval_k: int = Field(gt=0)
 
 
 class GateConfig(_Section):
@@ -224,6 +228,8 @@ class ScoringConfig(_Section):
     batch_size: int = Field(gt=0)
     torch_threads: int = Field(gt=0)
     reasons_top_k: int = Field(ge=0)
+    # Candidate categories per user written to top_categories ("<category_id>:<probability>", best first).
+    top_k_categories: int = Field(gt=0)
 
 
 class WarehouseConfig(_Section):
