@@ -675,27 +675,33 @@ def model_quality(args: argparse.Namespace) -> dict:
 
 def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_files: int) -> int:
     """Grow features/user/ds=<ds>/ to ~target_users rows by copying the real rows under new user ids
-    (suffix ``#k``), written as ``n_files`` Parquet files and swapped in; returns the row count."""
+    (suffix ``#k``), and features/user_category/ds=<ds>/ by the same copies so every user keeps its
+    candidates; each written as ``n_files`` Parquet files and swapped in; returns the user row count."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     folder = cfg.paths.layer("features") / "user" / f"ds={ds.isoformat()}"
-    table = pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("*.parquet")))
-    copies = max(1, math.ceil(target_users / table.num_rows))
-    parts = []
-    for k in range(copies):
-        ids = table["user_id"] if k == 0 else pc.binary_join_element_wise(table["user_id"], pa.scalar(str(k)), "#")
-        parts.append(table.set_column(table.schema.get_field_index("user_id"), "user_id", ids))
-    grown = pa.concat_tables(parts)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    tmp.mkdir()
-    step = math.ceil(grown.num_rows / n_files)
-    for i in range(n_files):
-        pq.write_table(grown.slice(i * step, step), tmp / f"part-{i:05d}.parquet")
-    shutil.rmtree(folder)
-    tmp.rename(folder)
-    return grown.num_rows
+    copies = max(1, math.ceil(target_users / sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet"))))
+    rows = 0
+    for layer in ("user", "user_category"):
+        folder = cfg.paths.layer("features") / layer / f"ds={ds.isoformat()}"
+        table = pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("*.parquet")))
+        parts = []
+        for k in range(copies):
+            ids = table["user_id"] if k == 0 else pc.binary_join_element_wise(table["user_id"], pa.scalar(str(k)), "#")
+            parts.append(table.set_column(table.schema.get_field_index("user_id"), "user_id", ids))
+        grown = pa.concat_tables(parts)
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        tmp.mkdir()
+        step = math.ceil(grown.num_rows / n_files)
+        for i in range(n_files):
+            pq.write_table(grown.slice(i * step, step), tmp / f"part-{i:05d}.parquet")
+        shutil.rmtree(folder)
+        tmp.rename(folder)
+        if layer == "user":
+            rows = grown.num_rows
+    return rows
 
 
 def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool) -> tuple[float, float]:
@@ -704,7 +710,6 @@ def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool) -> tupl
     import mlflow
     import torch
 
-    from spark_jobs.score import tabular_reasons
     from tasks.registry import mlflow_store
 
     threads = torch.get_num_threads()
@@ -717,9 +722,8 @@ def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool) -> tupl
         def loop():
             for s in range(0, len(pdf), bs):
                 chunk = pdf.iloc[s : s + bs]
-                model.predict(chunk)
-                if with_reasons:
-                    tabular_reasons(model, chunk, cfg.scoring.reasons_top_k)
+                # As a scoring worker calls it: reasons come from the same predict call.
+                model.predict(chunk, params={"reasons_top_k": cfg.scoring.reasons_top_k if with_reasons else 0})
 
         _, pred_s = timed(loop)
     finally:
@@ -729,11 +733,11 @@ def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool) -> tupl
 
 @benchmark("scoring_throughput")
 def scoring_throughput(args: argparse.Namespace) -> dict:
-    import pyarrow.parquet as pq
     from mlflow import MlflowClient
 
     from spark_jobs import features, score
-    from spark_jobs.score import model_input_columns
+    from spark_jobs.features import user_category_columns
+    from spark_jobs.score import attach_candidates, model_input_columns
     from tasks.train import launch
     from tasks.warehouse import load_scores
 
@@ -749,7 +753,12 @@ def scoring_throughput(args: argparse.Namespace) -> dict:
         feats = features.run(cfg, ds, spark=spark)
         real_files = len(list(feats.path.glob("*.parquet")))
         n_rows = replicate_features(cfg, ds, target, n_files=4 * local_cores(cfg))
-        table_pdf = pq.read_table(str(feats.path)).to_pandas()
+        # The bare loop gets what the job's workers get: user rows with their candidate arrays.
+        table_pdf = attach_candidates(
+            spark.read.parquet(str(feats.path)),
+            spark.read.parquet(str(feats.user_category_path)),
+            user_category_columns(cfg.features),
+        ).toPandas()
         pdf = table_pdf[model_input_columns(list(table_pdf.columns))]
         client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
         no_reasons = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"reasons_top_k": 0})})
@@ -796,7 +805,8 @@ def scoring_throughput(args: argparse.Namespace) -> dict:
         f"{cfg.scoring.torch_threads} torch thread per worker, reasons_top_k {cfg.scoring.reasons_top_k}) + "
         "tasks.warehouse.load_scores into DuckDB; 'no reasons' reruns it with scoring.reasons_top_k 0.",
         "bare predict = the same pyfunc's predict over the same rows in one process and one torch thread, "
-        "batch_size rows per call (model load excluded); '+reasons' also runs tabular_reasons per batch. "
+        "batch_size rows per call (model load excluded), each user with its candidate categories; '+reasons' "
+        "asks the same predict call for reasons (reasons_top_k). "
         "Ratios and users/s use the repeated job (workers warm, model cached); 'first job' is the first run of "
         "the model in this process (worker start and model load included).",
         "Target: whole job within 1.5x of the bare forward pass. The job uses "

@@ -49,13 +49,20 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from tasks.config import FeaturesConfig, PipelineConfig, add_common_args, config_from_args, parse_ds
-from tasks.schema import EVENT_COLUMNS, EVENT_TYPE_INDEX, EVENT_TYPES, INTENTS, LABEL_COLUMNS, SEQUENCE_COLUMNS
+from tasks.schema import (
+    EVENT_COLUMNS,
+    EVENT_TYPE_INDEX,
+    EVENT_TYPES,
+    INTENTS,
+    LABEL_COLUMNS,
+    SEQUENCE_COLUMNS,
+    USER_CATEGORY_LABEL,
+)
 
 UTC = dt.timezone.utc
 _MICROS_PER_DAY = 86_400_000_000
 _HOUR_BLOCKS = {"night": (0, 5), "morning": (6, 11), "afternoon": (12, 17), "evening": (18, 23)}
 _DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
-USER_CATEGORY_LABEL = "label_purchase_in_category"
 
 
 class FeaturesError(RuntimeError):

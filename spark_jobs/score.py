@@ -3,8 +3,11 @@
 The driver resolves ``models:/<name>@<champion alias>`` once and pins ``models:/<name>/<version>`` for
 the whole run, so an alias moved mid-run cannot mix versions. Every feature row of
 ``features/user/ds=<ds>/`` is scored with ``mapInPandas``; each Python worker loads the pyfunc model
-once (module-level cache keyed by URI) and hands it ``scoring.batch_size`` rows at a time. The rows
-(``tasks.schema.SCORE_COLUMNS``, plus ``reasons`` when ``scoring.reasons_top_k`` > 0) replace
+once (module-level cache keyed by URI) and hands it ``scoring.batch_size`` rows at a time. Each user's
+candidate categories (``features/user_category/ds=<ds>/``) ride along on the user row as parallel arrays
+(``attach_candidates``), so the category head ranks them in the same forward pass. The rows
+(``tasks.schema.SCORE_COLUMNS``, ``top_categories`` with the ``scoring.top_k_categories`` most likely
+categories as "<category_id>:<probability>", and ``reasons`` when ``scoring.reasons_top_k`` > 0) replace
 ``scores/ds=<ds>/`` by dynamic partition overwrite; ``tasks.warehouse.load_scores`` moves them on.
 
     python -m spark_jobs.score --ds D --run-id R [--config ...]
@@ -25,9 +28,17 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
-from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS, SEQUENCE_COLUMNS, TABULAR_PREFIX
-
-REASONS_COLUMN = "reasons"
+from tasks.schema import (
+    CANDIDATE_ARRAY_CATEGORY,
+    CANDIDATE_ARRAY_PREFIX,
+    CANDIDATE_CATEGORY_COLUMN,
+    PROBABILITY_COLUMNS,
+    REASONS_COLUMN,
+    SCORE_COLUMNS,
+    SEQUENCE_COLUMNS,
+    TABULAR_PREFIX,
+    TOP_CATEGORIES_COLUMN,
+)
 
 
 class ScoringError(RuntimeError):
@@ -98,31 +109,17 @@ def _load_model(uri: str, tracking_uri: str, torch_threads: int) -> tuple[Any, b
 
 def tabular_reasons(model: Any, pdf: pd.DataFrame, top_k: int) -> list[list[str] | None]:
     """Per row, the tabular features whose gradient x input most raises the purchase logit (positive
-    contributions only, strongest first). Inputs are standardised, so 0 is the training mean and the
-    product is the feature's first-order push away from an average user. None per row when the
-    pyfunc does not expose the project's encoder and network."""
-    import numpy as np
-    import torch
+    contributions only, strongest first), for a pyfunc whose predict does not return ``reasons``
+    itself. The gradient comes from the late fusion only (``IntentModel.tabular_gradient``). None per
+    row when the pyfunc does not expose the project's encoder and network."""
+    from tasks.models.pyfunc import reasons_from_gradient
 
     inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
     encoder, net = getattr(inner, "encoder", None), getattr(inner, "model", None)
     if encoder is None or net is None or not encoder.feature_columns:
         return [None] * len(pdf)
     batch = encoder.encode(pdf)
-    tab = batch["tabular"].clone().requires_grad_(True)  # [B, F]
-    batch["tabular"] = tab
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.enable_grad():
-            logits = net(batch)  # [B, 3], rows independent: d(sum)/d tab[i] is row i's own gradient
-            (grad,) = torch.autograd.grad(logits[:, 0].sum(), tab)
-    finally:
-        net.train(was_training)
-    contrib = (grad * tab).detach().numpy()  # [B, F]
-    order = np.argsort(-contrib, axis=1, kind="stable")[:, :top_k]  # [B, k]
-    names = list(encoder.feature_columns)
-    return [[names[j] for j in row if contrib[i, j] > 0] for i, row in enumerate(order)]
+    return reasons_from_gradient(net.tabular_gradient(batch), batch["tabular"], list(encoder.feature_columns), top_k)
 
 
 def _score_partition(
@@ -133,25 +130,37 @@ def _score_partition(
     batch_size: int,
     torch_threads: int,
     reasons_top_k: int,
+    top_k_categories: int,
     stats: Any,
 ) -> Iterator[pd.DataFrame]:
     model, loaded = _load_model(uri, tracking_uri, torch_threads)
     pid = os.getpid()
     stats.add({pid: (int(loaded), 0)})
     for pdf in batches:
+        with_candidates = CANDIDATE_ARRAY_CATEGORY in pdf.columns
+        expected = [*PROBABILITY_COLUMNS, *([TOP_CATEGORIES_COLUMN] if with_candidates else [])]
+        # The model computes reasons in the same pass as the probabilities when it supports the param.
+        params = {"top_k_categories": top_k_categories, "reasons_top_k": reasons_top_k}
         for start in range(0, len(pdf), batch_size):
             chunk = pdf.iloc[start : start + batch_size].reset_index(drop=True)
-            probs = model.predict(chunk)
-            if list(probs.columns) != list(PROBABILITY_COLUMNS) or len(probs) != len(chunk):
+            probs = model.predict(chunk, params=params)
+            own_reasons = REASONS_COLUMN in probs.columns
+            if [c for c in probs.columns if c != REASONS_COLUMN] != expected or len(probs) != len(chunk):
                 raise ScoringError(
                     f"model {uri} returned columns {list(probs.columns)} x {len(probs)} rows for {len(chunk)} "
-                    f"rows; the contract is {list(PROBABILITY_COLUMNS)} in row order"
+                    f"rows; the contract is {expected} in row order"
                 )
             out = pd.DataFrame({"user_id": chunk["user_id"].astype(str)})
             for c in PROBABILITY_COLUMNS:
                 out[c] = probs[c].to_numpy(dtype="float64")
+            if with_candidates:
+                out[TOP_CATEGORIES_COLUMN] = probs[TOP_CATEGORIES_COLUMN].to_numpy(dtype=object)
             if reasons_top_k:
-                out[REASONS_COLUMN] = tabular_reasons(model, chunk, reasons_top_k)
+                out[REASONS_COLUMN] = (
+                    probs[REASONS_COLUMN].to_numpy(dtype=object)
+                    if own_reasons
+                    else tabular_reasons(model, chunk, reasons_top_k)
+                )
             stats.add({pid: (0, 1)})
             yield out
 
@@ -178,7 +187,27 @@ def _stats_accumulator(spark):
 
 
 def model_input_columns(features_columns: list[str]) -> list[str]:
-    return ["user_id", *[c for c in features_columns if c.startswith(TABULAR_PREFIX)], *SEQUENCE_COLUMNS]
+    cand = [c for c in features_columns if c.startswith(CANDIDATE_ARRAY_PREFIX)]
+    return ["user_id", *[c for c in features_columns if c.startswith(TABULAR_PREFIX)], *SEQUENCE_COLUMNS, *cand]
+
+
+def attach_candidates(features, candidates, pair_columns: list[str]):
+    """User features + their candidate categories as parallel arrays (cand_category_id, cand_<f_uc_*>),
+    ordered by category id; users without candidates get nulls. One output row per feature row."""
+    from pyspark.sql import functions as F
+
+    missing = [c for c in ("user_id", CANDIDATE_CATEGORY_COLUMN, *pair_columns) if c not in candidates.columns]
+    if missing:
+        raise ScoringError(f"user_category features lack columns {missing} that the champion needs")
+    packed = candidates.groupBy("user_id").agg(
+        F.sort_array(F.collect_list(F.struct(CANDIDATE_CATEGORY_COLUMN, *pair_columns))).alias("_cand")
+    )
+    arrays = packed.select(
+        "user_id",
+        F.col(f"_cand.{CANDIDATE_CATEGORY_COLUMN}").alias(CANDIDATE_ARRAY_CATEGORY),
+        *[F.col(f"_cand.{c}").cast("array<double>").alias(CANDIDATE_ARRAY_PREFIX + c) for c in pair_columns],
+    )
+    return features.join(arrays, on="user_id", how="left")
 
 
 def score_users(
@@ -191,24 +220,29 @@ def score_users(
     batch_size: int,
     torch_threads: int,
     reasons_top_k: int = 0,
+    top_k_categories: int = 5,
     stats: Any = None,
 ):
-    """Features DataFrame (user_id, f_*, seq_*) -> one score row per feature row: SCORE_COLUMNS in order,
-    plus ``reasons`` when ``reasons_top_k`` > 0. ``stats``: optional accumulator of per-worker
+    """Features DataFrame (user_id, f_*, seq_*, optional cand_* arrays from ``attach_candidates``) -> one
+    score row per feature row: SCORE_COLUMNS in order, plus ``top_categories`` when the features carry
+    candidates and ``reasons`` when ``reasons_top_k`` > 0. ``stats``: optional accumulator of per-worker
     (loads, batches), see ``_stats_accumulator``."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     if scored_at.tzinfo is None:
         raise ScoringError(f"scored_at must be time-zone aware, got {scored_at!r}")
-    if batch_size <= 0 or torch_threads <= 0 or reasons_top_k < 0:
-        raise ScoringError("batch_size and torch_threads must be positive and reasons_top_k >= 0")
+    if batch_size <= 0 or torch_threads <= 0 or reasons_top_k < 0 or top_k_categories <= 0:
+        raise ScoringError("batch_size, torch_threads and top_k_categories must be positive and reasons_top_k >= 0")
     missing = [c for c in ("user_id", *SEQUENCE_COLUMNS) if c not in features.columns]
     if missing:
         raise ScoringError(f"features lack columns {missing} (contract: docs/data-layers.md features layer)")
     fields = [T.StructField("user_id", T.StringType(), False)] + [
         T.StructField(c, T.DoubleType(), True) for c in PROBABILITY_COLUMNS
     ]
+    with_candidates = CANDIDATE_ARRAY_CATEGORY in features.columns
+    if with_candidates:
+        fields.append(T.StructField(TOP_CATEGORIES_COLUMN, T.ArrayType(T.StringType(), False), True))
     if reasons_top_k:
         fields.append(T.StructField(REASONS_COLUMN, T.ArrayType(T.StringType(), False), True))
     if stats is None:
@@ -220,6 +254,7 @@ def score_users(
         batch_size=batch_size,
         torch_threads=torch_threads,
         reasons_top_k=reasons_top_k,
+        top_k_categories=top_k_categories,
         stats=stats,
     )
     scored = features.select(*model_input_columns(features.columns)).mapInPandas(fn, T.StructType(fields))
@@ -232,13 +267,19 @@ def score_users(
         "pipeline_run_id": F.lit(pipeline_run_id),
     }
     cols = [constants[c].alias(c) if c in constants else F.col(c) for c in SCORE_COLUMNS]
+    if with_candidates:
+        cols.append(F.col(TOP_CATEGORIES_COLUMN))
     if reasons_top_k:
         cols.append(F.col(REASONS_COLUMN))
     return scored.select(*cols)
 
 
-def _check_model_inputs(cfg: PipelineConfig, ref: ChampionRef, features_columns: list[str]) -> None:
-    """Fail on the driver, naming the columns, rather than deep inside a Python worker."""
+def _check_model_inputs(cfg: PipelineConfig, ref: ChampionRef, features_columns: list[str]) -> list[str] | None:
+    """Fail on the driver, naming the columns, rather than deep inside a Python worker.
+
+    Returns the pair feature columns the champion ranks candidates with, or None when its signature
+    takes no candidates (a model without a category head: top_categories stays NULL).
+    """
     from mlflow.models import get_model_info
 
     from tasks.registry import mlflow_store
@@ -246,15 +287,21 @@ def _check_model_inputs(cfg: PipelineConfig, ref: ChampionRef, features_columns:
     with mlflow_store(cfg):
         signature = get_model_info(ref.uri).signature
     if signature is None:
-        return
-    needed = [c for c in signature.inputs.input_names() if c not in SEQUENCE_COLUMNS]
+        return None
+    names = signature.inputs.input_names()
+    needed = [c for c in names if c not in SEQUENCE_COLUMNS and not c.startswith(CANDIDATE_ARRAY_PREFIX)]
     absent = [c for c in needed if c not in features_columns]
     if absent:
         raise ScoringError(f"champion {ref.uri} needs columns {absent} that the features partition lacks")
+    if CANDIDATE_ARRAY_CATEGORY not in names:
+        return None
+    return [c[len(CANDIDATE_ARRAY_PREFIX):] for c in names if c.startswith(CANDIDATE_ARRAY_PREFIX)
+            and c != CANDIDATE_ARRAY_CATEGORY]
 
 
 def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> ScoreReport:
-    """Score every user of features/user/ds=<ds>/ with the champion; replace scores/ds=<ds>/."""
+    """Score every user of features/user/ds=<ds>/ (candidates from features/user_category/ds=<ds>/) with the
+    champion; replace scores/ds=<ds>/."""
     from spark_jobs.session import build_session
 
     if not pipeline_run_id:
@@ -264,8 +311,15 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
         raise ScoringError(f"no features for ds={ds}: {src} holds no Parquet files (run spark_jobs.features first)")
     ref = resolve_champion(cfg)
     spark = spark or build_session(cfg, f"score-{ds}")
-    features = spark.read.parquet(str(src))
-    _check_model_inputs(cfg, ref, features.columns)
+    features = user_features = spark.read.parquet(str(src))
+    pair_columns = _check_model_inputs(cfg, ref, features.columns)
+    if pair_columns is not None:
+        cand_src = cfg.paths.layer("features") / "user_category" / f"ds={ds.isoformat()}"
+        if not cand_src.is_dir() or not any(cand_src.glob("*.parquet")):
+            raise ScoringError(
+                f"no candidate categories for ds={ds}: {cand_src} holds no Parquet files (run spark_jobs.features first)"
+            )
+        features = attach_candidates(features, spark.read.parquet(str(cand_src)), pair_columns)
     stats = _stats_accumulator(spark)
     scored_at = dt.datetime.combine(ds, dt.time(), tzinfo=cfg.pipeline.tz)
     scores = score_users(
@@ -277,6 +331,7 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
         batch_size=cfg.scoring.batch_size,
         torch_threads=cfg.scoring.torch_threads,
         reasons_top_k=cfg.scoring.reasons_top_k,
+        top_k_categories=cfg.scoring.top_k_categories,
         stats=stats,
     )
     root = cfg.paths.layer("scores")
@@ -288,7 +343,7 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
     )
     out = root / f"ds={ds.isoformat()}"
     rows = spark.read.parquet(str(out)).count() if out.is_dir() else 0
-    expected = features.count()
+    expected = user_features.count()
     if rows != expected:
         raise ScoringError(f"wrote {rows} score rows to {out} for {expected} feature rows")
     per_worker = stats.value

@@ -230,6 +230,10 @@ class TrainingConfig(_Section):
     max_restarts: int = Field(ge=0)
     require_validation: bool
     search: SearchConfig
+    # Weight of the category-intent candidate BCE beside the user-level loss (0: user heads only).
+    category_loss_weight: float = Field(ge=0.0)
+    # k of HitRate@k and NDCG@k over each user's candidate categories.
+    category_eval_k: int = Field(gt=0)
 
 
 class GateConfig(_Section):
@@ -269,6 +273,8 @@ class ScoringConfig(_Section):
     batch_size: int = Field(gt=0)
     torch_threads: int = Field(gt=0)
     reasons_top_k: int = Field(ge=0)
+    # Candidate categories per user written to top_categories ("<category_id>:<probability>", best first).
+    top_k_categories: int = Field(gt=0)
 
 
 class WarehouseConfig(_Section):

@@ -129,3 +129,48 @@ def evaluate_user_groups(
             m = evaluate_intents(y_true[rows], probs[rows], threshold=threshold, top_k_fraction=top_k_fraction)
             out.update({f"{group}_{k}": v for k, v in m.items()})
     return out
+
+
+def category_ranking_metrics(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, *, k: int) -> dict[str, float]:
+    """HitRate@k and NDCG@k of ranking each user's candidate categories by score.
+
+    ``groups`` [C] identifies the user (any hashable per row), ``labels`` [C] 0/1, ``scores`` [C].
+    Only users with at least one positive candidate count (a user who bought in none of their
+    candidates has no right answer to rank); both metrics are NaN when there is none. Hit: a positive
+    among the top k. NDCG: binary gains, log2 discount, divided by the ideal DCG of that user.
+    Ties in score keep the input order.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    g = np.asarray(groups).ravel()
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if not (len(g) == len(y) == len(s)):
+        raise ValueError(f"groups, labels and scores differ in length: {len(g)}, {len(y)}, {len(s)}")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("candidate labels must be 0/1")
+    if np.isnan(s).any():
+        raise ValueError("candidate scores must not be NaN")
+    _, gid = np.unique(g, return_inverse=True) if len(g) else (None, np.zeros(0, dtype=np.int64))
+    # Sort by user, then score descending, keeping input order among ties.
+    order = np.lexsort((np.arange(len(s)), -s, gid))
+    gid, y = gid[order], y[order]
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]]) if len(gid) else np.zeros(0, dtype=np.int64)
+    rank = np.arange(len(gid)) - np.repeat(starts, np.diff(np.r_[starts, len(gid)]))  # 0-based rank in user
+    discount = 1.0 / np.log2(rank + 2.0)
+    in_top = rank < k
+    n_groups = len(starts)
+    dcg = np.bincount(gid, weights=y * discount * in_top, minlength=n_groups)
+    hits = np.bincount(gid, weights=y * in_top, minlength=n_groups)
+    positives = np.bincount(gid, weights=y, minlength=n_groups)
+    ideal_disc = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))  # IDCG of a user with n positives: ideal_disc[min(n,k)-1]
+    eligible = positives > 0
+    n = int(eligible.sum())
+    if n == 0:
+        return {f"category_hit_rate_at_{k}": float("nan"), f"category_ndcg_at_{k}": float("nan"), "category_users": 0.0}
+    idcg = ideal_disc[np.minimum(positives[eligible], k).astype(np.int64) - 1]
+    return {
+        f"category_hit_rate_at_{k}": float((hits[eligible] > 0).mean()),
+        f"category_ndcg_at_{k}": float((dcg[eligible] / idcg).mean()),
+        "category_users": float(n),
+    }

@@ -52,6 +52,15 @@ INTENTS = ("purchase", "cart", "fav")
 LABEL_COLUMNS = tuple(f"label_{i}" for i in INTENTS)
 PROBABILITY_COLUMNS = tuple(f"p_{i}" for i in INTENTS)
 
+# User x category candidate rows (features/user_category/, training_sets/<id>/user_category/): the
+# key columns plus f_uc_* pair features; the label marks a purchase in that category in the horizon.
+CANDIDATE_CATEGORY_COLUMN = "category_id"
+USER_CATEGORY_LABEL = "label_purchase_in_category"
+# Scoring hands a user's candidates to the model as parallel array columns on the user row:
+# cand_category_id (array<string>) and cand_<f_uc_*> (array<double>), one element per candidate.
+CANDIDATE_ARRAY_PREFIX = "cand_"
+CANDIDATE_ARRAY_CATEGORY = CANDIDATE_ARRAY_PREFIX + CANDIDATE_CATEGORY_COLUMN
+
 # Sequence columns of the user-level features layer: arrays of equal length <= L,
 # oldest event first. seq_category holds raw category ids (the model's vocabulary maps them).
 SEQUENCE_COLUMNS = (
@@ -64,6 +73,11 @@ SEQUENCE_COLUMNS = (
 )
 # Tabular feature columns are every column whose name starts with this prefix (double).
 TABULAR_PREFIX = "f_"
+
+# Optional explanation columns of a score row: the user's most likely categories ("<category_id>:<probability>",
+# best first) and the tabular features that most raised p_purchase (strongest first).
+TOP_CATEGORIES_COLUMN = "top_categories"
+REASONS_COLUMN = "reasons"
 
 # Warehouse table intent_scores (one partition = all rows of one ds).
 SCORE_COLUMNS = {

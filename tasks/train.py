@@ -1,7 +1,8 @@
 """Distributed training of an intent model under torchrun, MLflow logging and registration.
 
-Each process reads only its own Parquet files of every split (files ``rank::world``), the ranks merge
-their encoder statistics, and DDP averages gradients. Rank 0 logs params, per-epoch and test metrics,
+Each process reads only its own Parquet files of every split (files ``rank::world``) and only the
+user x category candidate rows of its own users (joined by (ds, user_id)), the ranks merge their
+encoder statistics, and DDP averages gradients. Rank 0 logs params, per-epoch and test metrics,
 the manifest and the packaged pyfunc model to MLflow, registers a new version of
 ``mlflow.model_name`` and writes ``{run_id, model_version, model_uri, test_metrics}`` to ``--output``.
 
@@ -42,11 +43,25 @@ from expectations.results import partition_fingerprint, read_result, result_path
 from tasks import checkpoint as ckpt_io
 from tasks.config import ENV_OVERRIDES, REPO_ROOT, PipelineConfig, add_common_args, config_from_args
 from tasks.errors import DataError
-from tasks.evaluate import EARLY_STOPPING_METRIC, evaluate_intents, evaluate_user_groups, finite, new_user_mask
+from tasks.evaluate import (
+    EARLY_STOPPING_METRIC,
+    category_ranking_metrics,
+    evaluate_intents,
+    evaluate_user_groups,
+    finite,
+    new_user_mask,
+)
 from tasks.models.base import IntentModel, IntentModelConfig, build_model, model_config
 from tasks.models.encoding import EncoderStats, FeatureEncoder, encode_targets
 from tasks.registry import mlflow_store
-from tasks.schema import INTENTS, LABEL_COLUMNS, SEQUENCE_COLUMNS, TABULAR_PREFIX
+from tasks.schema import (
+    CANDIDATE_CATEGORY_COLUMN,
+    INTENTS,
+    LABEL_COLUMNS,
+    SEQUENCE_COLUMNS,
+    TABULAR_PREFIX,
+    USER_CATEGORY_LABEL,
+)
 
 SPLITS = ("train", "val", "test")
 # A worker's final exception line, as torchrun relays it ("[rank0]: ValueError: ...").
@@ -54,7 +69,11 @@ _ERROR_LINE = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b[^:]*:\s"
 _COLLATERAL = re.compile(r"gloo|Connection (reset|closed)|NCCL|ProcessGroup|timed out", re.I)
 # Settings that change how a training is run or checked, not what it computes: a relaunch may alter them and resume.
 _NOT_IN_CHECKPOINT_KEY = {"nproc_per_node", "checkpoints", "max_restarts", "require_validation", "search"}
-MANIFEST_KEYS = ("id", "cutoffs", "feature_columns", "sequence_columns", "sequence_length", "item_buckets")
+MANIFEST_KEYS = (
+    "id", "cutoffs", "feature_columns", "sequence_columns", "sequence_length", "item_buckets", "user_category",
+)
+# Key joining candidate rows to user rows.
+CANDIDATE_KEY = ("ds", "user_id")
 
 
 class TrainingError(RuntimeError):
@@ -99,6 +118,11 @@ def read_manifest(training_set_dir: Path) -> dict[str, Any]:
     for split in SPLITS:
         if split not in manifest["cutoffs"]:
             raise TrainingError(f"{path}: cutoffs lacks the {split!r} split")
+    uc = manifest["user_category"]
+    if not isinstance(uc, dict) or not isinstance(uc.get("feature_columns"), list):
+        raise TrainingError(f"{path}: user_category must be an object with a feature_columns list")
+    if uc.get("label_column") != USER_CATEGORY_LABEL:
+        raise TrainingError(f"{path}: user_category.label_column must be {USER_CATEGORY_LABEL!r}")
     return manifest
 
 
@@ -141,6 +165,42 @@ def require_validation(cfg: PipelineConfig, training_set_dir: Path, manifest: di
             f"training set {set_id!r} at {training_set_dir} changed since its validation ({path}); {hint}"
         )
     return {**result, "path": str(path)}
+
+
+def read_candidates(training_set_dir: Path, split: str, users: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The user_category rows of ``split`` whose (ds, user_id) is among ``users``.
+
+    The candidate files are partitioned independently of the user files, so the filter (pushed down
+    to the Parquet reader) keeps each rank to its own users' rows instead of the whole split.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    folder = Path(training_set_dir) / "user_category" / split
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise TrainingError(f"training set {training_set_dir} has no Parquet files in user_category/{split}/")
+    cols = [*CANDIDATE_KEY, CANDIDATE_CATEGORY_COLUMN, *columns]
+    if users.empty:
+        return pd.DataFrame(columns=cols)
+    ds = pads.dataset([str(f) for f in files], format="parquet")
+    missing = [c for c in cols if c not in ds.schema.names]
+    if missing:
+        raise TrainingError(f"{folder} lacks candidate columns {missing}")
+    wanted = pc.field("user_id").isin(pa.array(users["user_id"].astype(str).unique()))
+    table = ds.to_table(columns=cols, filter=wanted)
+    cand = table.to_pandas()
+    keys = users[list(CANDIDATE_KEY)].drop_duplicates()
+    return cand.merge(keys, on=list(CANDIDATE_KEY), how="inner")
+
+
+def candidate_rows(users: pd.DataFrame, cand: pd.DataFrame) -> np.ndarray:
+    """Row of ``users`` (positional) that each candidate belongs to, by (ds, user_id); -1 if none."""
+    index = pd.MultiIndex.from_frame(users[list(CANDIDATE_KEY)].astype(str))
+    if not index.is_unique:
+        raise TrainingError(f"user rows repeat a {CANDIDATE_KEY} key; candidates cannot be joined")
+    return index.get_indexer(pd.MultiIndex.from_frame(cand[list(CANDIDATE_KEY)].astype(str))).astype(np.int64)
 
 
 # ---- process-group helpers (all degrade to single-process when no group exists) ----------------
@@ -188,17 +248,23 @@ def seed_everything(seed: int) -> None:
 # ---- model construction ------------------------------------------------------------------------
 
 
-def positive_weights(cfg: PipelineConfig, positives: np.ndarray, rows: int) -> tuple[float, ...]:
+def positive_weights(
+    cfg: PipelineConfig, positives: np.ndarray, rows: int, heads: int = len(INTENTS)
+) -> tuple[float, ...]:
     """Per-head BCE positive weight: negatives/positives of the train split, capped (or 1 when off)."""
     if cfg.training.positive_weighting == "none":
-        return (1.0,) * len(INTENTS)
+        return (1.0,) * heads
     pos = np.asarray(positives, dtype=np.float64)
     ratio = np.where(pos > 0, (rows - pos) / np.maximum(pos, 1.0), cfg.training.max_pos_weight)
     return tuple(float(v) for v in np.clip(ratio, 1.0, cfg.training.max_pos_weight))
 
 
 def build_model_config(
-    cfg: PipelineConfig, model_type: str, encoder: FeatureEncoder, pos_weight: tuple[float, ...]
+    cfg: PipelineConfig,
+    model_type: str,
+    encoder: FeatureEncoder,
+    pos_weight: tuple[float, ...],
+    category_pos_weight: float = 1.0,
 ) -> IntentModelConfig:
     t = cfg.training
     common = dict(
@@ -210,6 +276,9 @@ def build_model_config(
         dropout=t.dropout,
         field_fusion=t.field_fusion,
         pos_weight=pos_weight,
+        n_pair_tabular=len(encoder.pair_feature_columns),
+        category_pos_weight=category_pos_weight,
+        category_loss_weight=t.category_loss_weight,
     )
     specific = {
         "lstm": dict(num_layers=t.lstm_layers),
@@ -242,7 +311,23 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def take(batch: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {k: v[idx] for k, v in batch.items()}
+    """Rows ``idx`` [b] of a batch; with candidates, also those rows' candidates (cand_* keys),
+    re-pointed at the new rows. Candidates must be ordered by cand_row (as encode_candidates makes them)."""
+    out = {k: v[idx] for k, v in batch.items() if not k.startswith("cand_")}
+    if "cand_row" not in batch:
+        return out
+    rows = batch["cand_row"]  # [C], ascending
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    starts = torch.searchsorted(rows, idx)  # [b]
+    counts = torch.searchsorted(rows, idx, right=True) - starts  # [b]
+    offsets = torch.cumsum(counts, 0) - counts  # [b]
+    total = int(counts.sum())
+    pos = torch.repeat_interleave(starts - offsets, counts) + torch.arange(total)  # [c] positions in batch
+    for k, v in batch.items():
+        if k.startswith("cand_") and k != "cand_row":
+            out[k] = v[pos]
+    out["cand_row"] = torch.repeat_interleave(torch.arange(len(idx)), counts)  # [c]
+    return out
 
 
 def train_step(
@@ -263,8 +348,8 @@ def train_step(
     device_type = labels.device.type
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device_type == "cuda"):
-        logits = ddp_model(batch)  # [b, 3]
-    loss = model.loss(logits, labels, weight)
+        output = ddp_model(batch)  # IntentOutput: intent [b, 3], category [c]
+    loss = model.loss(output, labels, weight, category_labels=batch.get("cand_label"))
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
     optimizer.step()
@@ -272,29 +357,58 @@ def train_step(
 
 
 @torch.no_grad()
-def predict_encoded(model: IntentModel, batch: dict[str, torch.Tensor], device: torch.device, chunk: int) -> np.ndarray:
-    """Probabilities [N, 3] of an encoded split, ``chunk`` rows per forward pass."""
+def predict_encoded(
+    model: IntentModel, batch: dict[str, torch.Tensor], device: torch.device, chunk: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Of an encoded split, ``chunk`` users per forward pass: user probabilities [N, 3], and per
+    candidate its user's row [C], label [C] and probability [C] (empty without candidates)."""
     n = len(batch["tabular"])
-    out = []
+    out, rows, labels, cats = [], [], [], []
     for s in range(0, n, chunk):
-        part = to_device({k: v[s : s + chunk] for k, v in batch.items()}, device)
+        part = take(batch, torch.arange(s, min(s + chunk, n)))
+        cand_label = part.pop("cand_label", None)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(model.predict(part).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(INTENTS)), dtype=np.float32)
+            pred = model.predict_output(to_device(part, device))
+        out.append(pred.intent.float().cpu().numpy())
+        if cand_label is not None:
+            rows.append(part["cand_row"].numpy() + s)
+            labels.append(cand_label.numpy())
+            cats.append(pred.category.float().cpu().numpy())
+    probs = np.concatenate(out) if out else np.zeros((0, len(INTENTS)), dtype=np.float32)
+    if not rows:
+        return probs, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+    return probs, np.concatenate(rows), np.concatenate(labels), np.concatenate(cats)
 
 
 def evaluate_split(
     cfg: PipelineConfig, model: IntentModel, encoded, labels: np.ndarray, device: torch.device
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Metrics of one split whose files are sharded over ranks; identical on every rank."""
-    probs = predict_encoded(model, encoded, device, cfg.training.eval_batch_size) if encoded is not None else None
-    parts = gather_objects((labels, probs))
-    ys = [y for y, p in parts if y is not None and len(y)]
-    ps = [p for y, p in parts if y is not None and len(y)]
-    if not ys:
+    """Metrics of one split whose files are sharded over ranks; identical on every rank.
+
+    User-level metrics over all users, plus category HitRate@k/NDCG@k over each user's candidates.
+    """
+    if encoded is not None:
+        probs, cand_rows, cand_y, cand_p = predict_encoded(model, encoded, device, cfg.training.eval_batch_size)
+        local = (labels, probs, cand_rows, cand_y, cand_p)
+    else:
+        local = None
+    parts = [p for p in gather_objects(local) if p is not None and len(p[0])]
+    if not parts:
         raise TrainingError("split has no rows on any rank")
-    y, p = np.concatenate(ys), np.concatenate(ps)
+    y = np.concatenate([p[0] for p in parts])
+    p = np.concatenate([p[1] for p in parts])
     metrics = evaluate_intents(y, p, threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction)
+    # Users are disjoint across ranks; offset each rank's rows so every user is one group.
+    offsets = np.cumsum([0] + [len(q[0]) for q in parts])[:-1]
+    groups = np.concatenate([q[2] + off for q, off in zip(parts, offsets, strict=True)])
+    metrics.update(
+        category_ranking_metrics(
+            groups,
+            np.concatenate([q[3] for q in parts]),
+            np.concatenate([q[4] for q in parts]),
+            k=cfg.training.category_eval_k,
+        )
+    )
     return metrics, y, p
 
 
@@ -421,10 +535,14 @@ def _train(
     seed_everything(t.seed)
     feats = list(manifest["feature_columns"])
 
-    # Each rank reads only its own files of each split.
+    # Each rank reads only its own files of each split, and the candidates of its own users.
     local = {s: read_files(files[s][rank::world]) for s in SPLITS}
     if local["train"].empty:
         raise TrainingError(f"rank {rank}: its train files {files['train'][rank::world]} hold no rows")
+    pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
+    local_cand = {
+        s: read_candidates(training_set_dir, s, local[s], [*pair_feats, USER_CATEGORY_LABEL]) for s in SPLITS
+    }
 
     stats = EncoderStats(feature_columns=feats)
     for part in gather_objects(FeatureEncoder.partial_stats(local["train"], feats)):
@@ -437,21 +555,31 @@ def _train(
         max_categories=t.max_categories,
         category_min_count=t.category_min_count,
     )
+    pair_stats = EncoderStats(feature_columns=pair_feats)
+    for part in gather_objects(FeatureEncoder.partial_tabular_stats(local_cand["train"], pair_feats)):
+        pair_stats = pair_stats.merge(part)
+    encoder = encoder.with_pair_stats(pair_stats)
     train_y, train_w = encode_targets(local["train"])
     positives = sum(p for p in gather_objects(train_y.sum(dim=0).numpy()))
     n_train = stats.n_rows
     pos_weight = positive_weights(cfg, positives, n_train)
+    cand_pos = sum(gather_objects(float(local_cand["train"][USER_CATEGORY_LABEL].sum())))
+    (category_pos_weight,) = positive_weights(cfg, np.array([cand_pos]), pair_stats.n_rows, heads=1)
 
-    train_x = encoder.encode(local["train"])
+    def encode_split(s: str) -> dict[str, torch.Tensor]:
+        rows = candidate_rows(local[s], local_cand[s])
+        return {**encoder.encode(local[s]), **encoder.encode_candidates(rows, local_cand[s], with_labels=True)}
+
+    train_x = encode_split("train")
     evals = {}
     for s in ("val", "test"):
         if local[s].empty:
             evals[s] = (None, None)
         else:
             y, _ = encode_targets(local[s])
-            evals[s] = (encoder.encode(local[s]), y.numpy())
+            evals[s] = (encode_split(s), y.numpy())
 
-    mcfg = build_model_config(cfg, model_type, encoder, pos_weight)
+    mcfg = build_model_config(cfg, model_type, encoder, pos_weight, category_pos_weight)
     torch.manual_seed(t.seed)
     model = build_model(model_type, mcfg).to(device)
     key = ckpt_io.training_key(
@@ -511,6 +639,8 @@ def _train(
             training_set_dir=str(training_set_dir),
             n_train_rows=n_train,
             pos_weight=list(pos_weight),
+            category_pos_weight=category_pos_weight,
+            n_train_candidate_rows=pair_stats.n_rows,
             category_vocab_size=len(encoder.category_index),
             n_parameters=sum(p.numel() for p in model.parameters()),
             local_batch_size=local_bs,
@@ -712,13 +842,23 @@ def _log_results(
     metrics["best_epoch"] = float(best_epoch)
     mlflow.log_metrics(metrics)
     if cfg.training.baselines:
-        from tasks.models.baselines import evaluate_baselines
+        from tasks.models.baselines import evaluate_baselines, evaluate_category_baseline
 
         train_cols = [*encoder.feature_columns, *LABEL_COLUMNS, "weight"]
         for name, m in evaluate_baselines(
             cfg, encoder, read_files(files["train"], train_cols), read_files(files["test"], train_cols)
         ).items():
             mlflow.log_metrics({f"baseline_{name}_test_{k}": v for k, v in finite(m).items()})
+        # The pair yardstick sees the candidates of exactly the users the model is evaluated on.
+        cand_cols = [*encoder.pair_feature_columns, USER_CATEGORY_LABEL]
+        set_dir = _training_set_dir(files)
+        m = evaluate_category_baseline(
+            cfg,
+            read_candidates(set_dir, "train", read_files(files["train"], list(CANDIDATE_KEY)), cand_cols),
+            read_candidates(set_dir, "test", read_files(files["test"], list(CANDIDATE_KEY)), cand_cols),
+            encoder.pair_feature_columns,
+        )
+        mlflow.log_metrics({f"baseline_lgbm_test_{k}": v for k, v in finite(m).items()})
     _log_plots(history, test_y, test_p)
     example = local["test"] if not local["test"].empty else local["train"]
     info = log_intent_model(
@@ -748,6 +888,11 @@ def _log_results(
     _write_json_atomic(Path(output), payload)
     print(f"[train] registered {payload['model_uri']} (run {payload['run_id']})", flush=True)
     return payload
+
+
+def _training_set_dir(files: dict[str, list[Path]]) -> Path:
+    """The training-set folder of the split files."""
+    return files["train"][0].parent.parent
 
 
 def _log_plots(history: list[dict[str, float]], y: np.ndarray, p: np.ndarray) -> None:

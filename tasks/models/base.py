@@ -5,8 +5,14 @@ Batch contract (what ``tasks.models.encoding.FeatureEncoder.encode`` produces):
         left-padded with 0 (index 0 is padding in every field vocabulary)
     seq_mask: bool [B, L], True on real events
     tabular: float [B, F], standardised f_* features
-Every model maps a batch to logits [B, len(INTENTS)] in ``tasks.schema.INTENTS`` order, so
-training, evaluation and scoring call the same three methods whatever the architecture.
+Optional candidate keys (``FeatureEncoder.encode_candidates``), the user x category pairs to rank:
+    cand_row: long [C], row (0..B-1) of the candidate's user in this batch, ascending
+    cand_category: long [C], index in the seq_category vocabulary (OOV for a category unseen in training)
+    cand_tabular: float [C, P], standardised pair features (f_uc_*)
+    cand_label: float [C], training and evaluation only: 1 if the user bought in that category
+Every model maps a batch to an ``IntentOutput``: user-level logits [B, len(INTENTS)] in
+``tasks.schema.INTENTS`` order from its own sequence encoder, and candidate logits [C] from the shared
+category head. Training, evaluation and scoring call the same methods whatever the architecture.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +39,15 @@ SEQUENCE_FIELDS = (
     "seq_hour",
 )
 BATCH_KEYS = (*SEQUENCE_FIELDS, "seq_mask", "tabular")
+CANDIDATE_KEYS = ("cand_row", "cand_category", "cand_tabular")
+
+
+class IntentOutput(NamedTuple):
+    """What every model's forward returns (a tuple, so DDP passes it through unchanged)."""
+
+    intent: Tensor  # [B, len(INTENTS)] user-level logits
+    category: Tensor  # [C] candidate logits; C = 0 when the batch carries no candidates
+    category_row: Tensor  # [C] long, the batch row of each candidate's user
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,12 @@ class IntentModelConfig:
     field_fusion: str = "sum"
     # BCE positive-class weight per head (INTENTS order); 1.0 means no re-weighting.
     pos_weight: tuple[float, ...] = field(default_factory=lambda: (1.0,) * N_INTENTS)
+    # Pair (user x category) tabular features of each candidate; 0 means the head sees none.
+    n_pair_tabular: int = 0
+    # BCE positive-class weight of the candidate head; 1.0 means no re-weighting.
+    category_pos_weight: float = 1.0
+    # Weight of the candidate BCE beside the user-level loss; 0 trains the user heads only.
+    category_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         missing = [f for f in SEQUENCE_FIELDS if f not in self.vocab_sizes]
@@ -62,6 +83,8 @@ class IntentModelConfig:
             raise ValueError(f"pos_weight needs {N_INTENTS} positive values, got {self.pos_weight}")
         if self.n_tabular < 0 or self.sequence_length < 1:
             raise ValueError("n_tabular must be >= 0 and sequence_length >= 1")
+        if self.n_pair_tabular < 0 or self.category_pos_weight <= 0 or self.category_loss_weight < 0:
+            raise ValueError("n_pair_tabular and category_loss_weight must be >= 0, category_pos_weight > 0")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -104,7 +127,8 @@ class FieldEmbedding(nn.Module):
 
 
 class IntentModel(nn.Module):
-    """Base of all architectures: sequence encoder (subclass) + tabular MLP -> fused 3-head output."""
+    """Base of all architectures: sequence encoder (subclass) + tabular MLP -> fused user representation,
+    read by the user-level 3-head MLP and by the shared category-intent head."""
 
     config_class: ClassVar[type[IntentModelConfig]] = IntentModelConfig
 
@@ -120,44 +144,127 @@ class IntentModel(nn.Module):
         )
         fused = h * (2 if self.tabular_mlp is not None else 1)
         self.head = nn.Sequential(nn.Linear(fused, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, N_INTENTS))
+        self.pair_mlp = (
+            nn.Sequential(nn.Linear(cfg.n_pair_tabular, h), nn.GELU(), nn.Linear(h, h)) if cfg.n_pair_tabular else None
+        )
+        # Candidate input: [user representation (fused), category embedding (D), pair features (H, if any)].
+        cand_in = fused + cfg.embedding_dim + (h if self.pair_mlp is not None else 0)
+        self.category_head = nn.Sequential(
+            nn.Linear(cand_in, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 1)
+        )
         self.register_buffer("pos_weight", torch.tensor(cfg.pos_weight, dtype=torch.float32), persistent=False)
 
     def encode_sequence(self, batch: dict[str, Tensor]) -> Tensor:
         """Sequence representation [B, hidden_dim]; must ignore padded positions entirely."""
         raise NotImplementedError
 
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+    def sequence_features(self, batch: dict[str, Tensor]) -> Tensor:
+        """The architecture's sequence representation [B, H], zero for users without events."""
         seq = self.encode_sequence(batch)  # [B, H]
         # A user without events has no sequence signal: zero it rather than trust a pad-only encoding.
         has_events = batch["seq_mask"].any(dim=1, keepdim=True).to(seq.dtype)  # [B, 1]
-        parts = [seq * has_events]
-        if self.tabular_mlp is not None:
-            parts.append(self.tabular_mlp(batch["tabular"]))  # [B, H]
-        return self.head(torch.cat(parts, dim=-1))  # [B, 3]
+        return seq * has_events
 
-    def loss(self, logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
-        """Weighted BCE over the heads: logits/labels [B, 3], weight [B] -> scalar.
+    def fuse(self, seq: Tensor, tabular: Tensor) -> Tensor:
+        """Late fusion: seq [B, H], tabular [B, F] -> user representation [B, H or 2H]."""
+        if self.tabular_mlp is None:
+            return seq
+        return torch.cat([seq, self.tabular_mlp(tabular).to(seq.dtype)], dim=-1)
 
-        Normalised by the row count, not the weight sum, so the mean over equal-sized DDP shards
-        equals the loss of the whole global batch.
+    def category_logits(self, user: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Shared candidate head: user [B, R] -> (logits [C], cand_row [C]).
+
+        Always runs, on empty tensors when the batch has no candidates, so that under DDP every
+        parameter takes part in every step.
         """
+        if "cand_category" in batch:
+            rows, cats, pair = batch["cand_row"], batch["cand_category"], batch.get("cand_tabular")
+        else:
+            rows = torch.zeros(0, dtype=torch.long, device=user.device)
+            cats, pair = rows, None
+        parts = [user[rows], self.embed.tables["seq_category"](cats).to(user.dtype)]  # [C, R], [C, D]
+        if self.pair_mlp is not None:
+            if pair is None:
+                pair = torch.zeros(len(rows), self.cfg.n_pair_tabular, device=user.device)
+            parts.append(self.pair_mlp(pair).to(user.dtype))  # [C, H]
+        return self.category_head(torch.cat(parts, dim=-1)).squeeze(-1), rows  # [C], [C]
+
+    def forward(self, batch: dict[str, Tensor]) -> IntentOutput:
+        user = self.fuse(self.sequence_features(batch), batch["tabular"])  # [B, R]
+        category, rows = self.category_logits(user, batch)
+        return IntentOutput(self.head(user), category, rows)  # [B, 3], [C], [C]
+
+    def loss(
+        self, output: IntentOutput, labels: Tensor, weight: Tensor | None = None, category_labels: Tensor | None = None
+    ) -> Tensor:
+        """Weighted BCE over the heads (labels [B, 3], weight [B]) plus ``category_loss_weight`` x the
+        candidate BCE (category_labels [C], each candidate weighted by its user's weight) -> scalar.
+
+        Both terms are normalised by the user row count B, not by weight sums or C, so the mean over
+        equal-sized DDP shards equals the loss of the whole global batch however candidates spread.
+        """
+        logits = output.intent
         per = nn.functional.binary_cross_entropy_with_logits(
             logits.float(), labels.float(), pos_weight=self.pos_weight, reduction="none"
         )  # [B, 3]
         per_row = per.sum(dim=1)  # [B]
         if weight is not None:
             per_row = per_row * weight.float()
-        return per_row.mean()
+        total = per_row.mean()
+        if category_labels is not None and self.cfg.category_loss_weight > 0:
+            per_cand = nn.functional.binary_cross_entropy_with_logits(
+                output.category.float(),
+                category_labels.float(),
+                pos_weight=torch.tensor(self.cfg.category_pos_weight, device=logits.device),
+                reduction="none",
+            )  # [C]
+            if weight is not None:
+                per_cand = per_cand * weight.float()[output.category_row]
+            total = total + self.cfg.category_loss_weight * per_cand.sum() / max(len(labels), 1)
+        return total
 
     @torch.no_grad()
-    def predict(self, batch: dict[str, Tensor]) -> Tensor:
-        """Probabilities [B, 3] in eval mode (no dropout); restores the previous mode."""
+    def predict_output(self, batch: dict[str, Tensor]) -> IntentOutput:
+        """Probabilities (intent [B, 3], category [C]) in eval mode (no dropout); restores the mode."""
         was_training = self.training
         self.eval()
         try:
-            return torch.sigmoid(self.forward(batch).float())
+            out = self.forward(batch)
+            return IntentOutput(torch.sigmoid(out.intent.float()), torch.sigmoid(out.category.float()), out.category_row)
         finally:
             self.train(was_training)
+
+    def predict(self, batch: dict[str, Tensor]) -> Tensor:
+        """User-level probabilities [B, 3] in eval mode."""
+        return self.predict_output(batch).intent
+
+    def predict_with_tabular_gradient(self, batch: dict[str, Tensor], head: int = 0) -> tuple[IntentOutput, Tensor]:
+        """``predict_output`` plus d logit[:, head] / d tabular [B, F], from one pass of the encoder.
+
+        The sequence representation does not depend on the tabular input, so it is computed once
+        without autograd and only the late fusion and the user head are differentiated: backward
+        never runs through the LSTM/BERT encoder, and predictions and gradients share its output.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                seq = self.sequence_features(batch)  # [B, H]
+            tab = batch["tabular"].detach().clone().requires_grad_(True)  # [B, F]
+            with torch.enable_grad():
+                user = self.fuse(seq, tab)  # [B, R]
+                intent = self.head(user)  # [B, 3]; rows independent: d(sum)/d tab[i] is row i's own gradient
+                (grad,) = torch.autograd.grad(intent[:, head].sum(), tab)
+            with torch.no_grad():
+                category, rows = self.category_logits(user.detach(), batch)
+            probs = IntentOutput(torch.sigmoid(intent.detach().float()), torch.sigmoid(category.float()), rows)
+            return probs, grad
+        finally:
+            self.train(was_training)
+
+    def tabular_gradient(self, batch: dict[str, Tensor], head: int = 0) -> Tensor:
+        """d logit[:, head] / d tabular, [B, F], in eval mode, without backward through the encoder."""
+        return self.predict_with_tabular_gradient(batch, head)[1]
 
 
 _REGISTRY: dict[str, type[IntentModel]] = {}

@@ -2,14 +2,16 @@
 
 Fitted on the train split only. Fitting is split into mergeable partial statistics so that each
 DDP rank summarises just its own Parquet files and the ranks combine the sums; the fitted encoder
-(category vocabulary, f_* imputation values, log flags, means/stds, L, item_buckets) travels with
-the packaged model as JSON so scoring encodes exactly as training did.
+(category vocabulary, f_* imputation values, log flags, means/stds, L, item_buckets, and the same
+statistics of the user x category pair features) travels with the packaged model as JSON so scoring
+encodes exactly as training did.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from tasks.schema import EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS
+from tasks.schema import CANDIDATE_CATEGORY_COLUMN, EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS, USER_CATEGORY_LABEL
 
 PAD = 0
 OOV = 1  # category index of a value not in the train vocabulary
@@ -96,6 +98,33 @@ def _tabular_matrix(pdf: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return out
 
 
+def _scaling(stats: EncoderStats) -> dict[str, list]:
+    """Imputation value, log flag, mean and std per column of merged statistics (shared by user and pair features)."""
+    cnt = np.maximum(stats.count, 1.0)
+    log_flag = stats.minimum >= 0
+    s, s2 = np.where(log_flag, stats.log_total, stats.total), np.where(log_flag, stats.log_total_sq, stats.total_sq)
+    mean = s / cnt
+    var = np.maximum(s2 / cnt - mean**2, 0.0)
+    std = np.sqrt(var)
+    std = np.where(std < 1e-8, 1.0, std)  # constant columns pass through centred
+    impute = np.where(log_flag, np.expm1(mean), mean)
+    return {
+        "impute": [float(v) for v in impute],
+        "log": [bool(v) for v in log_flag],
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+    }
+
+
+def _standardise(x: np.ndarray, impute, log_flag, means, stds) -> np.ndarray:
+    """Raw [N, F] -> imputed, log1p where flagged, standardised and clipped float32 [N, F]."""
+    x = np.where(np.isnan(x), np.asarray(impute, dtype=np.float64), x)
+    log = np.asarray(log_flag, dtype=bool)
+    x = np.where(log, np.log1p(np.maximum(x, 0.0)), x)
+    x = (x - np.asarray(means, dtype=np.float64)) / np.asarray(stds, dtype=np.float64)
+    return np.clip(x, -TABULAR_CLIP, TABULAR_CLIP).astype(np.float32)
+
+
 def _ragged(col: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A column of lists / numpy arrays / None -> (lengths [B], flat values)."""
     pieces = []
@@ -122,8 +151,33 @@ class FeatureEncoder:
     sequence_length: int
     item_buckets: int
     gap_buckets: int
+    # The same statistics for the user x category pair features (f_uc_*) of the category head;
+    # empty until ``with_pair_stats``.
+    pair_feature_columns: list[str] = field(default_factory=list)
+    pair_impute_values: list[float] = field(default_factory=list)
+    pair_log_transform: list[bool] = field(default_factory=list)
+    pair_means: list[float] = field(default_factory=list)
+    pair_stds: list[float] = field(default_factory=list)
 
     # ---- fitting -------------------------------------------------------------------------
+    @staticmethod
+    def partial_tabular_stats(pdf: pd.DataFrame, feature_columns: list[str]) -> EncoderStats:
+        """Statistics of numeric columns only (the pair features of the candidate rows)."""
+        x = _tabular_matrix(pdf, feature_columns)  # [N, F]
+        present = ~np.isnan(x)
+        x0 = np.where(present, x, 0.0)
+        lx = np.log1p(np.maximum(x0, 0.0))
+        return EncoderStats(
+            feature_columns=list(feature_columns),
+            n_rows=len(pdf),
+            count=present.sum(axis=0).astype(np.float64),
+            total=x0.sum(axis=0),
+            total_sq=(x0**2).sum(axis=0),
+            log_total=lx.sum(axis=0),
+            log_total_sq=(lx**2).sum(axis=0),
+            minimum=np.where(present, x, np.inf).min(axis=0) if len(pdf) else np.full(len(feature_columns), np.inf),
+        )
+
     @staticmethod
     def partial_stats(pdf: pd.DataFrame, feature_columns: list[str]) -> EncoderStats:
         x = _tabular_matrix(pdf, feature_columns)  # [N, F]
@@ -157,21 +211,14 @@ class FeatureEncoder:
     ) -> FeatureEncoder:
         if stats.n_rows == 0:
             raise EncodingError("cannot fit the encoder on an empty train split")
-        cnt = np.maximum(stats.count, 1.0)
-        log_flag = stats.minimum >= 0
-        s, s2 = np.where(log_flag, stats.log_total, stats.total), np.where(log_flag, stats.log_total_sq, stats.total_sq)
-        mean = s / cnt
-        var = np.maximum(s2 / cnt - mean**2, 0.0)
-        std = np.sqrt(var)
-        std = np.where(std < 1e-8, 1.0, std)  # constant columns pass through centred
-        impute = np.where(log_flag, np.expm1(mean), mean)
+        sc = _scaling(stats)
         kept = [c for c, n in stats.categories.most_common() if n >= category_min_count][:max_categories]
         return cls(
             feature_columns=list(stats.feature_columns),
-            impute_values=[float(v) for v in impute],
-            log_transform=[bool(v) for v in log_flag],
-            means=[float(v) for v in mean],
-            stds=[float(v) for v in std],
+            impute_values=sc["impute"],
+            log_transform=sc["log"],
+            means=sc["mean"],
+            stds=sc["std"],
             category_index={c: i + 2 for i, c in enumerate(sorted(kept))},
             sequence_length=int(sequence_length),
             item_buckets=int(item_buckets),
@@ -181,6 +228,20 @@ class FeatureEncoder:
     @classmethod
     def fit(cls, pdf: pd.DataFrame, feature_columns: list[str], **kwargs) -> FeatureEncoder:
         return cls.from_stats(cls.partial_stats(pdf, feature_columns), **kwargs)
+
+    def with_pair_stats(self, stats: EncoderStats) -> FeatureEncoder:
+        """A copy that also scales the pair features of ``stats`` (merged ``partial_tabular_stats``)."""
+        if stats.n_rows == 0:
+            raise EncodingError("cannot fit the pair features on zero train candidate rows")
+        sc = _scaling(stats)
+        return dataclasses.replace(
+            self,
+            pair_feature_columns=list(stats.feature_columns),
+            pair_impute_values=sc["impute"],
+            pair_log_transform=sc["log"],
+            pair_means=sc["mean"],
+            pair_stds=sc["std"],
+        )
 
     # ---- encoding ------------------------------------------------------------------------
     @property
@@ -197,11 +258,45 @@ class FeatureEncoder:
 
     def encode_tabular(self, pdf: pd.DataFrame) -> np.ndarray:
         x = _tabular_matrix(pdf, self.feature_columns)  # [B, F]
-        x = np.where(np.isnan(x), np.asarray(self.impute_values), x)
-        log = np.asarray(self.log_transform)
-        x = np.where(log, np.log1p(np.maximum(x, 0.0)), x)
-        x = (x - np.asarray(self.means)) / np.asarray(self.stds)
-        return np.clip(x, -TABULAR_CLIP, TABULAR_CLIP).astype(np.float32)
+        return _standardise(x, self.impute_values, self.log_transform, self.means, self.stds)
+
+    def category_indices(self, categories) -> np.ndarray:
+        """Raw category ids -> seq_category vocabulary indices, OOV for unseen or missing ones."""
+        return np.fromiter(
+            (self.category_index.get(str(c), OOV) if c is not None else OOV for c in categories),
+            dtype=np.int64,
+            count=len(categories),
+        )
+
+    def encode_candidates(self, rows: np.ndarray, cand: pd.DataFrame, *, with_labels: bool = False) -> dict[str, Tensor]:
+        """Candidate rows of a batch -> the cand_* keys of the batch contract (see tasks.models.base).
+
+        ``rows`` [C]: the batch row of each candidate's user, -1 for a candidate whose user is not in
+        the batch (dropped). ``cand`` holds category_id and the pair feature columns (and the label
+        when ``with_labels``). The result is ordered by row (stable), which ``tasks.train.take`` relies on.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) != len(cand):
+            raise EncodingError(f"{len(rows)} candidate rows for {len(cand)} candidates")
+        _require_columns(cand, [CANDIDATE_CATEGORY_COLUMN], "candidate")
+        keep = np.flatnonzero(rows >= 0)
+        keep = keep[np.argsort(rows[keep], kind="stable")]
+        sub = cand.iloc[keep]
+        x = _tabular_matrix(sub, self.pair_feature_columns)  # [C, P]
+        out = {
+            "cand_row": torch.from_numpy(rows[keep].copy()),
+            "cand_category": torch.from_numpy(self.category_indices(sub[CANDIDATE_CATEGORY_COLUMN].tolist())),
+            "cand_tabular": torch.from_numpy(
+                _standardise(x, self.pair_impute_values, self.pair_log_transform, self.pair_means, self.pair_stds)
+            ),
+        }
+        if with_labels:
+            _require_columns(cand, [USER_CATEGORY_LABEL], "candidate label")
+            y = sub[USER_CATEGORY_LABEL].to_numpy(dtype=np.float32, na_value=np.nan)
+            if np.isnan(y).any() or not np.isin(y, (0.0, 1.0)).all():
+                raise EncodingError(f"{USER_CATEGORY_LABEL} must hold 0/1 on every candidate row")
+            out["cand_label"] = torch.from_numpy(y)
+        return out
 
     def _field_values(self, name: str, flat: np.ndarray) -> np.ndarray:
         """Raw flat values of one sequence column -> vocabulary indices >= 1."""

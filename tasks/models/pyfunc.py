@@ -2,8 +2,14 @@
 
 The contract scoring relies on: ``mlflow.pyfunc.load_model(uri).predict(pdf)`` with ``user_id``, the
 model's f_* columns and the seq_* columns (lists or numpy arrays) returns a DataFrame with
-``tasks.schema.PROBABILITY_COLUMNS`` in the input's row order. The project code travels with the model
-(``code_paths``), so the URI is all a consumer needs.
+``tasks.schema.PROBABILITY_COLUMNS`` in the input's row order. When the input also carries the user's
+candidate categories as parallel arrays (``cand_category_id`` and ``cand_<f_uc_*>``, see
+``tasks.schema.CANDIDATE_ARRAY_PREFIX``), the output adds ``top_categories``: the ``top_k_categories``
+(a predict param) most likely categories as "<category_id>:<probability>", best first (None for a user
+without candidates). With the predict param ``reasons_top_k`` > 0 it also adds ``reasons``: the f_*
+features whose gradient x input most raises the purchase logit (``tabular_reasons``), computed in the
+same pass as the probabilities. The project code travels with the model (``code_paths``), so the URI
+is all a consumer needs.
 """
 
 from __future__ import annotations
@@ -19,15 +25,25 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature
-from mlflow.types.schema import Array, ColSpec, DataType, Schema
+from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from tasks.config import REPO_ROOT
 from tasks.models.base import IntentModel, build_model
 from tasks.models.encoding import FeatureEncoder
-from tasks.schema import PROBABILITY_COLUMNS, SEQUENCE_COLUMNS
+from tasks.schema import (
+    CANDIDATE_ARRAY_CATEGORY,
+    CANDIDATE_ARRAY_PREFIX,
+    CANDIDATE_CATEGORY_COLUMN,
+    PROBABILITY_COLUMNS,
+    REASONS_COLUMN,
+    SEQUENCE_COLUMNS,
+    TOP_CATEGORIES_COLUMN,
+)
 
 # Rows per forward pass inside predict; bounds memory whatever batch the caller hands in.
 PREDICT_CHUNK = 4096
+# Default of the top_k_categories predict param (scoring passes scoring.top_k_categories).
+DEFAULT_TOP_K_CATEGORIES = 5
 _RUNTIME_PACKAGES = ("torch", "transformers", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml", "scikit-learn")
 
 
@@ -46,29 +62,113 @@ class IntentPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         if not isinstance(model_input, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame, got {type(model_input).__name__}")
-        parts = []
+        top_k = int((params or {}).get("top_k_categories", DEFAULT_TOP_K_CATEGORIES))
+        reasons_k = int((params or {}).get("reasons_top_k", 0))
+        with_candidates = CANDIDATE_ARRAY_CATEGORY in model_input.columns
+        parts, tops, reasons = [], [], []
         for start in range(0, len(model_input), PREDICT_CHUNK):
             chunk = model_input.iloc[start : start + PREDICT_CHUNK]
             batch = self.encoder.encode(chunk)
-            parts.append(self.model.predict(batch).numpy())  # [b, 3]
+            cats = None
+            if with_candidates:
+                rows, cand = explode_candidates(chunk, self.encoder.pair_feature_columns)
+                batch.update(self.encoder.encode_candidates(rows, cand))
+                cats = cand[CANDIDATE_CATEGORY_COLUMN].to_numpy(dtype=object)  # rows ascending, as encoded
+            if reasons_k:
+                out, grad = self.model.predict_with_tabular_gradient(batch)
+                reasons.extend(reasons_from_gradient(grad, batch["tabular"], self.encoder.feature_columns, reasons_k))
+            else:
+                out = self.model.predict_output(batch)
+            if cats is not None:
+                tops.extend(top_categories(out.category_row.numpy(), cats, out.category.numpy(), len(chunk), top_k))
+            parts.append(out.intent.numpy())  # [b, 3]
         probs = np.concatenate(parts) if parts else np.zeros((0, len(PROBABILITY_COLUMNS)))
-        return pd.DataFrame(probs.astype(np.float64), columns=list(PROBABILITY_COLUMNS), index=model_input.index)
+        result = pd.DataFrame(probs.astype(np.float64), columns=list(PROBABILITY_COLUMNS), index=model_input.index)
+        if with_candidates:
+            result[TOP_CATEGORIES_COLUMN] = pd.Series(tops, index=model_input.index, dtype=object)
+        if reasons_k:
+            result[REASONS_COLUMN] = pd.Series(reasons, index=model_input.index, dtype=object)
+        return result
 
 
-def signature_for(feature_columns: list[str]) -> ModelSignature:
-    """Input: user_id, f_* doubles (NaN allowed), seq_* arrays; output: the probability columns.
+def reasons_from_gradient(grad, tabular, names: list[str], top_k: int) -> list[list[str]]:
+    """Per row, the features whose gradient x input (grad, tabular [B, F]) is largest, positive ones
+    only, strongest first. Inputs are standardised, so 0 is the training mean and the product is the
+    feature's first-order push away from an average user."""
+    contrib = (grad * tabular).detach().numpy()  # [B, F]
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, :top_k]  # [B, k]
+    return [[names[j] for j in row if contrib[i, j] > 0] for i, row in enumerate(order)]
+
+
+def explode_candidates(pdf: pd.DataFrame, pair_columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Parallel candidate arrays on user rows -> (user row [C], one row per candidate), rows ascending.
+
+    A null cand_category_id means no candidates; every cand_<f> array of a row must match its length.
+    """
+    from tasks.models.encoding import EncodingError
+
+    names = [CANDIDATE_ARRAY_CATEGORY, *(CANDIDATE_ARRAY_PREFIX + c for c in pair_columns)]
+    missing = [c for c in names if c not in pdf.columns]
+    if missing:
+        raise EncodingError(f"input has {CANDIDATE_ARRAY_CATEGORY} but lacks candidate column(s) {missing}")
+    cats = [[] if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in pdf[names[0]]]
+    lengths = np.fromiter((len(v) for v in cats), dtype=np.int64, count=len(cats))
+    out = {CANDIDATE_CATEGORY_COLUMN: [c for v in cats for c in v]}
+    for col, name in zip(pair_columns, names[1:], strict=True):
+        values = [[] if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in pdf[name]]
+        bad = np.flatnonzero(np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values)) != lengths)
+        if len(bad):
+            raise EncodingError(f"row {int(bad[0])}: {name} length differs from {CANDIDATE_ARRAY_CATEGORY}")
+        out[col] = np.asarray([np.nan if x is None else x for v in values for x in v], dtype=np.float64)
+    rows = np.repeat(np.arange(len(pdf)), lengths)
+    return rows, pd.DataFrame(out)
+
+
+def top_categories(
+    rows: np.ndarray, categories: np.ndarray, probs: np.ndarray, n_rows: int, k: int
+) -> list[list[str] | None]:
+    """Per user row, its k most likely candidates as "<category_id>:<probability>" (best first; ties keep
+    input order); None for a row without candidates. rows/categories/probs [C], rows ascending."""
+    out: list[list[str] | None] = [None] * n_rows
+    order = np.lexsort((np.arange(len(probs)), -probs, rows))
+    starts = np.searchsorted(rows[order], np.arange(n_rows))
+    ends = np.searchsorted(rows[order], np.arange(n_rows), side="right")
+    for i in np.flatnonzero(ends > starts):
+        top = order[starts[i] : min(ends[i], starts[i] + k)]
+        out[i] = [f"{categories[j]}:{probs[j]:.4f}" for j in top]
+    return out
+
+
+def signature_for(feature_columns: list[str], pair_columns: list[str] | None = None) -> ModelSignature:
+    """Input: user_id, f_* doubles (NaN allowed), seq_* arrays, optional candidate arrays; output: the
+    probability columns, top_categories and reasons; params top_k_categories and reasons_top_k.
 
     seq_* are declared optional only so that a null array (a user without events) passes mlflow's
-    per-row check; a missing seq_* column is still rejected, by the encoder, with its name.
+    per-row check; a missing seq_* column is still rejected, by the encoder, with its name. The
+    candidate arrays are optional because user-level consumers (the gate) score without them.
     """
     seq_types = {c: Array(DataType.string if c == "seq_category" else DataType.long) for c in SEQUENCE_COLUMNS}
+    cand = [ColSpec(Array(DataType.string), CANDIDATE_ARRAY_CATEGORY, required=False)] + [
+        ColSpec(Array(DataType.double), CANDIDATE_ARRAY_PREFIX + c, required=False) for c in pair_columns or []
+    ]
     inputs = Schema(
         [ColSpec(DataType.string, "user_id")]
         + [ColSpec(DataType.double, c) for c in feature_columns]
         + [ColSpec(t, c, required=False) for c, t in seq_types.items()]
+        + cand
     )
-    outputs = Schema([ColSpec(DataType.double, c) for c in PROBABILITY_COLUMNS])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    outputs = Schema(
+        [ColSpec(DataType.double, c) for c in PROBABILITY_COLUMNS]
+        + [ColSpec(Array(DataType.string), TOP_CATEGORIES_COLUMN, required=False)]
+        + [ColSpec(Array(DataType.string), REASONS_COLUMN, required=False)]
+    )
+    params = ParamSchema(
+        [
+            ParamSpec("top_k_categories", DataType.long, DEFAULT_TOP_K_CATEGORIES),
+            ParamSpec("reasons_top_k", DataType.long, 0),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def pip_requirements() -> list[str]:
@@ -116,7 +216,7 @@ def log_intent_model(
                 "model_spec": str(tmpdir / "model_spec.json"),
             },
             code_paths=[str(REPO_ROOT / "tasks")],
-            signature=signature_for(encoder.feature_columns),
+            signature=signature_for(encoder.feature_columns, encoder.pair_feature_columns),
             input_example=input_example(example, encoder.feature_columns),
             pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,

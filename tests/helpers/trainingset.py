@@ -1,7 +1,9 @@
 """Builder of small training-set folders in the layout of spark_jobs.training_set, with learnable signal.
 
 Signal (so a model can beat chance): a cart event among the last few events makes a purchase likely,
-recent views of category "cat_0" make a cart likely, any fav event makes another fav likely.
+recent views of category "cat_0" make a cart likely, any fav event makes another fav likely. Each
+user's candidate categories (``user_category/``) are the categories in their sequence; a purchase in a
+candidate is likely when it holds the user's most recent event or a cart event.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS
+from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS, USER_CATEGORY_LABEL
 
 FEATURE_COLUMNS = (
     "f_view_count_7d",
@@ -40,6 +42,41 @@ SCHEMA = pa.schema(
         ("weight", pa.float64()),
     ]
 )
+
+
+PAIR_FEATURE_COLUMNS = ("f_uc_view_7d", "f_uc_cart_7d", "f_uc_recency_any", "f_uc_share")
+
+PAIR_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("category_id", pa.string()),
+        ("ds", pa.date32()),
+        *[(c, pa.float64()) for c in PAIR_FEATURE_COLUMNS],
+        (USER_CATEGORY_LABEL, pa.int32()),
+    ]
+)
+
+
+def candidate_rows(users: dict[str, list], rng: np.random.Generator) -> dict[str, list]:
+    """The user x category rows of ``users`` (make_rows output), one per distinct category in a sequence."""
+    out: dict[str, list] = {f.name: [] for f in PAIR_SCHEMA}
+    for uid, ds, types, cats in zip(users["user_id"], users["ds"], users["seq_event_type"], users["seq_category"],
+                                    strict=True):
+        types = np.asarray(types)
+        for cat in sorted(set(cats)):
+            at = np.asarray([c == cat for c in cats])
+            last = len(cats) - 1 - int(np.flatnonzero(at)[-1])
+            carted = bool(((types == 2) & at).any())
+            p_buy = _sigmoid(-2.2 + 2.0 * (last == 0) + 1.5 * carted)
+            out["user_id"].append(uid)
+            out["category_id"].append(cat)
+            out["ds"].append(ds)
+            out["f_uc_view_7d"].append(float(((types == 1) & at).sum()))
+            out["f_uc_cart_7d"].append(float(((types == 2) & at).sum()))
+            out["f_uc_recency_any"].append(float(last))
+            out["f_uc_share"].append(float(at.mean()))
+            out[USER_CATEGORY_LABEL].append(int(rng.random() < p_buy))
+    return out
 
 
 def _sigmoid(x: float) -> float:
@@ -91,27 +128,33 @@ def write_training_set(
     files_per_split: int = 2,
     first_cutoff: dt.date = dt.date(2026, 1, 5),
 ) -> Path:
-    """Write ``<directory>/{train,val,test}/part-*.parquet`` and ``manifest.json``; returns ``directory``."""
+    """Write ``<directory>/{train,val,test}/part-*.parquet``, ``user_category/{train,val,test}/`` and
+    ``manifest.json``; returns ``directory``."""
     directory = Path(directory)
     rng = np.random.default_rng(seed)
+    # A separate stream for the candidate labels keeps the user rows of a seed unchanged.
+    cand_rng = np.random.default_rng(seed + 10_000)
     days = [first_cutoff + dt.timedelta(days=i) for i in range(n_train_cutoffs + 2)]
     cutoffs = {"train": days[:n_train_cutoffs], "val": [days[-2]], "test": [days[-1]]}
     rows_per_split = {}
     for split, split_days in cutoffs.items():
         out = directory / split
         out.mkdir(parents=True, exist_ok=True)
-        table = pa.concat_tables(
-            pa.Table.from_pydict(
-                make_rows(n_users, d, rng, sequence_length=sequence_length, item_buckets=item_buckets,
-                          n_categories=n_categories),
-                schema=SCHEMA,
-            )
+        users = [
+            make_rows(n_users, d, rng, sequence_length=sequence_length, item_buckets=item_buckets,
+                      n_categories=n_categories)
             for d in split_days
-        )
+        ]
+        table = pa.concat_tables(pa.Table.from_pydict(u, schema=SCHEMA) for u in users)
+        pairs = pa.concat_tables(pa.Table.from_pydict(candidate_rows(u, cand_rng), schema=PAIR_SCHEMA) for u in users)
         rows_per_split[split] = table.num_rows
+        (directory / "user_category" / split).mkdir(parents=True, exist_ok=True)
         for i in range(files_per_split):
             part = table.filter(pa.array(np.arange(table.num_rows) % files_per_split == i))
             pq.write_table(part, out / f"part-{i:05d}.parquet")
+            # Candidate files split differently from the user files, as range partitioning makes them.
+            lo, hi = pairs.num_rows * i // files_per_split, pairs.num_rows * (i + 1) // files_per_split
+            pq.write_table(pairs.slice(lo, hi - lo), directory / "user_category" / split / f"part-{i:05d}.parquet")
     manifest = {
         "id": directory.name,
         "cutoffs": {k: [d.isoformat() for d in v] for k, v in cutoffs.items()},
@@ -120,6 +163,7 @@ def write_training_set(
         "sequence_length": sequence_length,
         "item_buckets": item_buckets,
         "rows": rows_per_split,
+        "user_category": {"feature_columns": list(PAIR_FEATURE_COLUMNS), "label_column": USER_CATEGORY_LABEL},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return directory

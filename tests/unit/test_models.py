@@ -7,24 +7,44 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks.evaluate import binary_metrics, evaluate_intents
-from tasks.models.base import SEQUENCE_FIELDS, build_model, model_config, model_types
+from tasks.evaluate import binary_metrics, category_ranking_metrics, evaluate_intents
+from tasks.models.base import SEQUENCE_FIELDS, IntentOutput, build_model, model_config, model_types
 from tasks.models.encoding import OOV, EncoderStats, EncodingError, FeatureEncoder, encode_targets
-from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
+from tasks.train import candidate_rows, take
+from tests.helpers.trainingset import FEATURE_COLUMNS, PAIR_FEATURE_COLUMNS, write_training_set
 
 L = 12
 ARCHS = [("lstm", {}), ("lstm", {"field_fusion": "concat", "num_layers": 2}), ("bert", {}), ("bert", {"pooling": "attention"})]
 
 
 @pytest.fixture(scope="module")
-def train_pdf(tmp_path_factory) -> pd.DataFrame:
-    d = write_training_set(tmp_path_factory.mktemp("ts") / "ts", n_users=120, seed=3, sequence_length=L)
-    return pd.read_parquet(d / "train")
+def ts_dir(tmp_path_factory):
+    return write_training_set(tmp_path_factory.mktemp("ts") / "ts", n_users=120, seed=3, sequence_length=L)
 
 
 @pytest.fixture(scope="module")
-def encoder(train_pdf) -> FeatureEncoder:
-    return FeatureEncoder.fit(train_pdf, list(FEATURE_COLUMNS), sequence_length=L, item_buckets=64)
+def train_pdf(ts_dir) -> pd.DataFrame:
+    return pd.read_parquet(ts_dir / "train")
+
+
+@pytest.fixture(scope="module")
+def cand_pdf(ts_dir) -> pd.DataFrame:
+    return pd.read_parquet(ts_dir / "user_category" / "train")
+
+
+@pytest.fixture(scope="module")
+def encoder(train_pdf, cand_pdf) -> FeatureEncoder:
+    enc = FeatureEncoder.fit(train_pdf, list(FEATURE_COLUMNS), sequence_length=L, item_buckets=64)
+    return enc.with_pair_stats(FeatureEncoder.partial_tabular_stats(cand_pdf, list(PAIR_FEATURE_COLUMNS)))
+
+
+def _with_candidates(encoder, users, cand_pdf):
+    """User batch plus the users' candidates (and labels), as training builds it."""
+    users = users.reset_index(drop=True)
+    return {
+        **encoder.encode(users),
+        **encoder.encode_candidates(candidate_rows(users, cand_pdf), cand_pdf, with_labels=True),
+    }
 
 
 def _model(encoder, model_type, extra, seed=0, **kw):
@@ -37,6 +57,7 @@ def _model(encoder, model_type, extra, seed=0, **kw):
         embedding_dim=16,
         hidden_dim=32,
         dropout=0.0,
+        n_pair_tabular=len(encoder.pair_feature_columns),
         **extra,
         **kw,
     )
@@ -50,18 +71,75 @@ def test_registry_lists_both_architectures():
 
 
 @pytest.mark.parametrize("model_type,extra", ARCHS)
-def test_forward_loss_predict_shapes(encoder, train_pdf, model_type, extra):
+def test_forward_loss_predict_shapes(encoder, train_pdf, cand_pdf, model_type, extra):
     model = _model(encoder, model_type, extra)
-    batch = encoder.encode(train_pdf.head(17))
+    batch = _with_candidates(encoder, train_pdf.head(17), cand_pdf)
+    c = len(batch["cand_row"])
+    assert c > 17 and batch["cand_tabular"].shape == (c, len(PAIR_FEATURE_COLUMNS))
     y, w = encode_targets(train_pdf.head(17))
-    logits = model(batch)
-    assert logits.shape == (17, 3) and logits.dtype == torch.float32
-    loss = model.loss(logits, y, w)
+    out = model(batch)
+    assert out.intent.shape == (17, 3) and out.intent.dtype == torch.float32
+    assert out.category.shape == (c,) and torch.equal(out.category_row, batch["cand_row"])
+    loss = model.loss(out, y, w, category_labels=batch["cand_label"])
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert model.category_head[0].weight.grad.abs().sum() > 0
     p = model.predict(batch)
     assert p.shape == (17, 3) and bool(((p > 0) & (p < 1)).all())
+    # Without candidates the same user probabilities and an empty category output.
+    torch.testing.assert_close(model.predict(encoder.encode(train_pdf.head(17))), p)
+    assert model.predict_output(encoder.encode(train_pdf.head(17))).category.shape == (0,)
+
+
+@pytest.mark.parametrize("model_type,extra", ARCHS[::2])
+def test_category_head_contract_and_oov(encoder, train_pdf, cand_pdf, model_type, extra):
+    model = _model(encoder, model_type, extra)
+    users = train_pdf.head(10).reset_index(drop=True)
+    batch = _with_candidates(encoder, users, cand_pdf)
+    out = model.predict_output(batch)
+    assert bool(((out.category > 0) & (out.category < 1)).all())
+    # A candidate's score depends only on its own user and pair: scoring users one at a time agrees.
+    for i in (0, 7):
+        one = take(batch, torch.tensor([i]))
+        torch.testing.assert_close(model.predict_output(one).category, out.category[batch["cand_row"] == i])
+    # A category unseen in training maps to OOV and still gets a finite probability.
+    unseen = cand_pdf.head(2).copy()
+    unseen["category_id"] = ["never_seen", None]
+    rows = candidate_rows(train_pdf, unseen)
+    enc = encoder.encode_candidates(rows, unseen)
+    assert enc["cand_category"].tolist() == [OOV, OOV]
+    p = model.predict_output({**encoder.encode(train_pdf), **enc}).category
+    assert p.shape == (2,) and torch.isfinite(p).all()
+
+
+def test_category_loss_weight_and_normalisation(encoder, train_pdf, cand_pdf):
+    users = train_pdf.head(8).reset_index(drop=True)
+    batch = _with_candidates(encoder, users, cand_pdf)
+    y, w = encode_targets(users)
+    off = _model(encoder, "lstm", {}, category_loss_weight=0.0)
+    two = _model(encoder, "lstm", {}, category_loss_weight=2.0)
+    out = off(batch)
+    user_only = off.loss(out, y, w)
+    assert off.loss(out, y, w, category_labels=batch["cand_label"]) == user_only
+    cand = torch.nn.functional.binary_cross_entropy_with_logits(
+        out.category, batch["cand_label"], reduction="none"
+    )  # [C]
+    expected = user_only + 2.0 * (cand * w[batch["cand_row"]]).sum() / 8
+    torch.testing.assert_close(two.loss(out, y, w, category_labels=batch["cand_label"]), expected)
+
+
+@pytest.mark.parametrize("model_type,extra", ARCHS[::2])
+def test_tabular_gradient_equals_full_backward(encoder, train_pdf, model_type, extra):
+    """Detaching the sequence encoder gives exactly the gradient of a full backward pass."""
+    model = _model(encoder, model_type, extra)
+    batch = encoder.encode(train_pdf.head(12))
+    tab = batch["tabular"].clone().requires_grad_(True)
+    (full,) = torch.autograd.grad(model({**batch, "tabular": tab}).intent[:, 0].sum(), tab)
+    torch.testing.assert_close(model.tabular_gradient(batch), full)
+    # The same pass also yields the probabilities predict gives.
+    probs, _ = model.predict_with_tabular_gradient(batch)
+    torch.testing.assert_close(probs.intent, model.predict(batch))
 
 
 @pytest.mark.parametrize("model_type,extra", ARCHS)
@@ -96,6 +174,7 @@ def _model_with_length(encoder, model_type, extra, length, like):
         embedding_dim=16,
         hidden_dim=32,
         dropout=0.0,
+        n_pair_tabular=len(encoder.pair_feature_columns),
         **extra,
     )
     big = build_model(model_type, cfg).eval()
@@ -123,20 +202,20 @@ def test_loss_weights_and_positive_weighting(encoder, train_pdf):
     model = _model(encoder, "lstm", {})
     batch = encoder.encode(train_pdf.head(8))
     y, _ = encode_targets(train_pdf.head(8))
-    logits = model(batch)
+    out = model(batch)
+    logits = out.intent
     ones = torch.ones(8)
-    base = model.loss(logits, y, ones)
-    torch.testing.assert_close(model.loss(logits, y, 2 * ones), 2 * base)
-    torch.testing.assert_close(model.loss(logits, y, None), base)
+    base = model.loss(out, y, ones)
+    torch.testing.assert_close(model.loss(out, y, 2 * ones), 2 * base)
+    torch.testing.assert_close(model.loss(out, y, None), base)
     zero_first = ones.clone()
     zero_first[0] = 0
-    torch.testing.assert_close(
-        model.loss(logits, y, zero_first), model.loss(logits[1:], y[1:], ones[1:]) * 7 / 8
-    )
+    rest = IntentOutput(logits[1:], out.category, out.category_row)
+    torch.testing.assert_close(model.loss(out, y, zero_first), model.loss(rest, y[1:], ones[1:]) * 7 / 8)
     weighted = _model(encoder, "lstm", {}, pos_weight=(5.0, 1.0, 1.0))
     weighted.load_state_dict(model.state_dict())
     assert y[:, 0].any()
-    assert weighted.loss(logits, y, ones) > base
+    assert weighted.loss(out, y, ones) > base
 
 
 def test_config_validation():
@@ -247,3 +326,30 @@ def test_metrics_values_and_errors():
         binary_metrics(y, np.full(10, 1.5))
     with pytest.raises(ValueError, match="expected"):
         evaluate_intents(y[:, None], y[:, None])
+
+
+def test_category_ranking_metrics_hand_computed():
+    # User a: positive ranked 2nd of 3. User b: positives ranked 1st and 3rd of 3. User c: no positive (skipped).
+    groups = np.array(["a", "a", "a", "b", "b", "b", "c", "c"])
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 0])
+    scores = np.array([0.9, 0.5, 0.1, 0.8, 0.7, 0.2, 0.9, 0.1])
+    m1 = category_ranking_metrics(groups, labels, scores, k=1)
+    assert m1["category_users"] == 2
+    assert m1["category_hit_rate_at_1"] == 0.5  # only b has a positive on top
+    assert m1["category_ndcg_at_1"] == pytest.approx((0.0 + 1.0) / 2)
+    m2 = category_ranking_metrics(groups, labels, scores, k=2)
+    assert m2["category_hit_rate_at_2"] == 1.0
+    ndcg_a = (1 / np.log2(3)) / 1.0
+    ndcg_b = 1.0 / (1.0 + 1 / np.log2(3))
+    assert m2["category_ndcg_at_2"] == pytest.approx((ndcg_a + ndcg_b) / 2)
+    m3 = category_ranking_metrics(groups, labels, scores, k=3)
+    assert m3["category_ndcg_at_3"] == pytest.approx(((1 / np.log2(3)) + (1 + 0.5) / (1 + 1 / np.log2(3))) / 2)
+    # Negative case: positives always ranked last -> no hit at k=1, NDCG below 1; input order is irrelevant.
+    worst = category_ranking_metrics(groups, labels, 1.0 - labels, k=1)
+    assert worst["category_hit_rate_at_1"] == 0.0 and worst["category_ndcg_at_1"] == 0.0
+    perm = np.random.default_rng(0).permutation(len(groups))
+    assert category_ranking_metrics(groups[perm], labels[perm], scores[perm], k=2) == m2
+    none = category_ranking_metrics(np.array(["c"]), np.array([0]), np.array([0.3]), k=5)
+    assert none["category_users"] == 0 and np.isnan(none["category_hit_rate_at_5"])
+    with pytest.raises(ValueError, match="0/1"):
+        category_ranking_metrics(groups, labels * 2, scores, k=1)

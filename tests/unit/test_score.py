@@ -15,11 +15,13 @@ from mlflow import MlflowClient
 
 from spark_jobs.score import (
     REASONS_COLUMN,
+    TOP_CATEGORIES_COLUMN,
     ScoringError,
     main,
     resolve_champion,
     run,
     score_users,
+    tabular_reasons,
 )
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS
@@ -27,6 +29,8 @@ from tasks.train import launch
 from tasks.warehouse import Warehouse, load_scores
 from tests.helpers.config import isolated_config
 from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
+
+UNSEEN = "never_seen_cat"
 
 DS = dt.date(2026, 1, 20)
 OTHER_DS = dt.date(2026, 1, 21)
@@ -52,7 +56,9 @@ def champion(tmp_path_factory):
 
 
 def _write_features(cfg, ts: Path, ds: dt.date, n: int | None = None) -> pd.DataFrame:
-    """The training set's test split as a features partition (Spark layout: ds only in the folder)."""
+    """The training set's test split as a features partition (Spark layout: ds only in the folder), and
+    its candidates as the user_category partition, plus a category never seen in training for the user
+    with the fewest candidates."""
     table = pq.read_table(ts / "test").drop_columns(["ds", "weight"])
     if n is not None:
         table = table.slice(0, n)
@@ -61,6 +67,17 @@ def _write_features(cfg, ts: Path, ds: dt.date, n: int | None = None) -> pd.Data
     half = table.num_rows // 2
     pq.write_table(table.slice(0, half), out / "part-00000.parquet")
     pq.write_table(table.slice(half), out / "part-00001.parquet")
+    cand = pq.read_table(ts / "user_category" / "test").to_pandas().drop(columns=["ds"])
+    cand = cand[cand["user_id"].isin(table.column("user_id").to_pylist())]
+    users = pd.Series(table.column("user_id").to_pylist())
+    fewest = users.iloc[int(np.argmin(users.map(cand["user_id"].value_counts()).fillna(0).to_numpy()))]
+    extra = cand.head(1).assign(user_id=fewest, category_id=UNSEEN)
+    cand = pd.concat([cand, extra], ignore_index=True).assign(label_purchase_in_category=None)
+    uc = cfg.paths.layer("features") / "user_category" / f"ds={ds.isoformat()}"
+    uc.mkdir(parents=True, exist_ok=True)
+    for old in uc.glob("*.parquet"):
+        old.unlink()
+    cand.to_parquet(uc / "part-00000.parquet", index=False)
     return table.to_pandas()
 
 
@@ -92,7 +109,7 @@ def test_run_scores_every_feature_row_once(spark, champion):
     assert report.batches >= len(features) // cfg.scoring.batch_size > report.model_loads
 
     scores = _read_scores(cfg, DS)
-    assert list(scores.columns) == [c for c in SCORE_COLUMNS if c != "ds"] + [REASONS_COLUMN]
+    assert list(scores.columns) == [c for c in SCORE_COLUMNS if c != "ds"] + [TOP_CATEGORIES_COLUMN, REASONS_COLUMN]
     assert scores["user_id"].is_unique
     assert set(scores["user_id"]) == set(features["user_id"])
     for c in PROBABILITY_COLUMNS:
@@ -114,6 +131,23 @@ def test_run_scores_every_feature_row_once(spark, champion):
     reasons = scores[REASONS_COLUMN]
     assert all(len(r) <= 2 and set(r) <= set(FEATURE_COLUMNS) for r in reasons)
     assert any(len(r) for r in reasons)
+
+    # top_categories: each user's k most likely candidates, best first, as "<category>:<probability>".
+    cand = pd.read_parquet(cfg.paths.layer("features") / "user_category" / f"ds={DS.isoformat()}")
+    per_user = cand.groupby("user_id")["category_id"].apply(set).to_dict()
+    k = cfg.scoring.top_k_categories
+    for uid, top in zip(scores["user_id"], scores[TOP_CATEGORIES_COLUMN], strict=True):
+        if uid not in per_user:
+            assert top is None
+            continue
+        cats = [t.rsplit(":", 1)[0] for t in top]
+        probs = [float(t.rsplit(":", 1)[1]) for t in top]
+        assert len(top) == min(k, len(per_user[uid])) and set(cats) <= per_user[uid]
+        assert probs == sorted(probs, reverse=True) and all(0.0 <= p <= 1.0 for p in probs)
+    # A category unseen in training is still scored (OOV index).
+    uid = cand.loc[cand["category_id"] == UNSEEN, "user_id"].iloc[0]
+    top = list(scores.set_index("user_id").loc[uid, TOP_CATEGORIES_COLUMN])
+    assert len(per_user[uid]) <= k and any(t.startswith(UNSEEN + ":") for t in top)
 
 
 def test_rerun_replaces_only_its_partition_and_loads_into_warehouse(spark, champion, tmp_path):
@@ -139,6 +173,19 @@ def test_rerun_replaces_only_its_partition_and_loads_into_warehouse(spark, champ
     assert top == list(zip(best["user_id"], best["p_purchase"], strict=True))
 
 
+def test_pyfunc_reasons_match_the_standalone_gradient(champion):
+    """Reasons from the predict pass (shared encoder output) equal those of tabular_reasons."""
+    cfg, ts, result = champion
+    rows = pd.read_parquet(ts / "test").head(40)
+    with mlflow_store(cfg):
+        model = mlflow.pyfunc.load_model(result.model_uri)
+    out = model.predict(rows, params={"reasons_top_k": 3})
+    assert list(out.columns) == [*PROBABILITY_COLUMNS, REASONS_COLUMN]
+    assert [list(r) for r in out[REASONS_COLUMN]] == tabular_reasons(model, rows, 3)
+    assert any(len(r) for r in out[REASONS_COLUMN])
+    np.testing.assert_allclose(out[list(PROBABILITY_COLUMNS)], model.predict(rows), rtol=1e-6)
+
+
 def test_reasons_off_gives_exactly_the_score_columns(spark, champion):
     cfg, ts, _ = champion
     features = _write_features(cfg, ts, DS, n=20)
@@ -158,10 +205,16 @@ def test_reasons_off_gives_exactly_the_score_columns(spark, champion):
     assert {r.ds for r in rows} == {DS}
 
 
-def test_missing_features_partition(champion):
-    cfg, _, _ = champion
+def test_missing_features_partition(spark, champion):
+    cfg, ts, _ = champion
     with pytest.raises(ScoringError, match="no features for ds=2030-01-01"):
         run(cfg, dt.date(2030, 1, 1), "r")
+    day = dt.date(2030, 1, 2)
+    _write_features(cfg, ts, day, n=5)
+    for f in (cfg.paths.layer("features") / "user_category" / f"ds={day.isoformat()}").glob("*.parquet"):
+        f.unlink()
+    with pytest.raises(ScoringError, match="no candidate categories for ds=2030-01-02"):
+        run(cfg, day, "r", spark=spark)
 
 
 def test_features_missing_model_columns(spark, champion):

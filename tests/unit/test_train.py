@@ -30,7 +30,7 @@ from tasks.train import (
     require_validation,
 )
 from tests.helpers.config import isolated_config
-from tests.helpers.trainingset import write_training_set
+from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
 
 
 def _cfg(var: Path, **training):
@@ -82,7 +82,9 @@ def test_torchrun_two_processes_register_a_version(trained):
     assert run.data.params["model_type"] == "lstm"
     assert [m.step for m in client.get_metric_history(result.run_id, "train_loss")] == [1, 2]
     for key in ("test_purchase_roc_auc", "test_cart_pr_auc", "test_fav_brier", "test_purchase_log_loss",
-                "baseline_lr_test_purchase_roc_auc", "baseline_lgbm_test_purchase_roc_auc"):
+                "baseline_lr_test_purchase_roc_auc", "baseline_lgbm_test_purchase_roc_auc",
+                "test_category_hit_rate_at_5", "test_category_ndcg_at_5", "val_category_ndcg_at_5",
+                "baseline_lgbm_test_category_hit_rate_at_5", "baseline_lgbm_test_category_ndcg_at_5"):
         assert key in run.data.metrics, key
     assert run.data.metrics["test_purchase_roc_auc"] == pytest.approx(result.test_metrics["purchase_roc_auc"])
     exp = client.get_experiment(run.info.experiment_id)
@@ -230,6 +232,35 @@ def test_pyfunc_contract_in_a_fresh_process(trained, tmp_path):
     assert evaluate_intents(y, clean.to_numpy())["purchase_roc_auc"] == pytest.approx(
         result.test_metrics["purchase_roc_auc"], abs=1e-3
     )
+    # With candidate arrays it ranks every candidate (k = all) as training's category metrics did.
+    cand = pd.read_parquet(ts / "user_category" / "test")
+    cand = cand.sort_values(["ds", "user_id", "category_id"])
+    test["_key"] = test["ds"].astype(str) + "|" + test["user_id"]
+    cand["_key"] = cand["ds"].astype(str) + "|" + cand["user_id"]
+    grouped = cand.groupby("_key")
+    arrays = {"cand_category_id": grouped["category_id"].apply(list)}
+    for c in json.loads((ts / "manifest.json").read_text())["user_category"]["feature_columns"]:
+        arrays["cand_" + c] = grouped[c].apply(list)
+    with_cand = test.join(pd.DataFrame(arrays), on="_key")
+    for c in arrays:  # users without candidates: a null array, as Spark hands it over
+        with_cand[c] = with_cand[c].map(lambda v: v if isinstance(v, list) else None)
+    with mlflow_store(cfg):
+        ranked = mlflow.pyfunc.load_model(result.model_uri).predict(with_cand, params={"top_k_categories": 100})
+    assert list(ranked.columns) == [*PROBABILITY_COLUMNS, "top_categories"]
+    np.testing.assert_allclose(ranked[list(PROBABILITY_COLUMNS)].to_numpy(), clean.to_numpy(), rtol=1e-6)
+    label = cand.set_index(["_key", "category_id"])["label_purchase_in_category"]
+    groups, labels, scores = [], [], []
+    for key, top in zip(test["_key"], ranked["top_categories"], strict=True):
+        for t in top if top is not None else []:
+            cat, p = t.rsplit(":", 1)
+            groups.append(key)
+            labels.append(label[(key, cat)])
+            scores.append(float(p))
+    assert len(groups) == len(cand[cand["_key"].isin(test["_key"])])
+    from tasks.evaluate import category_ranking_metrics
+
+    m = category_ranking_metrics(np.array(groups), np.array(labels), np.array(scores), k=5)
+    assert m["category_ndcg_at_5"] == pytest.approx(result.test_metrics["category_ndcg_at_5"], abs=0.02)
 
 
 def test_launch_fails_clearly(tmp_path):
@@ -263,6 +294,11 @@ def test_manifest_validation(tmp_path):
     (ts / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(TrainingError, match="feature_columns"):
         read_manifest(ts)
+    manifest["feature_columns"] = list(FEATURE_COLUMNS)
+    manifest["user_category"] = {"feature_columns": ["f_uc_share"], "label_column": "label_purchase"}
+    (ts / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TrainingError, match="user_category.label_column"):
+        read_manifest(ts)
 
 
 def test_positive_weights_and_schedule(cfg):
@@ -278,8 +314,8 @@ import json, os, sys
 import pandas as pd, torch, torch.distributed as dist
 from tasks.models.base import build_model, model_config
 from tasks.models.encoding import FeatureEncoder, encode_targets
-from tasks.train import take, train_step
-from tests.helpers.trainingset import FEATURE_COLUMNS
+from tasks.train import candidate_rows, take, train_step
+from tests.helpers.trainingset import FEATURE_COLUMNS, PAIR_FEATURE_COLUMNS
 
 ts, out, global_batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 distributed = "WORLD_SIZE" in os.environ
@@ -287,11 +323,16 @@ if distributed:
     dist.init_process_group("gloo")
 rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
 pdf = pd.read_parquet(ts + "/train")
+cand = pd.read_parquet(ts + "/user_category/train")
 enc = FeatureEncoder.fit(pdf, list(FEATURE_COLUMNS), sequence_length=12, item_buckets=64)
-x, (y, w) = enc.encode(pdf), encode_targets(pdf)
+enc = enc.with_pair_stats(FeatureEncoder.partial_tabular_stats(cand, list(PAIR_FEATURE_COLUMNS)))
+# Users with their candidates (a different count per user): the candidate loss must keep parity too.
+x = {**enc.encode(pdf), **enc.encode_candidates(candidate_rows(pdf, cand), cand, with_labels=True)}
+y, w = encode_targets(pdf)
 torch.manual_seed(5)
 model = build_model("lstm", model_config("lstm", vocab_sizes=enc.vocab_sizes, n_tabular=len(FEATURE_COLUMNS),
-                    sequence_length=12, embedding_dim=16, hidden_dim=32, dropout=0.0, pos_weight=(3.0, 2.0, 2.0)))
+                    sequence_length=12, embedding_dim=16, hidden_dim=32, dropout=0.0, pos_weight=(3.0, 2.0, 2.0),
+                    n_pair_tabular=len(PAIR_FEATURE_COLUMNS), category_pos_weight=2.5))
 ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 opt = torch.optim.AdamW(model.parameters(), lr=0.01)
 local = global_batch // world
