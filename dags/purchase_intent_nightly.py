@@ -18,8 +18,16 @@ cleans the latest full day (`ds - 1`), builds point-in-time features at the cuto
 active user with `models:/purchase_intent@champion` and replaces the `ds` partition of the warehouse
 table `intent_scores`. A Great Expectations gate follows every layer it writes (events, features, scores).
 
+`check_drift` compares the cutoff's features with the champion's training reference beside `score`
+and must pass before the warehouse load: with `quality.drift_action: warn` it only reports, with
+`fail` a drifted feature stops the run before anything reaches the warehouse.
+
 Every task is idempotent: rerunning a date replaces exactly its partitions. A failed data-quality gate
 stops the run before anything downstream is written and is not retried.
+
+Backfill a range of days (each logical date is one cutoff, run oldest first):
+`airflow backfill create --dag-id purchase_intent_nightly --from-date 2026-01-09 --to-date 2026-01-10 --max-active-runs 1`,
+then unpause the DAG: a paused DAG's backfill runs stay queued (see README, "Backfills").
 """
 
 
@@ -96,6 +104,19 @@ with DAG(
         retries=0,
         doc_md="Great Expectations features suite (ranges, null rates, sequence lengths, one row per user).",
     )
+    drift = PipelineSparkSubmitOperator(
+        task_id="check_drift",
+        job="drift",
+        package="expectations",
+        application_args=["--ds", ds],
+        doc_md=(
+            "Feature drift of cutoff ds against @champion's training reference (PSI per numeric feature, share "
+            "distance per categorical). Runs beside `score`; logged to MLflow (experiment "
+            "`mlflow.monitoring_experiment`, one run per ds) and to `var/runs/drift/<ds>.json`. With "
+            "`quality.drift_action: warn` it only reports; with `fail` a drifted column stops the load (exit 65, "
+            "not retried). Skipped with a log line while there is no champion."
+        ),
+    )
     score = PipelineSparkSubmitOperator(
         task_id="score",
         job="score",
@@ -112,4 +133,6 @@ with DAG(
     loaded = load_warehouse.override(task_id="load_warehouse")(ds)
     published = publish.override(task_id="publish")(ds, loaded)
 
-    landed >> clean >> validate_events >> features >> validate_features >> score >> validate_scores >> loaded
+    landed >> clean >> validate_events >> features >> validate_features >> [drift, score]
+    score >> validate_scores
+    [validate_scores, drift] >> loaded

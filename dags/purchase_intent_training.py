@@ -19,7 +19,30 @@ whose label window has fully passed, split by cutoff into train / validation / t
 `purchase_intent`; the gate compares it with the current `@champion` on the same test set and moves
 `@champion` only when it is good enough (otherwise it becomes `@challenger`). Scoring always loads
 `@champion`, so a run that is not promoted changes nothing downstream.
+
+Parameters (defaults from `conf/pipeline.yaml`): `model_type`, `epochs`, `nproc`, `horizon` (label
+horizon in days: the last cutoff is `ds - horizon`, and the set id carries it, e.g. `2026-01-10-h1`),
+`force_retrain` and `search` (an Optuna search, trials as nested MLflow runs, before the registered
+training). Without `force_retrain`, `check_new_data` skips the whole run when the champion was
+trained on the same cutoffs with the same horizon: there is nothing new to learn from.
 """
+
+
+@task.short_circuit(
+    doc_md="Skip the run (build, train, gate) when @champion was trained on the same cutoffs and horizon, "
+    "unless force_retrain is set."
+)
+def check_new_data(training_set_id: str, last_cutoff: str, params: dict | None = None) -> bool:
+    from tasks.config import with_overrides
+    from tasks.registry import training_decision
+
+    params = params or {}
+    cfg = with_overrides(config(), {"features": {"horizon_days": int(params["horizon"])}})
+    decision = training_decision(
+        cfg, training_set_id, dt.date.fromisoformat(last_cutoff), force=bool(params.get("force_retrain"))
+    )
+    print(f"check_new_data: {'train' if decision.train else 'skip'} ({decision.reason})")
+    return decision.train
 
 
 @task(doc_md="Train under torchrun (DDP, gloo on CPU / NCCL on GPU); returns the exact registered version.")
@@ -35,6 +58,7 @@ def train(training_set: str, params: dict | None = None) -> dict:
         model_type=params.get("model_type"),
         epochs=params.get("epochs"),
         nproc=params.get("nproc"),
+        search=params.get("search"),
     )
     return {"run_id": result.run_id, "model_version": result.model_version, "model_uri": result.model_uri}
 
@@ -64,21 +88,30 @@ with DAG(
         "model_type": Param(_cfg.training.model_type, type="string", enum=["lstm", "bert"], description="Architecture to train"),
         "epochs": Param(_cfg.training.epochs, type="integer", minimum=1, maximum=200, description="Passes over the training set"),
         "nproc": Param(_cfg.training.nproc_per_node, type="integer", minimum=1, maximum=64, description="torchrun processes on this node"),
+        "horizon": Param(
+            _cfg.features.horizon_days, type="integer", minimum=1, maximum=30,
+            description="Label horizon in days: a user is positive when they act in [cutoff, cutoff + horizon)",
+        ),
+        "force_retrain": Param(
+            False, type="boolean", description="Train even when @champion was trained on the same cutoffs and horizon"
+        ),
+        "search": Param(
+            _cfg.training.search.enabled, type="boolean",
+            description="Run the Optuna hyperparameter search (training.search) before the registered training",
+        ),
     },
     tags=["purchase_intent", "training"],
 ) as dag:
-    training_set_id = "{{ local_ds(logical_date) }}"
+    # The id carries the horizon, so a run with another horizon never replaces the champion's set.
+    training_set_id = "{{ local_ds(logical_date) }}-h{{ params.horizon }}"
     training_set_dir = str(_cfg.paths.layer("training_sets")) + "/" + training_set_id
+    last_cutoff = "{{ local_ds(logical_date, -params.horizon) }}"
 
+    new_data = check_new_data.override(task_id="check_new_data")(training_set_id, last_cutoff)
     build = PipelineSparkSubmitOperator(
         task_id="build_training_set",
         job="training_set",
-        application_args=[
-            "--last-cutoff",
-            "{{ local_ds(logical_date, -%d) }}" % _cfg.features.horizon_days,
-            "--id",
-            training_set_id,
-        ],
+        application_args=["--last-cutoff", last_cutoff, "--id", training_set_id, "--horizon", "{{ params.horizon }}"],
         doc_md="Features and labels for a window of daily cutoffs, split by cutoff into train/val/test.",
     )
     validate_training_set = PipelineSparkSubmitOperator(
@@ -90,4 +123,4 @@ with DAG(
     )
     trained = train.override(task_id="train", retries=0)(training_set_dir)
     gated = gate.override(task_id="gate")(training_set_dir, trained)
-    build >> validate_training_set >> trained
+    new_data >> build >> validate_training_set >> trained

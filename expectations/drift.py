@@ -10,6 +10,11 @@ train split of the training set its registered version was trained on), logs and
 column's value, writes them to ``runs/drift/<ds>.json`` and, with ``quality.drift_action: fail``,
 raises ``DataQualityError`` when a column exceeds its threshold.
 
+``nightly_drift`` is the nightly DAG's step: it skips (with a log line) when there is no champion yet,
+and logs each ds's values to MLflow as one run in ``mlflow.monitoring_experiment`` (tags ``ds`` and
+``model_version``; metrics ``psi.<column>`` and ``category_distance.<column>``; the JSON report as an
+artifact).
+
     python -m expectations.drift --ds D [--reference PATH] [--config ...]
 """
 
@@ -166,11 +171,11 @@ class DriftReport:
         return text
 
 
-def champion_reference(cfg: PipelineConfig) -> Path:
-    """The train split of the training set the current champion version was trained on."""
+def champion_reference(cfg: PipelineConfig, mv=None) -> Path:
+    """The train split of the training set the champion version ``mv`` (default: the current one) was trained on."""
     from tasks.registry import champion
 
-    mv = champion(cfg)
+    mv = mv if mv is not None else champion(cfg)
     if mv is None:
         raise DriftError(
             f"no version of {cfg.mlflow.model_name!r} holds @{cfg.mlflow.champion_alias}: no drift reference"
@@ -275,15 +280,119 @@ def _summary(report: DriftReport, psi_threshold: float, category_threshold: floa
     )
 
 
-def main(argv: list[str] | None = None) -> DriftReport:
+def log_to_mlflow(cfg: PipelineConfig, report: DriftReport, mv) -> str:
+    """Log ``report`` as the monitoring run of its ds (replacing an earlier run of that ds); returns its id.
+
+    One run per ds in ``mlflow.monitoring_experiment``, tagged with the champion version it was measured
+    against, so a version's drift history is one search: ``tags.model_version = 'V'``.
+    """
+    import mlflow
+
+    from tasks.registry import mlflow_store
+
+    ds = report.ds.isoformat()
+    metrics = {f"psi.{c}": v for c, v in report.psi.items()}
+    metrics.update({f"category_distance.{c}": v for c, v in report.category_distance.items()})
+    metrics["drifted_columns"] = float(len(report.drifted))
+    with mlflow_store(cfg) as client:
+        exp = client.get_experiment_by_name(cfg.mlflow.monitoring_experiment)
+        exp_id = (
+            exp.experiment_id
+            if exp is not None
+            else client.create_experiment(cfg.mlflow.monitoring_experiment, artifact_location=cfg.mlflow.artifact_location)
+        )
+        # A rerun of a ds replaces its run, as it replaces its partitions.
+        for old in client.search_runs([exp_id], filter_string=f"tags.ds = '{ds}' AND tags.kind = 'feature_drift'"):
+            client.delete_run(old.info.run_id)
+        tags = {
+            "ds": ds,
+            "kind": "feature_drift",
+            "model_name": mv.name,
+            "model_version": str(mv.version),
+            "drift_action": report.action,
+            "drifted": ",".join(report.drifted),
+        }
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"drift-{ds}", tags=tags) as run:
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifact(str(report.output), artifact_path="drift")
+        return run.info.run_id
+
+
+def nightly_drift(cfg: PipelineConfig, ds: dt.date, spark=None) -> DriftReport | None:
+    """The nightly drift step: ``check_drift`` against the champion's reference, logged to MLflow.
+
+    Returns None (and says why) when there is nothing to compare with: no champion yet (the first
+    night), or, with ``drift_action: warn``, a champion whose training reference is gone.
+    """
+    from tasks.registry import champion
+
+    mv = champion(cfg)
+    if mv is None:
+        log.warning(
+            "drift skipped for ds=%s: no version of %r holds @%s yet (first night), so there is no training reference",
+            ds, cfg.mlflow.model_name, cfg.mlflow.champion_alias,
+        )
+        return None
+    try:
+        reference = champion_reference(cfg, mv)
+    except DriftError as e:
+        if cfg.quality.drift_action == "fail":
+            raise
+        log.warning("drift skipped for ds=%s (drift_action=warn): %s", ds, e)
+        return None
+    try:
+        report = check_drift(cfg, ds, reference, spark=spark)
+    except DataQualityError:
+        # drift_action=fail and a column drifted: the report is on disk; record it before the run stops.
+        failed = _read_report(cfg, ds)
+        print(f"drift report: {failed.output}", flush=True)
+        _log_run(cfg, failed, mv)
+        raise
+    _log_run(cfg, report, mv)
+    return report
+
+
+def _log_run(cfg: PipelineConfig, report: DriftReport, mv) -> None:
+    run_id = log_to_mlflow(cfg, report, mv)
+    print(
+        f"drift ds={report.ds} vs champion v{mv.version}: MLflow run {run_id} "
+        f"(experiment {cfg.mlflow.monitoring_experiment})",
+        flush=True,
+    )
+
+
+def _read_report(cfg: PipelineConfig, ds: dt.date) -> DriftReport:
+    path = cfg.paths.runs_dir / "drift" / f"{ds.isoformat()}.json"
+    saved = json.loads(path.read_text())
+    return DriftReport(
+        ds=ds,
+        current=Path(saved["current"]),
+        reference=Path(saved["reference"]),
+        psi=saved["psi"],
+        category_distance=saved["category_distance"],
+        drifted=tuple(saved["drifted"]),
+        action=saved["action"],
+        output=path,
+    )
+
+
+def main(argv: list[str] | None = None) -> DriftReport | None:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--ds", type=parse_ds, required=True, help="scoring cutoff YYYY-MM-DD")
     parser.add_argument(
-        "--reference", type=Path, help="reference Parquet (default: the champion's training set train split)"
+        "--reference",
+        type=Path,
+        help="reference Parquet (default: the champion's training set train split, and the result is logged to MLflow)",
     )
     args = parser.parse_args(argv)
-    report = check_drift(config_from_args(args), args.ds, args.reference)
-    print(report.describe())
+    cfg = config_from_args(args)
+    if args.reference is not None:
+        report = check_drift(cfg, args.ds, args.reference)
+    else:
+        report = nightly_drift(cfg, args.ds)
+    if report is not None:
+        print(report.describe())
+        print(f"drift report: {report.output}")
     return report
 
 

@@ -2,9 +2,9 @@
 
 The three splits are read together with a ``_split`` column, so the checks look at the data itself, not
 only at ``manifest.json``: no cutoff (ds) in two splits; splits in time order, each starting at least
-``features.horizon_days`` after the previous one ends (no label window shared across splits); every
-split non-empty with both label_purchase classes; one row per (ds, user); 0/1 labels and positive
-weights; and every cutoff of a split listed under that split in the manifest.
+the horizon the set was built with (manifest ``horizon_days``) after the previous one ends (no label
+window shared across splits); every split non-empty with both label_purchase classes; one row per
+(ds, user); 0/1 labels and positive weights; and every cutoff of a split listed under that split in the manifest.
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ def manifest(cfg: PipelineConfig, training_set_id: str) -> dict:
 
 
 def build_suite(cfg: PipelineConfig, training_set_id: str) -> gx.ExpectationSuite:
-    cutoffs = manifest(cfg, training_set_id).get("cutoffs", {})
-    h = cfg.features.horizon_days
+    recorded = manifest(cfg, training_set_id)
+    cutoffs = recorded.get("cutoffs", {})
+    # A set may be built with another horizon than the config's (the training DAG's `horizon` parameter).
+    h = int(recorded.get("horizon_days", cfg.features.horizon_days))
     listed = " OR ".join(
         f"({SPLIT_COLUMN} = '{s}' AND ds IN ({', '.join(f'DATE {d!r}' for d in cutoffs.get(s, []))}))"
         for s in SPLITS

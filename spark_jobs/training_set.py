@@ -40,10 +40,10 @@ from spark_jobs.features import (
     tabular_columns,
     user_category_columns,
 )
-from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.config import ConfigError, PipelineConfig, add_common_args, config_from_args, parse_ds, with_overrides
+from tasks.cutoffs import SPLITS, CutoffPlan, default_id, plan_cutoffs
 from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS
 
-SPLITS = ("train", "val", "test")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Resolution of the per-row uniform draw used for negative subsampling.
 _SAMPLE_RESOLUTION = 1_000_000
@@ -57,41 +57,6 @@ class TrainingSetError(RuntimeError):
 class TrainingSetInfo:
     path: Path
     manifest: dict
-
-
-@dataclass(frozen=True)
-class CutoffPlan:
-    train: tuple[dt.date, ...]
-    val: tuple[dt.date, ...]
-    test: tuple[dt.date, ...]
-    dropped: tuple[dt.date, ...]
-
-    @property
-    def first(self) -> dt.date:
-        return self.train[0]
-
-    @property
-    def last(self) -> dt.date:
-        return self.test[-1]
-
-    def split_of(self) -> dict[dt.date, str]:
-        return {d: s for s in SPLITS for d in getattr(self, s)}
-
-
-def plan_cutoffs(cfg: PipelineConfig, last_cutoff: dt.date) -> CutoffPlan:
-    """The cutoffs of each split, ending at ``last_cutoff``, with h - 1 days left out between splits."""
-    t, h = cfg.training_set, cfg.features.horizon_days
-    gap = h - 1
-    sizes = [t.n_train_cutoffs, gap, t.n_val_cutoffs, gap, t.n_test_cutoffs]
-    first = last_cutoff - dt.timedelta(days=sum(sizes) - 1)
-    days = [first + dt.timedelta(days=i) for i in range(sum(sizes))]
-    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-    part = [tuple(days[bounds[i] : bounds[i + 1]]) for i in range(len(sizes))]
-    return CutoffPlan(train=part[0], val=part[2], test=part[4], dropped=part[1] + part[3])
-
-
-def default_id(plan: CutoffPlan) -> str:
-    return f"cutoffs_{plan.first.isoformat()}_{plan.last.isoformat()}"
 
 
 def _check_events(cfg: PipelineConfig, plan: CutoffPlan) -> None:
@@ -213,7 +178,7 @@ def build(
                 raise TrainingSetError(f"split {s} was written as {len(files[s])} file(s); expected at least 2")
         manifest = {
             "id": set_id,
-            "cutoffs": {s: [d.isoformat() for d in getattr(plan, s)] for s in SPLITS},
+            "cutoffs": plan.as_manifest(),
             "dropped_cutoffs": [d.isoformat() for d in plan.dropped],
             "rows": counts,
             "positive_rate": rates,
@@ -269,8 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--last-cutoff", type=parse_ds, help="last cutoff YYYY-MM-DD (default: latest labelled)")
     parser.add_argument("--id", dest="training_set_id", help="training set id (default: from the cutoff range)")
+    parser.add_argument(
+        "--horizon", type=int, help="label horizon in days (default: features.horizon_days); validated like the config"
+    )
     args = parser.parse_args(argv)
-    info = build(config_from_args(args), args.last_cutoff, args.training_set_id)
+    cfg = config_from_args(args)
+    if args.horizon is not None:
+        try:
+            cfg = with_overrides(cfg, {"features": {"horizon_days": args.horizon}})
+        except ConfigError as e:
+            parser.error(f"--horizon {args.horizon}: {e}")
+    info = build(cfg, args.last_cutoff, args.training_set_id)
     print(info.path)
     return 0
 

@@ -247,6 +247,7 @@ class MlflowConfig(_Section):
     experiment: str
     model_name: str
     champion_alias: str
+    monitoring_experiment: str
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -412,6 +413,18 @@ def load_config(
             f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
         )
         raise ConfigError(f"invalid pipeline config ({', '.join(map(str, paths))}): {problems}") from None
+
+
+def with_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
+    """``cfg`` with a nested mapping of values replaced, validated as a whole like a loaded file
+    (``model_copy(update=...)`` would skip validation)."""
+    try:
+        return PipelineConfig.model_validate(_deep_merge(cfg.model_dump(), overrides))
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"invalid pipeline config override {overrides}: {problems}") from None
 
 
 def parse_ds(value: str) -> dt.date:

@@ -4,10 +4,13 @@ A candidate version is evaluated beside the current ``@champion`` on the same te
 as pyfuncs by URI, exactly as scoring loads them). It takes the champion alias only when its purchase
 ROC-AUC reaches ``gate.min_auc`` and is at most ``gate.max_auc_drop`` below the champion's; otherwise
 it becomes ``challenger``. The decision, both metrics and the reason are written as version tags.
+Before any of that, ``training_decision`` tells the training DAG whether a run would learn from anything
+the champion has not seen (other cutoffs or another label horizon); if not, training is skipped.
 
 CLI:
     python -m tasks.registry gate --version V --training-set DIR
     python -m tasks.registry show
+    python -m tasks.registry should-train --training-set-id ID --last-cutoff D [--horizon H] [--force]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.config import PipelineConfig, add_common_args, config_from_args
+from tasks.config import ConfigError, PipelineConfig, add_common_args, config_from_args, parse_ds, with_overrides
 from tasks.evaluate import GATE_METRIC, evaluate_intents
 from tasks.schema import LABEL_COLUMNS, PROBABILITY_COLUMNS
 
@@ -98,6 +101,94 @@ def champion(cfg: PipelineConfig):
         if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
         raise
+
+
+@dataclass(frozen=True)
+class TrainingDecision:
+    train: bool
+    reason: str
+
+
+def decide_training(
+    training_set_id: str,
+    cutoffs: dict[str, list[str]],
+    horizon_days: int,
+    champion_version: str | None,
+    champion_training_set_id: str | None,
+    champion_manifest: dict | None,
+    force: bool = False,
+) -> TrainingDecision:
+    """Whether a training run has anything new to learn from compared with the current champion.
+
+    Nothing is new when the champion was trained on the same cutoffs of every split with the same
+    label horizon (its training-set manifest), or, when that manifest cannot be read, on a training
+    set of the same id. ``force`` trains regardless.
+    """
+    if force:
+        return TrainingDecision(True, "force_retrain is set: training regardless of the champion")
+    if champion_version is None:
+        return TrainingDecision(True, "no champion yet")
+    same = "nothing new; force_retrain=true trains anyway"
+    if champion_manifest is not None:
+        old_cutoffs = {k: list(v) for k, v in (champion_manifest.get("cutoffs") or {}).items()}
+        old_horizon = champion_manifest.get("horizon_days")
+        if old_cutoffs == {k: list(v) for k, v in cutoffs.items()} and old_horizon == horizon_days:
+            return TrainingDecision(
+                False,
+                f"champion v{champion_version} was trained on the same cutoffs {_span(cutoffs)} "
+                f"with horizon {horizon_days}d (training set {champion_manifest.get('id')}): {same}",
+            )
+        return TrainingDecision(
+            True,
+            f"new data: cutoffs {_span(cutoffs)} horizon {horizon_days}d vs champion v{champion_version}'s "
+            f"{_span(old_cutoffs)} horizon {old_horizon}d",
+        )
+    if champion_training_set_id == training_set_id:
+        return TrainingDecision(
+            False, f"champion v{champion_version} was trained on training set {training_set_id}: {same}"
+        )
+    return TrainingDecision(
+        True, f"training set {training_set_id} differs from champion v{champion_version}'s {champion_training_set_id}"
+    )
+
+
+def _span(cutoffs: dict[str, list[str]]) -> str:
+    days = sorted(d for v in cutoffs.values() for d in v)
+    return f"{days[0]}..{days[-1]}" if days else "(none)"
+
+
+def champion_manifest(cfg: PipelineConfig, mv) -> dict | None:
+    """The training-set manifest the version was trained on, as logged with its MLflow run.
+
+    The run's copy is the record: the training_sets/ folder of the same id may have been rebuilt since.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not mv.run_id:
+        return None
+    try:
+        with mlflow_store(cfg):
+            return mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/training_set/manifest.json")
+    except (MlflowException, OSError, ValueError):
+        return None
+
+
+def training_decision(cfg: PipelineConfig, training_set_id: str, last_cutoff, force: bool = False) -> TrainingDecision:
+    """``decide_training`` for the set ``training_set_id`` ending at ``last_cutoff`` under ``cfg``'s horizon."""
+    from tasks.cutoffs import plan_cutoffs
+
+    plan = plan_cutoffs(cfg, last_cutoff)
+    current = None if force else champion(cfg)
+    return decide_training(
+        training_set_id,
+        plan.as_manifest(),
+        cfg.features.horizon_days,
+        champion_version=None if current is None else str(current.version),
+        champion_training_set_id=None if current is None else (current.tags or {}).get("training_set_id"),
+        champion_manifest=None if current is None else champion_manifest(cfg, current),
+        force=force,
+    )
 
 
 def read_test_split(training_set_dir: Path) -> pd.DataFrame:
@@ -233,10 +324,25 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--version", required=True, help="candidate model version (as registered by training)")
     g.add_argument("--training-set", type=Path, required=True, help="training-set folder whose test/ split is used")
     add_common_args(sub.add_parser("show", help="list versions, aliases and gate tags as JSON"))
+    d = add_common_args(sub.add_parser("should-train", help="whether a training set would bring anything new"))
+    d.add_argument("--training-set-id", required=True, help="id the training set would be built under")
+    d.add_argument("--last-cutoff", type=parse_ds, required=True, help="its last cutoff (YYYY-MM-DD)")
+    d.add_argument("--horizon", type=int, help="label horizon in days (default: features.horizon_days)")
+    d.add_argument("--force", action="store_true", help="train even when nothing is new")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     if args.command == "gate":
         print(json.dumps(asdict(gate(cfg, args.version, args.training_set)), indent=2))
+    elif args.command == "should-train":
+        if args.horizon is not None:
+            try:
+                cfg = with_overrides(cfg, {"features": {"horizon_days": args.horizon}})
+            except ConfigError as e:
+                parser.error(f"--horizon {args.horizon}: {e}")
+        decision = training_decision(cfg, args.training_set_id, args.last_cutoff, args.force)
+        print(json.dumps(asdict(decision), indent=2))
+        # Exit 0 when training should run, 1 when it should be skipped (usable from a shell `if`).
+        return 0 if decision.train else 1
     else:
         print(json.dumps(show(cfg), indent=2))
     return 0

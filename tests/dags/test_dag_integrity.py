@@ -25,8 +25,10 @@ for dag_id, dag in bag.dags.items():
         "tags": sorted(dag.tags),
         "doc": bool(dag.doc_md),
         "schedule": str(dag.schedule),
-        "params": sorted(dag.params.keys()),
-        "tasks": {t.task_id: {"down": sorted(t.downstream_task_ids), "retries": t.retries, "owner": t.owner, "has_callback": bool(t.on_failure_callback)} for t in dag.tasks},
+        "params": {k: {"default": dag.params.get_param(k).value, "schema": dag.params.get_param(k).schema, "description": dag.params.get_param(k).description} for k in dag.params.keys()},
+        "tasks": {t.task_id: {"down": sorted(t.downstream_task_ids), "retries": t.retries, "owner": t.owner, "has_callback": bool(t.on_failure_callback),
+                              "type": type(t).__name__, "doc": bool(t.doc_md), "application": getattr(t, "application", None),
+                              "args": [str(a) for a in getattr(t, "application_args", None) or []]} for t in dag.tasks},
     }
 print("@@" + json.dumps(out))
 """
@@ -60,9 +62,9 @@ def test_both_dags_present_with_docs_and_tags(parsed):
         assert "purchase_intent" in dag["tags"]
 
 
-def _chain(tasks: dict, start: str) -> list[str]:
+def _chain(tasks: dict, start: str, stop: str | None = None) -> list[str]:
     order, cur = [start], start
-    while tasks[cur]["down"]:
+    while tasks[cur]["down"] and cur != stop:
         nxt = tasks[cur]["down"]
         assert len(nxt) == 1, f"{cur} fans out to {nxt}"
         cur = nxt[0]
@@ -72,16 +74,67 @@ def _chain(tasks: dict, start: str) -> list[str]:
 
 def test_nightly_order(parsed):
     tasks = parsed["dags"]["purchase_intent_nightly"]["tasks"]
-    assert _chain(tasks, "land_raw") == [
-        "land_raw", "clean_events", "validate_events", "build_features", "validate_features",
-        "score", "validate_scores", "load_warehouse", "publish",
-    ]
+    # Drift runs beside scoring and gates the load: both branches join at load_warehouse.
+    assert tasks["validate_features"]["down"] == ["check_drift", "score"]
+    assert _chain(tasks, "land_raw", stop="validate_features") == ["land_raw", "clean_events", "validate_events", "build_features", "validate_features"]
+    assert _chain(tasks, "score") == ["score", "validate_scores", "load_warehouse", "publish"]
+    assert _chain(tasks, "check_drift") == ["check_drift", "load_warehouse", "publish"]
+    assert set(tasks) == {"land_raw", "clean_events", "validate_events", "build_features", "validate_features",
+                          "check_drift", "score", "validate_scores", "load_warehouse", "publish"}
 
 
-def test_training_order_and_params(parsed):
+def test_nightly_drift_task(parsed):
+    drift = parsed["dags"]["purchase_intent_nightly"]["tasks"]["check_drift"]
+    # spark-submit of the drift CLI: its data-error exit (65) becomes AirflowFailException, so only
+    # transient failures use the retries.
+    assert drift["type"] == "PipelineSparkSubmitOperator"
+    assert drift["application"] == str(REPO_ROOT / "expectations" / "drift.py")
+    assert drift["args"] == ["--ds", "{{ local_ds(logical_date) }}"]
+    assert drift["retries"] >= 1 and drift["doc"]
+
+
+def test_training_order(parsed):
     dag = parsed["dags"]["purchase_intent_training"]
-    assert _chain(dag["tasks"], "build_training_set") == ["build_training_set", "validate_training_set", "train", "gate"]
-    assert {"model_type", "epochs", "nproc"} <= set(dag["params"])
+    assert _chain(dag["tasks"], "check_new_data") == [
+        "check_new_data", "build_training_set", "validate_training_set", "train", "gate",
+    ]
+    assert dag["tasks"]["check_new_data"]["type"] == "_ShortCircuitDecoratedOperator"
+    build = dag["tasks"]["build_training_set"]
+    assert build["args"] == ["--last-cutoff", "{{ local_ds(logical_date, -params.horizon) }}",
+                             "--id", "{{ local_ds(logical_date) }}-h{{ params.horizon }}", "--horizon", "{{ params.horizon }}"]
+
+
+def test_training_params_defaults_from_config_and_schemas(parsed):
+    from tasks.config import load_config
+
+    cfg = load_config()
+    params = parsed["dags"]["purchase_intent_training"]["params"]
+    assert set(params) == {"model_type", "epochs", "nproc", "horizon", "force_retrain", "search"}
+    assert {k: p["default"] for k, p in params.items()} == {
+        "model_type": cfg.training.model_type,
+        "epochs": cfg.training.epochs,
+        "nproc": cfg.training.nproc_per_node,
+        "horizon": cfg.features.horizon_days,
+        "force_retrain": False,
+        "search": cfg.training.search.enabled,
+    }
+    assert {k: p["schema"] for k, p in params.items()} == {
+        "model_type": {"type": "string", "enum": ["lstm", "bert"]},
+        "epochs": {"type": "integer", "minimum": 1, "maximum": 200},
+        "nproc": {"type": "integer", "minimum": 1, "maximum": 64},
+        "horizon": {"type": "integer", "minimum": 1, "maximum": 30},
+        "force_retrain": {"type": "boolean"},
+        "search": {"type": "boolean"},
+    }
+    assert all(p["description"] for p in params.values())
+
+
+def test_tags_and_task_docs(parsed):
+    assert parsed["dags"]["purchase_intent_nightly"]["tags"] == ["nightly", "purchase_intent", "scoring"]
+    assert parsed["dags"]["purchase_intent_training"]["tags"] == ["purchase_intent", "training"]
+    for dag in parsed["dags"].values():
+        for task_id, t in dag["tasks"].items():
+            assert t["doc"], f"{task_id} has no doc_md"
 
 
 def test_retries_and_callbacks(parsed):

@@ -7,6 +7,7 @@ purchase_intent_nightly), then further nightly runs for other dates and reruns a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -100,6 +101,23 @@ def test_warehouse_rows_carry_the_champion(demo, env):
     name, version, run_id, n, lo, hi = rows[0]
     assert (name, str(version), run_id) == ("purchase_intent", str(champion.version), champion.run_id)
     assert n > 50 and 0.0 <= lo <= hi <= 1.0
+
+
+def test_training_checked_for_new_data_and_nightly_logged_drift(demo, env):
+    _, cfg = env
+    from mlflow import MlflowClient
+
+    # The training run's skip check ran with the horizon parameter and found no champion.
+    assert "check_new_data: train (no champion yet)" in demo
+    assert (cfg.paths.layer("training_sets") / f"{LAST_DS}-h{cfg.features.horizon_days}" / "manifest.json").is_file()
+    # The nightly run measured drift against the champion's training set and logged it.
+    report = json.loads((cfg.paths.runs_dir / "drift" / f"{LAST_DS}.json").read_text())
+    assert report["reference"].endswith(f"{LAST_DS}-h{cfg.features.horizon_days}/train") and report["psi"]
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    champion = client.get_model_version_by_alias("purchase_intent", "champion")
+    exp = client.get_experiment_by_name(cfg.mlflow.monitoring_experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.ds = '{LAST_DS}'")
+    assert len(runs) == 1 and runs[0].data.tags["model_version"] == str(champion.version)
 
 
 def test_one_row_per_active_user(demo, env):

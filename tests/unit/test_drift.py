@@ -63,27 +63,78 @@ def _features(spark, path, values, categories):
     ).write.mode("overwrite").parquet(str(path))
 
 
-def test_check_drift_reports_and_fails_when_told(spark, cfg):
-    reference = cfg.paths.layer("training_sets") / "ts1" / "train"
-    current = cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}"
-    _features(spark, reference, range(100), [["c1", "c2"]] * 100)
-    _features(spark, current, [v + 1000 for v in range(100)], [["c1", "c2"]] * 100)
-
-    report = check_drift(cfg, DS, reference, spark=spark)
-    assert report.drifted == ("f_a",) and report.psi["f_b"] == pytest.approx(0.0)
-    assert report.category_distance == {"seq_category": pytest.approx(0.0)}
-    saved = json.loads(report.output.read_text())
-    assert report.output == cfg.paths.runs_dir / "drift" / "2026-01-10.json"
-    assert saved["drifted"] == ["f_a"] and saved["psi"]["f_a"] == pytest.approx(report.psi["f_a"])
-
-    strict = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"drift_action": "fail"})})
-    with pytest.raises(DataQualityError, match=r"feature_psi_at_most\(column=f_a, threshold=0.25"):
-        check_drift(strict, DS, reference, spark=spark)
-
-
 def test_check_drift_without_champion_or_features(spark, cfg):
     with pytest.raises(DriftError, match=r"no features for ds=2026-01-10"):
         check_drift(cfg, DS, spark=spark)
     _features(spark, cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}", range(5), [["c"]] * 5)
     with pytest.raises(DriftError, match=r"no version of 'purchase_intent' holds @champion"):
         check_drift(cfg, DS, spark=spark)
+
+
+def _register_champion(cfg, training_set_id: str) -> str:
+    """A registered version holding @champion, tagged with its training set as train.py tags it."""
+    import mlflow
+
+    from tasks.registry import mlflow_store
+
+    with mlflow_store(cfg) as client:
+        exp = client.create_experiment(cfg.mlflow.experiment, artifact_location=cfg.mlflow.artifact_location)
+        with mlflow.start_run(experiment_id=exp) as run:
+            client.create_registered_model(cfg.mlflow.model_name)
+            mv = client.create_model_version(cfg.mlflow.model_name, f"{run.info.artifact_uri}/model", run.info.run_id)
+        client.set_model_version_tag(cfg.mlflow.model_name, mv.version, "training_set_id", training_set_id)
+        client.set_registered_model_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias, mv.version)
+    return str(mv.version)
+
+
+def _monitoring_runs(cfg):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    exp = client.get_experiment_by_name(cfg.mlflow.monitoring_experiment)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id]))
+
+
+def test_nightly_drift_skips_without_champion_reports_logs_and_fails_when_told(spark, cfg, caplog, capsys):
+    from expectations.drift import nightly_drift
+
+    reference = cfg.paths.layer("training_sets") / "ts1" / "train"
+    _features(spark, cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}",
+              [v + 1000 for v in range(100)], [["c1", "c2"]] * 100)
+    with caplog.at_level("WARNING", logger="expectations.drift"):
+        assert nightly_drift(cfg, DS, spark=spark) is None
+    assert "drift skipped for ds=2026-01-10: no version of 'purchase_intent' holds @champion yet" in caplog.text
+    assert _monitoring_runs(cfg)[1] == []
+
+    version = _register_champion(cfg, "ts1")
+    # The champion's reference is gone: warn mode skips with the reason, fail mode stops.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="expectations.drift"):
+        assert nightly_drift(cfg, DS, spark=spark) is None
+    assert "drift_action=warn" in caplog.text and "train split" in caplog.text
+    strict = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"drift_action": "fail"})})
+    with pytest.raises(DriftError, match="whose train split"):
+        nightly_drift(strict, DS, spark=spark)
+
+    _features(spark, reference, range(100), [["c1", "c2"]] * 100)
+    report = nightly_drift(cfg, DS, spark=spark)
+    assert report.reference == reference
+    assert report.drifted == ("f_a",) and report.psi["f_b"] == pytest.approx(0.0)
+    assert report.category_distance == {"seq_category": pytest.approx(0.0)}
+    saved = json.loads(report.output.read_text())
+    assert report.output == cfg.paths.runs_dir / "drift" / "2026-01-10.json"
+    assert saved["drifted"] == ["f_a"] and saved["psi"]["f_a"] == pytest.approx(report.psi["f_a"])
+    with pytest.raises(DataQualityError, match=r"feature_psi_at_most\(column=f_a, threshold=0.25"):
+        nightly_drift(strict, DS, spark=spark)
+    assert f"drift report: {report.output}" in capsys.readouterr().out
+
+    # Two runs of the same ds leave one monitoring run, tagged with the champion version.
+    client, runs = _monitoring_runs(cfg)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["ds"] == "2026-01-10" and run.data.tags["model_version"] == version
+    assert run.data.tags["drifted"] == "f_a" and run.data.tags["drift_action"] == "fail"
+    assert run.data.metrics["psi.f_a"] == pytest.approx(report.psi["f_a"])
+    assert run.data.metrics["category_distance.seq_category"] == pytest.approx(0.0)
+    assert run.data.metrics["drifted_columns"] == 1.0
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "drift")] == ["drift/2026-01-10.json"]

@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 from pyspark.sql import functions as F_
 
 from spark_jobs import features as F
@@ -47,7 +48,7 @@ def test_plan_leaves_horizon_gaps_between_splits(cfg):
     assert T.plan_cutoffs(small(cfg, horizon_days=1), D(2026, 1, 20)).dropped == ()
 
 
-def test_build_splits_files_manifest_and_rerun(spark, cfg, layer_rows):
+def test_build_splits_files_manifest_and_rerun(spark, cfg, layer_rows, tmp_path):
     c = small(cfg)
     write_events_layer(c, layer_rows)
     info = T.build(c, spark=spark)
@@ -87,10 +88,24 @@ def test_build_splits_files_manifest_and_rerun(spark, cfg, layer_rows):
     assert len(uc) == m["user_category"]["rows"]["test"] > 0
     assert {"user_id", "category_id", "ds", F.USER_CATEGORY_LABEL} <= set(uc.columns)
 
-    again = T.build(c, spark=spark)
-    assert again.path == info.path and again.manifest["rows"] == m["rows"]
+    # The rerun goes through the CLI with a 1-day config and --horizon 2: it must rebuild the same set,
+    # so the horizon reached build() through the config (1 day would end at cutoff 2026-01-12).
+    conf = tmp_path / "h1.yaml"
+    conf.write_text(yaml.safe_dump(small(cfg, horizon_days=1).model_dump()))
+    assert T.main(["--config", str(conf), "--horizon", "2"]) == 0
+    again = json.loads((info.path / "manifest.json").read_text())
+    assert again["horizon_days"] == 2 and again["cutoffs"] == m["cutoffs"] and again["rows"] == m["rows"]
     assert sorted(p.name for p in info.path.parent.iterdir()) == [info.path.name]
     assert spark.read.parquet(str(info.path / "train")).count() == m["rows"]["train"]
+
+
+def test_cli_rejects_a_bad_horizon(cfg, tmp_path, capsys):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(cfg.model_dump()))
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--config", str(conf), "--horizon", "0"])
+    assert exc.value.code == 2
+    assert "features.horizon_days: Input should be greater than 0" in capsys.readouterr().err
 
 
 def test_negative_subsampling_reweights_only_selected_negatives(spark):
