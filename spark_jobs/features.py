@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -509,24 +508,19 @@ def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> 
     events, used = read_events(spark, cfg, days)
     cutoff = cutoff_instant(ds, tz)
 
-    # The lookback events feed both the user and the user x category aggregations: read and join them once.
-    events = events.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        if _lookback_events(events, [cutoff], fcfg, tz).isEmpty():
-            raise FeaturesError(
-                f"the events partitions {lookback[0]}..{lookback[-1]} of cutoff {ds} hold no events"
-            )
-        user_root = cfg.paths.layer("features") / "user"
-        uc_root = cfg.paths.layer("features") / "user_category"
-        _write_partition(build_features_at(events, [cutoff], fcfg, tz, with_labels), user_root)
-        # Counted from the written partition: cheaper than caching the wide rows (sequence arrays) to count them.
-        written = spark.read.parquet(str(user_root / f"ds={ds.isoformat()}"))
-        row = written.agg(F.count(F.lit(1)).alias("n"), *[F.sum(c).alias(c) for c in LABEL_COLUMNS]).first()
-        n_users = int(row["n"])
-        positives = {c: int(row[c]) for c in LABEL_COLUMNS} if with_labels else {}
-        _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels), uc_root)
-    finally:
-        events.unpersist()
+    # Each aggregation re-reads the Parquet events: measured cheaper than caching them (columnar cache
+    # encoding and memory pressure cost more than a second scan; bench features_vs_duckdb).
+    if _lookback_events(events, [cutoff], fcfg, tz).isEmpty():
+        raise FeaturesError(f"the events partitions {lookback[0]}..{lookback[-1]} of cutoff {ds} hold no events")
+    user_root = cfg.paths.layer("features") / "user"
+    uc_root = cfg.paths.layer("features") / "user_category"
+    _write_partition(build_features_at(events, [cutoff], fcfg, tz, with_labels), user_root)
+    # Counted from the written partition: cheaper than caching the wide rows (sequence arrays) to count them.
+    written = spark.read.parquet(str(user_root / f"ds={ds.isoformat()}"))
+    row = written.agg(F.count(F.lit(1)).alias("n"), *[F.sum(c).alias(c) for c in LABEL_COLUMNS]).first()
+    n_users = int(row["n"])
+    positives = {c: int(row[c]) for c in LABEL_COLUMNS} if with_labels else {}
+    _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels), uc_root)
     n_uc = spark.read.parquet(str(uc_root / f"ds={ds.isoformat()}")).count()
     return FeaturesReport(
         ds=ds,

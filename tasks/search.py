@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.config import PipelineConfig
+from tasks.config import PipelineConfig, with_overrides
 
 
 def suggest(trial, space) -> dict[str, Any]:
@@ -23,13 +23,6 @@ def suggest(trial, space) -> dict[str, Any]:
         "hidden_dim": trial.suggest_categorical("hidden_dim", list(space.hidden_dim)),
         "embedding_dim": trial.suggest_categorical("embedding_dim", list(space.embedding_dim)),
     }
-
-
-def with_training(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
-    """``cfg`` with ``training`` fields replaced, re-validated as a whole config."""
-    data = cfg.model_dump(mode="json")
-    data["training"] = {**data["training"], **overrides}
-    return PipelineConfig.model_validate(data)
 
 
 def run_search(
@@ -60,8 +53,9 @@ def run_search(
     def objective(trial) -> float:
         overrides = suggest(trial, space)
         result = run_torchrun(
-            with_training(cfg, overrides), training_set_dir, model_type=model_type, epochs=space.trial_epochs,
-            nproc=nproc, allow_unvalidated=allow_unvalidated, parent_run_id=parent_id, trial=True,
+            with_overrides(cfg, {"training": overrides}), training_set_dir, model_type=model_type,
+            epochs=space.trial_epochs, nproc=nproc, allow_unvalidated=allow_unvalidated,
+            parent_run_id=parent_id, trial=True,
         )
         trial.set_user_attr("run_id", result["run_id"])
         return float(result["best_val_score"])
@@ -82,4 +76,4 @@ def run_search(
         client.log_metric(parent_id, "best_val_score", float(best.value))
         client.set_tag(parent_id, "best_trial_run_id", best.user_attrs["run_id"])
         client.set_terminated(parent_id)
-    return with_training(cfg, best.params), parent_id
+    return with_overrides(cfg, {"training": best.params}), parent_id
