@@ -24,7 +24,13 @@ BROKEN_SCHEMA = dt.date(2026, 1, 22)
 
 def small(cfg):
     values = {"lookback_days": 7, "windows_days": [1, 3, 7], "sequence_length": 5, "item_buckets": 16}
-    return cfg.model_copy(update={"features": cfg.features.model_copy(update=values)})
+    # new_user_days must stay one of the shorter windows (config rule, checked when a CLI reloads it).
+    return cfg.model_copy(
+        update={
+            "features": cfg.features.model_copy(update=values),
+            "training": cfg.training.model_copy(update={"new_user_days": 3}),
+        }
+    )
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ def small(cfg, horizon_days: int = 2, negative_sample_rate: float = 1.0):
                 update={"lookback_days": 5, "windows_days": [1, 5], "sequence_length": 4, "item_buckets": 8,
                         "horizon_days": horizon_days}
             ),
+            # new_user_days must stay one of the shorter windows (config rule, checked when a CLI reloads it).
+            "training": cfg.training.model_copy(update={"new_user_days": 1}),
             "training_set": cfg.training_set.model_copy(
                 update={"n_train_cutoffs": 3, "n_val_cutoffs": 1, "n_test_cutoffs": 1, "files_per_split": 3,
                         "negative_sample_rate": negative_sample_rate}
