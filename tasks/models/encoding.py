@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -180,21 +179,11 @@ class FeatureEncoder:
 
     @staticmethod
     def partial_stats(pdf: pd.DataFrame, feature_columns: list[str]) -> EncoderStats:
-        x = _tabular_matrix(pdf, feature_columns)  # [N, F]
-        present = ~np.isnan(x)
-        x0 = np.where(present, x, 0.0)
-        lx = np.log1p(np.maximum(x0, 0.0))
+        """Tabular statistics plus the category counts of the sequences (the user rows)."""
         _require_columns(pdf, ["seq_category"], "sequence")
         _, cats = _ragged(pdf["seq_category"], "seq_category")
-        return EncoderStats(
-            feature_columns=list(feature_columns),
-            n_rows=len(pdf),
-            count=present.sum(axis=0).astype(np.float64),
-            total=x0.sum(axis=0),
-            total_sq=(x0**2).sum(axis=0),
-            log_total=lx.sum(axis=0),
-            log_total_sq=(lx**2).sum(axis=0),
-            minimum=np.where(present, x, np.inf).min(axis=0) if len(pdf) else np.full(len(feature_columns), np.inf),
+        return replace(
+            FeatureEncoder.partial_tabular_stats(pdf, feature_columns),
             categories=Counter(str(c) for c in cats if c is not None),
         )
 
@@ -234,7 +223,7 @@ class FeatureEncoder:
         if stats.n_rows == 0:
             raise EncodingError("cannot fit the pair features on zero train candidate rows")
         sc = _scaling(stats)
-        return dataclasses.replace(
+        return replace(
             self,
             pair_feature_columns=list(stats.feature_columns),
             pair_impute_values=sc["impute"],
