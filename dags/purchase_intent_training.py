@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param, task
 
-from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args
+from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
 
 _cfg = config()
 
@@ -45,7 +45,11 @@ def check_new_data(training_set_id: str, last_cutoff: str, params: dict | None =
     return decision.train
 
 
-@task(doc_md="Train under torchrun (DDP, gloo on CPU / NCCL on GPU); returns the exact registered version.")
+@task(
+    doc_md="Train under torchrun (DDP, gloo on CPU / NCCL on GPU); returns the exact registered version. "
+    "A retry resumes from the last complete epoch's checkpoint; an unvalidated training set fails at once."
+)
+@fail_fast_on_data_errors
 def train(training_set: str, params: dict | None = None) -> dict:
     from pathlib import Path
 
@@ -121,6 +125,8 @@ with DAG(
         retries=0,
         doc_md="Training-set suite: disjoint, ordered split cutoffs; every split non-empty with both classes.",
     )
-    trained = train.override(task_id="train", retries=0)(training_set_dir)
+    # One retry: a crashed training resumes from its last epoch checkpoint (training.checkpoints) instead of
+    # starting over; bad data fails without retry (fail_fast_on_data_errors).
+    trained = train.override(task_id="train", retries=1)(training_set_dir)
     gated = gate.override(task_id="gate")(training_set_dir, trained)
     new_data >> build >> validate_training_set >> trained

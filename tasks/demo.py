@@ -16,6 +16,7 @@ import sys
 import time
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args
+from tasks.registry import champion
 
 
 def _step(msg: str) -> None:
@@ -59,17 +60,6 @@ def backfill_events(cfg: PipelineConfig, first: dt.date, last: dt.date) -> None:
             spark.stop()
 
 
-def champion_info(cfg: PipelineConfig):
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri, registry_uri=cfg.mlflow.resolved_tracking_uri)
-    try:
-        return client.get_model_version_by_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias)
-    except MlflowException:
-        return None
-
-
 def run(cfg: PipelineConfig) -> int:
     from tasks.airflow_env import airflow, ensure_db
     from tasks.warehouse import Warehouse
@@ -90,13 +80,13 @@ def run(cfg: PipelineConfig) -> int:
     _step("3/5 preparing Airflow (SQLite metadata under var/airflow)")
     ensure_db(cfg)
 
-    if champion_info(cfg) is None:
+    if champion(cfg) is None:
         _step(f"4/5 no @{cfg.mlflow.champion_alias} model yet: running purchase_intent_training for {ds}")
         airflow(cfg, "dags", "test", "purchase_intent_training", ds.isoformat())
     else:
         _step(f"4/5 @{cfg.mlflow.champion_alias} exists: skipping training")
-    champion = champion_info(cfg)
-    if champion is None:
+    current = champion(cfg)
+    if current is None:
         raise SystemExit(
             "training finished but no model is @champion: the candidate did not pass the gate "
             f"(gate.min_auc={cfg.gate.min_auc}); see the gate's log line above and the version tags in MLflow"
@@ -116,8 +106,8 @@ def run(cfg: PipelineConfig) -> int:
     print("top 5 users by p_purchase:")
     for user_id, p in top:
         print(f"  {user_id:>12}  {p:.4f}")
-    print(f"model:            models:/{cfg.mlflow.model_name}@{cfg.mlflow.champion_alias} = version {champion.version}")
-    print(f"MLflow run id:    {champion.run_id}")
+    print(f"model:            models:/{cfg.mlflow.model_name}@{cfg.mlflow.champion_alias} = version {current.version}")
+    print(f"MLflow run id:    {current.run_id}")
     print("look at it:       make airflow    (Airflow UI on http://localhost:8080)")
     print("                  make mlflow-ui  (MLflow UI on http://localhost:5000)")
     if cfg.warehouse.backend == "duckdb":

@@ -42,7 +42,7 @@ import yaml
 from expectations.results import partition_fingerprint, read_result, result_path
 from tasks import checkpoint as ckpt_io
 from tasks.config import ENV_OVERRIDES, REPO_ROOT, PipelineConfig, add_common_args, config_from_args
-from tasks.errors import DataError
+from tasks.errors import DataError, run_cli
 from tasks.evaluate import (
     EARLY_STOPPING_METRIC,
     category_ranking_metrics,
@@ -1101,4 +1101,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Bad data (e.g. an unvalidated training set) exits 65 with one line, as every step's CLI does.
+    sys.exit(run_cli(main))

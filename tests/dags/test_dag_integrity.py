@@ -142,7 +142,7 @@ def test_retries_and_callbacks(parsed):
         for task_id, t in dag["tasks"].items():
             assert t["has_callback"], task_id
             assert t["owner"] == "ml-platform"
-            if task_id.startswith("validate") or task_id == "train":
-                assert t["retries"] == 0, f"{task_id}: data-quality failures and training are not retried"
+            if task_id.startswith("validate"):
+                assert t["retries"] == 0, f"{task_id}: data-quality failures are not retried"
             else:
                 assert t["retries"] >= 1, f"{task_id}: transient failures should be retried"

@@ -15,9 +15,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from tasks.config import REPO_ROOT
+from tasks.errors import EXIT_DATA_ERROR, run_cli
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SEQUENCE_COLUMNS
 from tasks.train import (
@@ -25,6 +27,7 @@ from tasks.train import (
     UnvalidatedTrainingSetError,
     launch,
     lr_lambda,
+    main,
     positive_weights,
     read_manifest,
     require_validation,
@@ -126,7 +129,7 @@ def test_torchrun_two_processes_register_a_version(trained):
     assert not list((cfg.paths.runs_dir / "checkpoints").glob("*/checkpoint.pt"))
 
 
-def test_validation_gate(trained, tmp_path):
+def test_validation_gate(trained, tmp_path, capsys):
     cfg, ts, _ = trained
     manifest = read_manifest(ts)
     assert require_validation(cfg, ts, manifest)["success"]
@@ -144,6 +147,12 @@ def test_validation_gate(trained, tmp_path):
     no_result = r"'unvalidated' has no validation result .*spark_jobs.validate"
     with pytest.raises(UnvalidatedTrainingSetError, match=no_result):
         launch(_cfg(tmp_path / "var"), other, epochs=1, nproc=2)
+    # The CLI reports it as bad data: exit 65 and the same one-line reason, so Airflow does not retry it.
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(_cfg(tmp_path / "var").model_dump(mode="json")))
+    argv = ["--training-set", str(other), "--launch", "--epochs", "1", "--config", str(config)]
+    assert run_cli(lambda: main(argv)) == EXIT_DATA_ERROR
+    assert re.search(no_result, capsys.readouterr().err)
 
 
 def test_crash_resumes_at_the_next_epoch(trained, tmp_path, capsys):
