@@ -225,3 +225,20 @@ def test_features_missing_model_columns(spark, champion):
         pq.write_table(pq.read_table(f).drop_columns(["f_avg_price"]), f)
     with pytest.raises(ScoringError, match=r"needs columns \['f_avg_price'\]"):
         run(cfg, DS, "r", spark=spark)
+
+
+def test_features_with_wrong_types_fail_on_the_driver(spark, champion):
+    """Workers call the model without mlflow's per-row checks, so the driver checks the types once."""
+    import pyarrow as pa
+
+    cfg, ts, _ = champion
+    _write_features(cfg, ts, DS, n=10)
+    folder = cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}"
+    for f in folder.glob("*.parquet"):
+        t = pq.read_table(f)
+        t = t.set_column(t.schema.get_field_index("f_avg_price"), "f_avg_price", t["f_avg_price"].cast(pa.string()))
+        hours = t["seq_hour"].cast(pa.list_(pa.string()))
+        t = t.set_column(t.schema.get_field_index("seq_hour"), "seq_hour", hours)
+        pq.write_table(t, f)
+    with pytest.raises(ScoringError, match=r"f_avg_price is string, model expects double; seq_hour is array<string>, model expects array<long>$"):
+        run(cfg, DS, "r", spark=spark)
