@@ -18,6 +18,7 @@ category head. Training, evaluation and scoring call the same methods whatever t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
@@ -119,7 +120,7 @@ class FieldEmbedding(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         parts = [self.tables[name](batch[name]) for name in SEQUENCE_FIELDS]  # each [B, L, D]
         if self.project is None:
-            x = torch.stack(parts, dim=0).sum(dim=0)  # [B, L, D]
+            x = functools.reduce(torch.add, parts)  # [B, L, D], without materialising [6, B, L, D]
         else:
             x = self.project(torch.cat(parts, dim=-1))  # [B, L, 6D] -> [B, L, D]
         # Zero padded positions so nothing downstream can read them by accident.

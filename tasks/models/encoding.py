@@ -251,11 +251,12 @@ class FeatureEncoder:
 
     def category_indices(self, categories) -> np.ndarray:
         """Raw category ids -> seq_category vocabulary indices, OOV for unseen or missing ones."""
-        return np.fromiter(
-            (self.category_index.get(str(c), OOV) if c is not None else OOV for c in categories),
-            dtype=np.int64,
-            count=len(categories),
-        )
+        values = pd.Series(np.asarray(categories, dtype=object), dtype=object)
+        idx = values.map(self.category_index)  # one hash lookup per value inside pandas, not a Python call
+        miss = idx.isna().to_numpy() & values.notna().to_numpy()
+        if miss.any():  # unseen ids, or ids that are not strings (e.g. ints), looked up by their string form
+            idx[miss] = [self.category_index.get(str(c), OOV) for c in values[miss]]
+        return idx.fillna(OOV).to_numpy(dtype=np.int64)
 
     def encode_candidates(self, rows: np.ndarray, cand: pd.DataFrame, *, with_labels: bool = False) -> dict[str, Tensor]:
         """Candidate rows of a batch -> the cand_* keys of the batch contract (see tasks.models.base).
@@ -290,8 +291,7 @@ class FeatureEncoder:
     def _field_values(self, name: str, flat: np.ndarray) -> np.ndarray:
         """Raw flat values of one sequence column -> vocabulary indices >= 1."""
         if name == "seq_category":
-            idx = pd.Series(flat, dtype=object).map(lambda c: self.category_index.get(str(c), OOV) if c is not None else OOV)
-            return idx.to_numpy(dtype=np.int64)
+            return self.category_indices(flat)
         try:
             v = flat.astype(np.int64)
         except (ValueError, TypeError) as e:
