@@ -2,7 +2,7 @@
 
 The driver resolves ``models:/<name>@<champion alias>`` once and pins ``models:/<name>/<version>`` for
 the whole run, so an alias moved mid-run cannot mix versions. Every feature row of
-``features/user/ds=<ds>/`` is scored with ``mapInPandas``; each Python worker loads the pyfunc model
+``features/user/ds=<ds>/`` is scored with ``mapInArrow``; each Python worker loads the pyfunc model
 once (module-level cache keyed by URI) and hands it ``scoring.batch_size`` rows at a time. Each user's
 candidate categories (``features/user_category/ds=<ds>/``) ride along on the user row as parallel arrays
 (``attach_candidates``), so the category head ranks them in the same forward pass. The rows
@@ -107,14 +107,15 @@ def _load_model(uri: str, tracking_uri: str, torch_threads: int) -> tuple[Any, b
     return _MODEL_CACHE[key], True
 
 
-def model_predictor(model: Any) -> Callable[[pd.DataFrame, dict[str, Any]], pd.DataFrame]:
-    """``(rows, params) -> predictions`` for a loaded pyfunc.
+def model_predictor(model: Any) -> tuple[Callable[[pd.DataFrame, dict[str, Any]], pd.DataFrame], bool]:
+    """``((rows, params) -> predictions, whether rows may carry Arrow-backed list columns)`` for a pyfunc.
 
     mlflow's ``PyFuncModel.predict`` re-checks every element of every array column against the
     signature, one pandas Series per row and column: measured at about 90% of a worker's time for the
     seq_* and candidate arrays. The job checks the Spark schema against the signature once, on the
     driver (``check_input_types``), so the project's own pyfunc (recognised by its packaged encoder) is
-    called directly; any other pyfunc goes through mlflow's checked predict.
+    called directly, and reads list columns straight from their Arrow buffers; any other pyfunc goes
+    through mlflow's checked predict with plain pandas rows.
     """
     from mlflow.exceptions import MlflowException
 
@@ -123,8 +124,32 @@ def model_predictor(model: Any) -> Callable[[pd.DataFrame, dict[str, Any]], pd.D
     except (AttributeError, MlflowException):  # not a PythonModel-based pyfunc
         inner = None
     if inner is not None and getattr(inner, "encoder", None) is not None and hasattr(inner, "predict"):
-        return lambda rows, params: inner.predict(None, rows, params=params)
-    return lambda rows, params: model.predict(rows, params=params)
+        return (lambda rows, params: inner.predict(None, rows, params=params)), True
+    return (lambda rows, params: model.predict(rows, params=params)), False
+
+
+def arrow_to_pandas(batch: Any, arrow_lists: bool = True) -> pd.DataFrame:
+    """A pyarrow RecordBatch/Table -> pandas; list columns stay Arrow-backed (``pd.ArrowDtype``) when
+    ``arrow_lists``, so nothing builds a Python object per row and array (``tasks.models.encoding.ragged``)."""
+    import pyarrow as pa
+
+    def lists(t):
+        return pd.ArrowDtype(t) if arrow_lists and (pa.types.is_list(t) or pa.types.is_large_list(t)) else None
+
+    return batch.to_pandas(types_mapper=lists)
+
+
+def _output_schema(with_candidates: bool, with_reasons: bool):
+    """Arrow schema of the rows ``_score_partition`` yields (matches ``score_users``' Spark schema)."""
+    import pyarrow as pa
+
+    fields = [pa.field("user_id", pa.string(), nullable=False)]
+    fields += [pa.field(c, pa.float64()) for c in PROBABILITY_COLUMNS]
+    if with_candidates:
+        fields.append(pa.field(TOP_CATEGORIES_COLUMN, pa.list_(pa.field("element", pa.string(), nullable=False))))
+    if with_reasons:
+        fields.append(pa.field(REASONS_COLUMN, pa.list_(pa.field("element", pa.string(), nullable=False))))
+    return pa.schema(fields)
 
 
 def tabular_reasons(model: Any, pdf: pd.DataFrame, top_k: int) -> list[list[str] | None]:
@@ -143,7 +168,7 @@ def tabular_reasons(model: Any, pdf: pd.DataFrame, top_k: int) -> list[list[str]
 
 
 def _score_partition(
-    batches: Iterator[pd.DataFrame],
+    batches: Iterator[Any],
     *,
     uri: str,
     tracking_uri: str,
@@ -152,18 +177,22 @@ def _score_partition(
     reasons_top_k: int,
     top_k_categories: int,
     stats: Any,
-) -> Iterator[pd.DataFrame]:
+) -> Iterator[Any]:
+    """mapInArrow body: Arrow record batches of model inputs -> Arrow record batches of scores."""
+    import pyarrow as pa
+
     model, loaded = _load_model(uri, tracking_uri, torch_threads)
-    predict = model_predictor(model)
+    predict, arrow_lists = model_predictor(model)
     pid = os.getpid()
     stats.add({pid: (int(loaded), 0)})
-    for pdf in batches:
-        with_candidates = CANDIDATE_ARRAY_CATEGORY in pdf.columns
+    # The model computes reasons in the same pass as the probabilities when it supports the param.
+    params = {"top_k_categories": top_k_categories, "reasons_top_k": reasons_top_k}
+    for batch in batches:
+        with_candidates = CANDIDATE_ARRAY_CATEGORY in batch.schema.names
         expected = [*PROBABILITY_COLUMNS, *([TOP_CATEGORIES_COLUMN] if with_candidates else [])]
-        # The model computes reasons in the same pass as the probabilities when it supports the param.
-        params = {"top_k_categories": top_k_categories, "reasons_top_k": reasons_top_k}
-        for start in range(0, len(pdf), batch_size):
-            chunk = pdf.iloc[start : start + batch_size].reset_index(drop=True)
+        schema = _output_schema(with_candidates, bool(reasons_top_k))
+        for start in range(0, batch.num_rows, batch_size):
+            chunk = arrow_to_pandas(batch.slice(start, batch_size), arrow_lists)
             probs = predict(chunk, params)
             own_reasons = REASONS_COLUMN in probs.columns
             if [c for c in probs.columns if c != REASONS_COLUMN] != expected or len(probs) != len(chunk):
@@ -171,7 +200,7 @@ def _score_partition(
                     f"model {uri} returned columns {list(probs.columns)} x {len(probs)} rows for {len(chunk)} "
                     f"rows; the contract is {expected} in row order"
                 )
-            out = pd.DataFrame({"user_id": chunk["user_id"].astype(str)})
+            out = {"user_id": chunk["user_id"].astype(str).to_numpy(dtype=object)}
             for c in PROBABILITY_COLUMNS:
                 out[c] = probs[c].to_numpy(dtype="float64")
             if with_candidates:
@@ -183,7 +212,7 @@ def _score_partition(
                     else tabular_reasons(model, chunk, reasons_top_k)
                 )
             stats.add({pid: (0, 1)})
-            yield out
+            yield pa.RecordBatch.from_pydict(out, schema=schema)
 
 
 def _merge_stats(a: dict[int, tuple[int, int]], b: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
@@ -278,7 +307,7 @@ def score_users(
         top_k_categories=top_k_categories,
         stats=stats,
     )
-    scored = features.select(*model_input_columns(features.columns)).mapInPandas(fn, T.StructType(fields))
+    scored = features.select(*model_input_columns(features.columns)).mapInArrow(fn, T.StructType(fields))
     constants = {
         "ds": F.lit(ds).cast("date"),
         "model_name": F.lit(ref.name),

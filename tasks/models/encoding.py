@@ -124,8 +124,28 @@ def _standardise(x: np.ndarray, impute, log_flag, means, stds) -> np.ndarray:
     return np.clip(x, -TABULAR_CLIP, TABULAR_CLIP).astype(np.float32)
 
 
-def _ragged(col: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A column of lists / numpy arrays / None -> (lengths [B], flat values)."""
+def ragged(col: pd.Series, name: str, *, as_object: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A column of lists / numpy arrays / None -> (lengths [B], flat values); a null list has length 0.
+
+    An Arrow-backed list column (``pd.ArrowDtype``, as the scoring job hands them in) is read from its
+    offsets and flat child array without a Python object per row. Values stay objects for
+    ``seq_category`` (or ``as_object``), numbers otherwise (a null number becomes NaN).
+    """
+    as_object = name == "seq_category" if as_object is None else as_object
+    if isinstance(col.dtype, pd.ArrowDtype):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arr = pa.array(col)
+        if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
+            raise EncodingError(f"sequence column {name!r} is {arr.type}, expected a list")
+        lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = arr.flatten()
+        if as_object:
+            return lengths, np.asarray(flat.to_numpy(zero_copy_only=False), dtype=object)
+        if flat.null_count:
+            flat = flat.cast(pa.float64())
+        return lengths, flat.to_numpy(zero_copy_only=False)
     pieces = []
     for v in col:
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -133,7 +153,7 @@ def _ragged(col: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
         elif isinstance(v, str | bytes):
             raise EncodingError(f"sequence column {name!r} holds a scalar string, expected a list")
         else:
-            pieces.append(np.asarray(v, dtype=object) if name == "seq_category" else np.asarray(v))
+            pieces.append(np.asarray(v, dtype=object) if as_object else np.asarray(v))
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
     flat = np.concatenate(pieces) if pieces and lengths.sum() else np.empty(0, dtype=object)
     return lengths, flat
@@ -181,7 +201,7 @@ class FeatureEncoder:
     def partial_stats(pdf: pd.DataFrame, feature_columns: list[str]) -> EncoderStats:
         """Tabular statistics plus the category counts of the sequences (the user rows)."""
         _require_columns(pdf, ["seq_category"], "sequence")
-        _, cats = _ragged(pdf["seq_category"], "seq_category")
+        _, cats = ragged(pdf["seq_category"], "seq_category")
         return replace(
             FeatureEncoder.partial_tabular_stats(pdf, feature_columns),
             categories=Counter(str(c) for c in cats if c is not None),
@@ -292,6 +312,8 @@ class FeatureEncoder:
         """Raw flat values of one sequence column -> vocabulary indices >= 1."""
         if name == "seq_category":
             return self.category_indices(flat)
+        if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+            raise EncodingError(f"sequence column {name!r} holds null or non-finite values")
         try:
             v = flat.astype(np.int64)
         except (ValueError, TypeError) as e:
@@ -317,7 +339,7 @@ class FeatureEncoder:
         batch: dict[str, Tensor] = {}
         lengths0 = None
         for col, key in SEQUENCE_BATCH_KEYS.items():
-            lengths, flat = _ragged(pdf[col], col)
+            lengths, flat = ragged(pdf[col], col)
             if lengths0 is None:
                 lengths0 = lengths
             elif not np.array_equal(lengths, lengths0):

@@ -105,21 +105,22 @@ def explode_candidates(pdf: pd.DataFrame, pair_columns: list[str]) -> tuple[np.n
 
     A null cand_category_id means no candidates; every cand_<f> array of a row must match its length.
     """
-    from tasks.models.encoding import EncodingError
+    from tasks.models.encoding import EncodingError, ragged
 
     names = [CANDIDATE_ARRAY_CATEGORY, *(CANDIDATE_ARRAY_PREFIX + c for c in pair_columns)]
     missing = [c for c in names if c not in pdf.columns]
     if missing:
         raise EncodingError(f"input has {CANDIDATE_ARRAY_CATEGORY} but lacks candidate column(s) {missing}")
-    cats = [[] if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in pdf[names[0]]]
-    lengths = np.fromiter((len(v) for v in cats), dtype=np.int64, count=len(cats))
-    out = {CANDIDATE_CATEGORY_COLUMN: [c for v in cats for c in v]}
+    lengths, flat = ragged(pdf[names[0]], names[0], as_object=True)
+    out = {CANDIDATE_CATEGORY_COLUMN: flat}
     for col, name in zip(pair_columns, names[1:], strict=True):
-        values = [[] if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in pdf[name]]
-        bad = np.flatnonzero(np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values)) != lengths)
+        col_lengths, values = ragged(pdf[name], name, as_object=False)
+        bad = np.flatnonzero(col_lengths != lengths)
         if len(bad):
             raise EncodingError(f"row {int(bad[0])}: {name} length differs from {CANDIDATE_ARRAY_CATEGORY}")
-        out[col] = np.asarray([np.nan if x is None else x for v in values for x in v], dtype=np.float64)
+        if values.dtype == object:  # plain lists: a null pair feature is NaN, imputed by the encoder
+            values = np.asarray([np.nan if x is None else x for x in values], dtype=np.float64)
+        out[col] = values.astype(np.float64, copy=False)
     rows = np.repeat(np.arange(len(pdf)), lengths)
     return rows, pd.DataFrame(out)
 

@@ -24,7 +24,7 @@ from spark_jobs.score import (
     tabular_reasons,
 )
 from tasks.registry import mlflow_store
-from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS
+from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS, SEQUENCE_COLUMNS
 from tasks.train import launch
 from tasks.warehouse import Warehouse, load_scores
 from tests.helpers.config import isolated_config
@@ -242,3 +242,37 @@ def test_features_with_wrong_types_fail_on_the_driver(spark, champion):
         pq.write_table(t, f)
     with pytest.raises(ScoringError, match=r"f_avg_price is string, model expects double; seq_hour is array<string>, model expects array<long>$"):
         run(cfg, DS, "r", spark=spark)
+
+
+def test_arrow_backed_rows_predict_like_plain_lists(champion):
+    """The worker hands the model Arrow-backed list columns; the result equals mlflow's checked predict on
+    plain lists, including candidates, top categories, reasons and null (empty) sequences."""
+    import pyarrow as pa
+
+    from spark_jobs.score import arrow_to_pandas, model_predictor
+
+    cfg, ts, result = champion
+    rows = pd.read_parquet(ts / "test").head(30).reset_index(drop=True)
+    for c in SEQUENCE_COLUMNS:  # a user without events: null arrays
+        rows.at[3, c] = None
+    cand = pd.read_parquet(ts / "user_category" / "test")
+    pair = [c for c in cand.columns if c.startswith("f_uc_")]
+    grouped = cand.sort_values("category_id").groupby("user_id")
+    as_lists = {"cand_category_id": "category_id", **{"cand_" + c: c for c in pair}}
+    for name, c in as_lists.items():
+        rows[name] = [v if isinstance(v, list) else None for v in rows["user_id"].map(grouped[c].apply(list))]
+    with mlflow_store(cfg):
+        model = mlflow.pyfunc.load_model(result.model_uri)
+    params = {"reasons_top_k": 2, "top_k_categories": 3}
+    checked = model.predict(rows, params=params)
+    predict, arrow_lists = model_predictor(model)
+    assert arrow_lists
+    arrow_rows = arrow_to_pandas(pa.Table.from_pandas(rows, preserve_index=False))
+    assert isinstance(arrow_rows["seq_hour"].dtype, pd.ArrowDtype)
+    direct = predict(arrow_rows, params)
+    np.testing.assert_allclose(direct[list(PROBABILITY_COLUMNS)], checked[list(PROBABILITY_COLUMNS)], rtol=1e-6)
+    for col in (TOP_CATEGORIES_COLUMN, REASONS_COLUMN):
+        assert [None if v is None else list(v) for v in direct[col]] == [
+            None if v is None else list(v) for v in checked[col]
+        ]
+    assert direct[TOP_CATEGORIES_COLUMN].notna().sum() > 0
