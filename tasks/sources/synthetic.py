@@ -66,6 +66,24 @@ class GenerateReport:
 
 
 @dataclass(frozen=True)
+class LatentState:
+    """The hidden variables behind a log (drawn by the generator, never emitted), for analyses such as
+    the best ranking any model of the observable history could reach. Simulated day j starts at
+    bounds[j]; day 0 is the unemitted warm-up day, so generated day i is simulated day i + 1."""
+
+    user_ids: np.ndarray  # [U] public user id (str)
+    p_active: np.ndarray  # [U] daily activity probability
+    session_rate: np.ndarray  # [U] mean extra browse sessions per active day
+    len_scale: np.ndarray  # [U] browse-session length scale
+    baseline: np.ndarray  # [U] baseline intent (logit)
+    drift: np.ndarray  # [U, D + 1] AR(1) intent drift per simulated day
+    bounds: np.ndarray  # [D + 2] epoch seconds of each simulated day's local midnight, plus the end
+    mission_user: np.ndarray  # [M] row in user_ids
+    mission_research_s: np.ndarray  # [M] epoch seconds of the research session's start
+    mission_buy_s: np.ndarray  # [M] epoch seconds of the buy session's start; -1 when the mission buys nothing
+
+
+@dataclass(frozen=True)
 class _Catalog:
     item_category: np.ndarray  # [n_items] category index of each item
     cat_offsets: np.ndarray  # [n_categories] start of each category's items in cat_items
@@ -156,9 +174,16 @@ def _hour_offsets(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _chunk_events(
-    gen: GeneratorConfig, cat: _Catalog, chunk: int, first_user: int, n_users: int, bounds: np.ndarray
+    gen: GeneratorConfig,
+    cat: _Catalog,
+    chunk: int,
+    first_user: int,
+    n_users: int,
+    bounds: np.ndarray,
+    latent: list[LatentState] | None = None,
 ) -> pd.DataFrame:
-    """All events of users [first_user, first_user + n_users), sorted by user then time."""
+    """All events of users [first_user, first_user + n_users), sorted by user then time; appends the
+    chunk's hidden variables to ``latent`` when given (the draws, hence the events, are the same)."""
     rng = np.random.default_rng([gen.seed, 1, chunk])
     n_days = len(bounds) - 1
     day_len = np.diff(bounds)  # [D] seconds; 23 or 25 h on DST changes
@@ -220,6 +245,13 @@ def _chunk_events(
     k_cart = rng.random(nm) < 0.6
     k_second = rng.random(nm) < SECOND_PURCHASE
     k_len = k_pre + k_cart + 1 + 2 * k_second
+    if latent is not None:
+        latent.append(LatentState(
+            user_ids=(first_user + np.arange(n_users) + 1).astype(str).astype(object),
+            p_active=p_active, session_rate=rate, len_scale=len_scale, baseline=baseline, drift=drift,
+            bounds=bounds, mission_user=mu, mission_research_s=r_start,
+            mission_buy_s=np.where(buy, k_start, -1),
+        ))
 
     # Session table: browse, research, buy [S].
     s_user = np.concatenate([b_user, mu, mu[buy]])
@@ -362,6 +394,65 @@ def generate(gen: GeneratorConfig, out_dir: Path, tz: str = "UTC") -> GenerateRe
     )
     log.info("synthetic log: %d events of %d active users in %s", report.n_events, active_users, out_dir)
     return report
+
+
+def latent_state(gen: GeneratorConfig, tz: str = "UTC") -> LatentState:
+    """The hidden variables of the log ``generate(gen, ..., tz)`` writes (the same draws, nothing written)."""
+    days = [gen.start + dt.timedelta(days=i) for i in range(gen.n_days)]
+    bounds = _local_day_starts([gen.start - dt.timedelta(days=1), *days], tz)
+    cat = _catalog(gen)
+    parts: list[LatentState] = []
+    for chunk, first_user in enumerate(range(0, gen.n_users, gen.chunk_users)):
+        _chunk_events(gen, cat, chunk, first_user, min(gen.chunk_users, gen.n_users - first_user), bounds, parts)
+    offsets = np.cumsum([0] + [len(p.user_ids) for p in parts])[:-1]
+    return LatentState(
+        user_ids=np.concatenate([p.user_ids for p in parts]),
+        p_active=np.concatenate([p.p_active for p in parts]),
+        session_rate=np.concatenate([p.session_rate for p in parts]),
+        len_scale=np.concatenate([p.len_scale for p in parts]),
+        baseline=np.concatenate([p.baseline for p in parts]),
+        drift=np.concatenate([p.drift for p in parts]),
+        bounds=bounds,
+        mission_user=np.concatenate([p.mission_user + off for p, off in zip(parts, offsets, strict=True)]),
+        mission_research_s=np.concatenate([p.mission_research_s for p in parts]),
+        mission_buy_s=np.concatenate([p.mission_buy_s for p in parts]),
+    )
+
+
+def fresh_purchase_probability(
+    p_active: np.ndarray, session_rate: np.ndarray, len_scale: np.ndarray, intent_logit_mean: np.ndarray
+) -> np.ndarray:
+    """P(a purchase on a day from what that day itself starts: a mission converting the same day or an
+    impulse buy), per user [U], given the traits and the day's expected intent logit (its AR(1)
+    prediction from the day before, baseline + INTENT_RHO x drift). The day's intent noise is integrated
+    out (Gauss-Hermite); sessions that cross midnight are ignored."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(32)
+    weights = weights / weights.sum()
+    logits = np.asarray(intent_logit_mean, dtype=np.float64)[:, None] + INTENT_NOISE * nodes[None, :]
+    intent = (1.0 / (1.0 + np.exp(-logits))) @ weights  # [U] E[daily mission probability]
+    mission_buy = intent * MISSION_CONVERT * MISSION_SAME_DAY
+    # A browse session can end in an impulse buy only if it has a second event; 1 + Poisson(rate) sessions.
+    impulse = IMPULSE_BUY * (1.0 - 1.0 / (1.0 + SESSION_LEN_MEAN * np.asarray(len_scale, dtype=np.float64)))
+    no_impulse = (1.0 - impulse) * np.exp(-np.asarray(session_rate, dtype=np.float64) * impulse)
+    return np.asarray(p_active, dtype=np.float64) * (1.0 - (1.0 - mission_buy) * no_impulse)
+
+
+def missions_at_cutoff(state: LatentState, day: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pending, open) per user [U] at the cutoff opening simulated day ``day`` (1 <= day <= n_days).
+
+    open: a mission researched the day before whose buy session has not started by the cutoff, the
+    trace in the history that says a purchase may follow (whether it converts is not observable).
+    pending: an open mission that buys during ``day``; its purchase is decided before the cutoff.
+    """
+    if not 1 <= day < len(state.bounds) - 1:
+        raise ValueError(f"day must be a generated day index in 1..{len(state.bounds) - 2}, got {day}")
+    cut, end = state.bounds[day], state.bounds[day + 1]
+    research, buy_s = state.mission_research_s, state.mission_buy_s
+    is_open = (research >= state.bounds[day - 1]) & (research < cut) & ((buy_s < 0) | (buy_s >= cut))
+    is_pending = is_open & (buy_s >= cut) & (buy_s < end)
+    n = len(state.user_ids)
+    return (np.bincount(state.mission_user[is_pending], minlength=n) > 0,
+            np.bincount(state.mission_user[is_open], minlength=n) > 0)
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:

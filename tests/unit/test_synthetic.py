@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tasks.config import GeneratorConfig
 from tasks.schema import EVENT_COLUMNS, EVENT_TYPES
-from tasks.sources.synthetic import generate
+from tasks.sources import synthetic
+from tasks.sources.synthetic import LatentState, generate, latent_state, missions_at_cutoff
 
 
 def _gen(**kw) -> GeneratorConfig:
@@ -108,3 +110,58 @@ def test_rejects_catalogue_smaller_than_categories(tmp_path):
     with pytest.raises(ValueError, match="n_items"):
         generate(_gen(n_items=10, n_categories=60), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_latent_state_explains_the_log(tmp_path):
+    gen = _gen(n_users=400, n_days=4, chunk_users=150)
+    generate(gen, tmp_path / "log")
+    df = _read(tmp_path / "log")
+    state = latent_state(gen)
+    assert list(state.user_ids) == [str(u) for u in range(1, 401)]
+    assert state.drift.shape == (400, 5) and len(state.bounds) == 6
+    for day in range(1, 5):
+        buyers = set(df.loc[(df["event_type"] == "purchase") & (df["dt"] == f"2026-01-0{day}"), "user_id"])
+        pending, is_open = missions_at_cutoff(state, day)
+        assert pending.any() and (pending <= is_open).all()
+        # A purchase decided before the cutoff happens that day (a buy session cut by the end of the day aside).
+        assert np.mean([u in buyers for u in state.user_ids[pending]]) > 0.97
+
+
+def test_missions_at_cutoff_on_a_hand_made_state():
+    bounds = np.array([0, 100, 200, 300])  # simulated days 0, 1, 2
+    state = LatentState(
+        user_ids=np.array(["a", "b", "c", "d", "e", "f"], dtype=object),
+        p_active=np.ones(6), session_rate=np.ones(6), len_scale=np.ones(6), baseline=np.zeros(6),
+        drift=np.zeros((6, 3)), bounds=bounds,
+        mission_user=np.array([0, 1, 2, 3, 4]),
+        # a: researched day 1, buys day 2; b: never buys; c: bought before the cutoff; d: researched day 0;
+        # e: researched day 1, buys after day 2.
+        mission_research_s=np.array([150, 120, 110, 50, 190]),
+        mission_buy_s=np.array([250, -1, 180, 150, 310]),
+    )
+    pending, is_open = missions_at_cutoff(state, 2)
+    assert pending.tolist() == [True, False, False, False, False, False]
+    assert is_open.tolist() == [True, True, False, False, True, False]
+    for day in (0, 3):
+        with pytest.raises(ValueError, match="day"):
+            missions_at_cutoff(state, day)
+
+
+def test_fresh_purchase_probability_matches_a_simulation():
+    rng = np.random.default_rng(0)
+    n = 400_000
+    p_active, rate, len_scale, logit = 0.7, 0.8, 1.3, -1.0
+    active = rng.random(n) < p_active
+    intent = 1 / (1 + np.exp(-(logit + synthetic.INTENT_NOISE * rng.normal(size=n))))
+    mission_buy = (rng.random(n) < intent) & (rng.random(n) < synthetic.MISSION_CONVERT * synthetic.MISSION_SAME_DAY)
+    sessions = 1 + rng.poisson(rate, size=n)
+    p_long = 1 - 1 / (1 + synthetic.SESSION_LEN_MEAN * len_scale)
+    impulse = rng.binomial(sessions, p_long * synthetic.IMPULSE_BUY) > 0
+    simulated = (active & (mission_buy | impulse)).mean()
+    (p,) = synthetic.fresh_purchase_probability(
+        np.array([p_active]), np.array([rate]), np.array([len_scale]), np.array([logit])
+    )
+    assert p == pytest.approx(simulated, abs=0.003)
+    assert synthetic.fresh_purchase_probability(np.zeros(1), np.ones(1), np.ones(1), np.zeros(1))[0] == 0.0
+    low, high = synthetic.fresh_purchase_probability(np.ones(2), np.ones(2), np.ones(2), np.array([-3.0, 1.0]))
+    assert low < high
