@@ -1055,11 +1055,11 @@ def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_fi
     return rows
 
 
-def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool, checked_rows: int = 0) -> dict[str, float]:
+def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool, checked=None) -> dict[str, float]:
     """Seconds of the bare loop in this process: ``load``, ``predict`` (the worker's own call,
     ``spark_jobs.score.model_predictor``: encode + forward + top categories [+ reasons], scoring.batch_size
-    rows per call, torch threads = scoring.torch_threads, as one scoring worker) and, over the first
-    ``checked_rows`` rows, ``checked`` (mlflow's PyFuncModel.predict with its per-row signature checks)."""
+    rows per call, torch threads = scoring.torch_threads, as one scoring worker) and, over the plain-list
+    rows ``checked`` when given, ``checked`` (mlflow's PyFuncModel.predict with its per-row signature checks)."""
     import mlflow
     import torch
 
@@ -1075,7 +1075,7 @@ def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool, checked
     try:
         with mlflow_store(cfg):
             model, load_s = timed(lambda: mlflow.pyfunc.load_model(uri))
-        predict = model_predictor(model)
+        predict, _ = model_predictor(model)
         bs = cfg.scoring.batch_size
 
         def loop(fn, rows):
@@ -1083,8 +1083,8 @@ def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool, checked
                 fn(rows.iloc[s : s + bs].reset_index(drop=True), params)
 
         out = {"load": load_s, "predict": timed(lambda: loop(predict, pdf))[1]}
-        if checked_rows:
-            out["checked"] = timed(lambda: loop(lambda c, p: model.predict(c, params=p), pdf.head(checked_rows)))[1]
+        if checked is not None:
+            out["checked"] = timed(lambda: loop(lambda c, p: model.predict(c, params=p), checked))[1]
     finally:
         torch.set_num_threads(threads)
     return out
@@ -1100,7 +1100,7 @@ def scoring_throughput(args: argparse.Namespace) -> dict:
 
     from spark_jobs import features, score
     from spark_jobs.features import user_category_columns
-    from spark_jobs.score import attach_candidates, model_input_columns
+    from spark_jobs.score import arrow_to_pandas, attach_candidates, model_input_columns
     from tasks.train import launch
     from tasks.warehouse import load_scores
 
@@ -1116,13 +1116,16 @@ def scoring_throughput(args: argparse.Namespace) -> dict:
         feats = features.run(cfg, ds, spark=spark)
         real_files = len(list(feats.path.glob("*.parquet")))
         n_rows = replicate_features(cfg, ds, target, n_files=4 * local_cores(cfg))
-        # The bare loop gets what the job's workers get: user rows with their candidate arrays.
-        table_pdf = attach_candidates(
+        # The bare loop gets what the job's workers get: user rows with their candidate arrays, list
+        # columns Arrow-backed (spark_jobs.score.arrow_to_pandas); mlflow's checked predict needs plain lists.
+        joined = attach_candidates(
             spark.read.parquet(str(feats.path)),
             spark.read.parquet(str(feats.user_category_path)),
             user_category_columns(cfg.features),
-        ).toPandas()
-        pdf = table_pdf[model_input_columns(list(table_pdf.columns))]
+        )
+        table = joined.select(*model_input_columns(joined.columns)).toArrow()
+        pdf = arrow_to_pandas(table)
+        plain = arrow_to_pandas(table.slice(0, CHECKED_ROWS), arrow_lists=False)
         client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
         no_reasons = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"reasons_top_k": 0})})
         for model_type in ("lstm", "bert"):
@@ -1139,7 +1142,7 @@ def scoring_throughput(args: argparse.Namespace) -> dict:
                 row[f"{label}_score_s"], row[f"{label}_load_s"] = score_s, load_s
                 row[f"{label}_s"] = score_s + load_s
                 row[f"{label}_workers"] = rep.workers
-            bare = bare_predict(cfg, res.model_uri, pdf, with_reasons=False, checked_rows=CHECKED_ROWS)
+            bare = bare_predict(cfg, res.model_uri, pdf, with_reasons=False, checked=plain)
             bare_r = bare_predict(cfg, res.model_uri, pdf, with_reasons=True)
             row.update(
                 bare_load_s=bare["load"], bare_predict_s=bare["predict"], bare_predict_reasons_s=bare_r["predict"],
@@ -1173,7 +1176,8 @@ def scoring_throughput(args: argparse.Namespace) -> dict:
         "tasks.warehouse.load_scores into DuckDB; 'no reasons' reruns it with scoring.reasons_top_k 0.",
         "bare predict = the call each scoring worker makes (spark_jobs.score.model_predictor: the packaged "
         "IntentPyfunc's encode + forward + top categories, '+reasons' with the gradient reasons in the same pass) "
-        "over the same pandas rows (each user with its candidate categories) in one process and one torch thread, "
+        "over the same rows as the workers get them (each user with its candidate categories, list columns "
+        "Arrow-backed) in one process and one torch thread, "
         "batch_size rows per call, model load excluded. Ratios and users/s use the repeated job (workers warm, "
         "model cached); 'first job' is the first run of the model in this process (worker start and model load "
         "included).",
