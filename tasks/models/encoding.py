@@ -137,6 +137,8 @@ def ragged(col: pd.Series, name: str, *, as_object: bool | None = None) -> tuple
         import pyarrow.compute as pc
 
         arr = pa.array(col)
+        if isinstance(arr, pa.ChunkedArray):  # a column of a multi-batch table
+            arr = arr.combine_chunks()
         if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
             raise EncodingError(f"sequence column {name!r} is {arr.type}, expected a list")
         lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -267,7 +267,9 @@ def test_arrow_backed_rows_predict_like_plain_lists(champion):
     checked = model.predict(rows, params=params)
     predict, arrow_lists = model_predictor(model)
     assert arrow_lists
-    arrow_rows = arrow_to_pandas(pa.Table.from_pandas(rows, preserve_index=False))
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    # Two record batches: Arrow-backed columns are then chunked, as after Spark's toArrow.
+    arrow_rows = arrow_to_pandas(pa.Table.from_batches([*table.slice(0, 11).to_batches(), *table.slice(11).to_batches()]))
     assert isinstance(arrow_rows["seq_hour"].dtype, pd.ArrowDtype)
     direct = predict(arrow_rows, params)
     np.testing.assert_allclose(direct[list(PROBABILITY_COLUMNS)], checked[list(PROBABILITY_COLUMNS)], rtol=1e-6)
