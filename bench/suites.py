@@ -1171,7 +1171,7 @@ def scoring_throughput(args: argparse.Namespace) -> dict:
         f"feature rows, the Spark job wrote {real_files} file(s)), grown to {n_rows} rows by copying rows under "
         f"new user ids, in {4 * local_cores(cfg)} files; models trained 1 epoch (throughput does not depend on "
         "their quality) and set @champion directly.",
-        f"job = spark_jobs.score.run (Spark {cfg.spark.master}, mapInPandas, batch {cfg.scoring.batch_size}, "
+        f"job = spark_jobs.score.run (Spark {cfg.spark.master}, mapInArrow, batch {cfg.scoring.batch_size}, "
         f"{cfg.scoring.torch_threads} torch thread per worker, reasons_top_k {cfg.scoring.reasons_top_k}) + "
         "tasks.warehouse.load_scores into DuckDB; 'no reasons' reruns it with scoring.reasons_top_k 0.",
         "bare predict = the call each scoring worker makes (spark_jobs.score.model_predictor: the packaged "
