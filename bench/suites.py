@@ -415,11 +415,55 @@ def features_vs_duckdb(args: argparse.Namespace) -> dict:
 # ---- 2. the events gate vs the stage it guards ---------------------------------------------------
 
 
+# One pipeline step in a fresh Python process, as an Airflow task runs it: the JVM start, imports and
+# first-call compilation count. Prints the step's CPU seconds (Python + its Spark JVM) as the last line.
+_COLD_STEP = """
+import datetime as dt, json, sys
+from pathlib import Path
+from bench.suites import process_cpu_s
+from tests.helpers.config import isolated_config
+cfg = isolated_config(Path(sys.argv[1]))
+day = dt.date.fromisoformat(sys.argv[3])
+if sys.argv[2] == "gate":
+    from spark_jobs.validate import validate_events
+    validate_events(cfg, day)
+elif sys.argv[2] == "gate_lookback":
+    from pyspark import StorageLevel
+    from expectations import events
+    from expectations.runner import check
+    from spark_jobs.session import build_session
+    spark = build_session(cfg, "validate events lookback", short_lived=True)
+    first = dt.date.fromisoformat(sys.argv[4])
+    df = spark.read.parquet(str(cfg.paths.layer("events"))).where(f"dt >= '{first}' and dt <= '{day}'").drop("dt")
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    check(df, events.build_suite(cfg, day, first), name="events_lookback", gx_dir=cfg.paths.gx_dir)
+else:
+    from spark_jobs import features
+    features.run(cfg, day)
+from pyspark.sql import SparkSession
+print(json.dumps({"cpu_s": process_cpu_s(SparkSession.getActiveSession())}))
+"""
+
+
+def cold_step(var: Path, step: str, *args: str) -> tuple[float, float]:
+    """(wall s, CPU s) of ``_COLD_STEP`` ``step`` in a fresh interpreter; wall includes its start-up."""
+    import json
+    import subprocess
+    import sys
+
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _COLD_STEP, str(var), step, *args],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"cold {step} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"]
+
+
 @benchmark("gx_events_overhead")
 def gx_events_overhead(args: argparse.Namespace) -> dict:
-    from spark_jobs import features
-    from spark_jobs.validate import validate_events
-
     with workdir("gx") as work:
         cfg0 = isolated_config(work / "var0")
         fcfg = cfg0.features
@@ -429,47 +473,53 @@ def gx_events_overhead(args: argparse.Namespace) -> dict:
         layer, _ = synthetic_events(cfg0, n_users, fcfg.lookback_days + fcfg.horizon_days)
         cfg = isolated_config(work / "var")
         link_events(cfg, layer)
-        spark = spark_session(cfg)
         ds = cfg.generator.start + dt.timedelta(days=fcfg.lookback_days)
-        n_days = 2 if args.quick else 4
-        days = [ds - dt.timedelta(days=i) for i in range(1, n_days + 1)]
-        gate_s, n_exp, day_rows = [], 0, []
-        for day in days:
-            summary, s = timed(lambda: validate_events(cfg, day))
-            gate_s.append(s)
-            n_exp = summary.n_expectations
-            day_rows.append(parquet_rows([layer / f"dt={day.isoformat()}" / "part-00000.parquet"]))
-        report, feat_s = timed(lambda: features.run(cfg, ds, spark=spark))
-    first, warm = gate_s[0], statistics.median(gate_s[1:])
-    lookback_total = warm * fcfg.lookback_days
+        day, first = ds - dt.timedelta(days=1), ds - dt.timedelta(days=fcfg.lookback_days)
+        day_rows = parquet_rows(sorted((layer / f"dt={day.isoformat()}").glob("*.parquet")))
+        lookback_rows = parquet_rows(
+            [f for d in range(fcfg.lookback_days) for f in (layer / f"dt={(first + dt.timedelta(days=d)).isoformat()}").glob("*.parquet")]
+        )
+        reps = 1 if args.quick else 2
+        # Interleaved, so a burst of load on the shared machine hits every step alike.
+        runs: dict[str, list[tuple[float, float]]] = {"features": [], "gate": [], "gate_lookback": []}
+        for _ in range(reps):
+            runs["gate"].append(cold_step(cfg.paths.var, "gate", day.isoformat()))
+            runs["features"].append(cold_step(cfg.paths.var, "features", ds.isoformat()))
+            runs["gate_lookback"].append(cold_step(cfg.paths.var, "gate_lookback", day.isoformat(), first.isoformat()))
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
+    feat_wall, feat_cpu = med["features"]
+
+    def row(step: str, key: str) -> dict:
+        wall, cpu = med[key]
+        return {"step": step, "wall s": r(wall), "CPU s": r(cpu),
+                "wall share of features job": f"{100 * wall / feat_wall:.0f}%",
+                "CPU share of features job": f"{100 * cpu / feat_cpu:.0f}%"}
+
     table = [
-        {"step": "features job (cutoff, 30-day lookback)", "seconds": r(feat_s), "share of features job": "100%"},
-        {"step": f"events gate, first day in process (ds-1, {day_rows[0]} rows)", "seconds": r(first),
-         "share of features job": f"{100 * first / feat_s:.0f}%"},
-        {"step": f"events gate, one day, median of {len(gate_s) - 1} later days", "seconds": r(warm),
-         "share of features job": f"{100 * warm / feat_s:.0f}%"},
-        {"step": f"events gate over the whole lookback (extrapolated: {fcfg.lookback_days} x one day)",
-         "seconds": r(lookback_total), "share of features job": f"{100 * lookback_total / feat_s:.0f}%"},
+        row(f"features job (cutoff {ds}, {fcfg.lookback_days}-day lookback, {lookback_rows} events)", "features"),
+        row(f"events gate, nightly: the day just cleaned (dt={day}, {day_rows} events)", "gate"),
+        row(f"events suite over the whole lookback ({lookback_rows} events as one frame)", "gate_lookback"),
     ]
+    met = {k: max(med[k][0] / feat_wall, med[k][1] / feat_cpu) < 0.25 for k in ("gate", "gate_lookback")}
     notes = [
-        f"The nightly DAG validates one partition (events/dt=ds-1, the day it just cleaned) with {n_exp} "
-        "expectations through Great Expectations' Spark data source (file context, Data Docs update "
-        "included), before build_features.",
-        f"Target gate < 25% of the stage it guards: one day {100 * warm / feat_s:.0f}% (warm), "
-        f"{100 * first / feat_s:.0f}% (first call in the process, as in a fresh Airflow task) -> "
-        f"{'met' if max(first, warm) < 0.25 * feat_s else 'NOT met'}.",
-        f"Events: {report.n_users} users, ~{statistics.mean(day_rows):.0f} events per day; all measured in one "
-        "process and one Spark session.",
+        "Every step runs in a fresh Python process, as each Airflow task does (JVM start, imports and "
+        f"first-call compilation included); median of {reps} interleaved runs; CPU = Python + Spark JVM.",
+        "The nightly DAG gates only events/dt=ds-1 (the partition it just cleaned) before build_features, "
+        "which reads the whole lookback; the lookback row is the issue's literal 'events suite on 10M "
+        "events': the same suite (time bounds widened to the 30 days, no per-day volume band) on all of them.",
+        "Gate = Great Expectations through its Spark data source, file context, Data Docs updated; first pass "
+        "without samples, failed expectations rerun for samples (expectations.runner); C1-only JIT.",
+        f"Target gate < 25% of the stage it guards (wall and CPU): nightly gate -> "
+        f"{'met' if met['gate'] else 'NOT met'}; suite over the whole lookback -> "
+        f"{'met' if met['gate_lookback'] else 'NOT met'}.",
     ]
     return {
-        "description": "Great Expectations events gate vs the feature job it guards, on the same events (issue 4).",
+        "description": "Great Expectations events gate vs the feature job it guards, each cold, on the same events (issue 4).",
         "table": table,
         "notes": notes,
-        "gate_seconds": gate_s,
-        "gate_days": [d.isoformat() for d in days],
-        "gate_day_rows": day_rows,
-        "features_seconds": feat_s,
-        "n_expectations": n_exp,
+        "runs": {k: [{"wall_s": w, "cpu_s": c} for w, c in v] for k, v in runs.items()},
+        "day_rows": day_rows,
+        "lookback_rows": lookback_rows,
     }
 
 

@@ -59,8 +59,13 @@ def volume_band(cfg: PipelineConfig, day: dt.date) -> tuple[int, int] | None:
     return max(1, math.ceil(median / factor)), math.floor(median * factor)
 
 
-def build_suite(cfg: PipelineConfig, day: dt.date) -> gx.ExpectationSuite:
-    start, end = day_bounds(cfg, day)
+def build_suite(cfg: PipelineConfig, day: dt.date, first_day: dt.date | None = None) -> gx.ExpectationSuite:
+    """The suite of partition ``day``; with ``first_day``, of the partitions first_day..day read as one frame
+    (a backfill checked at once): timestamps may then fall anywhere in those days and the per-day volume
+    band is left out."""
+    if first_day is not None and first_day > day:
+        raise ValueError(f"first_day {first_day} is after day {day}")
+    start, end = day_bounds(cfg, first_day or day)[0], day_bounds(cfg, day)[1]
     # Built from a list: adding to a suite one by one would need a live GX context.
     expectations: list[gxe.Expectation] = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -82,7 +87,8 @@ def build_suite(cfg: PipelineConfig, day: dt.date) -> gx.ExpectationSuite:
             column_list=list(EVENT_KEY), mostly=1.0 - cfg.cleaning.max_duplicate_key_fraction
         ),
     ]
-    band = volume_band(cfg, day)
+    band = volume_band(cfg, day) if first_day in (None, day) else None
     if band is not None:
         expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=band[0], max_value=band[1]))
-    return gx.ExpectationSuite(name=f"events_{day.isoformat()}", expectations=expectations)
+    span = day.isoformat() if first_day in (None, day) else f"{first_day.isoformat()}_{day.isoformat()}"
+    return gx.ExpectationSuite(name=f"events_{span}", expectations=expectations)

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 3
 # Asks GX for the unexpected values and, for row-wise expectations, a few whole failing rows.
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS, "include_unexpected_rows": True}
+# First pass over every expectation: counts and observed values (Data Docs render them), no samples; a
+# zero sample size turns GX's sample queries into Spark's empty LIMIT 0 (no job).
+FIRST_PASS_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,37 @@ def _failure(result: Any) -> FailedExpectation:
     )
 
 
+def _fresh(result: Any) -> Any:
+    """The expectation behind a validation result, detached from its suite (no id) for a new suite."""
+    expectation = result.expectation_config.to_domain_obj()
+    expectation.id = None
+    return expectation
+
+
+def _checkpoint(context, batch_def, suite: gx.ExpectationSuite, key: str, result_format: dict):
+    suite.name = key
+    suite = context.suites.add_or_update(suite)
+    validation = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
+    )
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=key,
+            validation_definitions=[validation],
+            actions=[UpdateDataDocsAction(name="update_data_docs")],
+            result_format=result_format,
+        )
+    )
+
+
 def validate_dataframe(df, suite: gx.ExpectationSuite, *, name: str, gx_dir: Path) -> ValidationSummary:
-    """Validate Spark DataFrame ``df`` against ``suite``; results and Data Docs go under ``gx_dir``."""
+    """Validate Spark DataFrame ``df`` against ``suite``; results and Data Docs go under ``gx_dir``.
+
+    Two passes: every expectation first without samples (``FIRST_PASS_FORMAT``: GX then computes the
+    counts and observed values, bundled into few Spark jobs); only the ones that failed run again to fetch
+    sample values and rows. Fetching samples for every expectation cost a filtered scan each, even when
+    the data was clean. Both passes land in the Data Docs.
+    """
     gx_dir = Path(gx_dir)
     gx_dir.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
@@ -125,26 +157,28 @@ def validate_dataframe(df, suite: gx.ExpectationSuite, *, name: str, gx_dir: Pat
     asset = next((a for a in source.assets if a.name == key), None) or source.add_dataframe_asset(name=key)
     batch_def = next((b for b in asset.batch_definitions if b.name == "whole"), None)
     batch_def = batch_def or asset.add_batch_definition_whole_dataframe("whole")
-    suite.name = key
-    suite = context.suites.add_or_update(suite)
-    validation = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=key, data=batch_def, suite=suite)
+    outcome = _checkpoint(context, batch_def, suite, key, FIRST_PASS_FORMAT).run(
+        batch_parameters={"dataframe": df}
     )
-    checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=key,
-            validation_definitions=[validation],
-            actions=[UpdateDataDocsAction(name="update_data_docs")],
-            result_format=RESULT_FORMAT,
-        )
-    )
-    outcome = checkpoint.run(batch_parameters={"dataframe": df})
     (run_result,) = outcome.run_results.values()
-    failures = tuple(_failure(r) for r in run_result.results if not r.success)
+    failed = [r for r in run_result.results if not r.success]
+    failures: tuple[FailedExpectation, ...] = ()
+    if failed:
+        detail = gx.ExpectationSuite(name=f"{key}_failures", expectations=[_fresh(r) for r in failed])
+        rerun = _checkpoint(context, batch_def, detail, f"{key}_failures", RESULT_FORMAT).run(
+            batch_parameters={"dataframe": df}
+        )
+        (detail_result,) = rerun.run_results.values()
+        # Same order as ``failed``; should a rerun pass (a source that changed between passes), the
+        # first pass's verdict stands, without samples.
+        failures = tuple(
+            _failure(again if not again.success else first)
+            for first, again in zip(failed, detail_result.results, strict=True)
+        )
     docs = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     summary = ValidationSummary(
         name=name,
-        success=bool(outcome.success),
+        success=not failed,
         n_expectations=len(run_result.results),
         failures=failures,
         data_docs=docs if docs.exists() else None,

@@ -110,7 +110,7 @@ def _run_suite(
             data_docs=None,
             note=f"partition {folder} is missing or empty (no Parquet files): nothing to validate",
         )
-    spark = build_session(cfg, f"validate {layer} {_key_text(day)}")
+    spark = build_session(cfg, f"validate {layer} {_key_text(day)}", short_lived=True)
     read = getattr(module, "read", None)
     df = read(spark, cfg, day) if callable(read) else spark.read.parquet(str(folder))
     from pyspark import StorageLevel

@@ -131,3 +131,39 @@ def test_volume_spike_and_duplicate_keys_fail(spark, cfg):
     message = str(err.value)
     assert "expect_table_row_count_to_be_between(min_value=2, max_value=30): observed 40" in message
     assert "expect_compound_columns_to_be_unique(column_list=['event_time', 'user_id', 'item_id', 'event_type']" in message
+
+
+def test_range_suite_checks_several_days_as_one_frame(spark, cfg):
+    first = DAY - dt.timedelta(days=1)
+    rows = [_event(t=dt.datetime(2026, 1, 1, 5)), _event(t=dt.datetime(2026, 1, 2, 5), user="u2")]
+    df = spark.createDataFrame(rows, SCHEMA)
+    assert validate_dataframe(df, build_suite(cfg, DAY, first), name="events_range", gx_dir=cfg.paths.gx_dir).success
+    one_day = validate_dataframe(df, build_suite(cfg, DAY), name="events_one_day", gx_dir=cfg.paths.gx_dir)
+    assert [f.kwargs.get("column") for f in one_day.failures] == ["event_time"]
+    with pytest.raises(ValueError, match="first_day 2026-01-03 is after day 2026-01-02"):
+        build_suite(cfg, DAY, DAY + dt.timedelta(days=1))
+
+
+def _spark_jobs(spark, fn):
+    group = f"test-{id(fn)}"
+    spark.sparkContext.setJobGroup(group, group)
+    try:
+        out = fn()
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    return out, len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def test_samples_are_fetched_only_for_failed_expectations(spark, cfg):
+    clean = spark.createDataFrame([_event(h, user=f"u{h}") for h in range(24)], SCHEMA).cache()
+    broken = spark.createDataFrame([_event(1), _event(2, etype="click")], SCHEMA).cache()
+    clean.count(), broken.count()
+    ok, clean_jobs = _spark_jobs(spark, lambda: validate_dataframe(
+        clean, build_suite(cfg, DAY), name="events_clean_jobs", gx_dir=cfg.paths.gx_dir))
+    bad, broken_jobs = _spark_jobs(spark, lambda: validate_dataframe(
+        broken, build_suite(cfg, DAY), name="events_broken_jobs", gx_dir=cfg.paths.gx_dir))
+    assert ok.success and not bad.success
+    # The failed expectation's rerun adds its sample queries; a clean frame needs none of them.
+    assert clean_jobs < broken_jobs
+    (failure,) = bad.failures
+    assert failure.sample_values == ("click",) and failure.sample_rows[0]["event_type"] == "click"
