@@ -18,6 +18,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 
 from tasks.config import PipelineConfig
+from tasks.partitions import parquet_rows
 from tasks.schema import EVENT_COLUMNS, EVENT_KEY, EVENT_TYPES, REQUIRED_EVENT_COLUMNS
 
 # Spark SQL type names of tasks.schema.EVENT_COLUMNS as GX reports them for a Spark DataFrame.
@@ -36,22 +37,12 @@ def day_bounds(cfg: PipelineConfig, day: dt.date) -> tuple[dt.datetime, dt.datet
     return start.replace(tzinfo=None), end.replace(tzinfo=None)
 
 
-def partition_rows(folder: Path) -> int | None:
-    """Row count of a Parquet partition from its file footers; None when the partition does not exist."""
-    import pyarrow.parquet as pq
-
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return None
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-
-
 def volume_band(cfg: PipelineConfig, day: dt.date) -> tuple[int, int] | None:
     """(min, max) rows allowed for ``day``, or None while too few earlier partitions exist."""
     counts = [
         n
         for i in range(1, cfg.cleaning.volume_lookback_days + 1)
-        if (n := partition_rows(partition(cfg, day - dt.timedelta(days=i)))) is not None
+        if (n := parquet_rows(partition(cfg, day - dt.timedelta(days=i)))) is not None
     ]
     if len(counts) < cfg.cleaning.volume_min_history:
         return None

@@ -19,9 +19,9 @@ from pathlib import Path
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
-from expectations.events import partition_rows
 from spark_jobs.features import tabular_columns
 from tasks.config import PipelineConfig
+from tasks.partitions import parquet_rows
 from tasks.schema import EVENT_TYPE_INDEX, EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS
 
 # True shares of the user's events: within [0, 1]. The smoothed conversion ratios (f_*_per_*) are not
@@ -214,7 +214,7 @@ def build_suite(cfg: PipelineConfig, day: dt.date) -> gx.ExpectationSuite:
         *_sequence_queries(cfg),
         *_label_expectations(cfg, bool(labels_present(folder))),
     ]
-    rows = partition_rows(folder)
+    rows = parquet_rows(folder)
     if rows is not None and rows >= q.constant_check_min_rows:
         expectations += [
             gxe.ExpectColumnUniqueValueCountToBeBetween(column=c, min_value=2) for c in q.non_constant_features

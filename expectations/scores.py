@@ -18,9 +18,9 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 
 from expectations.drift import feature_drift
-from expectations.events import partition_rows
 from expectations.runner import FailedExpectation
 from tasks.config import PipelineConfig
+from tasks.partitions import parquet_rows
 from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def build_suite(cfg: PipelineConfig, day: dt.date) -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToNotBeNull(column="model_version"),
         gxe.ExpectColumnUniqueValueCountToBeBetween(column="model_version", min_value=1, max_value=1),
     ]
-    rows = partition_rows(partition(cfg, day))
+    rows = parquet_rows(partition(cfg, day))
     if rows is not None and rows >= cfg.quality.constant_check_min_rows:
         expectations.append(gxe.ExpectColumnUniqueValueCountToBeBetween(column=PSI_COLUMN, min_value=2))
     return gx.ExpectationSuite(name=f"scores_{day.isoformat()}", expectations=expectations)
@@ -80,7 +80,7 @@ def build_suite(cfg: PipelineConfig, day: dt.date) -> gx.ExpectationSuite:
 def score_psi(cfg: PipelineConfig, day: dt.date, current) -> float | None:
     """PSI of ``current``'s p_purchase over the deciles of scores/ds=<day - 1>; None without that partition."""
     previous = partition(cfg, day - dt.timedelta(days=1))
-    if partition_rows(previous) is None:
+    if parquet_rows(previous) is None:
         return None
     reference = current.sparkSession.read.parquet(str(previous))
     q = cfg.quality

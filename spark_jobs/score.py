@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.partitions import parquet_rows
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
     CANDIDATE_ARRAY_PREFIX,
@@ -410,15 +411,6 @@ def _arrow_batch_rows(spark, rows: int) -> Iterator[None]:
             spark.conf.set(key, previous)
 
 
-def parquet_rows(folder: Path) -> int:
-    """Rows in the Parquet files directly under ``folder`` that Spark's reader would read (it skips names
-    starting with "_" or "."), from their footers: no Spark job (a Spark count is two jobs)."""
-    import pyarrow.parquet as pq
-
-    files = [f for f in sorted(folder.glob("*.parquet")) if not f.name.startswith(("_", "."))]
-    return sum(pq.read_metadata(f).num_rows for f in files)
-
-
 def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> ScoreReport:
     """Score every user of features/user/ds=<ds>/ (candidates from features/user_category/ds=<ds>/) with the
     champion; replace scores/ds=<ds>/."""
@@ -465,8 +457,9 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
             .parquet(str(root))
         )
     out = root / f"ds={ds.isoformat()}"
-    rows = parquet_rows(out) if out.is_dir() else 0
-    expected = parquet_rows(src)
+    # Footer counts: the same check as two Spark counts, without their four jobs.
+    rows = parquet_rows(out) or 0
+    expected = parquet_rows(src) or 0
     if rows != expected:
         raise ScoringError(f"wrote {rows} score rows to {out} for {expected} feature rows")
     per_worker = stats.value
