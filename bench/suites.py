@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.run import benchmark
 from tasks.config import PipelineConfig
+from tasks.partitions import parquet_rows
 from tasks.schema import EVENT_COLUMNS, EVENT_TYPES
 from tests.helpers.config import isolated_config
 
@@ -164,10 +165,9 @@ def link_events(cfg: PipelineConfig, layer: Path) -> None:
     target.symlink_to(layer, target_is_directory=True)
 
 
-def parquet_rows(files: list[Path]) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+def events_rows(layer: Path, days: list[dt.date]) -> int:
+    """Events in the day partitions ``days`` of ``layer``, from Parquet footers."""
+    return sum(parquet_rows(layer / f"dt={d.isoformat()}") or 0 for d in days)
 
 
 def r(x: float, nd: int = 2) -> float:
@@ -286,7 +286,7 @@ def features_case(spark, cfg: PipelineConfig, target_events: int, reps: int, wor
     ds = cfg.generator.start + dt.timedelta(days=fcfg.lookback_days)
     lookback = [ds - dt.timedelta(days=i) for i in range(fcfg.lookback_days, 0, -1)]
     files = [layer / f"dt={d.isoformat()}" / "part-00000.parquet" for d in lookback]
-    n_events = parquet_rows(files)
+    n_events = events_rows(layer, lookback)
     cores = local_cores(cfg)
 
     spark_s, core_s, duck_s = [], [], []
@@ -475,10 +475,8 @@ def gx_events_overhead(args: argparse.Namespace) -> dict:
         link_events(cfg, layer)
         ds = cfg.generator.start + dt.timedelta(days=fcfg.lookback_days)
         day, first = ds - dt.timedelta(days=1), ds - dt.timedelta(days=fcfg.lookback_days)
-        day_rows = parquet_rows(sorted((layer / f"dt={day.isoformat()}").glob("*.parquet")))
-        lookback_rows = parquet_rows(
-            [f for d in range(fcfg.lookback_days) for f in (layer / f"dt={(first + dt.timedelta(days=d)).isoformat()}").glob("*.parquet")]
-        )
+        day_rows = events_rows(layer, [day])
+        lookback_rows = events_rows(layer, [first + dt.timedelta(days=d) for d in range(fcfg.lookback_days)])
         reps = 1 if args.quick else 2
         # Interleaved, so a burst of load on the shared machine hits every step alike.
         runs: dict[str, list[tuple[float, float]]] = {"features": [], "gate": [], "gate_lookback": []}
