@@ -295,9 +295,12 @@ def features_case(spark, cfg: PipelineConfig, target_events: int, reps: int, wor
     cpu: dict[str, list[float]] = {"spark_job": [], "spark_core": [], "duckdb_core": []}
     report = None
     duck_out = work / f"duck-{n_users}.parquet"
-    first_run = cpu_timed(lambda: features.run(case_cfg, ds, spark=spark), spark)[1:] if warm_up else None
+    def job():
+        return features.run(case_cfg, ds, spark=spark)
+
+    first_run = cpu_timed(job, spark)[1:] if warm_up else None
     for _ in range(reps):
-        report, s, c = cpu_timed(lambda: features.run(case_cfg, ds, spark=spark), spark)
+        report, s, c = cpu_timed(job, spark)
         spark_s.append(s)
         cpu["spark_job"].append(c)
         _, s, c = cpu_timed(lambda: spark_core(spark, case_cfg, files, ds, work / f"spark-core-{n_users}"), spark)
@@ -369,7 +372,8 @@ def features_vs_duckdb(args: argparse.Namespace) -> dict:
         variants = {}
         if not args.quick:
             configured = cfg.spark.shuffle_partitions
-            tried = _shuffle_variants(spark, base_case["case_cfg"], [configured, local_cores(cfg)], 2)
+            settings = list(dict.fromkeys([configured, local_cores(cfg)]))
+            tried = _shuffle_variants(spark, base_case["case_cfg"], settings, 2)
             for n, times in tried.items():
                 variants[f"shuffle_partitions={n}{' (config)' if n == configured else ''}"] = min(times)
     table = []
