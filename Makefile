@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)
 # spark-submit, torchrun and airflow resolve from the project's virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test test-fast bench airflow mlflow-ui clean
+.PHONY: venv demo test test-fast bench jvm-archive airflow mlflow-ui clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ test-fast: venv
 
 bench: venv
 	@$(PY) -m bench.run
+
+# Rebuild the JVM class archive Spark drivers map at start-up (after a Java or pyspark upgrade).
+jvm-archive: venv
+	@$(PY) -m spark_jobs.class_archive
 
 airflow: venv
 	@$(PY) -m tasks.airflow_env standalone

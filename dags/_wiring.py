@@ -20,7 +20,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tasks.config import PipelineConfig, load_config  # noqa: E402  (needs REPO_ROOT on sys.path)
-from spark_jobs.session import SHORT_LIVED_JAVA_OPTIONS  # noqa: E402  (no Spark import: parse-time safe)
+from spark_jobs.session import driver_java_options  # noqa: E402  (no Spark import: parse-time safe)
 from tasks.errors import EXIT_DATA_ERROR, DataError  # noqa: E402
 
 log = logging.getLogger("purchase_intent")
@@ -107,14 +107,18 @@ class PipelineSparkSubmitOperator(SparkSubmitOperator):
             conf={
                 "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
                 "spark.ui.enabled": "false",
-                # A gate's driver lives seconds: C1-only JIT (as build_session(short_lived=True) runs it).
-                **({"spark.driver.extraJavaOptions": SHORT_LIVED_JAVA_OPTIONS} if job == "validate" else {}),
             },
             env_vars=step_env(),
             **kwargs,
         )
+        self.pipeline_job = job
 
     def execute(self, context):
+        # Chosen when the task runs, not when the DAG is parsed: the class archive may appear later. A
+        # gate's driver lives seconds: C1-only JIT (as build_session(short_lived=True) runs it).
+        options = driver_java_options(config(), short_lived=self.pipeline_job == "validate")
+        if options:
+            self.conf = {**(self.conf or {}), "spark.driver.extraJavaOptions": options}
         try:
             return super().execute(context)
         except AirflowException as e:

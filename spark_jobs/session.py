@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from tasks.config import REPO_ROOT, PipelineConfig
 
@@ -27,10 +28,34 @@ def _ensure_worker_imports() -> None:
 # A short-lived driver (a validation gate over one partition) spends much of its CPU in the JIT's
 # optimising tier compiling code it then barely runs; C1 alone starts faster on few cores.
 SHORT_LIVED_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+# JVM warnings (an archive built for another Java or class path) go to stderr: a job's stdout may be parsed.
+_JVM_LOG_TO_STDERR = "-Xlog:disable -Xlog:all=warning:stderr"
 
 
-def build_session(cfg: PipelineConfig, app_name: str, short_lived: bool = False):
-    """The job's SparkSession; ``short_lived`` tunes a JVM this call starts for a job of a few seconds."""
+def class_archive_path(cfg: PipelineConfig) -> Path | None:
+    """Where ``spark.class_archive`` lives (None when switched off); see spark_jobs.class_archive."""
+    if not cfg.spark.class_archive:
+        return None
+    path = Path(cfg.spark.class_archive)
+    return path if path.is_absolute() else cfg.paths.var / path
+
+
+def driver_java_options(cfg: PipelineConfig, short_lived: bool = False) -> str:
+    """Options this project adds to a driver JVM it starts (spark.driver.extraJavaOptions), decided when the
+    JVM starts: the class archive only once it exists (pointing a JVM at a missing one would switch off
+    even the JDK's own class sharing)."""
+    options = [SHORT_LIVED_JAVA_OPTIONS] if short_lived else []
+    archive = class_archive_path(cfg)
+    if archive is not None and archive.is_file():
+        option = f"-XX:SharedArchiveFile={archive}"
+        # Spark splits the option string on blanks unless quoted.
+        options += [f'"{option}"' if " " in option else option, _JVM_LOG_TO_STDERR]
+    return " ".join(options)
+
+
+def build_session(cfg: PipelineConfig, app_name: str, short_lived: bool = False, java_options: str | None = None):
+    """The job's SparkSession; ``short_lived`` tunes a JVM this call starts for a job of a few seconds;
+    ``java_options`` replaces the driver JVM options ``driver_java_options`` would choose."""
     from pyspark.sql import SparkSession
 
     _ensure_worker_imports()
@@ -50,8 +75,9 @@ def build_session(cfg: PipelineConfig, app_name: str, short_lived: bool = False)
     # Launched by spark-submit, the JVM gateway already exists with the submitted master and memory.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(cfg.spark.master).config("spark.driver.memory", cfg.spark.driver_memory)
-        if short_lived:
-            builder = builder.config("spark.driver.extraJavaOptions", SHORT_LIVED_JAVA_OPTIONS)
+        options = driver_java_options(cfg, short_lived) if java_options is None else java_options
+        if options:
+            builder = builder.config("spark.driver.extraJavaOptions", options)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

@@ -268,6 +268,8 @@ class SparkConfig(_Section):
     master: str
     driver_memory: str
     shuffle_partitions: int = Field(gt=0)
+    # JVM class-data-sharing archive (spark_jobs.class_archive); relative paths are under paths.var_dir.
+    class_archive: str | None
 
 
 class ScoringConfig(_Section):

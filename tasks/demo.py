@@ -1,6 +1,7 @@
 """`make demo`: generate a synthetic log, run the real DAGs through Airflow, and print where everything landed.
 
-Steps: generate the log into the drop zone -> land and clean every generated day (the events history the
+Steps: generate the log into the drop zone -> build the JVM class archive every Spark driver maps to start
+faster (spark_jobs.class_archive; once) -> land and clean every generated day (the events history the
 features need) -> if no ``@champion`` exists, ``airflow dags test purchase_intent_training`` -> ``airflow
 dags test purchase_intent_nightly`` for the day after the latest generated day -> a summary.
 Rerunning is safe: every step replaces its own partition, so the day's rows exist exactly once.
@@ -60,6 +61,23 @@ def backfill_events(cfg: PipelineConfig, first: dt.date, last: dt.date) -> None:
             spark.stop()
 
 
+def class_archive_if_needed(cfg: PipelineConfig) -> None:
+    from spark_jobs.class_archive import build
+    from spark_jobs.session import class_archive_path
+
+    path = class_archive_path(cfg)
+    if path is None:
+        print("spark.class_archive is null: Spark drivers start without a class archive")
+    elif path.is_file():
+        print(f"JVM class archive {path} exists (rebuild it after a Java or pyspark upgrade: make jvm-archive)")
+    else:
+        try:
+            print(f"built {build(cfg)}")
+        except RuntimeError as e:
+            # Only start-up time depends on it: the demo goes on without.
+            print(f"WARNING: no JVM class archive, Spark drivers start slower: {e}")
+
+
 def run(cfg: PipelineConfig) -> int:
     from tasks.airflow_env import airflow, ensure_db
     from tasks.warehouse import Warehouse
@@ -71,20 +89,23 @@ def run(cfg: PipelineConfig) -> int:
     last = first + dt.timedelta(days=cfg.generator.n_days - 1)
     ds = last + dt.timedelta(days=1)
 
-    _step(f"1/5 generating the synthetic log ({cfg.generator.n_users} users, {cfg.generator.n_days} days from {first})")
+    _step(f"1/6 generating the synthetic log ({cfg.generator.n_users} users, {cfg.generator.n_days} days from {first})")
     generate_if_needed(cfg)
 
-    _step(f"2/5 landing and cleaning the events history {first} .. {last}")
+    _step("2/6 JVM class archive for faster Spark driver start-up")
+    class_archive_if_needed(cfg)
+
+    _step(f"3/6 landing and cleaning the events history {first} .. {last}")
     backfill_events(cfg, first, last)
 
-    _step("3/5 preparing Airflow (SQLite metadata under var/airflow)")
+    _step("4/6 preparing Airflow (SQLite metadata under var/airflow)")
     ensure_db(cfg)
 
     if champion(cfg) is None:
-        _step(f"4/5 no @{cfg.mlflow.champion_alias} model yet: running purchase_intent_training for {ds}")
+        _step(f"5/6 no @{cfg.mlflow.champion_alias} model yet: running purchase_intent_training for {ds}")
         airflow(cfg, "dags", "test", "purchase_intent_training", ds.isoformat())
     else:
-        _step(f"4/5 @{cfg.mlflow.champion_alias} exists: skipping training")
+        _step(f"5/6 @{cfg.mlflow.champion_alias} exists: skipping training")
     current = champion(cfg)
     if current is None:
         raise SystemExit(
@@ -92,7 +113,7 @@ def run(cfg: PipelineConfig) -> int:
             f"(gate.min_auc={cfg.gate.min_auc}); see the gate's log line above and the version tags in MLflow"
         )
 
-    _step(f"5/5 running purchase_intent_nightly for ds={ds} (scores the day after {last})")
+    _step(f"6/6 running purchase_intent_nightly for ds={ds} (scores the day after {last})")
     airflow(cfg, "dags", "test", "purchase_intent_nightly", ds.isoformat())
 
     wh = Warehouse.from_config(cfg)

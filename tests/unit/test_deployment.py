@@ -76,3 +76,12 @@ def test_airflow_points_at_the_repo_dags_and_spark_master(compose):
     assert api["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/purchase-intent/dags"
     assert "spark-master" in api["AIRFLOW_CONN_SPARK_DEFAULT"]
     assert api["AIRFLOW__CORE__EXECUTOR"] in {"LocalExecutor", "CeleryExecutor"}
+
+
+def test_module_commands_exist(compose):
+    # A `python -m <module>` in a service command must name a module of this repo (or the image's packages).
+    for name, svc in compose["services"].items():
+        for module in re.findall(r"python -m ([\w.]+)", str(svc.get("command", ""))):
+            top = module.split(".")[0]
+            if (REPO_ROOT / top).is_dir():
+                assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file(), f"{name}: {module}"

@@ -1,0 +1,40 @@
+"""The DAGs' spark-submit tasks choose driver JVM options when they run, not when the DAG is parsed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tasks.config import DEFAULT_CONFIG
+
+
+@pytest.fixture
+def operator_cls(tmp_path, monkeypatch):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"paths": {"var_dir": str(tmp_path / "var")}}))
+    monkeypatch.setenv("PIPELINE_CONFIG", f"{DEFAULT_CONFIG}:{overlay}")
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    from dags._wiring import PipelineSparkSubmitOperator
+
+    submitted = []
+    # Stands in for the spark-submit process only: what matters here is the conf it would be given.
+    monkeypatch.setattr(SparkSubmitOperator, "execute", lambda self, context: submitted.append(dict(self.conf)))
+    return PipelineSparkSubmitOperator, submitted, tmp_path / "var" / "jvm" / "spark-classes.jsa"
+
+
+def test_options_follow_the_archive_at_run_time(operator_cls):
+    cls, submitted, archive = operator_cls
+    gate, features = cls(task_id="gate", job="validate"), cls(task_id="features", job="features")
+    gate.execute({})
+    features.execute({})
+    assert submitted[0]["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
+    assert "spark.driver.extraJavaOptions" not in submitted[1]
+    # Built after the DAG was parsed: the same operators pick it up on their next run.
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"x")
+    gate.execute({})
+    features.execute({})
+    assert submitted[2]["spark.driver.extraJavaOptions"].startswith(f"-XX:TieredStopAtLevel=1 -XX:SharedArchiveFile={archive}")
+    assert submitted[3]["spark.driver.extraJavaOptions"].startswith(f"-XX:SharedArchiveFile={archive}")
+    assert submitted[3]["spark.sql.shuffle.partitions"] == "8"
