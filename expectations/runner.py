@@ -102,8 +102,7 @@ def _failure(result: Any) -> FailedExpectation:
     cfg = result.expectation_config
     res = result.result or {}
     rows = res.get("unexpected_rows") or []
-    exc = result.exception_info or {}
-    raised = exc.get("exception_message") if exc.get("raised_exception") else None
+    raised = _raised(result.exception_info)
     return FailedExpectation(
         expectation=cfg.type,
         kwargs=dict(cfg.kwargs),
@@ -114,6 +113,20 @@ def _failure(result: Any) -> FailedExpectation:
         sample_rows=tuple(r.asDict() if hasattr(r, "asDict") else dict(r) for r in rows[:SAMPLE_ROWS]),
         exception=raised,
     )
+
+
+def _raised(info: Any) -> str | None:
+    """The error an expectation raised, if any. GX reports it either flat ({raised_exception,
+    exception_message, ...}) or, when a metric it needs failed, as {metric id: ExceptionInfo}."""
+    if not info:
+        return None
+    flat = hasattr(info, "raised_exception") or (isinstance(info, dict) and "raised_exception" in info)
+    entries = [info] if flat else list(info.values())
+    for entry in entries:
+        get = entry.get if isinstance(entry, dict) else lambda k, e=entry: getattr(e, k, None)
+        if get("raised_exception"):
+            return str(get("exception_message") or "").splitlines()[0][:300] or "an exception (no message)"
+    return None
 
 
 def _fresh(result: Any) -> Any:

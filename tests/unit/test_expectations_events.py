@@ -127,10 +127,15 @@ def test_volume_spike_and_duplicate_keys_fail(spark, cfg):
     with pytest.raises(DataQualityError) as err:
         validate_events(cfg, DAY)
     failed = {f.expectation: f for f in err.value.summary.failures}
-    assert set(failed) == {"expect_table_row_count_to_be_between", "expect_compound_columns_to_be_unique"}
+    assert set(failed) == {"expect_table_row_count_to_be_between", "expect_compound_key_duplicates_to_be_at_most"}
     message = str(err.value)
     assert "expect_table_row_count_to_be_between(min_value=2, max_value=30): observed 40" in message
-    assert "expect_compound_columns_to_be_unique(column_list=['event_time', 'user_id', 'item_id', 'event_type']" in message
+    assert ("expect_compound_key_duplicates_to_be_at_most(column_list=['event_time', 'user_id', 'item_id', "
+            "'event_type'], max_fraction=0.001): 40 unexpected row(s) (100%), e.g. values [{'key': {'event_time': ") in message
+    # 20 keys with 2 rows each; one of them is the example.
+    observed = failed["expect_compound_key_duplicates_to_be_at_most"].observed
+    assert observed["duplicate_rows"] == 40 and observed["duplicate_keys"] == 20
+    assert observed["most_repeated"]["rows"] == 2 and observed["most_repeated"]["key"]["item_id"] == "i1"
 
 
 def test_range_suite_checks_several_days_as_one_frame(spark, cfg):

@@ -1,0 +1,68 @@
+"""ExpectCompoundKeyDuplicatesToBeAtMost: the same count as GX's compound-columns uniqueness, its threshold,
+null keys, and the example it reports."""
+
+from __future__ import annotations
+
+import random
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+import pytest
+
+from expectations.custom import ExpectCompoundKeyDuplicatesToBeAtMost
+from expectations.runner import validate_dataframe
+
+KEY = ["k1", "k2"]
+
+
+def _rows(seed: int, n: int) -> list[tuple]:
+    rng = random.Random(seed)
+    # Few distinct values, so keys repeat 0..many times; some null key parts.
+    return [(rng.choice(["a", "b", "c", None]), rng.randrange(6), rng.random()) for _ in range(n)]
+
+
+def _run(spark, cfg, rows, *expectations):
+    df = spark.createDataFrame(rows, "k1 string, k2 int, v double")
+    suite = gx.ExpectationSuite(name="dups", expectations=list(expectations))
+    return validate_dataframe(df, suite, name="dups", gx_dir=cfg.paths.gx_dir)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_same_count_as_gx_compound_columns_unique(spark, cfg, seed):
+    rows = _rows(seed, 60)
+    # Both fail (nothing allowed), so both report their unexpected row counts.
+    summary = _run(spark, cfg, rows, ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY),
+                   gxe.ExpectCompoundColumnsToBeUnique(column_list=KEY, ignore_row_if="any_value_is_missing"))
+    counts = {f.expectation: f.unexpected_count for f in summary.failures}
+    pdf = pd.DataFrame(rows, columns=["k1", "k2", "v"]).dropna(subset=KEY)
+    expected = int(pdf.duplicated(subset=KEY, keep=False).sum())
+    assert expected > 0
+    assert counts == {"expect_compound_key_duplicates_to_be_at_most": expected,
+                      "expect_compound_columns_to_be_unique": expected}
+
+
+def test_threshold_null_keys_and_example(spark, cfg):
+    unique = [(f"u{i}", i, 0.0) for i in range(98)]
+    # 2 of 100 rows share a key; rows with a null key part never count (the not-null checks report them).
+    rows = unique + [("dup", 1, 0.0), ("dup", 1, 1.0), (None, 5, 0.0), (None, 5, 0.0)]
+    at = lambda f: ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY, max_fraction=f)  # noqa: E731
+    assert _run(spark, cfg, rows, at(0.02)).success
+    failed = _run(spark, cfg, rows, at(0.019))
+    (f,) = failed.failures
+    assert f.unexpected_count == 2 and f.unexpected_percent == pytest.approx(2 / 102 * 100)
+    assert f.observed == {"duplicate_rows": 2, "duplicate_keys": 1,
+                          "most_repeated": {"key": {"k1": "dup", "k2": "1"}, "rows": 2}}
+    assert "most_repeated" in failed.describe() or "'key': {'k1': 'dup'" in failed.describe()
+
+
+def test_clean_and_empty_frames_pass(spark, cfg):
+    assert _run(spark, cfg, [(f"u{i}", i, 0.0) for i in range(10)], ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY)).success
+    assert _run(spark, cfg, [], ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY)).success
+
+
+def test_missing_key_column_is_a_failure_naming_it(spark, cfg):
+    summary = _run(spark, cfg, _rows(0, 5), ExpectCompoundKeyDuplicatesToBeAtMost(column_list=["k1", "nope"]))
+    (f,) = summary.failures
+    assert f.exception == "key column(s) ['nope'] not in the batch (its columns: ['k1', 'k2', 'v'])"
+    assert "raised key column(s)" in summary.describe()
