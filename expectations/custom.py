@@ -10,7 +10,7 @@ so suites, results and Data Docs treat it like a built-in.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from great_expectations.core.metric_domain_types import MetricDomainTypes
 from great_expectations.execution_engine import PandasExecutionEngine, SparkDFExecutionEngine
@@ -86,7 +86,6 @@ class ExpectCompoundKeyDuplicatesToBeAtMost(BatchExpectation):
     metric_dependencies = ("table.row_count", DUPLICATES_METRIC)
     success_keys = ("column_list", "max_fraction")
     args_keys = ("column_list", "max_fraction")
-    domain_keys: ClassVar[tuple[str, ...]] = ("row_condition", "condition_parser")
 
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None):
         total = metrics["table.row_count"]

@@ -75,7 +75,7 @@ def build_suite(cfg: PipelineConfig, day: dt.date, first_day: dt.date | None = N
             strict_max=True,
         ),
         gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0),
-        # GX's ExpectCompoundColumnsToBeUnique(mostly=...) answers the same at several times the cost.
+        # GX's ExpectCompoundColumnsToBeUnique(mostly=...) gives the same count at about twice the cost.
         ExpectCompoundKeyDuplicatesToBeAtMost(
             column_list=list(EVENT_KEY), max_fraction=cfg.cleaning.max_duplicate_key_fraction
         ),
