@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from spark_jobs.session import class_archive_path
+from spark_jobs.session import class_archive_path, java_option
 from tasks.config import REPO_ROOT, PipelineConfig, add_common_args, config_from_args, with_overrides
 from tasks.errors import run_cli
 
@@ -51,7 +51,7 @@ def workload(cfg: PipelineConfig, work: Path, dump_to: Path) -> None:
         "spark": {"master": "local[2]", "class_archive": None},
     })
     # The first session starts the JVM: every later step reuses it.
-    build_session(wcfg, "class archive", java_options=f"-XX:ArchiveClassesAtExit={dump_to} {_DUMP_LOGGING}")
+    build_session(wcfg, "class archive", java_options=f"{java_option(f'-XX:ArchiveClassesAtExit={dump_to}')} {_DUMP_LOGGING}")
     report = generate(wcfg.generator, wcfg.paths.incoming / "synthetic", wcfg.pipeline.timezone)
     for day in report.days:
         land_day(wcfg, day, "synthetic")

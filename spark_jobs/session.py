@@ -40,6 +40,11 @@ def class_archive_path(cfg: PipelineConfig) -> Path | None:
     return path if path.is_absolute() else cfg.paths.var / path
 
 
+def java_option(option: str) -> str:
+    """``option`` as one item of spark.driver.extraJavaOptions: Spark splits that string on blanks unless quoted."""
+    return f'"{option}"' if " " in option else option
+
+
 def driver_java_options(cfg: PipelineConfig, short_lived: bool = False) -> str:
     """Options this project adds to a driver JVM it starts (spark.driver.extraJavaOptions), decided when the
     JVM starts: the class archive only once it exists (pointing a JVM at a missing one would switch off
@@ -47,9 +52,7 @@ def driver_java_options(cfg: PipelineConfig, short_lived: bool = False) -> str:
     options = [SHORT_LIVED_JAVA_OPTIONS] if short_lived else []
     archive = class_archive_path(cfg)
     if archive is not None and archive.is_file():
-        option = f"-XX:SharedArchiveFile={archive}"
-        # Spark splits the option string on blanks unless quoted.
-        options += [f'"{option}"' if " " in option else option, _JVM_LOG_TO_STDERR]
+        options += [java_option(f"-XX:SharedArchiveFile={archive}"), _JVM_LOG_TO_STDERR]
     return " ".join(options)
 
 

@@ -66,7 +66,8 @@ def test_archive_switched_off_or_elsewhere(tmp_path):
 
 @pytest.mark.e2e
 def test_built_archive_maps_into_a_new_driver(tmp_path):
-    var = tmp_path / "var"
+    # A blank in the path, as in a home folder on some machines: the JVM options must stay one item each.
+    var = tmp_path / "with space" / "var"
     path = class_archive.build(isolated_config(var))
     assert path == var / "jvm" / "spark-classes.jsa"
     assert path.stat().st_size > 10 * 2**20
