@@ -66,3 +66,18 @@ def test_missing_key_column_is_a_failure_naming_it(spark, cfg):
     (f,) = summary.failures
     assert f.exception == "key column(s) ['nope'] not in the batch (its columns: ['k1', 'k2', 'v'])"
     assert "raised key column(s)" in summary.describe()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pandas_engine_counts_alike(seed):
+    # The metric's pandas implementation, through GX's pandas data source (no Spark).
+    pdf = pd.DataFrame(_rows(seed, 60), columns=["k1", "k2", "v"])
+    context = gx.get_context(mode="ephemeral")
+    batch = (context.data_sources.add_pandas("pandas").add_dataframe_asset("frame")
+             .add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": pdf}))
+    result = batch.validate(ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY))
+    expected = pdf.dropna(subset=KEY)
+    expected = expected[expected.duplicated(subset=KEY, keep=False)]
+    assert not result.success and result.result["unexpected_count"] == len(expected) > 0
+    top = result.result["observed_value"]["most_repeated"]
+    assert top["rows"] == expected.groupby(KEY).size().max()
