@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from spark_jobs.session import class_archive_path, java_option
+from spark_jobs.session import build_session, class_archive_path, java_option
 from tasks.config import REPO_ROOT, PipelineConfig, add_common_args, config_from_args, with_overrides
 from tasks.errors import run_cli
 
@@ -38,7 +38,6 @@ _DUMP_LOGGING = "-Xlog:disable -Xlog:all=error:stderr"
 def workload(cfg: PipelineConfig, work: Path, dump_to: Path) -> None:
     """Run the representative steps in this process; its JVM dumps the loaded classes to ``dump_to`` at exit."""
     from spark_jobs import clean_events, features
-    from spark_jobs.session import build_session
     from spark_jobs.validate import validate_events, validate_features
     from tasks.land import land_day
     from tasks.sources.synthetic import generate
@@ -51,7 +50,8 @@ def workload(cfg: PipelineConfig, work: Path, dump_to: Path) -> None:
         "spark": {"master": "local[2]", "class_archive": None},
     })
     # The first session starts the JVM: every later step reuses it.
-    build_session(wcfg, "class archive", java_options=f"{java_option(f'-XX:ArchiveClassesAtExit={dump_to}')} {_DUMP_LOGGING}")
+    dump_option = java_option(f"-XX:ArchiveClassesAtExit={dump_to}")
+    build_session(wcfg, "class archive", java_options=f"{dump_option} {_DUMP_LOGGING}")
     report = generate(wcfg.generator, wcfg.paths.incoming / "synthetic", wcfg.pipeline.timezone)
     for day in report.days:
         land_day(wcfg, day, "synthetic")
