@@ -166,7 +166,10 @@ def validate_dataframe(df, suite: gx.ExpectationSuite, *, name: str, gx_dir: Pat
     # Progress bars would flood task logs (Airflow, spark-submit) with carriage-return noise.
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     key = _safe_name(name)
-    source = context.data_sources.add_or_update_spark(name="pipeline_spark")
+    # Not persisted: GX would first cache the whole batch in memory, and building the columnar cache of every
+    # column cost more than the few Parquet scans the two passes make (10M events: 48 s of validation with
+    # the cache, 28 s without).
+    source = context.data_sources.add_or_update_spark(name="pipeline_spark", persist=False)
     asset = next((a for a in source.assets if a.name == key), None) or source.add_dataframe_asset(name=key)
     batch_def = next((b for b in asset.batch_definitions if b.name == "whole"), None)
     batch_def = batch_def or asset.add_batch_definition_whole_dataframe("whole")

@@ -113,20 +113,11 @@ def _run_suite(
     spark = build_session(cfg, f"validate {layer} {_key_text(day)}", short_lived=True)
     read = getattr(module, "read", None)
     df = read(spark, cfg, day) if callable(read) else spark.read.parquet(str(folder))
-    from pyspark import StorageLevel
-
-    # GX computes each expectation's metrics with its own Spark jobs: scan and decode the partition once.
-    df = df.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        summary = validate_dataframe(df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir)
-        if not summary.success:
-            summary = dataclasses.replace(
-                summary, failures=tuple(_with_query_rows(df, f) for f in summary.failures)
-            )
-        extra = getattr(module, "extra_checks", None)
-        failed = tuple(extra(cfg, day, df)) if callable(extra) else ()
-    finally:
-        df.unpersist()
+    summary = validate_dataframe(df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir)
+    if not summary.success:
+        summary = dataclasses.replace(summary, failures=tuple(_with_query_rows(df, f) for f in summary.failures))
+    extra = getattr(module, "extra_checks", None)
+    failed = tuple(extra(cfg, day, df)) if callable(extra) else ()
     if failed:
         summary = dataclasses.replace(
             summary,

@@ -1,5 +1,5 @@
 """ExpectCompoundKeyDuplicatesToBeAtMost: the same count as GX's compound-columns uniqueness, its threshold,
-null keys, and the example it reports."""
+null keys, exact counts when distinct keys share a hash, and the examples it reports (only when asked)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
+from expectations import custom
 from expectations.custom import ExpectCompoundKeyDuplicatesToBeAtMost
 from expectations.runner import validate_dataframe
 
@@ -66,6 +68,50 @@ def test_missing_key_column_is_a_failure_naming_it(spark, cfg):
     (f,) = summary.failures
     assert f.exception == "key column(s) ['nope'] not in the batch (its columns: ['k1', 'k2', 'v'])"
     assert "raised key column(s)" in summary.describe()
+
+
+def _expected(rows) -> tuple[int, int, list[dict]]:
+    pdf = pd.DataFrame(rows, columns=["k1", "k2", "v"]).dropna(subset=KEY)
+    sizes = pdf.groupby(KEY).size()
+    sizes = sizes[sizes > 1].reset_index(name="n").sort_values(["n", *KEY], ascending=[False, True, True])
+    examples = [{"key": {"k1": r.k1, "k2": str(r.k2)}, "rows": r.n} for r in sizes.itertuples()]
+    return int(sizes["n"].sum()), len(sizes), examples
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exact_when_distinct_keys_share_the_first_hash(spark, monkeypatch, seed):
+    # A first hash with 3 values: nearly every group of it mixes distinct keys, which must be told apart.
+    monkeypatch.setattr(custom, "key_hash", lambda key: F.pmod(F.hash(*key), F.lit(3)).cast("long"))
+    rows = _rows(seed, 80)
+    df = spark.createDataFrame(rows, "k1 string, k2 int, v double")
+    n_rows, n_keys, examples = _expected(rows)
+    assert custom.spark_duplicate_rows(df, KEY) == {"rows": n_rows, "keys": n_keys}
+    assert custom.spark_duplicate_examples(df, KEY, 3) == examples[:3]
+
+
+def test_examples_of_a_heavily_duplicated_batch_group_the_whole_batch(spark, monkeypatch):
+    monkeypatch.setattr(custom, "EXACT_LOOKUP_MAX_HASHES", 1)
+    rows = _rows(3, 80)
+    _, _, examples = _expected(rows)
+    assert len(examples) > 1
+    df = spark.createDataFrame(rows, "k1 string, k2 int, v double")
+    assert custom.spark_duplicate_examples(df, KEY, 2) == examples[:2]
+
+
+def test_examples_only_when_samples_are_asked_for(spark):
+    rows = _rows(4, 60)
+    n_rows, n_keys, examples = _expected(rows)
+    df = spark.createDataFrame(rows, "k1 string, k2 int, v double")
+    context = gx.get_context(mode="ephemeral")
+    batch = (context.data_sources.add_spark("spark").add_dataframe_asset("frame")
+             .add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df}))
+    expectation = ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY)
+    counts_only = batch.validate(expectation, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
+    assert counts_only.result["observed_value"] == {"duplicate_rows": n_rows, "duplicate_keys": n_keys}
+    assert counts_only.result["partial_unexpected_list"] == []
+    sampled = batch.validate(expectation, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 2})
+    assert sampled.result["observed_value"]["most_repeated"] == examples[0]
+    assert sampled.result["partial_unexpected_list"] == examples[:2]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
