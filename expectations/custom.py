@@ -48,11 +48,11 @@ def spark_duplicate_rows(df, key: list[str]) -> dict[str, int]:
     """{"rows", "keys"} of Spark DataFrame ``df``: rows whose key another row shares, and such keys.
 
     Rows are shuffled by the first hash of their key alone and grouped; a group of more than one row whose
-    second hash is the same throughout is one repeated key (distinct keys would have to collide in both 64-bit
-    hashes: odds of about 1e-25 for any pair among 10M rows). A group whose second hashes differ holds
-    distinct keys that share a first hash; those rows alone are recounted by their real key, so the count is
-    exact. Grouping by the key columns themselves cost about twice as much on 10M events, most of it in
-    hashing and spilling strings in a map-side aggregation that, with nearly unique keys, merges nothing.
+    second hash is the same throughout is one repeated key (two distinct keys would have to collide in both
+    64-bit hashes; the odds that any two of 10M distinct keys do are about 1e-25). A group whose second
+    hashes differ holds distinct keys that share a first hash; those rows alone are recounted by their real
+    key. Grouping by the key columns themselves took about twice as long on 10M events: the key's strings
+    go through a map-side aggregation that, with nearly unique keys, merges nothing, and then the shuffle.
     """
     from pyspark.sql import functions as F
 
