@@ -25,8 +25,8 @@ DUPLICATES_METRIC = "compound_key.duplicate_rows"
 EXAMPLES_METRIC = "compound_key.duplicate_examples"
 # Seeds the second key hash differently from the first (xxhash64 chains its seed through the columns).
 _SECOND_HASH_SALT = "compound_key.second_hash"
-# Up to this many repeated key hashes, the examples lookup joins them back as a broadcast; more (a heavily
-# duplicated batch) and it groups the whole batch by its key instead.
+# Up to this many repeated key fingerprints, the examples lookup joins them back as a broadcast; more (a
+# heavily duplicated batch) and it groups the whole batch by its key instead.
 EXACT_LOOKUP_MAX_HASHES = 100_000
 
 
@@ -44,6 +44,21 @@ def second_key_hash(key: list[str]):
     return F.xxhash64(F.lit(_SECOND_HASH_SALT), *key)
 
 
+def _repeated_fingerprints(rows, key: list[str]):
+    """(_h, _h2, _n) of every key fingerprint (two independent 64-bit hashes) that ``rows`` hold more than once."""
+    from pyspark.sql import functions as F
+
+    return (
+        rows.select(key_hash(key).alias("_h"), second_key_hash(key).alias("_h2"))
+        # Shuffled on the hash first, so the aggregation runs once, after the shuffle, instead of also in a
+        # map-side pass that cannot merge anything when keys are nearly unique.
+        .repartition("_h")
+        .groupBy("_h", "_h2")
+        .agg(F.count(F.lit(1)).alias("_n"))
+        .where(F.col("_n") > 1)
+    )
+
+
 def spark_duplicate_rows(df, key: list[str]) -> dict[str, int]:
     """{"rows", "keys"} of Spark DataFrame ``df``: rows whose key another row shares, and such keys.
 
@@ -56,15 +71,7 @@ def spark_duplicate_rows(df, key: list[str]) -> dict[str, int]:
     from pyspark.sql import functions as F
 
     out = (
-        df.select(*key)
-        .dropna(how="any")
-        .select(key_hash(key).alias("_h"), second_key_hash(key).alias("_h2"))
-        # Shuffled on the hash first, so the aggregation runs once, after the shuffle, instead of also in a
-        # map-side pass that cannot merge anything when keys are nearly unique.
-        .repartition("_h")
-        .groupBy("_h", "_h2")
-        .agg(F.count(F.lit(1)).alias("_n"))
-        .where(F.col("_n") > 1)
+        _repeated_fingerprints(df.select(*key).dropna(how="any"), key)
         .agg(F.sum("_n").alias("rows"), F.count(F.lit(1)).alias("keys"))
         .collect()[0]
     )
@@ -74,25 +81,27 @@ def spark_duplicate_rows(df, key: list[str]) -> dict[str, int]:
 def spark_duplicate_examples(df, key: list[str], count: int) -> list[dict[str, Any]]:
     """The ``count`` most repeated keys of ``df`` as [{"key": {column: value as text}, "rows": n}], most first.
 
-    Only the rows whose key hash repeats are grouped by their real key (a broadcast semi-join), unless
-    more than ``EXACT_LOOKUP_MAX_HASHES`` hashes repeat.
+    Only the rows whose fingerprint repeats are grouped by their real key (a broadcast semi-join), unless
+    more than ``EXACT_LOOKUP_MAX_HASHES`` fingerprints repeat.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    rows = df.select(*key).dropna(how="any").withColumn("_h", key_hash(key))
-    repeated = (
-        rows.select("_h").repartition("_h").groupBy("_h").agg(F.count(F.lit(1)).alias("_n")).where(F.col("_n") > 1)
-    )
-    # Kept, so that listing the hashes after counting them does not shuffle the batch again.
-    repeated = repeated.persist(StorageLevel.MEMORY_AND_DISK)
+    rows = df.select(*key).dropna(how="any")
+    # Kept, so that listing the fingerprints after counting them does not shuffle the batch again.
+    repeated = _repeated_fingerprints(rows, key).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        n_hashes = repeated.count()
-        if n_hashes == 0:
+        n_repeated = repeated.count()
+        if n_repeated == 0:
             return []
-        if n_hashes <= EXACT_LOOKUP_MAX_HASHES:
-            wanted = df.sparkSession.createDataFrame([(r["_h"],) for r in repeated.select("_h").collect()], "_h long")
-            rows = rows.join(F.broadcast(wanted), "_h", "left_semi")
+        if n_repeated <= EXACT_LOOKUP_MAX_HASHES:
+            wanted = df.sparkSession.createDataFrame(
+                [(r["_h"], r["_h2"]) for r in repeated.select("_h", "_h2").collect()], "_h long, _h2 long"
+            )
+            rows = (
+                rows.select(*key, key_hash(key).alias("_h"), second_key_hash(key).alias("_h2"))
+                .join(F.broadcast(wanted), ["_h", "_h2"], "left_semi")
+            )
     finally:
         repeated.unpersist()
     top = (
