@@ -454,10 +454,11 @@ if sys.argv[3] == "gate":
     from spark_jobs.validate import validate_events
     validate_events(cfg, day)
 elif sys.argv[3] == "gate_lookback":
+    from spark_jobs.session import start_session
+    session = start_session(cfg, "validate events lookback", short_lived=True)  # as validate_layer does
     from expectations import events
     from expectations.runner import check
-    from spark_jobs.session import build_session
-    spark = build_session(cfg, "validate events lookback", short_lived=True)
+    spark = session()
     first = dt.date.fromisoformat(sys.argv[5])
     df = spark.read.parquet(str(cfg.paths.layer("events"))).where(f"dt >= '{first}' and dt <= '{day}'").drop("dt")
     check(df, events.build_suite(cfg, day, first), name="events_lookback", gx_dir=cfg.paths.gx_dir)
@@ -465,7 +466,7 @@ else:
     from spark_jobs import features
     features.run(cfg, day)
 from pyspark.sql import SparkSession
-print(json.dumps({"cpu_s": process_cpu_s(SparkSession.getActiveSession())}))
+print(json.dumps({"cpu_s": process_cpu_s(SparkSession.active())}))
 """
 
 
@@ -552,7 +553,8 @@ def gx_events_overhead(args: argparse.Namespace) -> dict:
         "Gate = Great Expectations through its Spark data source (batch not cached: each pass reads the "
         "Parquet), file context, Data Docs updated; first pass without samples, failed expectations rerun for "
         "samples (expectations.runner); duplicate keys counted on two 64-bit key hashes "
-        "(expectations.custom); C1-only JIT.",
+        "(expectations.custom); C1-only JIT; the driver JVM starts on another thread while GX is imported "
+        "(spark_jobs.session.start_session, as validate_layer does).",
         f"Class archive = spark_jobs.class_archive (what `make demo` and the compose init service build; "
         f"{archive_mb:.0f} MB, built once in {archive_s:.0f} s, not timed above), mapped by "
         f"every driver JVM as configured; 'no class archive' = spark.class_archive null. Wall time it saves: "

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.config import REPO_ROOT, PipelineConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def _ensure_worker_imports() -> None:
@@ -84,3 +91,26 @@ def build_session(cfg: PipelineConfig, app_name: str, short_lived: bool = False,
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def start_session(cfg: PipelineConfig, app_name: str, short_lived: bool = False) -> Callable[[], SparkSession]:
+    """Start ``build_session`` on a background thread; the function returned waits for it and gives the
+    session (or raises the start's error). It is the process's default session, not the calling thread's
+    active one: ``SparkSession.active()`` finds it, ``getActiveSession()`` does not.
+
+    For a caller with slow work of its own before its first Spark call: a validation gate imports Great
+    Expectations (~5 s on one core) while its driver JVM starts (~3 s) instead of before it. A context
+    created off the main thread installs no Ctrl-C handler that cancels running jobs (PySpark's choice);
+    the task's process ends on SIGTERM as before.
+    """
+    started: Future = Future()
+
+    def run() -> None:
+        started.set_running_or_notify_cancel()
+        try:
+            started.set_result(build_session(cfg, app_name, short_lived))
+        except BaseException as e:  # raised again by the function returned
+            started.set_exception(e)
+
+    threading.Thread(target=run, name="spark-session-start").start()
+    return started.result

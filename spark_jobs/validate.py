@@ -21,20 +21,28 @@ import logging
 import re
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from expectations.results import result_path, write_result
-from expectations.runner import SAMPLE_ROWS, DataQualityError, FailedExpectation, ValidationSummary, validate_dataframe
-from spark_jobs.session import build_session
+from spark_jobs.session import start_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import run_cli
+
+if TYPE_CHECKING:
+    from expectations.runner import FailedExpectation, ValidationSummary
 
 log = logging.getLogger(__name__)
 
 
-def _suite_module(layer: str):
+def _check_layer_name(layer: str) -> None:
     if not re.fullmatch(r"[a-z][a-z_]*", layer) or layer in ("runner", "results"):
         raise ValueError(f"not a layer name: {layer!r}")
+
+
+def _suite_module(layer: str):
+    _check_layer_name(layer)
     try:
         module = importlib.import_module(f"expectations.{layer}")
     except ModuleNotFoundError as e:
@@ -53,6 +61,8 @@ def _has_parquet(folder: Path) -> bool:
 
 def _with_query_rows(df, failure: FailedExpectation) -> FailedExpectation:
     """A failed SQL expectation reports only its row count in GX's summary format; rerun its query for a few rows."""
+    from expectations.runner import SAMPLE_ROWS
+
     query = failure.kwargs.get("unexpected_rows_query")
     if failure.expectation != "unexpected_rows_expectation" or failure.sample_rows or failure.exception or not query:
         return failure
@@ -79,14 +89,20 @@ def validate_layer(
 ) -> ValidationSummary:
     """Validate ``layer``'s partition for ``day`` (a training set id for training_set); raises
     ``DataQualityError`` on failure unless told not to. The outcome is also written as JSON (see module doc)."""
-    module = _suite_module(layer)
+    _check_layer_name(layer)
     name = f"{layer}_{_key_text(day)}"
+    # The driver JVM starts while this thread imports the suite and Great Expectations (~5 s on one core;
+    # hence no module-level import of them here); a partition then found missing wasted that start.
+    session = start_session(cfg, f"validate {layer} {_key_text(day)}", short_lived=True)
+    from expectations.runner import DataQualityError
+
+    module = _suite_module(layer)
     folder = Path(module.partition(cfg, day))
     stored = result_path(cfg.paths.gx_dir, layer, _key_text(day))
     # A run that crashes must not leave an earlier run's "passed" behind for this partition.
     stored.unlink(missing_ok=True)
     try:
-        summary = _run_suite(cfg, module, layer, day, name, folder)
+        summary = _run_suite(cfg, module, day, name, folder, session)
     except DataQualityError as e:
         # A suite module's own early failure (e.g. a training set without manifest.json) is a result too.
         write_result(stored, e.summary, layer=layer, key=_key_text(day), partition=folder)
@@ -99,8 +115,10 @@ def validate_layer(
 
 
 def _run_suite(
-    cfg: PipelineConfig, module, layer: str, day: dt.date | str, name: str, folder: Path
+    cfg: PipelineConfig, module, day: dt.date | str, name: str, folder: Path, session: Callable
 ) -> ValidationSummary:
+    from expectations.runner import ValidationSummary, validate_dataframe
+
     if not folder.is_dir() or not _has_parquet(folder):
         return ValidationSummary(
             name=name,
@@ -110,7 +128,7 @@ def _run_suite(
             data_docs=None,
             note=f"partition {folder} is missing or empty (no Parquet files): nothing to validate",
         )
-    spark = build_session(cfg, f"validate {layer} {_key_text(day)}", short_lived=True)
+    spark = session()
     read = getattr(module, "read", None)
     df = read(spark, cfg, day) if callable(read) else spark.read.parquet(str(folder))
     summary = validate_dataframe(df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir)
