@@ -44,12 +44,18 @@ def second_key_hash(key: list[str]):
     return F.xxhash64(F.lit(_SECOND_HASH_SALT), *key)
 
 
-def _repeated_fingerprints(rows, key: list[str]):
-    """(_h, _h2, _n) of every key fingerprint (two independent 64-bit hashes) that ``rows`` hold more than once."""
+def _fingerprinted(df, key: list[str]):
+    """The key columns of ``df``'s rows without a null key part, with their fingerprint: two independent 64-bit
+    hashes of the key (``_h``, ``_h2``)."""
+    return df.select(*key).dropna(how="any").select(*key, key_hash(key).alias("_h"), second_key_hash(key).alias("_h2"))
+
+
+def _repeated_fingerprints(rows):
+    """(_h, _h2, _n) of every fingerprint that ``_fingerprinted`` ``rows`` hold more than once."""
     from pyspark.sql import functions as F
 
     return (
-        rows.select(key_hash(key).alias("_h"), second_key_hash(key).alias("_h2"))
+        rows.select("_h", "_h2")
         # Shuffled on the hash first, so the aggregation runs once, after the shuffle, instead of also in a
         # map-side pass that cannot merge anything when keys are nearly unique.
         .repartition("_h")
@@ -71,7 +77,7 @@ def spark_duplicate_rows(df, key: list[str]) -> dict[str, int]:
     from pyspark.sql import functions as F
 
     out = (
-        _repeated_fingerprints(df.select(*key).dropna(how="any"), key)
+        _repeated_fingerprints(_fingerprinted(df, key))
         .agg(F.sum("_n").alias("rows"), F.count(F.lit(1)).alias("keys"))
         .collect()[0]
     )
@@ -87,31 +93,25 @@ def spark_duplicate_examples(df, key: list[str], count: int) -> list[dict[str, A
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    rows = df.select(*key).dropna(how="any")
-    # Kept, so that listing the fingerprints after counting them does not shuffle the batch again.
-    repeated = _repeated_fingerprints(rows, key).persist(StorageLevel.MEMORY_AND_DISK)
+    rows = _fingerprinted(df, key)
+    # Kept until the examples are collected: counted, then broadcast, without shuffling the batch again.
+    repeated = _repeated_fingerprints(rows).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         n_repeated = repeated.count()
         if n_repeated == 0:
             return []
         if n_repeated <= EXACT_LOOKUP_MAX_HASHES:
-            wanted = df.sparkSession.createDataFrame(
-                [(r["_h"], r["_h2"]) for r in repeated.select("_h", "_h2").collect()], "_h long, _h2 long"
-            )
-            rows = (
-                rows.select(*key, key_hash(key).alias("_h"), second_key_hash(key).alias("_h2"))
-                .join(F.broadcast(wanted), ["_h", "_h2"], "left_semi")
-            )
+            rows = rows.join(F.broadcast(repeated.select("_h", "_h2")), ["_h", "_h2"], "left_semi")
+        top = (
+            rows.groupBy(*key)
+            .agg(F.count(F.lit(1)).alias("_n"))
+            .where(F.col("_n") > 1)
+            .orderBy(F.col("_n").desc(), *key)
+            .limit(count)
+            .collect()
+        )
     finally:
         repeated.unpersist()
-    top = (
-        rows.groupBy(*key)
-        .agg(F.count(F.lit(1)).alias("_n"))
-        .where(F.col("_n") > 1)
-        .orderBy(F.col("_n").desc(), *key)
-        .limit(count)
-        .collect()
-    )
     return [_example({k: r[k] for k in key}, r["_n"]) for r in top]
 
 
