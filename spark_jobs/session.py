@@ -54,9 +54,11 @@ def java_option(option: str) -> str:
 
 def driver_java_options(cfg: PipelineConfig, short_lived: bool = False) -> str:
     """Options this project adds to a driver JVM it starts (spark.driver.extraJavaOptions), decided when the
-    JVM starts: the class archive only once it exists (pointing a JVM at a missing one would switch off
-    even the JDK's own class sharing)."""
+    JVM starts: the C1-only JIT for a short-lived one, the configured garbage collector, and the class archive
+    only once it exists (pointing a JVM at a missing one would switch off even the JDK's own class sharing)."""
     options = [SHORT_LIVED_JAVA_OPTIONS] if short_lived else []
+    if cfg.spark.driver_gc:
+        options.append(f"-XX:+Use{cfg.spark.driver_gc}")
     archive = class_archive_path(cfg)
     if archive is not None and archive.is_file():
         options += [java_option(f"-XX:SharedArchiveFile={archive}"), _JVM_LOG_TO_STDERR]

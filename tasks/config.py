@@ -270,6 +270,8 @@ class SparkConfig(_Section):
     shuffle_partitions: int = Field(gt=0)
     # JVM class-data-sharing archive (spark_jobs.class_archive); relative paths are under paths.var_dir.
     class_archive: str | None
+    # Garbage collector of driver JVMs the pipeline starts (-XX:+Use<name>); None: the JVM's default.
+    driver_gc: Literal["ParallelGC", "G1GC", "SerialGC"] | None
 
 
 class ScoringConfig(_Section):

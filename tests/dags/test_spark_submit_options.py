@@ -28,13 +28,15 @@ def test_options_follow_the_archive_at_run_time(operator_cls):
     gate, features = cls(task_id="gate", job="validate"), cls(task_id="features", job="features")
     gate.execute({})
     features.execute({})
-    assert submitted[0]["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
-    assert "spark.driver.extraJavaOptions" not in submitted[1]
+    assert submitted[0]["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"
+    assert submitted[1]["spark.driver.extraJavaOptions"] == "-XX:+UseParallelGC"
     # Built after the DAG was parsed: the same operators pick it up on their next run.
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"x")
     gate.execute({})
     features.execute({})
-    assert submitted[2]["spark.driver.extraJavaOptions"].startswith(f"-XX:TieredStopAtLevel=1 -XX:SharedArchiveFile={archive}")
-    assert submitted[3]["spark.driver.extraJavaOptions"].startswith(f"-XX:SharedArchiveFile={archive}")
+    assert submitted[2]["spark.driver.extraJavaOptions"].startswith(
+        f"-XX:TieredStopAtLevel=1 -XX:+UseParallelGC -XX:SharedArchiveFile={archive}"
+    )
+    assert submitted[3]["spark.driver.extraJavaOptions"].startswith(f"-XX:+UseParallelGC -XX:SharedArchiveFile={archive}")
     assert submitted[3]["spark.sql.shuffle.partitions"] == "8"

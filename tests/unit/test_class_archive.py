@@ -39,19 +39,19 @@ def test_no_archive_option_until_the_file_exists(tmp_path):
     cfg = isolated_config(tmp_path / "var")
     archive = class_archive_path(cfg)
     assert archive == tmp_path / "var" / "jvm" / "spark-classes.jsa"
-    assert driver_java_options(cfg) == ""
-    assert driver_java_options(cfg, short_lived=True) == SHORT_LIVED_JAVA_OPTIONS
+    assert driver_java_options(cfg) == "-XX:+UseParallelGC"
+    assert driver_java_options(cfg, short_lived=True) == f"{SHORT_LIVED_JAVA_OPTIONS} -XX:+UseParallelGC"
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"x")
     options = driver_java_options(cfg, short_lived=True).split()
-    assert options[0] == SHORT_LIVED_JAVA_OPTIONS
+    assert options[:2] == [SHORT_LIVED_JAVA_OPTIONS, "-XX:+UseParallelGC"]
     assert f"-XX:SharedArchiveFile={archive}" in options
     # JVM warnings (e.g. a stale archive) must not land on stdout.
     assert "-Xlog:all=warning:stderr" in options
 
 
 def test_archive_switched_off_or_elsewhere(tmp_path):
-    cfg = isolated_config(tmp_path / "var", spark={"class_archive": None})
+    cfg = isolated_config(tmp_path / "var", spark={"class_archive": None, "driver_gc": None})
     assert class_archive_path(cfg) is None and driver_java_options(cfg) == ""
     with pytest.raises(ValueError, match="spark.class_archive is null"):
         class_archive.build(cfg)
