@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,10 @@ def pytest_configure(config):
     # Tests never touch the developer's var/ or a tracking server from the shell.
     for env in ("MLFLOW_TRACKING_URI", "PIPELINE_WAREHOUSE_URL", "SPARK_MASTER", "PIPELINE_CONFIG"):
         os.environ.pop(env, None)
+    # Importing Airflow gives the root logger a handler on the stdout pytest captures. py4j logs "Closing down
+    # clientserver connection" at INFO when its connections are collected at interpreter exit, after pytest
+    # closed that stream: a "Logging error" trace after the summary. Its INFO lines carry nothing for tests.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(autouse=True)
