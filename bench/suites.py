@@ -441,14 +441,13 @@ def features_vs_duckdb(args: argparse.Namespace) -> dict:
 
 # One pipeline step in a fresh Python process, as an Airflow task runs it: the JVM start, imports and
 # first-call compilation count. Prints the step's CPU seconds (Python + its Spark JVM) as the last line.
-# argv: var dir, archive | no-archive (the JVM class archive under var mapped or not), step, days.
+# argv: var dir, variant (a key of COLD_VARIANTS), step, days.
 _COLD_STEP = """
 import datetime as dt, json, sys
 from pathlib import Path
-from bench.suites import process_cpu_s
+from bench.suites import COLD_VARIANTS, process_cpu_s
 from tests.helpers.config import isolated_config
-archive = {} if sys.argv[2] == "archive" else {"spark": {"class_archive": None}}
-cfg = isolated_config(Path(sys.argv[1]), **archive)
+cfg = isolated_config(Path(sys.argv[1]), **COLD_VARIANTS[sys.argv[2]])
 day = dt.date.fromisoformat(sys.argv[4])
 if sys.argv[3] == "gate":
     from spark_jobs.validate import validate_events
@@ -470,16 +469,25 @@ print(json.dumps({"cpu_s": process_cpu_s(SparkSession.active())}))
 """
 
 
-def cold_step(var: Path, archive: bool, step: str, *args: str) -> tuple[float, float]:
-    """(wall s, CPU s) of ``_COLD_STEP`` ``step`` in a fresh interpreter, its driver JVM mapping the class
-    archive under ``var`` or not; wall includes its start-up."""
+# Config overrides the cold steps run under: as configured (class archive under var mapped, spark.driver_gc),
+# without the archive, and with the JVM's default garbage collector (G1) instead of the configured one.
+COLD_VARIANTS: dict[str, dict] = {
+    "configured": {},
+    "no class archive": {"spark": {"class_archive": None}},
+    "JVM default GC": {"spark": {"driver_gc": None}},
+}
+
+
+def cold_step(var: Path, variant: str, step: str, *args: str) -> tuple[float, float]:
+    """(wall s, CPU s) of ``_COLD_STEP`` ``step`` in a fresh interpreter under ``COLD_VARIANTS[variant]``
+    (the class archive is the one under ``var``); wall includes its start-up."""
     import json
     import subprocess
     import sys
 
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", _COLD_STEP, str(var), "archive" if archive else "no-archive", step, *args],
+        [sys.executable, "-c", _COLD_STEP, str(var), variant, step, *args],
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
     )
     wall = time.perf_counter() - started
@@ -512,22 +520,23 @@ def gx_events_overhead(args: argparse.Namespace) -> dict:
         steps = {"gate": (day.isoformat(),), "features": (ds.isoformat(),),
                  "gate_lookback": (day.isoformat(), first.isoformat())}
         # Interleaved, so a burst of load on the shared machine hits every step and variant alike.
-        runs: dict[tuple[str, bool], list[tuple[float, float]]] = {(k, a): [] for k in steps for a in (True, False)}
+        runs: dict[tuple[str, str], list[tuple[float, float]]] = {(k, v): [] for k in steps for v in COLD_VARIANTS}
         for _ in range(reps):
             for step, step_args in steps.items():
-                for mapped in (True, False):
-                    runs[(step, mapped)].append(cold_step(cfg.paths.var, mapped, step, *step_args))
+                for variant in COLD_VARIANTS:
+                    runs[(step, variant)].append(cold_step(cfg.paths.var, variant, step, *step_args))
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
+    configured, unmapped, default_gc = COLD_VARIANTS
 
-    def share(key: str, mapped: bool) -> tuple[float, float]:
-        (wall, cpu), (f_wall, f_cpu) = med[(key, mapped)], med[("features", mapped)]
+    def share(key: str, variant: str) -> tuple[float, float]:
+        (wall, cpu), (f_wall, f_cpu) = med[(key, variant)], med[("features", variant)]
         return wall / f_wall, cpu / f_cpu
 
     def row(step: str, key: str) -> dict:
         out = {"step": step}
-        for mapped, suffix in ((True, ""), (False, ", no class archive")):
-            wall, cpu = med[(key, mapped)]
-            w_share, c_share = share(key, mapped)
+        for variant, suffix in ((configured, ""), (unmapped, f", {unmapped}")):
+            wall, cpu = med[(key, variant)]
+            w_share, c_share = share(key, variant)
             out |= {f"wall s{suffix}": r(wall), f"CPU s{suffix}": r(cpu),
                     f"wall share{suffix}": f"{100 * w_share:.0f}%", f"CPU share{suffix}": f"{100 * c_share:.0f}%"}
         return out
@@ -538,11 +547,15 @@ def gx_events_overhead(args: argparse.Namespace) -> dict:
         row(f"events suite over the whole lookback ({lookback_rows} events as one frame)", "gate_lookback"),
     ]
 
-    def verdict(key: str, mapped: bool) -> str:
-        w_share, c_share = share(key, mapped)
+    def verdict(key: str, variant: str) -> str:
+        w_share, c_share = share(key, variant)
         return f"{'met' if max(w_share, c_share) < 0.25 else 'NOT met'} ({100 * w_share:.0f}% / {100 * c_share:.0f}%)"
 
-    saved = {k: med[(k, False)][0] - med[(k, True)][0] for k in steps}
+    def vs_default_gc(key: str) -> str:
+        (wall, cpu), (g_wall, g_cpu) = med[(key, configured)], med[(key, default_gc)]
+        return f"{r(g_wall)} s / {r(g_cpu)} CPU s (configured: x{wall / g_wall:.2f} / x{cpu / g_cpu:.2f})"
+
+    saved = {k: med[(k, unmapped)][0] - med[(k, configured)][0] for k in steps}
     notes = [
         "Every step runs in a fresh Python process, as each Airflow task does (JVM start, imports and "
         f"first-call compilation included); median of {reps} interleaved runs; CPU = Python + Spark JVM; "
@@ -560,18 +573,23 @@ def gx_events_overhead(args: argparse.Namespace) -> dict:
         f"every driver JVM as configured; 'no class archive' = spark.class_archive null. Wall time it saves: "
         f"gate {saved['gate']:.1f} s, features job {saved['features']:.1f} s, lookback suite "
         f"{saved['gate_lookback']:.1f} s.",
+        f"Garbage collector: every driver runs spark.driver_gc ({cfg.spark.driver_gc}); with the JVM's default (G1, "
+        f"driver_gc null; class archive mapped) the features job took {vs_default_gc('features')}, the nightly "
+        f"gate {vs_default_gc('gate')}, the lookback suite {vs_default_gc('gate_lookback')}; shares under G1: "
+        f"nightly gate {verdict('gate', default_gc)}, lookback {verdict('gate_lookback', default_gc)}.",
         f"Target gate < 25% of the stage it guards (wall and CPU), as configured (class archive mapped): "
-        f"nightly gate -> {verdict('gate', True)}; suite over the whole lookback -> "
-        f"{verdict('gate_lookback', True)}. Without the archive: nightly gate -> {verdict('gate', False)}; "
-        f"lookback -> {verdict('gate_lookback', False)}.",
+        f"nightly gate -> {verdict('gate', configured)}; suite over the whole lookback -> "
+        f"{verdict('gate_lookback', configured)}. Without the archive: nightly gate -> {verdict('gate', unmapped)}; "
+        f"lookback -> {verdict('gate_lookback', unmapped)}.",
     ]
+    suffixes = {configured: "", unmapped: "_no_class_archive", default_gc: "_jvm_default_gc"}
     return {
         "description": "Great Expectations events gate vs the feature job it guards, each cold, on the same events, "
-        "with and without the JVM class archive (issue 4).",
+        "with and without the JVM class archive, and under the JVM's default garbage collector (issue 4).",
         "table": table,
         "notes": notes,
-        "runs": {f"{k}{'' if a else '_no_class_archive'}": [{"wall_s": w, "cpu_s": c} for w, c in v]
-                 for (k, a), v in runs.items()},
+        "runs": {f"{k}{suffixes[v]}": [{"wall_s": w, "cpu_s": c} for w, c in runs_]
+                 for (k, v), runs_ in runs.items()},
         "class_archive_build_s": archive_s,
         "day_rows": day_rows,
         "lookback_rows": lookback_rows,
