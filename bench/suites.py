@@ -460,7 +460,8 @@ elif sys.argv[3] == "gate_lookback":
     spark = session()
     first = dt.date.fromisoformat(sys.argv[5])
     df = spark.read.parquet(str(cfg.paths.layer("events"))).where(f"dt >= '{first}' and dt <= '{day}'").drop("dt")
-    check(df, events.build_suite(cfg, day, first), name="events_lookback", gx_dir=cfg.paths.gx_dir)
+    check(df, events.build_suite(cfg, day, first), name="events_lookback", gx_dir=cfg.paths.gx_dir,
+      docs_index_limit=cfg.quality.data_docs_index_limit)
 else:
     from spark_jobs import features
     features.run(cfg, day)

@@ -131,7 +131,10 @@ def _run_suite(
     spark = session()
     read = getattr(module, "read", None)
     df = read(spark, cfg, day) if callable(read) else spark.read.parquet(str(folder))
-    summary = validate_dataframe(df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir)
+    summary = validate_dataframe(
+        df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir,
+        docs_index_limit=cfg.quality.data_docs_index_limit,
+    )
     if not summary.success:
         summary = dataclasses.replace(summary, failures=tuple(_with_query_rows(df, f) for f in summary.failures))
     extra = getattr(module, "extra_checks", None)

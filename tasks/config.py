@@ -323,6 +323,7 @@ class QualityConfig(_Section):
     drift_columns: list[str]
     drift_action: Literal["warn", "fail"]
     quantile_relative_error: float = Field(ge=0.0, lt=1.0)
+    data_docs_index_limit: int = Field(gt=0)
 
     @field_validator("max_label_rate")
     @classmethod

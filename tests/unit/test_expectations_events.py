@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
 from expectations.events import build_suite
 from expectations.runner import DataQualityError, check, validate_dataframe
 from spark_jobs.validate import main, validate_events, validate_layer
+from tasks.config import with_overrides
 from tasks.schema import EVENT_COLUMNS
 
 DAY = dt.date(2026, 1, 2)
@@ -32,6 +34,20 @@ def test_good_partition_passes_and_builds_data_docs(spark, cfg):
     assert summary.data_docs is not None and summary.data_docs.is_file()
     assert summary.data_docs.is_relative_to(cfg.paths.gx_dir)
     assert "passed" in summary.describe()
+
+
+def test_data_docs_index_lists_only_the_latest_results(spark, cfg):
+    cfg = with_overrides(cfg, {"quality": {"data_docs_index_limit": 2}})
+    _write(spark, cfg, [_event(h, user=f"u{h}") for h in range(24)])
+    runs = [validate_events(cfg, DAY) for _ in range(3)]
+    assert all(r.success for r in runs)
+    site = cfg.paths.gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+    pages = sorted(site.glob("validations/**/*.html"))
+    listed = set(re.findall(r"validations/[^'\"]+?\.html", (site / "index.html").read_text()))
+    # Every run keeps its stored result and page; the index names only the two latest.
+    assert len(list((cfg.paths.gx_dir / "gx" / "uncommitted" / "validations").glob("**/*.json"))) == 3
+    assert len(pages) == 3
+    assert listed == {p.relative_to(site).as_posix() for p in pages[1:]}
 
 
 def test_each_broken_property_is_named(spark, cfg):
