@@ -875,7 +875,7 @@ def sequence_signal(cfg: PipelineConfig, ts_dir: Path, manifest: dict, gen, mode
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from tasks.models.baselines import _fit_predict, _lgbm
+    from tasks.models.baselines import fit_predict, lgbm_classifier
     from tasks.models.encoding import encode_targets
     from tasks.registry import mlflow_store
     from tasks.schema import SEQUENCE_COLUMNS
@@ -930,7 +930,7 @@ def sequence_signal(cfg: PipelineConfig, ts_dir: Path, manifest: dict, gen, mode
         x_tr, x_te = x_train, x_test
         if extra_train is not None:
             x_tr, x_te = np.column_stack([x_tr, extra_train]), np.column_stack([x_te, extra_test])
-        return _fit_predict(lambda: _lgbm(seed), x_tr, target, weight, x_te)
+        return fit_predict(lambda: lgbm_classifier(seed), x_tr, target, weight, x_te)
 
     scores: dict[str, tuple[str, np.ndarray]] = {
         "latent oracle": ("knows which open missions buy, traits, intent", 1 - (1 - pending) * (1 - fresh)),

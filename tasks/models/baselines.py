@@ -18,7 +18,8 @@ from tasks.models.encoding import FeatureEncoder, encode_targets
 from tasks.schema import INTENTS, USER_CATEGORY_LABEL
 
 
-def _fit_predict(make, x_train: np.ndarray, y: np.ndarray, w: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+def fit_predict(make, x_train: np.ndarray, y: np.ndarray, w: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """P(y = 1) on ``x_test`` of the classifier ``make()`` fitted on (``x_train``, ``y``) with sample weights ``w``."""
     if len(np.unique(y)) < 2:
         # A head with one class in train has nothing to learn; predict its train rate.
         return np.full(len(x_test), float(y.mean()))
@@ -27,7 +28,8 @@ def _fit_predict(make, x_train: np.ndarray, y: np.ndarray, w: np.ndarray, x_test
     return clf.predict_proba(x_test)[:, 1]
 
 
-def _lgbm(seed: int) -> LGBMClassifier:
+def lgbm_classifier(seed: int) -> LGBMClassifier:
+    """The LightGBM yardstick's settings (shared with the benchmarks, so both fit the same model)."""
     return LGBMClassifier(
         n_estimators=100, num_leaves=15, learning_rate=0.05, min_child_samples=10,
         random_state=seed, n_jobs=1, verbose=-1,
@@ -42,7 +44,7 @@ def evaluate_category_baseline(
     y_train = train[USER_CATEGORY_LABEL].to_numpy(dtype=np.int64)
     x_train = train[pair_columns].to_numpy(dtype=np.float64, na_value=np.nan)
     x_test = test[pair_columns].to_numpy(dtype=np.float64, na_value=np.nan)
-    scores = _fit_predict(lambda: _lgbm(cfg.training.seed), x_train, y_train, np.ones(len(y_train)), x_test)
+    scores = fit_predict(lambda: lgbm_classifier(cfg.training.seed), x_train, y_train, np.ones(len(y_train)), x_test)
     groups = (test["ds"].astype(str) + "|" + test["user_id"].astype(str)).to_numpy()
     return category_ranking_metrics(
         groups, test[USER_CATEGORY_LABEL].to_numpy(dtype=np.float64), scores, k=cfg.training.category_eval_k
@@ -67,7 +69,7 @@ def evaluate_baselines(
         ),
         # LightGBM handles missing values and scale itself, so it gets the raw columns.
         "lgbm": (
-            lambda: _lgbm(seed),
+            lambda: lgbm_classifier(seed),
             train[encoder.feature_columns].to_numpy(dtype=np.float64, na_value=np.nan),
             test[encoder.feature_columns].to_numpy(dtype=np.float64, na_value=np.nan),
         ),
@@ -76,7 +78,7 @@ def evaluate_baselines(
     out = {}
     for name, (make, x_train, x_test) in models.items():
         probs = np.column_stack(
-            [_fit_predict(make, x_train, y_train[:, j], w_train, x_test) for j in range(len(INTENTS))]
+            [fit_predict(make, x_train, y_train[:, j], w_train, x_test) for j in range(len(INTENTS))]
         )  # [N_test, 3]
         kw = dict(threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction)
         out[name] = {**evaluate_intents(y_test, probs, **kw), **evaluate_user_groups(y_test, probs, new_mask, **kw)}
