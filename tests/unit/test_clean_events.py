@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from spark_jobs.clean_events import CleaningError, clean, clean_day, local_midnight, run_import, run_range
 from spark_jobs.loaders import RawFormatError, read_raw
 from tasks.land import land_day, land_file
+from tasks.partitions import parquet_files
 from tasks.schema import EVENT_COLUMNS, QUARANTINE_REASONS
 from tests.conftest import shared_data
 
@@ -86,6 +89,11 @@ def test_day_writes_events_quarantine_and_counts_duplicates(spark, cfg):
     events = spark.read.parquet(str(cfg.paths.layer("events") / "dt=2026-01-02"))
     assert events.count() == 201 and events.columns == list(EVENT_COLUMNS)
     assert dict(events.dtypes) == EVENT_COLUMNS
+    # Stored as INT64 microseconds in UTC (spark_jobs.session), not as Spark's legacy INT96.
+    (part,) = parquet_files(cfg.paths.layer("events") / "dt=2026-01-02")
+    stored = pq.ParquetFile(part).schema_arrow.field("event_time").type
+    assert stored == pa.timestamp("us", tz="UTC")
+    assert pq.ParquetFile(part).schema.column(0).physical_type == "INT64"
     q = spark.read.parquet(str(cfg.paths.layer("quarantine") / "dt=2026-01-02")).collect()
     assert [r.reason for r in q] == ["excluded_event_type"]
 
