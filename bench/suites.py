@@ -569,9 +569,10 @@ def gx_events_overhead(args: argparse.Namespace) -> dict:
         "events': the same suite (time bounds widened to the 30 days, no per-day volume band) on all of them.",
         "Gate = Great Expectations through its Spark data source (batch not cached: each pass reads the "
         "Parquet), file context, Data Docs updated; first pass without samples, failed expectations rerun for "
-        "samples (expectations.runner); duplicate keys counted on two 64-bit key hashes "
-        "(expectations.custom); C1-only JIT; the driver JVM starts on another thread while GX is imported "
-        "(spark_jobs.session.start_session, as validate_layer does).",
+        "samples (expectations.runner); duplicate keys counted on two 64-bit key hashes, started on a background "
+        "thread before GX sets up and computes its other metrics (expectations.custom); C1-only JIT; the "
+        "driver JVM starts on another thread while GX is imported (spark_jobs.session.start_session, as "
+        "validate_layer does).",
         f"Class archive = spark_jobs.class_archive (what `make demo` and the compose init service build; "
         f"{archive_mb:.0f} MB, built once in {archive_s:.0f} s, not timed above), mapped by "
         f"every driver JVM as configured; 'no class archive' = spark.class_archive null. Wall time it saves: "
