@@ -457,9 +457,11 @@ if sys.argv[3] == "gate":
     validate_events(cfg, day)
 elif sys.argv[3] == "gate_lookback":
     from spark_jobs.session import start_session
+    from tasks.process import long_lived_imports
     session = start_session(cfg, "validate events lookback", short_lived=True)  # as validate_layer does
-    from expectations import events
-    from expectations.runner import check
+    with long_lived_imports():  # as validate_layer does
+        from expectations import events
+        from expectations.runner import check
     spark = session()
     first = dt.date.fromisoformat(sys.argv[5])
     df = spark.read.parquet(str(cfg.paths.layer("events"))).where(f"dt >= '{first}' and dt <= '{day}'").drop("dt")

@@ -29,6 +29,7 @@ from expectations.results import result_path, write_result
 from spark_jobs.session import start_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import run_cli
+from tasks.process import long_lived_imports
 
 if TYPE_CHECKING:
     from expectations.runner import FailedExpectation, ValidationSummary
@@ -94,9 +95,10 @@ def validate_layer(
     # The driver JVM starts while this thread imports the suite and Great Expectations (~5 s on one core;
     # hence no module-level import of them here); a partition then found missing wasted that start.
     session = start_session(cfg, f"validate {layer} {_key_text(day)}", short_lived=True)
-    from expectations.runner import DataQualityError
+    with long_lived_imports():
+        from expectations.runner import DataQualityError
 
-    module = _suite_module(layer)
+        module = _suite_module(layer)
     folder = Path(module.partition(cfg, day))
     stored = result_path(cfg.paths.gx_dir, layer, _key_text(day))
     # A run that crashes must not leave an earlier run's "passed" behind for this partition.

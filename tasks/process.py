@@ -1,0 +1,35 @@
+"""Garbage-collector policy of a pipeline step's process: it imports large libraries once, runs one step, exits.
+
+CPython's cyclic collector rescans every tracked object on each full collection, and the interpreter runs one
+more as it exits. A validation gate imports Great Expectations: about 500K tracked objects, nearly all alive
+until the process ends. Collections during that import took 0.6 s of its 3.0 s, and the one at exit 0.9 s,
+while finding almost nothing to free; with the import run by ``long_lived_imports`` the exit took 0.1 s.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def long_lived_imports() -> Iterator[None]:
+    """Imports of modules that stay loaded until the process ends, run with the cyclic collector paused; the
+    objects then alive are frozen (``gc.freeze``: later collections, the one at exit included, skip them).
+
+    Freezes only when the block loaded a new module, so a long-lived process (a test session) that enters it
+    again with everything imported freezes nothing more.
+    """
+    loaded = len(sys.modules)
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if len(sys.modules) > loaded:
+            gc.freeze()
+        if paused:
+            gc.enable()
+
