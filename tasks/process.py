@@ -23,13 +23,13 @@ def long_lived_imports() -> Iterator[None]:
     again with everything imported freezes nothing more.
     """
     loaded = len(sys.modules)
-    paused = gc.isenabled()
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if len(sys.modules) > loaded:
             gc.freeze()
-        if paused:
+        if was_enabled:
             gc.enable()
 
