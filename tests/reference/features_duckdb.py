@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 
 from tasks.config import FeaturesConfig
-from tasks.schema import EVENT_TYPE_INDEX, EVENT_TYPES, SEQUENCE_COLUMNS
+from tasks.schema import EVENT_TYPE_INDEX, EVENT_TYPES, SEQUENCE_COLUMNS, USER_CATEGORY_LABEL
 
 _M = (1 << 64) - 1
 _P1, _P2, _P3, _P4, _P5 = (
@@ -73,16 +73,22 @@ def gap_bucket(seconds: int, cap: int) -> int:
     return min((1 + seconds).bit_length(), cap)
 
 
-def _connect(events: pd.DataFrame, fcfg: FeaturesConfig) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("events", events)
+def register_exact_functions(con: duckdb.DuckDBPyConnection, fcfg: FeaturesConfig) -> None:
+    """ref_item_bucket and ref_gap_bucket as Python functions, exact and independent of Spark's expressions."""
     con.create_function(
         "ref_item_bucket", lambda s: item_bucket(s, fcfg.item_buckets), ["VARCHAR"], "INTEGER", side_effects=False
     )
     con.create_function(
         "ref_gap_bucket", lambda s: gap_bucket(s, fcfg.gap_bucket_cap), ["BIGINT"], "INTEGER", side_effects=False
     )
+
+
+def _connect(events: pd.DataFrame, fcfg: FeaturesConfig | None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("events", events)
+    if fcfg is not None:
+        register_exact_functions(con, fcfg)
     return con
 
 
@@ -94,16 +100,19 @@ def _bound(cutoff: dt.datetime, tz: str, days: int) -> str:
     )
 
 
-def reference_user_features(events: pd.DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> pd.DataFrame:
-    """The user feature rows, sorted by user_id, with the same columns as spark_jobs.features.user_features."""
-    con = _connect(events, fcfg)
+def user_features_sql(cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> str:
+    """SELECT of the user feature rows from relation ``events``, columns as spark_jobs.features.user_features.
+
+    Calls ``ref_item_bucket`` and ``ref_gap_bucket``, which the connection defines
+    (register_exact_functions). One window sort per user serves the session gaps and the position
+    from the end; the last ``sequence_length`` events travel as one list of structs.
+    """
     cut = f"TIMESTAMPTZ '{cutoff.isoformat()}'"
     cut_us = f"epoch_us({cut})"
     never = float(fcfg.lookback_days + 1)
     types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
     type_index = "CASE event_type " + " ".join(f"WHEN '{t}' THEN {i}" for t, i in EVENT_TYPE_INDEX.items()) + " END"
     asc = "event_time, event_type, item_id, category_id"
-    desc = "event_time DESC, event_type DESC, item_id DESC, category_id DESC"
 
     sel = []
     for w in fcfg.windows_days:
@@ -155,11 +164,13 @@ def reference_user_features(events: pd.DataFrame, cutoff: dt.datetime, fcfg: Fea
         "seq_gap_prev_bucket": "CASE WHEN prev_us IS NULL THEN 0 ELSE ref_gap_bucket((us - prev_us) // 1000000) END",
         "seq_hour": "CAST(hour(local_ts) AS INTEGER)",
     }
-    for c in SEQUENCE_COLUMNS:
-        sel.append(f"list({seq_exprs[c]} ORDER BY {asc}) FILTER (WHERE rn_desc <= {fcfg.sequence_length}) AS {c}")
+    step = "struct_pack(" + ", ".join(f"{c} := {seq_exprs[c]}" for c in SEQUENCE_COLUMNS) + ")"
+    # n_after: events after this one in the user's order, so the sequence is n_after < sequence_length.
+    sel.append(f"list({step} ORDER BY n_after DESC) FILTER (WHERE n_after < {fcfg.sequence_length}) AS _seq")
+    unpack = ", ".join(f"list_transform(_seq, lambda x: x.{c}) AS {c}" for c in SEQUENCE_COLUMNS)
 
     gap_us = fcfg.session_gap_minutes * 60 * 1_000_000
-    sql = f"""
+    return f"""
     WITH ev AS (
         SELECT *, epoch_us(event_time) AS us, timezone('{tz}', event_time) AS local_ts, {type_index} AS type_idx
         FROM events
@@ -169,41 +180,36 @@ def reference_user_features(events: pd.DataFrame, cutoff: dt.datetime, fcfg: Fea
         SELECT *,
             lag(us) OVER w AS prev_us,
             lag(session_id) OVER w AS prev_session,
-            row_number() OVER (PARTITION BY user_id ORDER BY {desc}) AS rn_desc
+            count(*) OVER (PARTITION BY user_id) - row_number() OVER w AS n_after
         FROM ev
         WINDOW w AS (PARTITION BY user_id ORDER BY {asc})
     ), flagged AS (
         SELECT *, (prev_us IS NULL OR us - prev_us > {gap_us} OR session_id IS DISTINCT FROM prev_session) AS new_session
         FROM ordered
+    ), per_user AS (
+        SELECT user_id, {", ".join(sel)}
+        FROM flagged GROUP BY user_id
     )
-    SELECT user_id, {", ".join(sel)}
-    FROM flagged GROUP BY user_id ORDER BY user_id
+    SELECT * EXCLUDE (_seq), {unpack} FROM per_user
     """
-    return con.sql(sql).df()
 
 
-def reference_labels(events: pd.DataFrame, cutoff: dt.datetime, horizon_days: int, tz: str) -> pd.DataFrame:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("events", events)
-    sql = f"""
+def labels_sql(cutoff: dt.datetime, horizon_days: int, tz: str) -> str:
+    """SELECT of user_id, label_* (0/1) from relation ``events`` in [cutoff, cutoff + horizon_days local days)."""
+    return f"""
     SELECT user_id,
         CAST(bool_or(event_type = 'purchase') AS INTEGER) AS label_purchase,
         CAST(bool_or(event_type = 'cart') AS INTEGER) AS label_cart,
         CAST(bool_or(event_type = 'fav') AS INTEGER) AS label_fav
     FROM events
     WHERE event_time >= TIMESTAMPTZ '{cutoff.isoformat()}' AND event_time < {_bound(cutoff, tz, horizon_days)}
-    GROUP BY user_id ORDER BY user_id
+      AND user_id IS NOT NULL
+    GROUP BY user_id
     """
-    return con.sql(sql).df()
 
 
-def reference_user_category(
-    events: pd.DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str
-) -> pd.DataFrame:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("events", events)
+def user_category_sql(cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> str:
+    """SELECT of the (user, category) rows from relation ``events``, columns as user_category_features."""
     cut = f"TIMESTAMPTZ '{cutoff.isoformat()}'"
     never = float(fcfg.lookback_days + 1)
     sel = [
@@ -219,11 +225,42 @@ def reference_user_category(
     sel.append(f"coalesce((epoch_us({cut}) - max(epoch_us(event_time))) / 86400000000.0, {never}) AS f_uc_recency_any")
     sel.append("count(*) / sum(count(*)) OVER (PARTITION BY user_id) AS f_uc_share")
     types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
-    sql = f"""
+    return f"""
     SELECT user_id, category_id, {", ".join(sel)}
     FROM events
     WHERE event_time >= {_bound(cutoff, tz, -fcfg.lookback_days)} AND event_time < {cut}
       AND user_id IS NOT NULL AND event_type IN ({types})
-    GROUP BY user_id, category_id ORDER BY user_id, category_id
+    GROUP BY user_id, category_id
     """
-    return con.sql(sql).df()
+
+
+def category_labels_sql(cutoff: dt.datetime, horizon_days: int, tz: str) -> str:
+    """SELECT of the (user, category) pairs with a purchase in the horizon, label_purchase_in_category = 1."""
+    return f"""
+    SELECT DISTINCT user_id, category_id, 1 AS {USER_CATEGORY_LABEL}
+    FROM events
+    WHERE event_time >= TIMESTAMPTZ '{cutoff.isoformat()}' AND event_time < {_bound(cutoff, tz, horizon_days)}
+      AND user_id IS NOT NULL AND event_type = 'purchase'
+    """
+
+
+def reference_user_features(events: pd.DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> pd.DataFrame:
+    """The user feature rows, sorted by user_id, with the same columns as spark_jobs.features.user_features."""
+    return _connect(events, fcfg).sql(f"{user_features_sql(cutoff, fcfg, tz)} ORDER BY user_id").df()
+
+
+def reference_labels(events: pd.DataFrame, cutoff: dt.datetime, horizon_days: int, tz: str) -> pd.DataFrame:
+    con = _connect(events, None)
+    return con.sql(f"{labels_sql(cutoff, horizon_days, tz)} ORDER BY user_id").df()
+
+
+def reference_user_category(
+    events: pd.DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str
+) -> pd.DataFrame:
+    con = _connect(events, fcfg)
+    return con.sql(f"{user_category_sql(cutoff, fcfg, tz)} ORDER BY user_id, category_id").df()
+
+
+def reference_category_labels(events: pd.DataFrame, cutoff: dt.datetime, horizon_days: int, tz: str) -> pd.DataFrame:
+    con = _connect(events, None)
+    return con.sql(f"{category_labels_sql(cutoff, horizon_days, tz)} ORDER BY user_id, category_id").df()

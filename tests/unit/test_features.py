@@ -15,6 +15,7 @@ from tasks.schema import EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS
 from tests.conftest import shared_data
 from tests.helpers.events import ev, events_df, events_pdf, random_events, spark_from_pdf, taobao_events, write_events_layer
 from tests.reference.features_duckdb import (
+    reference_category_labels,
     reference_labels,
     reference_user_category,
     reference_user_features,
@@ -125,6 +126,11 @@ def test_matches_duckdb_reference(spark, cfg, tz):
     assert_frames_match(
         uc, reference_user_category(pdf, cutoff, c.features, tz), key=("user_id", "category_id")
     )
+
+    pairs = ("user_id", "category_id")
+    cat_lab = spark_rows(F.category_labels_at(sdf, [cutoff], c.features, tz).drop("ds"), key=pairs)
+    assert len(cat_lab) > 0
+    assert_frames_match(cat_lab, reference_category_labels(pdf, cutoff, 2, tz), key=pairs)
 
 
 def test_events_at_or_after_cutoff_change_no_feature(spark, cfg):
