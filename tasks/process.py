@@ -32,4 +32,3 @@ def long_lived_imports() -> Iterator[None]:
             gc.freeze()
         if was_enabled:
             gc.enable()
-
