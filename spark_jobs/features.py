@@ -180,19 +180,32 @@ def _lookback_events(
     # Each event joins every cutoff whose lookback [start, cutoff) holds it (a broadcast range join).
     back_days = {*fcfg.windows_days, 1, min(7, fcfg.lookback_days), fcfg.lookback_days}
     bounds = _bounds(events.sparkSession, cutoffs, tz, back_days, fcfg.horizon_days)
-    local = F.from_utc_timestamp(F.col("event_time"), tz)
     ev = _with_us(events).where(F.col("event_type").isin(*EVENT_TYPES))
     in_lookback = (F.col("_us") >= F.col(f"_w{fcfg.lookback_days}_us")) & (F.col("_us") < F.col("_cut_us"))
+    # Local hour, day and weekday by integer arithmetic on the local wall-clock microseconds: one time-zone
+    # conversion per event instead of one per derived field (user features of 10M events: 18.7 s -> 18.2 s).
+    local_us = F.unix_micros(F.from_utc_timestamp(F.col("event_time"), tz))
+    time_of_day = F.pmod(local_us, F.lit(_MICROS_PER_DAY))
+    day = ((local_us - time_of_day) / F.lit(_MICROS_PER_DAY)).cast("int")
     return (
         ev.join(F.broadcast(bounds), in_lookback, "inner")
-        .withColumn("_hour", F.hour(local))
-        .withColumn("_day", F.to_date(local))
-        .withColumn("_dow", F.dayofweek(local))
+        .withColumn("_hour", (time_of_day / F.lit(3_600_000_000)).cast("int"))
+        # _day: local calendar day as days since 1970-01-01; _dow as dayofweek (1 = Sunday .. 7 = Saturday),
+        # 1970-01-01 being a Thursday.
+        .withColumn("_day", day)
+        .withColumn("_dow", F.pmod(day + F.lit(4), F.lit(7)) + F.lit(1))
     )
 
 
 def _count_where(cond: Column) -> Column:
     return F.sum(F.when(cond, 1).otherwise(0)).cast("double")
+
+
+def _sum_columns(names: list[str]) -> Column:
+    total = F.col(names[0])
+    for name in names[1:]:
+        total = total + F.col(name)
+    return total
 
 
 def _recency(last_col: str, never: float) -> Column:
@@ -223,32 +236,47 @@ def user_features_at(
         F.col("item_id").alias("item"),
         F.col("category_id").alias("cat"),
         F.col("session_id").alias("sid"),
-        F.col("_hour").cast("int").alias("hour"),
+        F.col("_hour").alias("hour"),
         F.col("_day").alias("day"),
     )
 
+    # Every aggregate below is evaluated row by row (collect_list makes this an object aggregation, which
+    # Spark does not compile), so totals a window count already holds are summed from it, not counted again.
     aggs: list[Column] = []
     for w in fcfg.windows_days:
         since = F.col("_us") >= F.col(f"_w{w}_us")
         aggs += [_count_where(_is_type(t) & since).alias(f"f_{t}_{w}d") for t in EVENT_TYPES]
     aggs += [F.max(F.when(_is_type(t), F.col("_us"))).alias(f"_last_{t}") for t in EVENT_TYPES]
     aggs += [F.max("_us").alias("_last_any")]
-    aggs += [_count_where(_is_type(t)).alias(f"_tot_{t}") for t in EVENT_TYPES]
+    # name -> (condition, the event types and span of the window counts that add up to it)
+    totals = {f"_tot_{t}": (_is_type(t), (t,), fcfg.lookback_days) for t in EVENT_TYPES}
+    totals["_n_1d"] = (F.col("_us") >= F.col("_w1_us"), EVENT_TYPES, 1)
+    totals["_n_7d"] = (F.col("_us") >= F.col(f"_w{seven}_us"), EVENT_TYPES, seven)
+    from_windows = {name: [f"f_{t}_{w}d" for t in types] for name, (_, types, w) in totals.items()
+                    if w in fcfg.windows_days}
+    aggs += [_count_where(cond).alias(name) for name, (cond, _, _) in totals.items() if name not in from_windows]
     aggs += [
-        F.count(F.lit(1)).cast("double").alias("_n_events"),
         _count_where(F.col("_dow").isin(1, 7)).alias("_n_weekend"),
         _count_where(F.col("price").isNotNull()).alias("_n_price"),
         F.avg("price").alias("_price_mean"),
         F.max("price").alias("_price_max"),
         F.sum(F.when(_is_type("purchase"), F.col("price"))).alias("_purchase_amount"),
-        _count_where(F.col("_us") >= F.col("_w1_us")).alias("_n_1d"),
-        _count_where(F.col("_us") >= F.col(f"_w{seven}_us")).alias("_n_7d"),
         F.collect_list(event).alias("_ev"),
     ]
     aggs += [
         _count_where(F.col("_hour").between(lo, hi)).alias(f"_n_hour_{b}") for b, (lo, hi) in _HOUR_BLOCKS.items()
     ]
-    g = ev.groupBy("ds", "_cut_us", "user_id").agg(*aggs).withColumn("_ev", F.array_sort("_ev"))
+    # Repartitioned by user first, the aggregation runs once after the shuffle: no map-side partial
+    # aggregation that sorts (and spills) every event only to ship the same events on. user_id leads the
+    # grouping key so the sort that object aggregation falls back to compares users by their key prefix.
+    # User features of 10M events, side by side: 21.1 s as before, 19.2 s repartitioned, 17.5 s with the
+    # key order, the local-time arithmetic, sort_array and the field extractions below.
+    g = ev.repartition("user_id", "ds").groupBy("user_id", "ds", "_cut_us").agg(*aggs)
+    for name, window_counts in from_windows.items():
+        g = g.withColumn(name, _sum_columns(window_counts))
+    g = g.withColumn("_n_events", _sum_columns([f"_tot_{t}" for t in EVENT_TYPES]))
+    # sort_array orders with the struct ordering directly; array_sort would call a comparator lambda.
+    g = g.withColumn("_ev", F.sort_array("_ev"))
 
     # A gap between consecutive events opens a new session when it exceeds the inactivity limit or the
     # session id changes (null-safe); the user's first event always opens one.
@@ -266,9 +294,10 @@ def user_features_at(
 
     cap = fcfg.gap_bucket_cap
     type_index = " ".join(f"WHEN '{name}' THEN {idx}" for name, idx in EVENT_TYPE_INDEX.items())
+    # _seq.cat and the like extract a field from every element without evaluating a lambda per element.
     sequences = {
         "seq_event_type": f"transform(_seq, x -> CAST(CASE x.t {type_index} END AS INT))",
-        "seq_category": "transform(_seq, x -> x.cat)",
+        "seq_category": "_seq.cat",
         "seq_item_bucket": f"transform(_seq, x -> CAST(1 + pmod(xxhash64(x.item), {fcfg.item_buckets}) AS INT))",
         "seq_gap_cutoff_bucket": (
             f"transform(_seq, x -> CAST(least(length(bin((_cut_us - x.us) div 1000000 + 1)), {cap}) AS INT))"
@@ -278,12 +307,12 @@ def user_features_at(
             "transform(_seq, (x, i) -> CAST(IF(_start + i >= 2, "
             f"least(length(bin((x.us - _ev[_start + i - 2].us) div 1000000 + 1)), {cap}), 0) AS INT))"
         ),
-        "seq_hour": "transform(_seq, x -> x.hour)",
+        "seq_hour": "_seq.hour",
     }
     from_arrays = {
-        "f_distinct_items": F.expr("size(array_distinct(transform(_ev, x -> x.item)))"),
-        "f_distinct_categories": F.expr("size(array_distinct(transform(_ev, x -> x.cat)))"),
-        "f_active_days": F.expr("size(array_distinct(transform(_ev, x -> x.day)))"),
+        "f_distinct_items": F.expr("size(array_distinct(_ev.item))"),
+        "f_distinct_categories": F.expr("size(array_distinct(_ev.cat))"),
+        "f_active_days": F.expr("size(array_distinct(_ev.day))"),
         "f_sessions": F.expr("1 + size(filter(_gaps, x -> x.new))"),
         "_session_us": F.expr("aggregate(_gaps, 0L, (acc, x) -> acc + IF(x.new, 0L, x.us))"),
     }
@@ -384,11 +413,11 @@ def user_category_features_at(
         aggs += [_count_where(_is_type(t) & since).alias(f"f_uc_{t}_{w}d") for t in EVENT_TYPES]
     aggs += [F.max(F.when(_is_type(t), F.col("_us"))).alias(f"_last_{t}") for t in EVENT_TYPES]
     aggs += [F.max("_us").alias("_last_any"), F.count(F.lit(1)).alias("_n")]
-    g = ev.groupBy("ds", "_cut_us", "user_id", "category_id").agg(*aggs)
+    g = ev.groupBy("user_id", "category_id", "ds", "_cut_us").agg(*aggs)
     derived = {
         **{f"f_uc_recency_{t}": _recency(f"_last_{t}", never) for t in EVENT_TYPES},
         "f_uc_recency_any": _recency("_last_any", never),
-        "f_uc_share": F.col("_n") / F.sum("_n").over(Window.partitionBy("ds", "user_id")),
+        "f_uc_share": F.col("_n") / F.sum("_n").over(Window.partitionBy("user_id", "ds")),
     }
     return g.select(
         "ds",
