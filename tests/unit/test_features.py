@@ -133,6 +133,17 @@ def test_matches_duckdb_reference(spark, cfg, tz):
     assert_frames_match(cat_lab, reference_category_labels(pdf, cutoff, 2, tz), key=pairs)
 
 
+def test_totals_without_matching_windows_match_duckdb_reference(spark, cfg):
+    # With no 1-day, 7-day or lookback-long window the per-type totals and the 1/7-day counts behind
+    # f_trend_1d_vs_7d are counted themselves instead of summed from window counts.
+    c = small(cfg, windows_days=[3])
+    rows = random_events(25, dt.date(2026, 3, 1), 14, seed=5, tz="UTC")
+    cutoff = F.cutoff_instant(dt.date(2026, 3, 11), "UTC")
+    actual = spark_rows(F.user_features(events_df(spark, rows), cutoff, c.features, "UTC"))
+    assert len(actual) > 10
+    assert_frames_match(actual, reference_user_features(events_pdf(rows), cutoff, c.features, "UTC"))
+
+
 def test_events_at_or_after_cutoff_change_no_feature(spark, cfg):
     c = small(cfg)
     cutoff = F.cutoff_instant(dt.date(2026, 1, 10), "UTC")
