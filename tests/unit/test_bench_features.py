@@ -1,4 +1,4 @@
-"""bench.suites' equal-work DuckDB feature job: it writes what the Spark job writes, and the check catches a difference."""
+"""bench.duckdb_features.duckdb_job writes what the Spark job writes, and compare_job catches a difference."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from bench.suites import compare_job, duckdb_job
+from bench.duckdb_features import compare_job, duckdb_job
 from spark_jobs import features as F
 from tests.helpers.events import random_events, write_events_layer
 

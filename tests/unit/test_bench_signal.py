@@ -1,4 +1,4 @@
-"""The pure pieces of bench.suites' sequence-signal analysis: the tail pattern, shuffled sequences, split AUCs."""
+"""The pure pieces of bench.signal_study's analysis: the tail pattern, shuffled sequences, split AUCs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.suites import TAIL_FEATURES, shuffled_sequences, split_auc, swapped_sequences, tail_pattern_features
+from bench.signal_study import TAIL_FEATURES, shuffled_sequences, split_auc, swapped_sequences, tail_pattern_features
 from tasks.schema import EVENT_TYPE_INDEX, SEQUENCE_COLUMNS
 
 V, C, F, P = (EVENT_TYPE_INDEX[t] for t in ("view", "cart", "fav", "purchase"))
@@ -67,7 +67,7 @@ def test_split_auc_separates_mission_buyers_from_other_buyers():
 def test_paired_auc_difference_matches_sklearn_and_brackets_it():
     from sklearn.metrics import roc_auc_score
 
-    from bench.suites import paired_auc_difference
+    from bench.signal_study import paired_auc_difference
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, size=400)

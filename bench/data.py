@@ -1,0 +1,96 @@
+"""The data the benchmarks share: the synthetic events layer (generated once per process and size, linked
+read-only into each benchmark's var dir) and a training set built from it."""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import timed
+from tasks.config import PipelineConfig
+from tasks.partitions import parquet_rows
+from tasks.schema import EVENT_COLUMNS
+
+# Synthetic events per user and generated day at the default generator settings (measured: ~10.5);
+# used only to choose a population size for a target event count; the actual count is reported.
+EVENTS_PER_USER_DAY = 10.5
+
+
+_CORPUS_ROOT: Path | None = None
+_CORPORA: dict[tuple, tuple[Path, int]] = {}
+
+
+def _corpus_root() -> Path:
+    global _CORPUS_ROOT
+    if _CORPUS_ROOT is None:
+        _CORPUS_ROOT = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
+        atexit.register(shutil.rmtree, _CORPUS_ROOT, True)
+    return _CORPUS_ROOT
+
+
+def synthetic_events(cfg: PipelineConfig, n_users: int, n_days: int) -> tuple[Path, int]:
+    """A canonical events layer (events/dt=<day>/part-00000.parquet) of the synthetic generator's log.
+
+    Generated once per (generator settings, users, days) and process. The CSVs become Parquet with a
+    DuckDB COPY (types of tasks.schema.EVENT_COLUMNS), not with spark_jobs.clean_events: the
+    benchmarks that use it measure the later stages. Its files read like the pipeline's own (INT64
+    microsecond timestamps, dictionary-encoded strings, Snappy), so a stage reading them costs what it
+    costs on events written by Spark (bench/README.md). Returns (layer root, number of events).
+    """
+    import duckdb
+
+    from tasks.sources.synthetic import generate
+
+    gen = cfg.generator.model_copy(update={"n_users": n_users, "n_days": n_days})
+    key = (tuple(sorted(gen.model_dump().items())), cfg.pipeline.timezone)
+    if key in _CORPORA:
+        return _CORPORA[key]
+    base = _corpus_root() / f"u{n_users}-d{n_days}-{len(_CORPORA)}"
+    report, gen_s = timed(lambda: generate(gen, base / "csv", tz=cfg.pipeline.timezone))
+    layer = base / "events"
+    casts = {"timestamp": "TIMESTAMPTZ", "string": "VARCHAR", "double": "DOUBLE"}
+    select = ", ".join(f"CAST({c} AS {casts[t]}) AS {c}" for c, t in EVENT_COLUMNS.items())
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    started = time.perf_counter()
+    for day in report.days:
+        src = base / "csv" / f"dt={day.isoformat()}" / "events.csv"
+        out = layer / f"dt={day.isoformat()}"
+        out.mkdir(parents=True)
+        con.execute(
+            f"COPY (SELECT {select} FROM read_csv('{src}', header = true, all_varchar = true)) "
+            f"TO '{out / 'part-00000.parquet'}' (FORMAT parquet)"
+        )
+    con.close()
+    shutil.rmtree(base / "csv")
+    print(f"  synthetic log: {report.n_events} events of {n_users} users x {n_days} days "
+          f"(generate {gen_s:.1f}s, to Parquet {time.perf_counter() - started:.1f}s)", flush=True)
+    _CORPORA[key] = (layer, report.n_events)
+    return _CORPORA[key]
+
+
+def link_events(cfg: PipelineConfig, layer: Path) -> None:
+    """Make ``layer`` the events layer of ``cfg`` (read-only use: nothing in the benchmarks writes events)."""
+    target = cfg.paths.layer("events")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(layer, target_is_directory=True)
+
+
+def events_rows(layer: Path, days: list[dt.date]) -> int:
+    """Events in the day partitions ``days`` of ``layer``, from Parquet footers."""
+    return sum(parquet_rows(layer / f"dt={d.isoformat()}") or 0 for d in days)
+
+
+def build_synthetic_training_set(cfg: PipelineConfig, spark, n_users: int, n_days: int):
+    """Synthetic events linked into ``cfg`` and a training set of its latest labelled cutoffs."""
+    from spark_jobs import training_set
+
+    layer, n_events = synthetic_events(cfg, n_users, n_days)
+    link_events(cfg, layer)
+    info, s = timed(lambda: training_set.build(cfg, spark=spark))
+    print(f"  training set {info.manifest['id']}: rows {info.manifest['rows']} ({s:.0f}s)", flush=True)
+    return info, n_events
