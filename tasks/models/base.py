@@ -282,7 +282,9 @@ def register_model(name: str) -> Callable[[type[IntentModel]], type[IntentModel]
     def deco(cls: type[IntentModel]) -> type[IntentModel]:
         module = cls.__module__.rsplit(".", 1)[-1]
         if module != name:
-            raise ValueError(f"model family module {cls.__module__} registers {name!r}; a family's name is its file name")
+            raise ValueError(
+                f"model family module {cls.__module__} registers {name!r}; a family's name is its file name"
+            )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"model type {name!r} registered twice")
         _REGISTRY[name] = cls

@@ -71,7 +71,8 @@ def run_torchrun(
     if trial:
         cmd += ["--trial"]
     env = {k: v for k, v in os.environ.items() if k not in ENV_OVERRIDES and k != "PIPELINE_CONFIG"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *inherited])
     env.setdefault("OMP_NUM_THREADS", "1")
     tail: deque[str] = deque(maxlen=40)
     lines: list[str] = []
