@@ -7,6 +7,7 @@ import datetime as dt
 from airflow.sdk import DAG, Param, task
 
 from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
+from tasks.models.families import family_names  # after _wiring, which puts the repo on sys.path; torch-free
 
 _cfg = config()
 
@@ -53,7 +54,7 @@ def check_new_data(training_set_id: str, last_cutoff: str, params: dict | None =
 def train(training_set: str, params: dict | None = None) -> dict:
     from pathlib import Path
 
-    from tasks.train import launch
+    from tasks.training.launcher import launch
 
     params = params or {}
     result = launch(
@@ -89,7 +90,7 @@ with DAG(
     default_args=default_args(),
     user_defined_macros=USER_DEFINED_MACROS,
     params={
-        "model_type": Param(_cfg.training.model_type, type="string", enum=["lstm", "bert"], description="Architecture to train"),
+        "model_type": Param(_cfg.training.model_type, type="string", enum=list(family_names()), description="Architecture to train"),
         "epochs": Param(_cfg.training.epochs, type="integer", minimum=1, maximum=200, description="Passes over the training set"),
         "nproc": Param(_cfg.training.nproc_per_node, type="integer", minimum=1, maximum=64, description="torchrun processes on this node"),
         "horizon": Param(

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.models.families import family_names
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "pipeline.yaml"
 
@@ -196,7 +198,8 @@ class SearchConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    model_type: Literal["lstm", "bert"]
+    # One of tasks.models.families.family_names(): the modules in tasks/models/families/.
+    model_type: str
     nproc_per_node: int = Field(gt=0)
     epochs: int = Field(gt=0)
     batch_size: int = Field(gt=0)
@@ -206,11 +209,6 @@ class TrainingConfig(_Section):
     hidden_dim: int = Field(gt=0)
     dropout: float = Field(ge=0.0, lt=1.0)
     field_fusion: Literal["sum", "concat"]
-    lstm_layers: int = Field(gt=0)
-    bert_layers: int = Field(gt=0)
-    bert_heads: int = Field(gt=0)
-    bert_intermediate_dim: int = Field(gt=0)
-    bert_pooling: Literal["cls", "attention"]
     weight_decay: float = Field(ge=0.0)
     grad_clip_norm: float = Field(gt=0)
     lr_schedule: Literal["constant", "cosine"]
@@ -234,6 +232,13 @@ class TrainingConfig(_Section):
     category_loss_weight: float = Field(ge=0.0)
     # k of HitRate@k and NDCG@k over each user's candidate categories.
     category_eval_k: int = Field(gt=0)
+
+    @field_validator("model_type")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        if v not in family_names():
+            raise ValueError(f"unknown model family {v!r}; known: {', '.join(family_names())}")
+        return v
 
 
 class GateConfig(_Section):
@@ -341,12 +346,26 @@ class PipelineConfig(_Section):
     features: FeaturesConfig
     training_set: TrainingSetConfig
     training: TrainingConfig
+    # Per model family, its own settings: checked against the family's config dataclass
+    # (tasks.models.base.family_settings) when training starts, since that needs torch.
+    models: dict[str, dict[str, Any]]
     gate: GateConfig
     mlflow: MlflowConfig
     spark: SparkConfig
     scoring: ScoringConfig
     warehouse: WarehouseConfig
     quality: QualityConfig
+
+    @field_validator("models")
+    @classmethod
+    def _known_families(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = sorted(set(v) - set(family_names()))
+        if unknown:
+            raise ValueError(
+                f"sections {unknown} name no model family (known: {', '.join(family_names())}; "
+                "a family is a module in tasks/models/families/)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _new_user_window(self) -> PipelineConfig:

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import PipelineConfig, with_overrides
+from tasks.registry import mlflow_store
+from tasks.training.torchrun import run_torchrun
+from tasks.training.tracking import ensure_experiment
 
 
 def suggest(trial, space) -> dict[str, Any]:
@@ -36,9 +39,6 @@ def run_search(
 ) -> tuple[PipelineConfig, str]:
     """Run the study; returns the config of the best trial and the parent run id for the final training."""
     import optuna
-
-    from tasks.registry import mlflow_store
-    from tasks.train import ensure_experiment, run_torchrun
 
     space = cfg.training.search
     with mlflow_store(cfg) as client:

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
+from pydantic import TypeAdapter, ValidationError
 from torch import Tensor, nn
 
+from tasks.models import families
+from tasks.models.families import family_names
 from tasks.schema import INTENTS
 
 N_INTENTS = len(INTENTS)
@@ -272,7 +277,14 @@ _REGISTRY: dict[str, type[IntentModel]] = {}
 
 
 def register_model(name: str) -> Callable[[type[IntentModel]], type[IntentModel]]:
+    """Register a family's model class under its name, which must be the name of its file in ``families/``."""
+
     def deco(cls: type[IntentModel]) -> type[IntentModel]:
+        module = cls.__module__.rsplit(".", 1)[-1]
+        if module != name:
+            raise ValueError(
+                f"model family module {cls.__module__} registers {name!r}; a family's name is its file name"
+            )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"model type {name!r} registered twice")
         _REGISTRY[name] = cls
@@ -282,20 +294,40 @@ def register_model(name: str) -> Callable[[type[IntentModel]], type[IntentModel]
 
 
 def model_types() -> tuple[str, ...]:
-    _load_architectures()
-    return tuple(sorted(_REGISTRY))
-
-
-def _load_architectures() -> None:
-    # Importing the architecture modules registers them; done lazily so base.py has no cycle.
-    from tasks.models import bert, lstm  # noqa: F401
+    return family_names()
 
 
 def model_class(model_type: str) -> type[IntentModel]:
-    _load_architectures()
+    if model_type not in family_names():
+        raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(family_names())}")
+    # Importing the family module registers it; done here so base.py has no import cycle with the families.
+    importlib.import_module(f"{families.__name__}.{model_type}")
     if model_type not in _REGISTRY:
-        raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(f"model family module {families.__name__}.{model_type} registers no model {model_type!r}")
     return _REGISTRY[model_type]
+
+
+def family_settings(model_type: str, section: dict[str, Any]) -> dict[str, Any]:
+    """The ``models.<model_type>`` config section checked against the family's config dataclass.
+
+    A section holds only the family's own keys (the fields ``IntentModelConfig`` lacks; the shared sizes
+    come from ``training``), each of its declared type; value rules are the dataclass's ``__post_init__``.
+    """
+    cls = model_class(model_type).config_class
+    shared = {f.name for f in dataclasses.fields(IntentModelConfig)}
+    own = [f.name for f in dataclasses.fields(cls) if f.name not in shared]
+    unknown = sorted(set(section) - set(own))
+    if unknown:
+        raise ValueError(
+            f"models.{model_type}: unknown key(s) {unknown}; {cls.__name__} takes {own or 'no keys of its own'}"
+        )
+    hints = typing.get_type_hints(cls)
+    for key, value in section.items():
+        try:
+            TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError as e:
+            raise ValueError(f"models.{model_type}.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
+    return dict(section)
 
 
 def build_model(model_type: str, config: IntentModelConfig | dict[str, Any]) -> IntentModel:

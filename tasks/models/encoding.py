@@ -285,7 +285,7 @@ class FeatureEncoder:
 
         ``rows`` [C]: the batch row of each candidate's user, -1 for a candidate whose user is not in
         the batch (dropped). ``cand`` holds category_id and the pair feature columns (and the label
-        when ``with_labels``). The result is ordered by row (stable), which ``tasks.train.take`` relies on.
+        when ``with_labels``). The result is ordered by row (stable), which ``tasks.training.steps.take`` relies on.
         """
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) != len(cand):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tasks.config import REPO_ROOT
+from tasks.models.families import family_names
 
 HEAVY = ("torch", "pyspark", "transformers", "mlflow", "great_expectations", "duckdb", "lightgbm", "psycopg")
 
@@ -119,7 +120,7 @@ def test_training_params_defaults_from_config_and_schemas(parsed):
         "search": cfg.training.search.enabled,
     }
     assert {k: p["schema"] for k, p in params.items()} == {
-        "model_type": {"type": "string", "enum": ["lstm", "bert"]},
+        "model_type": {"type": "string", "enum": list(family_names())},
         "epochs": {"type": "integer", "minimum": 1, "maximum": 200},
         "nproc": {"type": "integer", "minimum": 1, "maximum": 64},
         "horizon": {"type": "integer", "minimum": 1, "maximum": 30},

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from tasks.config import DEFAULT_CONFIG, ConfigError, load_config, parse_ds
+from tasks.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_config, parse_ds
 
 
 def test_committed_config_loads():
@@ -39,6 +41,20 @@ def test_wrong_type_is_rejected(tmp_path):
     overlay.write_text("training:\n  epochs: 'three'\n")
     with pytest.raises(ConfigError, match=r"training\.epochs"):
         load_config([DEFAULT_CONFIG, overlay], use_env=False)
+
+
+def test_model_type_and_family_sections_name_a_family(tmp_path):
+    with pytest.raises(ConfigError, match=r"training\.model_type: .*unknown model family 'gru'"):
+        load_config(DEFAULT_CONFIG, overrides={"training": {"model_type": "gru"}}, use_env=False)
+    with pytest.raises(ConfigError, match=r"models: .*\['gru'\] name no model family"):
+        load_config(DEFAULT_CONFIG, overrides={"models": {"gru": {"num_layers": 1}}}, use_env=False)
+
+
+def test_loading_the_config_imports_no_torch():
+    # The DAG files load it at parse time; the family names come from file names, not imports.
+    code = "import sys; from tasks.config import load_config; load_config(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_string_number_is_not_coerced():

@@ -90,7 +90,7 @@ def test_each_broken_property_is_named(spark, cfg):
     message = str(err.value)
     assert "6 of 9 expectations failed" in message and "'split': 'test'" in message
     # The failed result is stored too, and training refuses the set with GX's own summary.
-    from tasks.train import UnvalidatedTrainingSetError, read_manifest, require_validation
+    from tasks.training.data import UnvalidatedTrainingSetError, read_manifest, require_validation
 
     stored = read_result(result_path(cfg.paths.gx_dir, "training_set", "broken"))
     assert stored["success"] is False and "6 of 9 expectations failed" in stored["description"]

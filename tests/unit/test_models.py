@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
+from tasks.config import DEFAULT_CONFIG, load_config, with_overrides
 from tasks.evaluate import binary_metrics, category_ranking_metrics, evaluate_intents
-from tasks.models.base import SEQUENCE_FIELDS, IntentOutput, build_model, model_config, model_types
+from tasks.models.base import SEQUENCE_FIELDS, IntentOutput, build_model, family_settings, model_config, model_types
 from tasks.models.encoding import OOV, EncoderStats, EncodingError, FeatureEncoder, encode_targets
-from tasks.train import candidate_rows, take
+from tasks.training.build import check_model_settings
+from tasks.training.data import candidate_rows
+from tasks.training.steps import take
 from tests.helpers.trainingset import FEATURE_COLUMNS, PAIR_FEATURE_COLUMNS, write_training_set
 
 L = 12
@@ -226,6 +229,32 @@ def test_config_validation():
         model_config("lstm", vocab_sizes=sizes, n_tabular=2, sequence_length=4, pos_weight=(1.0,))
     with pytest.raises(ValueError, match="unknown LSTMConfig keys"):
         model_config("lstm", vocab_sizes=sizes, n_tabular=2, sequence_length=4, pooling="cls")
+
+
+@pytest.mark.parametrize("family", model_types())
+def test_shipped_family_sections_validate(family):
+    # The config cannot check a family's section without torch; training does, and so does this for every family.
+    cfg = load_config(DEFAULT_CONFIG, use_env=False)
+    assert family in cfg.models, f"conf/pipeline.yaml has no models.{family} section"
+    check_model_settings(cfg, family, L)
+    assert family_settings(family, cfg.models[family]) == cfg.models[family]
+
+
+def test_family_section_errors_name_the_key():
+    cfg = load_config(DEFAULT_CONFIG, use_env=False)
+    bad = {
+        "heads": r"models\.bert: unknown key\(s\) \['heads'\]; BertIntentConfig takes \['num_layers'",
+        "hidden_dim": r"models\.bert: unknown key\(s\) \['hidden_dim'\]",
+    }
+    for key, message in bad.items():
+        with pytest.raises(ValueError, match=message):
+            check_model_settings(with_overrides(cfg, {"models": {"bert": {key: 2}}}), "bert", L)
+    with pytest.raises(ValueError, match=r"models\.lstm\.num_layers: Input should be a valid integer"):
+        check_model_settings(with_overrides(cfg, {"models": {"lstm": {"num_layers": "2"}}}), "lstm", L)
+    with pytest.raises(ValueError, match="pooling must be 'cls' or 'attention'"):
+        check_model_settings(with_overrides(cfg, {"models": {"bert": {"pooling": "max"}}}), "bert", L)
+    with pytest.raises(ValueError, match="not divisible by num_heads 3"):
+        check_model_settings(with_overrides(cfg, {"models": {"bert": {"num_heads": 3}}}), "bert", L)
 
 
 # ---- encoder ---------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from tasks.models.base import build_model, model_config
 from tasks.models.encoding import FeatureEncoder, encode_targets
 from tasks.models.pyfunc import log_intent_model
 from tasks.registry import CHALLENGER_ALIAS, GateError, champion, gate, main, mlflow_store, show
-from tasks.train import ensure_experiment, take, train_step
+from tasks.training.steps import take, train_step
+from tasks.training.tracking import ensure_experiment
 from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
 
 

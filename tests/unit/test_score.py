@@ -25,7 +25,7 @@ from spark_jobs.score import (
 )
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS, SEQUENCE_COLUMNS
-from tasks.train import launch
+from tasks.training.launcher import launch
 from tasks.warehouse import Warehouse, load_scores
 from tests.helpers.config import isolated_config
 from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set

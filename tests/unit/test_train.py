@@ -22,16 +22,10 @@ from tasks.config import REPO_ROOT
 from tasks.errors import EXIT_DATA_ERROR, run_cli
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SEQUENCE_COLUMNS
-from tasks.train import (
-    TrainingError,
-    UnvalidatedTrainingSetError,
-    launch,
-    lr_lambda,
-    main,
-    positive_weights,
-    read_manifest,
-    require_validation,
-)
+from tasks.train import main
+from tasks.training.build import lr_lambda, positive_weights
+from tasks.training.data import TrainingError, UnvalidatedTrainingSetError, read_manifest, require_validation
+from tasks.training.launcher import launch
 from tests.helpers.config import isolated_config
 from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
 
@@ -323,7 +317,8 @@ import json, os, sys
 import pandas as pd, torch, torch.distributed as dist
 from tasks.models.base import build_model, model_config
 from tasks.models.encoding import FeatureEncoder, encode_targets
-from tasks.train import candidate_rows, take, train_step
+from tasks.training.data import candidate_rows
+from tasks.training.steps import take, train_step
 from tests.helpers.trainingset import FEATURE_COLUMNS, PAIR_FEATURE_COLUMNS
 
 ts, out, global_batch = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -1,4 +1,7 @@
-"""LSTM intent model: fused field embeddings -> LSTM -> last valid hidden state, fused with tabular MLP."""
+"""LSTM intent model: fused field embeddings -> LSTM -> last valid hidden state, fused with tabular MLP.
+
+Its own settings (``LSTMConfig`` beyond the shared sizes) are the ``models.lstm`` config section.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ from tasks.models.base import IntentModel, IntentModelConfig, register_model
 @dataclass(frozen=True)
 class LSTMConfig(IntentModelConfig):
     num_layers: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, not {self.num_layers}")
 
 
 def right_align(x: Tensor, lengths: Tensor) -> Tensor:

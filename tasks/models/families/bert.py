@@ -1,6 +1,7 @@
 """BERT intent model: a small ``transformers.BertModel`` over fused field embeddings, fused with tabular MLP.
 
-Built from a ``BertConfig`` (no hub download). A learned [CLS] vector is prepended; positions are
+Built from a ``BertConfig`` (no hub download); its own settings (``BertIntentConfig`` beyond the shared
+sizes) are the ``models.bert`` config section. A learned [CLS] vector is prepended; positions are
 counted from the first real event, so the amount of left padding never changes the output.
 """
 
@@ -25,6 +26,8 @@ class BertIntentConfig(IntentModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if min(self.num_layers, self.num_heads, self.intermediate_dim) < 1:
+            raise ValueError("num_layers, num_heads and intermediate_dim must be >= 1")
         if self.pooling not in ("cls", "attention"):
             raise ValueError(f"pooling must be 'cls' or 'attention', not {self.pooling!r}")
         if self.hidden_dim % self.num_heads:

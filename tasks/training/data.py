@@ -1,0 +1,145 @@
+"""The training-set folder as training reads it: manifest contract, split files, candidate rows, validation gate.
+
+Each process reads only its own Parquet files of every split (files ``rank::world``) and only the
+user x category candidate rows of its own users (joined by (ds, user_id)).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from expectations.results import partition_fingerprint, read_result, result_path
+from tasks.config import PipelineConfig
+from tasks.errors import DataError
+from tasks.schema import CANDIDATE_CATEGORY_COLUMN, SEQUENCE_COLUMNS, TABULAR_PREFIX, USER_CATEGORY_LABEL
+
+SPLITS = ("train", "val", "test")
+MANIFEST_KEYS = (
+    "id", "cutoffs", "feature_columns", "sequence_columns", "sequence_length", "item_buckets", "user_category",
+)
+# Key joining candidate rows to user rows.
+CANDIDATE_KEY = ("ds", "user_id")
+
+
+class TrainingError(RuntimeError):
+    """Training could not run or did not finish; the message names the cause."""
+
+
+class UnvalidatedTrainingSetError(TrainingError, DataError):
+    """The training set has no passing validation result for its current files; retrying will not help."""
+
+
+def read_manifest(training_set_dir: Path) -> dict[str, Any]:
+    """The manifest of a training-set folder, checked against the input contract."""
+    path = Path(training_set_dir) / "manifest.json"
+    if not path.is_file():
+        raise TrainingError(f"training set {training_set_dir} has no manifest.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TrainingError(f"{path} is not valid JSON: {e}") from None
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise TrainingError(f"{path} lacks keys: {', '.join(missing)}")
+    feats = manifest["feature_columns"]
+    if not isinstance(feats, list) or any(not str(c).startswith(TABULAR_PREFIX) for c in feats):
+        raise TrainingError(f"{path}: feature_columns must be a list of {TABULAR_PREFIX}* names, got {feats!r}")
+    absent = set(SEQUENCE_COLUMNS) - set(manifest["sequence_columns"])
+    if absent:
+        raise TrainingError(f"{path}: sequence_columns lacks {sorted(absent)}")
+    for split in SPLITS:
+        if split not in manifest["cutoffs"]:
+            raise TrainingError(f"{path}: cutoffs lacks the {split!r} split")
+    uc = manifest["user_category"]
+    if not isinstance(uc, dict) or not isinstance(uc.get("feature_columns"), list):
+        raise TrainingError(f"{path}: user_category must be an object with a feature_columns list")
+    if uc.get("label_column") != USER_CATEGORY_LABEL:
+        raise TrainingError(f"{path}: user_category.label_column must be {USER_CATEGORY_LABEL!r}")
+    return manifest
+
+
+def split_files(training_set_dir: Path, split: str) -> list[Path]:
+    files = sorted((Path(training_set_dir) / split).glob("*.parquet"))
+    if not files:
+        raise TrainingError(f"training set {training_set_dir} has no Parquet files in {split}/")
+    return files
+
+
+def read_files(files: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    if not files:
+        return pd.DataFrame(columns=columns or [])
+    return pq.read_table([str(f) for f in files], columns=columns).to_pandas()
+
+
+def require_validation(cfg: PipelineConfig, training_set_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The passing validation result of exactly these training-set files, or an error saying what is missing.
+
+    ``spark_jobs.validate training_set`` stores it; a result for other files (the set was rebuilt after
+    its validation) or a failed one does not count.
+    """
+    set_id = str(manifest["id"])
+    path = result_path(cfg.paths.gx_dir, "training_set", set_id)
+    hint = (
+        f"run `python -m spark_jobs.validate training_set --training-set-id {set_id}` first "
+        "(or pass --allow-unvalidated for an ad-hoc run)"
+    )
+    result = read_result(path)
+    if result is None:
+        raise UnvalidatedTrainingSetError(f"training set {set_id!r} has no validation result at {path}; {hint}")
+    if not result.get("success"):
+        raise UnvalidatedTrainingSetError(
+            f"training set {set_id!r} failed validation ({path}): {result.get('description', '')}"
+        )
+    if result.get("fingerprint") != partition_fingerprint(training_set_dir):
+        raise UnvalidatedTrainingSetError(
+            f"training set {set_id!r} at {training_set_dir} changed since its validation ({path}); {hint}"
+        )
+    return {**result, "path": str(path)}
+
+
+def read_candidates(training_set_dir: Path, split: str, users: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The user_category rows of ``split`` whose (ds, user_id) is among ``users``.
+
+    The candidate files are partitioned independently of the user files, so the filter (pushed down
+    to the Parquet reader) keeps each rank to its own users' rows instead of the whole split.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    folder = Path(training_set_dir) / "user_category" / split
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise TrainingError(f"training set {training_set_dir} has no Parquet files in user_category/{split}/")
+    cols = [*CANDIDATE_KEY, CANDIDATE_CATEGORY_COLUMN, *columns]
+    if users.empty:
+        return pd.DataFrame(columns=cols)
+    ds = pads.dataset([str(f) for f in files], format="parquet")
+    missing = [c for c in cols if c not in ds.schema.names]
+    if missing:
+        raise TrainingError(f"{folder} lacks candidate columns {missing}")
+    wanted = pc.field("user_id").isin(pa.array(users["user_id"].astype(str).unique()))
+    table = ds.to_table(columns=cols, filter=wanted)
+    cand = table.to_pandas()
+    keys = users[list(CANDIDATE_KEY)].drop_duplicates()
+    return cand.merge(keys, on=list(CANDIDATE_KEY), how="inner")
+
+
+def candidate_rows(users: pd.DataFrame, cand: pd.DataFrame) -> np.ndarray:
+    """Row of ``users`` (positional) that each candidate belongs to, by (ds, user_id); -1 if none."""
+    index = pd.MultiIndex.from_frame(users[list(CANDIDATE_KEY)].astype(str))
+    if not index.is_unique:
+        raise TrainingError(f"user rows repeat a {CANDIDATE_KEY} key; candidates cannot be joined")
+    return index.get_indexer(pd.MultiIndex.from_frame(cand[list(CANDIDATE_KEY)].astype(str))).astype(np.int64)
+
+
+def training_set_dir_of(files: dict[str, list[Path]]) -> Path:
+    """The training-set folder of the split files."""
+    return files["train"][0].parent.parent

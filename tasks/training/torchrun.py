@@ -1,0 +1,98 @@
+"""One torchrun training of ``python -m tasks.train`` as a subprocess: output streamed, failures reported
+by their root cause, the result file read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.config import ENV_OVERRIDES, REPO_ROOT, PipelineConfig
+from tasks.training.data import TrainingError
+
+# A worker's final exception line, as torchrun relays it ("[rank0]: ValueError: ...").
+_ERROR_LINE = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b[^:]*:\s")
+_COLLATERAL = re.compile(r"gloo|Connection (reset|closed)|NCCL|ProcessGroup|timed out", re.I)
+
+
+def error_lines(lines: list[str]) -> list[str]:
+    """The workers' exception lines in ``lines``, root causes before the transport errors they set off
+    (a rank that fails takes its peers down with those)."""
+    causes = [line.strip() for line in lines if _ERROR_LINE.match(line) and "ChildFailedError" not in line]
+    return [c for c in causes if not _COLLATERAL.search(c)] + [c for c in causes if _COLLATERAL.search(c)]
+
+
+def run_torchrun(
+    cfg: PipelineConfig,
+    training_set_dir: Path,
+    *,
+    model_type: str | None = None,
+    epochs: int | None = None,
+    nproc: int,
+    allow_unvalidated: bool = False,
+    fault_after_epoch: int | None = None,
+    parent_run_id: str | None = None,
+    trial: bool = False,
+) -> dict[str, Any]:
+    """One torchrun training (``trial``: scored on validation only, nothing registered); its result JSON."""
+    runs = cfg.paths.runs_dir
+    runs.mkdir(parents=True, exist_ok=True)
+    token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    cfg_file = runs / f"train-{token}.config.yaml"
+    output = runs / f"train-{token}.json"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+        "--max-restarts", str(cfg.training.max_restarts),
+        "-m", "tasks.train",
+        "--training-set", str(training_set_dir),
+        "--output", str(output),
+        "--config", str(cfg_file),
+    ]
+    if model_type:
+        cmd += ["--model-type", model_type]
+    if epochs:
+        cmd += ["--epochs", str(epochs)]
+    if allow_unvalidated:
+        cmd += ["--allow-unvalidated"]
+    if fault_after_epoch:
+        cmd += ["--fault-after-epoch", str(fault_after_epoch)]
+    if parent_run_id:
+        cmd += ["--parent-run-id", parent_run_id]
+    if trial:
+        cmd += ["--trial"]
+    env = {k: v for k, v in os.environ.items() if k not in ENV_OVERRIDES and k != "PIPELINE_CONFIG"}
+    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *inherited])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    tail: deque[str] = deque(maxlen=40)
+    lines: list[str] = []
+    try:
+        with subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                tail.append(line)
+                if _ERROR_LINE.match(line):
+                    lines.append(line)
+            rc = proc.wait()
+    finally:
+        cfg_file.unlink(missing_ok=True)
+    if rc != 0:
+        cause = (error_lines(lines) or ["see the output above"])[0]
+        raise TrainingError(f"torchrun training exited with status {rc}: {cause}\nlast output:\n{''.join(tail)}")
+    if not output.is_file():
+        raise TrainingError(f"torchrun training succeeded but wrote no result file {output}")
+    return {**json.loads(output.read_text()), "output": str(output)}

@@ -1,0 +1,349 @@
+"""The body of every torchrun process: encode this rank's rows, build the model, run the epoch loop with
+per-epoch checkpoints, evaluate on test, and (rank 0) log and register through ``tasks.training.tracking``.
+
+The ranks merge their encoder statistics and DDP averages gradients; every rank computes the same
+gathered validation metrics, so all stop at the same epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from tasks import checkpoint as ckpt_io
+from tasks.config import PipelineConfig
+from tasks.evaluate import EARLY_STOPPING_METRIC, new_user_mask
+from tasks.models.base import build_model
+from tasks.models.encoding import EncoderStats, FeatureEncoder, encode_targets
+from tasks.schema import USER_CATEGORY_LABEL
+from tasks.training import tracking
+from tasks.training.build import build_model_config, lr_lambda, positive_weights
+from tasks.training.collectives import (
+    all_max,
+    all_mean,
+    broadcast_object,
+    gather_objects,
+    rank0_print,
+    seed_everything,
+    world,
+)
+from tasks.training.data import (
+    SPLITS,
+    TrainingError,
+    candidate_rows,
+    read_candidates,
+    read_files,
+    read_manifest,
+    require_validation,
+    split_files,
+)
+from tasks.training.state import EncodedData, Fitting, Progress, TrainingJob
+from tasks.training.steps import evaluate_split, score, take, to_device, train_step
+
+# Settings that change how a training is run or checked, not what it computes: a relaunch may alter them and resume.
+NOT_IN_CHECKPOINT_KEY = {"nproc_per_node", "checkpoints", "max_restarts", "require_validation", "search"}
+
+
+def train_distributed(
+    cfg: PipelineConfig,
+    training_set_dir: Path,
+    output: Path,
+    *,
+    model_type: str | None = None,
+    epochs: int | None = None,
+    allow_unvalidated: bool = False,
+    fault_after_epoch: int | None = None,
+    parent_run_id: str | None = None,
+    trial: bool = False,
+) -> dict[str, Any] | None:
+    """Body of every torchrun process; returns the output payload on rank 0, None elsewhere.
+
+    ``trial`` (a search trial): the MLflow run is nested under ``parent_run_id``, the result is the best
+    validation score, and neither test metrics nor a model are logged.
+
+    ``fault_after_epoch``: crash drill; rank 0 kills its own process (SIGKILL) right after writing the
+    checkpoint of that epoch, as a machine loss would. Only a process that trained that epoch itself
+    does so, so a relaunch (or a torchrun restart) resumes past it.
+    """
+    model_type = model_type or cfg.training.model_type
+    epochs = epochs or cfg.training.epochs
+    training_set_dir = Path(training_set_dir).resolve()
+    manifest = read_manifest(training_set_dir)
+    files = {s: split_files(training_set_dir, s) for s in SPLITS}
+    validation = None
+    if cfg.training.require_validation and not allow_unvalidated:
+        validation = require_validation(cfg, training_set_dir, manifest)
+
+    distributed = "WORLD_SIZE" in os.environ
+    use_cuda = torch.cuda.is_available()
+    if distributed:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    else:
+        local_rank = 0
+    rank, size = world()
+    job = TrainingJob(
+        cfg=cfg, training_set_dir=training_set_dir, output=output, manifest=manifest, files=files,
+        model_type=model_type, epochs=epochs, rank=rank, world=size,
+        device=torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"), validation=validation,
+        fault_after_epoch=fault_after_epoch, parent_run_id=parent_run_id, trial=trial,
+    )
+    try:
+        return _train(job)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(job: TrainingJob) -> dict[str, Any] | None:
+    t = job.cfg.training
+    if len(job.files["train"]) < job.world:
+        raise TrainingError(
+            f"train split has {len(job.files['train'])} file(s), fewer than the {job.world} processes; "
+            "each process needs at least one file"
+        )
+    if t.batch_size < job.world:
+        raise TrainingError(f"batch_size {t.batch_size} is smaller than the {job.world} processes")
+    seed_everything(t.seed)
+    data = _encode(job)
+    fit = _build(job, data)
+    store = contextlib.ExitStack()
+    if job.rank == 0:
+        fit.run = tracking.start_run(job, data, fit, store)
+    try:
+        return _fit_and_log(job, data, fit)
+    except BaseException:
+        if fit.run is not None:
+            import mlflow
+
+            mlflow.end_run(status="FAILED")
+        raise
+    finally:
+        store.close()
+
+
+def _encode(job: TrainingJob) -> EncodedData:
+    """This rank's rows of every split, encoded with statistics merged over all ranks."""
+    t, manifest, rank, size = job.cfg.training, job.manifest, job.rank, job.world
+    feats = list(manifest["feature_columns"])
+    # Each rank reads only its own files of each split, and the candidates of its own users.
+    local = {s: read_files(job.files[s][rank::size]) for s in SPLITS}
+    if local["train"].empty:
+        raise TrainingError(f"rank {rank}: its train files {job.files['train'][rank::size]} hold no rows")
+    pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
+    local_cand = {
+        s: read_candidates(job.training_set_dir, s, local[s], [*pair_feats, USER_CATEGORY_LABEL]) for s in SPLITS
+    }
+
+    stats = EncoderStats(feature_columns=feats)
+    for part in gather_objects(FeatureEncoder.partial_stats(local["train"], feats)):
+        stats = stats.merge(part)
+    encoder = FeatureEncoder.from_stats(
+        stats,
+        sequence_length=int(manifest["sequence_length"]),
+        item_buckets=int(manifest["item_buckets"]),
+        gap_buckets=t.gap_buckets,
+        max_categories=t.max_categories,
+        category_min_count=t.category_min_count,
+    )
+    pair_stats = EncoderStats(feature_columns=pair_feats)
+    for part in gather_objects(FeatureEncoder.partial_tabular_stats(local_cand["train"], pair_feats)):
+        pair_stats = pair_stats.merge(part)
+    encoder = encoder.with_pair_stats(pair_stats)
+    train_y, train_w = encode_targets(local["train"])
+    positives = sum(p for p in gather_objects(train_y.sum(dim=0).numpy()))
+    pos_weight = positive_weights(job.cfg, positives, stats.n_rows)
+    cand_pos = sum(gather_objects(float(local_cand["train"][USER_CATEGORY_LABEL].sum())))
+    (category_pos_weight,) = positive_weights(job.cfg, np.array([cand_pos]), pair_stats.n_rows, heads=1)
+
+    def encode_split(s: str) -> dict[str, torch.Tensor]:
+        rows = candidate_rows(local[s], local_cand[s])
+        return {**encoder.encode(local[s]), **encoder.encode_candidates(rows, local_cand[s], with_labels=True)}
+
+    train_x = encode_split("train")
+    evals = {}
+    for s in ("val", "test"):
+        if local[s].empty:
+            evals[s] = (None, None)
+        else:
+            y, _ = encode_targets(local[s])
+            evals[s] = (encode_split(s), y.numpy())
+    return EncodedData(
+        encoder=encoder, local=local, train_x=train_x, train_y=train_y, train_w=train_w, evals=evals,
+        n_train=stats.n_rows, n_train_candidates=pair_stats.n_rows, pos_weight=pos_weight,
+        category_pos_weight=category_pos_weight,
+    )
+
+
+def _build(job: TrainingJob, data: EncodedData) -> Fitting:
+    """Model, DDP wrapper, optimiser and schedule; restored from this training's checkpoint if there is one."""
+    t, device = job.cfg.training, job.device
+    mcfg = build_model_config(job.cfg, job.model_type, data.encoder, data.pos_weight, data.category_pos_weight)
+    torch.manual_seed(t.seed)
+    model = build_model(job.model_type, mcfg).to(device)
+    ckpt_dir = _checkpoint_dir(job)
+    resume = broadcast_object(ckpt_io.load(ckpt_dir) if job.rank == 0 else None) if t.checkpoints else None
+    if resume is not None:
+        # Before the DDP wrap, which broadcasts rank 0's parameters to the others.
+        model.load_state_dict(resume["model"])
+    if job.world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        ddp_model = model
+
+    local_bs = t.batch_size // job.world
+    # Ranks may hold different row counts; all run the longest rank's step count (shorter shards wrap)
+    # so every step is a collective all ranks join, and every rank's share of a batch has equal size.
+    steps = all_max(math.ceil(len(data.train_y) / local_bs), device)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=t.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(job.cfg, steps * job.epochs))
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+    return Fitting(
+        model=model, ddp_model=ddp_model, optimizer=optimizer, scheduler=scheduler, steps=steps, local_bs=local_bs,
+        ckpt_dir=ckpt_dir if t.checkpoints else None, resume=resume,
+    )
+
+
+def _checkpoint_dir(job: TrainingJob) -> Path:
+    """Checkpoint folder of this training's identity: everything that changes what it computes."""
+    training = job.cfg.training.model_dump(mode="json", exclude=NOT_IN_CHECKPOINT_KEY)
+    # The family's own settings change the computation like the training section does.
+    training["models"] = {job.model_type: job.cfg.models.get(job.model_type, {})}
+    key = ckpt_io.training_key(job.manifest, job.model_type, job.epochs, training, job.world)
+    return ckpt_io.checkpoint_dir(job.cfg.paths.runs_dir, str(job.manifest["id"]), job.model_type, key)
+
+
+def _fit_and_log(job: TrainingJob, data: EncodedData, fit: Fitting) -> dict[str, Any] | None:
+    """The epoch loop, then the trial result or the test evaluation and registration."""
+    t = job.cfg.training
+    progress = Progress()
+    if fit.resume is not None:
+        progress = Progress.from_checkpoint(fit.resume)
+        # Dropout masks continue from where the interrupted run stood, so the resumed epochs are identical.
+        ckpt_io.set_rng_state(fit.resume["rng"][job.rank])
+    for epoch in range(progress.epoch, job.epochs):
+        if progress.stopped:
+            break
+        _run_epoch(job, data, fit, progress, epoch)
+        if fit.ckpt_dir is not None:
+            _save_checkpoint(job, fit, progress)
+        if job.fault_after_epoch == epoch + 1 and job.rank == 0:
+            rank0_print(f"fault injection: killing rank 0 after epoch {epoch + 1}")
+            os.kill(os.getpid(), signal.SIGKILL)
+        if progress.stopped:
+            rank0_print(f"early stop after epoch {epoch + 1}: no better validation score for {t.patience} epochs")
+            break
+
+    if job.trial:
+        if job.rank != 0:
+            return None
+        payload = tracking.finish_trial(job, fit, progress)
+        if fit.ckpt_dir is not None:
+            ckpt_io.remove(fit.ckpt_dir)
+        return payload
+    fit.model.load_state_dict(progress.best_state)
+    test_metrics, test_y, test_p = evaluate_split(job.cfg, fit.model, *data.evals["test"], job.device)
+    test_new = _gather_new_user_mask(job.cfg, job.manifest, data.local["test"])
+    if job.rank != 0:
+        return None
+    tracking.log_user_group_metrics(job.cfg, test_y, test_p, test_new)
+    payload = tracking.log_results(job, data, fit, progress, test_metrics, test_y, test_p)
+    if fit.ckpt_dir is not None:
+        # The version is registered: the same training launched again is a new run, not a resume.
+        ckpt_io.remove(fit.ckpt_dir)
+    return payload
+
+
+def _run_epoch(job: TrainingJob, data: EncodedData, fit: Fitting, progress: Progress, epoch: int) -> None:
+    """Train one epoch (0-based ``epoch``), score it on validation and advance ``progress``."""
+    t, device, steps, local_bs = job.cfg.training, job.device, fit.steps, fit.local_bs
+    n_local = len(data.train_y)
+    fit.model.train()
+    gen = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch * 7919 + job.rank)
+    order = torch.randperm(n_local, generator=gen)
+    order = order.repeat(math.ceil(steps * local_bs / n_local))[: steps * local_bs]  # [steps * b]
+    started = time.perf_counter()
+    loss_sum = 0.0
+    for step in range(steps):
+        idx = order[step * local_bs : (step + 1) * local_bs]
+        loss_sum += train_step(
+            fit.ddp_model,
+            fit.model,
+            fit.optimizer,
+            to_device(take(data.train_x, idx), device),
+            data.train_y[idx].to(device),
+            data.train_w[idx].to(device),
+            grad_clip_norm=t.grad_clip_norm,
+        )
+        fit.scheduler.step()
+    elapsed = time.perf_counter() - started
+    train_loss = all_mean(loss_sum / steps, device)
+    samples_per_s = steps * local_bs * job.world / max(elapsed, 1e-9)
+    val_metrics, _, _ = evaluate_split(job.cfg, fit.model, *data.evals["val"], device)
+    val_score = score(val_metrics)
+    improved = val_score > progress.best_score
+    if improved:
+        progress.best_score, progress.best_epoch, progress.since_best = val_score, epoch + 1, 0
+        progress.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in fit.model.state_dict().items()})
+    else:
+        progress.since_best += 1
+    progress.history.append(
+        {"epoch": epoch + 1, "train_loss": train_loss, **{f"val_{k}": v for k, v in val_metrics.items()}}
+    )
+    rank0_print(
+        f"epoch {epoch + 1}/{job.epochs} loss {train_loss:.4f} val {EARLY_STOPPING_METRIC} "
+        f"{val_metrics[EARLY_STOPPING_METRIC]:.4f} samples/s {samples_per_s:.0f}"
+        + (" *" if improved else ""),
+    )
+    if job.rank == 0:
+        tracking.log_epoch(train_loss, samples_per_s, fit.scheduler.get_last_lr()[0], val_metrics, epoch + 1)
+    progress.epoch = epoch + 1
+    progress.stopped = bool(t.patience and progress.since_best >= t.patience)
+
+
+def _save_checkpoint(job: TrainingJob, fit: Fitting, progress: Progress) -> None:
+    """All ranks hand in their RNG states; rank 0 writes the epoch's checkpoint atomically."""
+    rngs = gather_objects(ckpt_io.rng_state())
+    if job.rank != 0:
+        return
+    ckpt_io.save(
+        fit.ckpt_dir,
+        {
+            "run_id": fit.run.info.run_id,
+            "model": {k: v.detach().cpu() for k, v in fit.model.state_dict().items()},
+            "optimizer": fit.optimizer.state_dict(),
+            "scheduler": fit.scheduler.state_dict(),
+            "rng": rngs,
+            **progress.to_checkpoint(),
+        },
+    )
+
+
+def _gather_new_user_mask(
+    cfg: PipelineConfig, manifest: dict[str, Any], local_test: pd.DataFrame
+) -> np.ndarray | None:
+    """New-user flags of the test rows in the order ``evaluate_split`` gathers them (rank order)."""
+    mask = new_user_mask(local_test, list(manifest["feature_columns"]), cfg.training.new_user_days)
+    parts = gather_objects(mask)
+    if any(p is None for p in parts):
+        return None
+    return np.concatenate([p for p in parts if len(p)]) if any(len(p) for p in parts) else None
