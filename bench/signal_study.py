@@ -152,7 +152,7 @@ def sequence_signal(cfg: PipelineConfig, ts_dir: Path, manifest: dict, gen, mode
         latent_state,
         missions_at_cutoff,
     )
-    from tasks.train import read_files
+    from tasks.training.data import read_files
 
     state = latent_state(gen, cfg.pipeline.timezone)
     row_of = pd.Series(np.arange(len(state.user_ids)), index=state.user_ids)

@@ -26,7 +26,7 @@ def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | 
     user's candidate categories (k = training.category_eval_k), for the models' category head and the
     LightGBM pair yardstick on the f_uc_* features; LR has no category ranking.
     """
-    from tasks.train import launch
+    from tasks.training.launcher import launch
 
     k = cfg.training.category_eval_k
     hit, ndcg = f"category_hit_rate_at_{k}", f"category_ndcg_at_{k}"
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict:
         notes.append(f"Taobao sample not found at {TAOBAO_SAMPLE}: only synthetic data measured.")
     notes.append(
         "ROC-AUC / PR-AUC of the purchase head on the held-out test cutoff; LR and LightGBM are the yardsticks "
-        "tasks.train logs on the same splits (baseline_*_test_*); LSTM and BERT are trained by tasks.train.launch "
+        "tasks.train logs on the same splits (baseline_*_test_*); LSTM and BERT are trained by tasks.training.launcher.launch "
         f"(torchrun, {cfg.training.nproc_per_node} processes, {epochs or cfg.training.epochs} epochs max, "
         "early stopping on val PR-AUC, best epoch kept)."
     )

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
     from spark_jobs import features, score
     from spark_jobs.features import user_category_columns
     from spark_jobs.score import arrow_to_pandas, attach_candidates, model_input_columns
-    from tasks.train import launch
+    from tasks.training.launcher import launch
     from tasks.warehouse import load_scores
 
     n_users = 400 if args.quick else 3000

@@ -13,7 +13,7 @@ from tests.helpers.config import isolated_config
 
 
 def run(args: argparse.Namespace) -> dict:
-    from tasks.train import launch
+    from tasks.training.launcher import launch
     from tests.helpers.trainingset import write_training_set
 
     rows_per_cutoff = 200 if args.quick else max(100, int(1500 * args.scale))

@@ -42,26 +42,31 @@ class EncodingError(ValueError):
     """Input rows violate the feature-layer contract the encoder was fitted for."""
 
 
+def _unset() -> np.ndarray:
+    # An empty array stands for "no rows seen yet"; __post_init__ sizes it to the feature columns.
+    return np.empty(0)
+
+
 @dataclass
 class EncoderStats:
     """Partial statistics of some train rows; ``merge`` combines shards exactly."""
 
     feature_columns: list[str]
     n_rows: int = 0
-    count: np.ndarray = field(default=None)  # [F] non-null values
-    total: np.ndarray = field(default=None)  # [F] sum of raw values
-    total_sq: np.ndarray = field(default=None)
-    log_total: np.ndarray = field(default=None)  # [F] sum of log1p(max(x, 0))
-    log_total_sq: np.ndarray = field(default=None)
-    minimum: np.ndarray = field(default=None)  # [F]
+    count: np.ndarray = field(default_factory=_unset)  # [F] non-null values
+    total: np.ndarray = field(default_factory=_unset)  # [F] sum of raw values
+    total_sq: np.ndarray = field(default_factory=_unset)
+    log_total: np.ndarray = field(default_factory=_unset)  # [F] sum of log1p(max(x, 0))
+    log_total_sq: np.ndarray = field(default_factory=_unset)
+    minimum: np.ndarray = field(default_factory=_unset)  # [F]
     categories: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         f = len(self.feature_columns)
         for name in ("count", "total", "total_sq", "log_total", "log_total_sq"):
-            if getattr(self, name) is None:
+            if getattr(self, name).size == 0:
                 setattr(self, name, np.zeros(f))
-        if self.minimum is None:
+        if self.minimum.size == 0:
             self.minimum = np.full(f, np.inf)
 
     def merge(self, other: EncoderStats) -> EncoderStats:
@@ -339,7 +344,7 @@ class FeatureEncoder:
         _require_columns(pdf, SEQUENCE_COLUMNS, "sequence")
         b, length = len(pdf), self.sequence_length
         batch: dict[str, Tensor] = {}
-        lengths0 = None
+        lengths0: np.ndarray | None = None
         for col, key in SEQUENCE_BATCH_KEYS.items():
             lengths, flat = ragged(pdf[col], col)
             if lengths0 is None:
@@ -356,6 +361,7 @@ class FeatureEncoder:
                 keep = from_end < length
                 out[rows[keep], length - 1 - from_end[keep]] = values[keep]
             batch[key] = torch.from_numpy(out)
+        assert lengths0 is not None, "SEQUENCE_BATCH_KEYS is never empty"
         n = np.minimum(lengths0, length)
         batch["seq_mask"] = torch.from_numpy(np.arange(length)[None, :] >= (length - n)[:, None])  # [B, L]
         batch["tabular"] = torch.from_numpy(self.encode_tabular(pdf))  # [B, F]

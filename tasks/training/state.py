@@ -73,6 +73,13 @@ class Fitting:
     resume: dict[str, Any] | None  # the checkpoint this training continues
     run: ActiveRun | None = None  # rank 0 only
 
+    @property
+    def run_id(self) -> str:
+        """The MLflow run of this training; only rank 0 holds it."""
+        if self.run is None:
+            raise RuntimeError("only rank 0 holds the training's MLflow run")
+        return self.run.info.run_id
+
 
 @dataclass
 class Progress:

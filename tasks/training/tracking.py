@@ -134,7 +134,7 @@ def finish_trial(job: TrainingJob, fit: Fitting, progress: Progress) -> dict[str
     import mlflow
 
     best_score, best_epoch = progress.best_score, progress.best_epoch
-    payload = {"run_id": fit.run.info.run_id, "best_val_score": best_score, "best_epoch": best_epoch}
+    payload = {"run_id": fit.run_id, "best_val_score": best_score, "best_epoch": best_epoch}
     mlflow.log_metrics({"best_val_score": best_score, "best_epoch": float(best_epoch)})
     mlflow.end_run()
     write_json_atomic(Path(job.output), payload)
@@ -213,7 +213,7 @@ def log_results(
     }.items():
         client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
     payload = {
-        "run_id": fit.run.info.run_id,
+        "run_id": fit.run_id,
         "model_name": cfg.mlflow.model_name,
         "model_version": version,
         "model_uri": f"models:/{cfg.mlflow.model_name}/{version}",

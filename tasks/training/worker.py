@@ -174,7 +174,7 @@ def _encode(job: TrainingJob) -> EncodedData:
         return {**encoder.encode(local[s]), **encoder.encode_candidates(rows, local_cand[s], with_labels=True)}
 
     train_x = encode_split("train")
-    evals = {}
+    evals: dict[str, tuple[dict[str, torch.Tensor] | None, np.ndarray | None]] = {}
     for s in ("val", "test"):
         if local[s].empty:
             evals[s] = (None, None)
@@ -245,7 +245,7 @@ def _fit_and_log(job: TrainingJob, data: EncodedData, fit: Fitting) -> dict[str,
             break
         _run_epoch(job, data, fit, progress, epoch)
         if fit.ckpt_dir is not None:
-            _save_checkpoint(job, fit, progress)
+            _save_checkpoint(job, fit, progress, fit.ckpt_dir)
         if job.fault_after_epoch == epoch + 1 and job.rank == 0:
             rank0_print(f"fault injection: killing rank 0 after epoch {epoch + 1}")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -320,15 +320,15 @@ def _run_epoch(job: TrainingJob, data: EncodedData, fit: Fitting, progress: Prog
     progress.stopped = bool(t.patience and progress.since_best >= t.patience)
 
 
-def _save_checkpoint(job: TrainingJob, fit: Fitting, progress: Progress) -> None:
+def _save_checkpoint(job: TrainingJob, fit: Fitting, progress: Progress, ckpt_dir: Path) -> None:
     """All ranks hand in their RNG states; rank 0 writes the epoch's checkpoint atomically."""
     rngs = gather_objects(ckpt_io.rng_state())
     if job.rank != 0:
         return
     ckpt_io.save(
-        fit.ckpt_dir,
+        ckpt_dir,
         {
-            "run_id": fit.run.info.run_id,
+            "run_id": fit.run_id,
             "model": {k: v.detach().cpu() for k, v in fit.model.state_dict().items()},
             "optimizer": fit.optimizer.state_dict(),
             "scheduler": fit.scheduler.state_dict(),

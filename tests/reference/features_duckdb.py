@@ -4,7 +4,7 @@ Window boundaries are computed by DuckDB's ICU time zones, the item hash by a pu
 (Spark's ``xxhash64`` is XXH64 with seed 42 over the UTF-8 bytes, read as a signed long) and the
 gap buckets by ``int.bit_length``. The ``*_sql`` builders read a relation named ``events`` with the
 canonical event columns; the ``reference_*`` functions run them over pandas events
-(tests.helpers.events.events_pdf), and bench.suites.duckdb_job over Parquet files.
+(tests.helpers.events.events_pdf), and bench.duckdb_features.duckdb_job over Parquet files.
 """
 
 from __future__ import annotations
