@@ -21,7 +21,6 @@ from spark_jobs.score import (
     resolve_champion,
     run,
     score_users,
-    tabular_reasons,
 )
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS, SEQUENCE_COLUMNS
@@ -174,14 +173,21 @@ def test_rerun_replaces_only_its_partition_and_loads_into_warehouse(spark, champ
 
 
 def test_pyfunc_reasons_match_the_standalone_gradient(champion):
-    """Reasons from the predict pass (shared encoder output) equal those of tabular_reasons."""
+    """Reasons from the predict pass (shared encoder output) equal those of the late fusion's gradient alone."""
+    from tasks.models.pyfunc import reasons_from_gradient
+
     cfg, ts, result = champion
     rows = pd.read_parquet(ts / "test").head(40)
     with mlflow_store(cfg):
         model = mlflow.pyfunc.load_model(result.model_uri)
     out = model.predict(rows, params={"reasons_top_k": 3})
     assert list(out.columns) == [*PROBABILITY_COLUMNS, REASONS_COLUMN]
-    assert [list(r) for r in out[REASONS_COLUMN]] == tabular_reasons(model, rows, 3)
+    inner = model.unwrap_python_model()
+    batch = inner.encoder.encode(rows)
+    standalone = reasons_from_gradient(
+        inner.model.tabular_gradient(batch), batch["tabular"], list(inner.encoder.feature_columns), 3
+    )
+    assert [list(r) for r in out[REASONS_COLUMN]] == standalone
     assert any(len(r) for r in out[REASONS_COLUMN])
     np.testing.assert_allclose(out[list(PROBABILITY_COLUMNS)], model.predict(rows), rtol=1e-6)
 
