@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from expectations.results import partition_fingerprint, read_result, result_path
+from tasks.validation_results import partition_fingerprint, read_result, result_path
 from tasks import checkpoint as ckpt_io
 from tasks.config import ENV_OVERRIDES, REPO_ROOT, PipelineConfig, add_common_args, config_from_args
 from tasks.errors import DataError, run_cli

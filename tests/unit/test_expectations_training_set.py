@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from expectations.results import partition_fingerprint, read_result, result_path
+from tasks.validation_results import partition_fingerprint, read_result, result_path
 from expectations.runner import DataQualityError
 from spark_jobs.validate import main, validate_training_set
 from tests.helpers.trainingset import write_training_set
