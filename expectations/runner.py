@@ -20,6 +20,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from expectations.custom import duplicates_counted_ahead
 from tasks.errors import DataError
+from tasks.layers import data_docs_site
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def validate_dataframe(
             _failure(again if not again.success else first)
             for first, again in zip(failed, detail_result.results, strict=True)
         )
-    docs = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    docs = data_docs_site(gx_dir) / "index.html"
     summary = ValidationSummary(
         name=name,
         success=not failed,

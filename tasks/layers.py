@@ -156,6 +156,11 @@ def validation_result_in(gx_dir: Path, layer: str, key: str) -> Path:
     return Path(gx_dir) / VALIDATION_RESULTS_DIR / f"{name}.json"
 
 
+def data_docs_site(gx_dir: Path) -> Path:
+    """The Data Docs site the file-backed GX project under ``gx_dir`` renders (``index.html`` inside); GX's layout."""
+    return Path(gx_dir) / "gx" / "uncommitted" / "data_docs" / "local_site"
+
+
 def validation_result(cfg: PipelineConfig, layer: str, key: str) -> Path:
     """Where the outcome of validating ``layer``'s partition ``key`` is stored."""
     return validation_result_in(cfg.paths.gx_dir, layer, key)
