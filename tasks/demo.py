@@ -74,7 +74,7 @@ def backfill_events(cfg: PipelineConfig, first: dt.date, last: dt.date) -> None:
     done = run_step(cfg, "spark_jobs.clean_events", "--from", first.isoformat(), "--to", last.isoformat(),
                     "--source", "synthetic")
     for line in done.stdout.splitlines():
-        print(f"  {line}")
+        print(f"  {line}", flush=True)
     if done.returncode != 0:
         raise SystemExit(f"cleaning the events history failed (spark_jobs.clean_events exit code {done.returncode})")
 
