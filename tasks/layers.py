@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     from tasks.config import PipelineConfig
 
-DATA_LAYERS = ("raw", "events", "quarantine", "features", "training_sets", "scores")
 DataLayer = Literal["raw", "events", "quarantine", "features", "training_sets", "scores"]
+DATA_LAYERS: tuple[str, ...] = get_args(DataLayer)
 
 # Hive-style partition keys: Spark's partitionBy writes them and its reader turns them back into columns.
 DAY_KEY = "dt"  # a calendar day of events (raw, events, quarantine, incoming)
@@ -25,7 +25,7 @@ CUTOFF_KEY = "ds"  # a cutoff / logical date (features, scores)
 SOURCE_KEY = "source"  # the exporter a raw file came from
 
 FeatureTable = Literal["user", "user_category"]
-FEATURE_TABLES: tuple[FeatureTable, ...] = ("user", "user_category")
+FEATURE_TABLES: tuple[str, ...] = get_args(FeatureTable)
 
 TRAINING_SET_MANIFEST = "manifest.json"
 # Sub-folder of a training set holding the user x category candidate rows of each split.
