@@ -94,13 +94,12 @@ def step_env() -> dict[str, str]:
 
 
 class PipelineSparkSubmitOperator(SparkSubmitOperator):
-    """spark-submit of one of spark_jobs/*.py (or ``<package>/<job>.py``); a data-quality exit (65) fails
-    without retries."""
+    """spark-submit of one of spark_jobs/*.py; a data-quality exit (65) fails without retries."""
 
-    def __init__(self, *, job: str, package: str = "spark_jobs", **kwargs):
+    def __init__(self, *, job: str, **kwargs):
         cfg = config()
         super().__init__(
-            application=str(REPO_ROOT / package / f"{job}.py"),
+            application=str(REPO_ROOT / "spark_jobs" / f"{job}.py"),
             name=f"purchase_intent.{job}",
             conn_id="spark_default",
             driver_memory=cfg.spark.driver_memory,

@@ -107,7 +107,6 @@ with DAG(
     drift = PipelineSparkSubmitOperator(
         task_id="check_drift",
         job="drift",
-        package="expectations",
         application_args=["--ds", ds],
         doc_md=(
             "Feature drift of cutoff ds against @champion's training reference (PSI per numeric feature, share "

@@ -7,6 +7,7 @@ import datetime as dt
 from airflow.sdk import DAG, Param, task
 
 from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
+from tasks import layers
 from tasks.models.families import family_names  # after _wiring, which puts the repo on sys.path; torch-free
 
 _cfg = config()
@@ -109,7 +110,7 @@ with DAG(
 ) as dag:
     # The id carries the horizon, so a run with another horizon never replaces the champion's set.
     training_set_id = "{{ local_ds(logical_date) }}-h{{ params.horizon }}"
-    training_set_dir = str(_cfg.paths.layer("training_sets")) + "/" + training_set_id
+    training_set_dir = str(layers.training_set_dir(_cfg, training_set_id))
     last_cutoff = "{{ local_ds(logical_date, -params.horizon) }}"
 
     new_data = check_new_data.override(task_id="check_new_data")(training_set_id, last_cutoff)

@@ -19,6 +19,7 @@ import great_expectations.expectations as gxe
 
 from expectations.custom import ExpectCompoundKeyDuplicatesToBeAtMost
 from tasks.config import PipelineConfig
+from tasks.layers import events_partition
 from tasks.partitions import parquet_rows
 from tasks.schema import EVENT_COLUMNS, EVENT_KEY, EVENT_TYPES, REQUIRED_EVENT_COLUMNS
 
@@ -27,7 +28,7 @@ SPARK_TYPES = {"timestamp": "TimestampType", "string": "StringType", "double": "
 
 
 def partition(cfg: PipelineConfig, day: dt.date) -> Path:
-    return cfg.paths.layer("events") / f"dt={day.isoformat()}"
+    return events_partition(cfg, day)
 
 
 def day_bounds(cfg: PipelineConfig, day: dt.date) -> tuple[dt.datetime, dt.datetime]:

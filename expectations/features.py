@@ -19,10 +19,10 @@ from pathlib import Path
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
-from spark_jobs.features import tabular_columns
 from tasks.config import PipelineConfig
+from tasks.layers import features_partition
 from tasks.partitions import parquet_rows
-from tasks.schema import EVENT_TYPE_INDEX, EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS
+from tasks.schema import EVENT_TYPE_INDEX, EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS, tabular_columns
 
 # True shares of the user's events: within [0, 1]. The smoothed conversion ratios (f_*_per_*) are not
 # bounded by 1 (a purchase without a cart is real), only positive.
@@ -33,7 +33,7 @@ SEQUENCE_SQL_TYPES = {c: "array<string>" if c == "seq_category" else "array<int>
 
 
 def partition(cfg: PipelineConfig, day: dt.date) -> Path:
-    return cfg.paths.layer("features") / "user" / f"ds={day.isoformat()}"
+    return features_partition(cfg, "user", day)
 
 
 def expected_columns(cfg: PipelineConfig) -> list[str]:

@@ -20,6 +20,7 @@ import great_expectations.expectations as gxe
 from expectations.drift import feature_drift
 from expectations.runner import FailedExpectation
 from tasks.config import PipelineConfig
+from tasks.layers import features_partition, scores_partition
 from tasks.partitions import parquet_rows
 from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS
 
@@ -30,11 +31,7 @@ PSI_CHECK = "score_psi_vs_previous_day_at_most"
 
 
 def partition(cfg: PipelineConfig, day: dt.date) -> Path:
-    return cfg.paths.layer("scores") / f"ds={day.isoformat()}"
-
-
-def features_partition(cfg: PipelineConfig, day: dt.date) -> Path:
-    return cfg.paths.layer("features") / "user" / f"ds={day.isoformat()}"
+    return scores_partition(cfg, day)
 
 
 def _sql_path(path: Path) -> str:
@@ -64,7 +61,7 @@ def build_suite(cfg: PipelineConfig, day: dt.date) -> gx.ExpectationSuite:
                 "SELECT coalesce(s.user_id, f.user_id) AS user_id, "
                 "CASE WHEN s.user_id IS NULL THEN 'not scored' ELSE 'not an active user' END AS problem "
                 f"FROM (SELECT DISTINCT user_id FROM {{batch}}) s FULL OUTER JOIN "
-                f"(SELECT DISTINCT user_id FROM {_sql_path(features_partition(cfg, day))}) f "
+                f"(SELECT DISTINCT user_id FROM {_sql_path(features_partition(cfg, 'user', day))}) f "
                 "ON s.user_id = f.user_id WHERE s.user_id IS NULL OR f.user_id IS NULL"
             )
         ),

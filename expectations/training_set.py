@@ -18,14 +18,15 @@ import great_expectations.expectations as gxe
 
 from expectations.runner import DataQualityError, ValidationSummary
 from tasks.config import PipelineConfig
+from tasks.cutoffs import SPLITS
+from tasks.layers import training_set_dir, training_set_manifest, training_set_split
 from tasks.schema import LABEL_COLUMNS
 
-SPLITS = ("train", "val", "test")
 SPLIT_COLUMN = "_split"
 
 
 def partition(cfg: PipelineConfig, training_set_id: str) -> Path:
-    return cfg.paths.layer("training_sets") / training_set_id
+    return training_set_dir(cfg, training_set_id)
 
 
 def read(spark, cfg: PipelineConfig, training_set_id: str):
@@ -35,7 +36,7 @@ def read(spark, cfg: PipelineConfig, training_set_id: str):
     root = partition(cfg, training_set_id)
     frames = []
     for s in SPLITS:
-        folder = root / s
+        folder = training_set_split(root, s)
         if folder.is_dir() and any(folder.glob("*.parquet")):
             frames.append(spark.read.parquet(str(folder)).withColumn(SPLIT_COLUMN, F.lit(s)))
     if not frames:
@@ -53,7 +54,7 @@ def _error(training_set_id: str, note: str) -> DataQualityError:
 
 
 def manifest(cfg: PipelineConfig, training_set_id: str) -> dict:
-    path = partition(cfg, training_set_id) / "manifest.json"
+    path = training_set_manifest(partition(cfg, training_set_id))
     if not path.is_file():
         raise _error(training_set_id, f"{path} is missing: not a complete training set")
     try:

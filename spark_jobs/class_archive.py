@@ -1,7 +1,7 @@
 """Build the JVM class-data-sharing (AppCDS) archive that lets every later Spark driver start seconds faster.
 
 A driver JVM spends much of a short task loading, verifying and linking Spark's, Parquet's and Janino's
-classes (a cold validation gate: ~7 s of JVM start before its first job). Java 17 can dump the classes a
+classes (a cold validation gate spends seconds in JVM start before its first job). Java 17 can dump the classes a
 run loaded into an archive that later JVMs map in one go. ``python -m spark_jobs.class_archive``
 (``make jvm-archive``; ``make demo`` builds it when missing) runs a small representative workload (a tiny
 synthetic log landed, cleaned, gated, turned into features with labels and gated again, in a throw-away
@@ -25,9 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from spark_jobs.session import build_session, class_archive_path, java_option
+from spark_jobs.session import build_session, java_option
 from tasks.config import REPO_ROOT, PipelineConfig, add_common_args, config_from_args, with_overrides
 from tasks.errors import run_cli
+from tasks.layers import class_archive_path, incoming_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def workload(cfg: PipelineConfig, work: Path, dump_to: Path) -> None:
     # The first session starts the JVM: every later step reuses it.
     dump_option = java_option(f"-XX:ArchiveClassesAtExit={dump_to}")
     build_session(wcfg, "class archive", java_options=f"{dump_option} {_DUMP_LOGGING}")
-    report = generate(wcfg.generator, wcfg.paths.incoming / "synthetic", wcfg.pipeline.timezone)
+    report = generate(wcfg.generator, incoming_dir(wcfg, "synthetic"), wcfg.pipeline.timezone)
     for day in report.days:
         land_day(wcfg, day, "synthetic")
     first, last = report.days[0], report.days[-1]

@@ -34,6 +34,7 @@ from spark_jobs.loaders import CORRUPT_COLUMN, RAW_EXTRA_COLUMNS, read_raw
 from spark_jobs.session import build_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import DataError, run_cli
+from tasks.layers import DAY_KEY, events_root, quarantine_partition, quarantine_root, raw_partition
 from tasks.schema import EVENT_COLUMNS, EXCLUDED_RAW_EVENT_TYPES, NON_ERROR_REASONS, QUARANTINE_REASONS
 
 log = logging.getLogger(__name__)
@@ -124,12 +125,8 @@ def local_midnight(cfg: PipelineConfig, day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=cfg.pipeline.tz).astimezone(dt.timezone.utc)
 
 
-def raw_dir(cfg: PipelineConfig, source: str, day: dt.date) -> Path:
-    return cfg.paths.layer("raw") / f"source={source}" / f"dt={day.isoformat()}"
-
-
 def _read_day(spark: SparkSession, cfg: PipelineConfig, source: str, day: dt.date) -> DataFrame:
-    folder = raw_dir(cfg, source, day)
+    folder = raw_partition(cfg, source, day)
     if not folder.is_dir():
         raise FileNotFoundError(f"raw partition {folder} does not exist (land the day first)")
     return read_raw(spark, source, [str(folder)])
@@ -138,23 +135,22 @@ def _read_day(spark: SparkSession, cfg: PipelineConfig, source: str, day: dt.dat
 def _write_partitions(df: DataFrame, root: Path, partition_col: Column, sort_cols: tuple[str, ...] = ()) -> None:
     # Dynamic partition overwrite (set by build_session): only the partitions present in df are replaced.
     (
-        df.withColumn("dt", partition_col)
-        .repartition("dt")
-        .sortWithinPartitions("dt", *sort_cols)
+        df.withColumn(DAY_KEY, partition_col)
+        .repartition(DAY_KEY)
+        .sortWithinPartitions(DAY_KEY, *sort_cols)
         .write.mode("overwrite")
         .option("partitionOverwriteMode", "dynamic")
-        .partitionBy("dt")
+        .partitionBy(DAY_KEY)
         .parquet(str(root))
     )
 
 
 def _write_quarantine(cfg: PipelineConfig, quarantine: DataFrame, n_quarantined: int, day: dt.date) -> None:
-    root = cfg.paths.layer("quarantine")
     if n_quarantined:
-        _write_partitions(quarantine, root, F.lit(day.isoformat()))
+        _write_partitions(quarantine, quarantine_root(cfg), F.lit(day.isoformat()))
     else:
         # An empty DataFrame would replace nothing: drop a stale partition of an earlier run explicitly.
-        shutil.rmtree(root / f"dt={day.isoformat()}", ignore_errors=True)
+        shutil.rmtree(quarantine_partition(cfg, day), ignore_errors=True)
 
 
 def _counts(tagged: DataFrame) -> dict[str | None, int]:
@@ -188,7 +184,7 @@ def _process(
             raise CleaningError(
                 f"{where}: {n_bad} of {n_raw} raw rows are bad ({bad_fraction:.2%} > cleaning.max_bad_fraction "
                 f"{cfg.cleaning.max_bad_fraction:.2%}); quarantined by reason: {quarantined}; events not written, "
-                f"see {cfg.paths.layer('quarantine') / f'dt={quarantine_day.isoformat()}'}"
+                f"see {quarantine_partition(cfg, quarantine_day)}"
             )
         events = events.persist()
         try:
@@ -203,7 +199,7 @@ def _process(
                     "repeated?); events not written"
                 )
             local_day = F.date_format(F.from_utc_timestamp(F.col("event_time"), tz), "yyyy-MM-dd")
-            _write_partitions(events, cfg.paths.layer("events"), local_day, ("user_id", "event_time"))
+            _write_partitions(events, events_root(cfg), local_day, ("user_id", "event_time"))
         finally:
             events.unpersist()
         report = CleanReport(

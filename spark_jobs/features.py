@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import calendar
 import datetime as dt
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,20 +47,22 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from tasks.config import FeaturesConfig, PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.layers import CUTOFF_KEY, DAY_KEY, events_root, features_partition, features_root, partition_day
 from tasks.schema import (
     EVENT_COLUMNS,
     EVENT_TYPE_INDEX,
     EVENT_TYPES,
+    HOUR_BLOCKS,
     INTENTS,
     LABEL_COLUMNS,
     SEQUENCE_COLUMNS,
     USER_CATEGORY_LABEL,
+    tabular_columns,
+    user_category_columns,
 )
 
 UTC = dt.timezone.utc
 _MICROS_PER_DAY = 86_400_000_000
-_HOUR_BLOCKS = {"night": (0, 5), "morning": (6, 11), "afternoon": (12, 17), "evening": (18, 23)}
-_DT_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
 
 class FeaturesError(RuntimeError):
@@ -106,33 +107,6 @@ def _micros(instant: dt.datetime) -> int:
     return calendar.timegm(u.utctimetuple()) * 1_000_000 + u.microsecond
 
 
-def gap_bucket(seconds: Column, cap: int) -> Column:
-    """min(1 + floor(log2(1 + s)), cap) for whole seconds s >= 0, exactly: the bit length of 1 + s."""
-    return F.least(F.length(F.bin(seconds.cast("long") + F.lit(1))), F.lit(cap)).cast("int")
-
-
-def item_bucket(item_id: Column, n_buckets: int) -> Column:
-    return (F.lit(1) + F.pmod(F.xxhash64(item_id), F.lit(n_buckets))).cast("int")
-
-
-def _event_type_index() -> Column:
-    expr = F.lit(None).cast("int")
-    for name, idx in reversed(list(EVENT_TYPE_INDEX.items())):
-        expr = F.when(F.col("event_type") == name, F.lit(idx)).otherwise(expr)
-    return expr
-
-
-def tabular_columns(fcfg: FeaturesConfig) -> list[str]:
-    """The f_* columns user_features produces, in output order."""
-    cols = [f"f_{t}_{w}d" for w in fcfg.windows_days for t in EVENT_TYPES]
-    cols += [f"f_recency_{t}" for t in EVENT_TYPES] + ["f_recency_any"]
-    cols += ["f_distinct_items", "f_distinct_categories", "f_active_days"]
-    cols += ["f_cart_per_view", "f_purchase_per_cart", "f_fav_per_view"]
-    cols += ["f_sessions", "f_session_events_mean", "f_session_duration_mean"]
-    cols += [f"f_hour_share_{b}" for b in _HOUR_BLOCKS] + ["f_weekend_share"]
-    cols += ["f_price_known_share", "f_price_mean", "f_price_max", "f_purchase_amount"]
-    cols += ["f_trend_1d_vs_7d"]
-    return cols
 
 
 def _check_windows(fcfg: FeaturesConfig) -> None:
@@ -183,7 +157,7 @@ def _lookback_events(
     ev = _with_us(events).where(F.col("event_type").isin(*EVENT_TYPES))
     in_lookback = (F.col("_us") >= F.col(f"_w{fcfg.lookback_days}_us")) & (F.col("_us") < F.col("_cut_us"))
     # Local hour, day and weekday by integer arithmetic on the local wall-clock microseconds: one time-zone
-    # conversion per event instead of one per derived field (user features of 10M events: 18.7 s -> 18.2 s).
+    # conversion per event instead of one per derived field.
     local_us = F.unix_micros(F.from_utc_timestamp(F.col("event_time"), tz))
     time_of_day = F.pmod(local_us, F.lit(_MICROS_PER_DAY))
     day = ((local_us - time_of_day) / F.lit(_MICROS_PER_DAY)).cast("int")
@@ -264,13 +238,13 @@ def user_features_at(
         F.collect_list(event).alias("_ev"),
     ]
     aggs += [
-        _count_where(F.col("_hour").between(lo, hi)).alias(f"_n_hour_{b}") for b, (lo, hi) in _HOUR_BLOCKS.items()
+        _count_where(F.col("_hour").between(lo, hi)).alias(f"_n_hour_{b}") for b, (lo, hi) in HOUR_BLOCKS.items()
     ]
     # Repartitioned by user first, the aggregation runs once after the shuffle: no map-side partial
     # aggregation that sorts (and spills) every event only to ship the same events on. user_id leads the
     # grouping key so the sort that object aggregation falls back to compares users by their key prefix.
-    # User features of 10M events, side by side: 21.1 s as before, 19.2 s repartitioned, 17.5 s with the
-    # key order, the local-time arithmetic, sort_array and the field extractions below.
+    # Measured by bench features_vs_duckdb, as are the local-time arithmetic, sort_array and the field
+    # extractions below.
     g = ev.repartition("user_id", "ds").groupBy("user_id", "ds", "_cut_us").agg(*aggs)
     for name, window_counts in from_windows.items():
         g = g.withColumn(name, _sum_columns(window_counts))
@@ -327,7 +301,7 @@ def user_features_at(
         "f_fav_per_view": (F.col("_tot_fav") + 1) / (F.col("_tot_view") + 2),
         "f_session_events_mean": n / F.col("f_sessions"),
         "f_session_duration_mean": (F.col("_session_us") / F.lit(1e6)) / F.col("f_sessions"),
-        **{f"f_hour_share_{b}": F.col(f"_n_hour_{b}") / n for b in _HOUR_BLOCKS},
+        **{f"f_hour_share_{b}": F.col(f"_n_hour_{b}") / n for b in HOUR_BLOCKS},
         "f_weekend_share": F.col("_n_weekend") / n,
         "f_price_known_share": F.col("_n_price") / n,
         "f_price_mean": F.coalesce(F.col("_price_mean"), F.lit(0.0)),
@@ -394,12 +368,6 @@ def build_features(
     return build_features_at(events, [cutoff], fcfg, tz, with_labels).drop("ds")
 
 
-def user_category_columns(fcfg: FeaturesConfig) -> list[str]:
-    cols = [f"f_uc_{t}_{w}d" for w in fcfg.windows_days for t in EVENT_TYPES]
-    cols += [f"f_uc_recency_{t}" for t in EVENT_TYPES] + ["f_uc_recency_any", "f_uc_share"]
-    return cols
-
-
 def user_category_features_at(
     events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str
 ) -> DataFrame:
@@ -455,14 +423,14 @@ def build_user_category_at(
 
 def event_partitions(cfg: PipelineConfig) -> dict[dt.date, Path]:
     """dt -> folder for every events partition holding at least one Parquet file."""
-    root = cfg.paths.layer("events")
+    root = events_root(cfg)
     found: dict[dt.date, Path] = {}
     if not root.is_dir():
         return found
     for child in root.iterdir():
-        m = _DT_DIR.match(child.name)
-        if m and child.is_dir() and any(child.glob("*.parquet")):
-            found[dt.date.fromisoformat(m.group(1))] = child
+        day = partition_day(child.name, DAY_KEY)
+        if day is not None and child.is_dir() and any(child.glob("*.parquet")):
+            found[day] = child
     return found
 
 
@@ -484,14 +452,14 @@ def latest_labelled_cutoff(cfg: PipelineConfig) -> dt.date:
     """The latest cutoff whose whole label window is present in the events layer."""
     present = event_partitions(cfg)
     if not present:
-        raise FeaturesError(f"no events partitions under {cfg.paths.layer('events')}")
+        raise FeaturesError(f"no events partitions under {events_root(cfg)}")
     h = cfg.features.horizon_days
     for last in sorted(present, reverse=True):
         ds = last - dt.timedelta(days=h - 1)
         if all(d in present for d in _day_range(ds, h)):
             return ds
     raise FeaturesError(
-        f"no cutoff has all {h} label days present under {cfg.paths.layer('events')} "
+        f"no cutoff has all {h} label days present under {events_root(cfg)} "
         f"(partitions: {', '.join(map(str, sorted(present)))})"
     )
 
@@ -502,9 +470,9 @@ def read_events(spark: SparkSession, cfg: PipelineConfig, days: list[dt.date]) -
     used = sorted(d for d in set(days) if d in present)
     if not used:
         raise FeaturesError(
-            f"no events partitions for {min(days)}..{max(days)} under {cfg.paths.layer('events')}"
+            f"no events partitions for {min(days)}..{max(days)} under {events_root(cfg)}"
         )
-    df = spark.read.option("basePath", str(cfg.paths.layer("events"))).parquet(*[str(present[d]) for d in used])
+    df = spark.read.option("basePath", str(events_root(cfg))).parquet(*[str(present[d]) for d in used])
     missing = [c for c in EVENT_COLUMNS if c not in df.columns]
     if missing:
         raise FeaturesError(f"events partitions lack columns {missing} (contract tasks.schema.EVENT_COLUMNS)")
@@ -515,7 +483,7 @@ def _write_partition(df: DataFrame, root: Path) -> None:
     (
         df.write.mode("overwrite")
         .option("partitionOverwriteMode", "dynamic")
-        .partitionBy("ds")
+        .partitionBy(CUTOFF_KEY)
         .parquet(str(root))
     )
 
@@ -532,7 +500,7 @@ def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> 
     present = event_partitions(cfg)
     if not any(d in present for d in lookback):
         raise FeaturesError(
-            f"no events in the lookback {lookback[0]}..{lookback[-1]} of cutoff {ds} under {cfg.paths.layer('events')}"
+            f"no events in the lookback {lookback[0]}..{lookback[-1]} of cutoff {ds} under {events_root(cfg)}"
         )
     events, used = read_events(spark, cfg, days)
     cutoff = cutoff_instant(ds, tz)
@@ -541,20 +509,20 @@ def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> 
     # encoding and memory pressure cost more than a second scan; bench features_vs_duckdb).
     if _lookback_events(events, [cutoff], fcfg, tz).isEmpty():
         raise FeaturesError(f"the events partitions {lookback[0]}..{lookback[-1]} of cutoff {ds} hold no events")
-    user_root = cfg.paths.layer("features") / "user"
-    uc_root = cfg.paths.layer("features") / "user_category"
-    _write_partition(build_features_at(events, [cutoff], fcfg, tz, with_labels), user_root)
+    user_path, uc_path = features_partition(cfg, "user", ds), features_partition(cfg, "user_category", ds)
+    _write_partition(build_features_at(events, [cutoff], fcfg, tz, with_labels), features_root(cfg, "user"))
     # Counted from the written partition: cheaper than caching the wide rows (sequence arrays) to count them.
-    written = spark.read.parquet(str(user_root / f"ds={ds.isoformat()}"))
+    written = spark.read.parquet(str(user_path))
     row = written.agg(F.count(F.lit(1)).alias("n"), *[F.sum(c).alias(c) for c in LABEL_COLUMNS]).first()
     n_users = int(row["n"])
     positives = {c: int(row[c]) for c in LABEL_COLUMNS} if with_labels else {}
-    _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels), uc_root)
-    n_uc = spark.read.parquet(str(uc_root / f"ds={ds.isoformat()}")).count()
+    user_categories = build_user_category_at(events, [cutoff], fcfg, tz, with_labels)
+    _write_partition(user_categories, features_root(cfg, "user_category"))
+    n_uc = spark.read.parquet(str(uc_path)).count()
     return FeaturesReport(
         ds=ds,
-        path=user_root / f"ds={ds.isoformat()}",
-        user_category_path=uc_root / f"ds={ds.isoformat()}",
+        path=user_path,
+        user_category_path=uc_path,
         n_users=n_users,
         n_user_category_rows=n_uc,
         with_labels=with_labels,

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.layers import CUTOFF_KEY, features_partition, scores_partition, scores_root
 from tasks.partitions import parquet_rows
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
@@ -114,8 +115,8 @@ def model_predictor(model: Any) -> tuple[Callable[[pd.DataFrame, dict[str, Any]]
     """``((rows, params) -> predictions, whether rows may carry Arrow-backed list columns)`` for a pyfunc.
 
     mlflow's ``PyFuncModel.predict`` re-checks every element of every array column against the
-    signature, one pandas Series per row and column: measured at about 90% of a worker's time for the
-    seq_* and candidate arrays. The job checks the Spark schema against the signature once, on the
+    signature, one pandas Series per row and column: most of a worker's time for the seq_* and
+    candidate arrays. The job checks the Spark schema against the signature once, on the
     driver (``check_input_types``), so the project's own pyfunc (recognised by its packaged encoder) is
     called directly, and reads list columns straight from their Arrow buffers; any other pyfunc goes
     through mlflow's checked predict with plain pandas rows.
@@ -153,21 +154,6 @@ def _output_schema(with_candidates: bool, with_reasons: bool):
     if with_reasons:
         fields.append(pa.field(REASONS_COLUMN, pa.list_(pa.field("element", pa.string(), nullable=False))))
     return pa.schema(fields)
-
-
-def tabular_reasons(model: Any, pdf: pd.DataFrame, top_k: int) -> list[list[str] | None]:
-    """Per row, the tabular features whose gradient x input most raises the purchase logit (positive
-    contributions only, strongest first), for a pyfunc whose predict does not return ``reasons``
-    itself. The gradient comes from the late fusion only (``IntentModel.tabular_gradient``). None per
-    row when the pyfunc does not expose the project's encoder and network."""
-    from tasks.models.pyfunc import reasons_from_gradient
-
-    inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
-    encoder, net = getattr(inner, "encoder", None), getattr(inner, "model", None)
-    if encoder is None or net is None or not encoder.feature_columns:
-        return [None] * len(pdf)
-    batch = encoder.encode(pdf)
-    return reasons_from_gradient(net.tabular_gradient(batch), batch["tabular"], list(encoder.feature_columns), top_k)
 
 
 def _score_partition(
@@ -209,10 +195,9 @@ def _score_partition(
             if with_candidates:
                 out[TOP_CATEGORIES_COLUMN] = probs[TOP_CATEGORIES_COLUMN].to_numpy(dtype=object)
             if reasons_top_k:
+                # A pyfunc that does not compute reasons in its predict pass gives none (null per row).
                 out[REASONS_COLUMN] = (
-                    probs[REASONS_COLUMN].to_numpy(dtype=object)
-                    if own_reasons
-                    else tabular_reasons(model, chunk, reasons_top_k)
+                    probs[REASONS_COLUMN].to_numpy(dtype=object) if own_reasons else [None] * len(chunk)
                 )
             stats.add({pid: (0, 1)})
             yield pa.RecordBatch.from_pydict(out, schema=schema)
@@ -397,8 +382,7 @@ def _arrow_batch_rows(spark, rows: int) -> Iterator[None]:
     """Within the block, Spark hands Python workers Arrow batches of ``rows`` rows (then restores the
     session's setting). At Spark's default of 10,000 a worker waits for the JVM to convert the first
     10,000 rows before its first forward pass; at one model batch per Arrow batch the conversion of the
-    next batch overlaps the model call on the current one (profiled: input wait per worker 1-4 s -> 0.2-1 s
-    at 42K users)."""
+    next batch overlaps the model call on the current one (profiled: the workers' input wait shrinks severalfold)."""
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(key, None)
     spark.conf.set(key, str(rows))
@@ -418,7 +402,7 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
 
     if not pipeline_run_id:
         raise ScoringError("pipeline_run_id must be a non-empty string (the orchestrator's run id)")
-    src = cfg.paths.layer("features") / "user" / f"ds={ds.isoformat()}"
+    src = features_partition(cfg, "user", ds)
     if not src.is_dir() or not any(src.glob("*.parquet")):
         raise ScoringError(f"no features for ds={ds}: {src} holds no Parquet files (run spark_jobs.features first)")
     ref = resolve_champion(cfg)
@@ -426,7 +410,7 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
     features = spark.read.parquet(str(src))
     signature, pair_columns = _check_model_inputs(cfg, ref, features.columns)
     if pair_columns is not None:
-        cand_src = cfg.paths.layer("features") / "user_category" / f"ds={ds.isoformat()}"
+        cand_src = features_partition(cfg, "user_category", ds)
         if not cand_src.is_dir() or not any(cand_src.glob("*.parquet")):
             raise ScoringError(
                 f"no candidate categories for ds={ds}: {cand_src} holds no Parquet files (run spark_jobs.features first)"
@@ -448,15 +432,14 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
         top_k_categories=cfg.scoring.top_k_categories,
         stats=stats,
     )
-    root = cfg.paths.layer("scores")
     with _arrow_batch_rows(spark, cfg.scoring.batch_size):
         (
             scores.write.mode("overwrite")
             .option("partitionOverwriteMode", "dynamic")
-            .partitionBy("ds")
-            .parquet(str(root))
+            .partitionBy(CUTOFF_KEY)
+            .parquet(str(scores_root(cfg)))
         )
-    out = root / f"ds={ds.isoformat()}"
+    out = scores_partition(cfg, ds)
     # Footer counts: the same check as two Spark counts, without their four jobs.
     rows = parquet_rows(out) or 0
     expected = parquet_rows(src) or 0

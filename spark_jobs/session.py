@@ -12,10 +12,10 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.config import REPO_ROOT, PipelineConfig
+from tasks.layers import class_archive_path
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -37,14 +37,6 @@ def _ensure_worker_imports() -> None:
 SHORT_LIVED_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 # JVM warnings (an archive built for another Java or class path) go to stderr: a job's stdout may be parsed.
 _JVM_LOG_TO_STDERR = "-Xlog:disable -Xlog:all=warning:stderr"
-
-
-def class_archive_path(cfg: PipelineConfig) -> Path | None:
-    """Where ``spark.class_archive`` lives (None when switched off); see spark_jobs.class_archive."""
-    if not cfg.spark.class_archive:
-        return None
-    path = Path(cfg.spark.class_archive)
-    return path if path.is_absolute() else cfg.paths.var / path
 
 
 def java_option(option: str) -> str:
@@ -80,8 +72,8 @@ def build_session(cfg: PipelineConfig, app_name: str, short_lived: bool = False,
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.sql.parquet.filterPushdown", "true")
         # Timestamps as Parquet INT64 microseconds, not Spark's legacy INT96 default: Spark reads them faster
-        # (a cold events suite over 10M events: 11.8 s against 13.2-13.8 s) and DuckDB, Arrow and pandas
-        # read them as UTC timestamps without the INT96 conventions.
+        # (bench: the cold events suite) and DuckDB, Arrow and pandas read them as UTC timestamps without
+        # the INT96 conventions.
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
@@ -105,7 +97,7 @@ def start_session(cfg: PipelineConfig, app_name: str, short_lived: bool = False)
     active one: ``SparkSession.active()`` finds it, ``getActiveSession()`` does not.
 
     For a caller with slow work of its own before its first Spark call: a validation gate imports Great
-    Expectations (~5 s on one core) while its driver JVM starts (~3 s) instead of before it. A context
+    Expectations while its driver JVM starts instead of before it (both take seconds on one core). A context
     created off the main thread installs no Ctrl-C handler that cancels running jobs (PySpark's choice);
     the task's process ends on SIGTERM as before.
     """

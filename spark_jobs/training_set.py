@@ -37,12 +37,19 @@ from spark_jobs.features import (
     event_partitions,
     latest_labelled_cutoff,
     read_events,
-    tabular_columns,
-    user_category_columns,
 )
 from tasks.config import ConfigError, PipelineConfig, add_common_args, config_from_args, parse_ds, with_overrides
 from tasks.cutoffs import SPLITS, CutoffPlan, default_id, plan_cutoffs
-from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS
+from tasks.layers import (
+    events_partition,
+    events_root,
+    training_set_candidates,
+    training_set_dir,
+    training_set_manifest,
+    training_set_split,
+    training_sets_root,
+)
+from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS, tabular_columns, user_category_columns
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Resolution of the per-row uniform draw used for negative subsampling.
@@ -69,7 +76,7 @@ def _check_events(cfg: PipelineConfig, plan: CutoffPlan) -> None:
     if missing_last:
         raise TrainingSetError(
             f"the label window of the last cutoff {plan.last} has not fully landed: events partitions missing for "
-            f"{', '.join(map(str, missing_last))} under {cfg.paths.layer('events')}"
+            f"{', '.join(map(str, missing_last))} under {events_root(cfg)}"
         )
     needed = [plan.first + dt.timedelta(days=i) for i in range((label_end - plan.first).days + 1)]
     missing = [d for d in needed if d not in present]
@@ -81,7 +88,8 @@ def _check_events(cfg: PipelineConfig, plan: CutoffPlan) -> None:
     history = plan.first - dt.timedelta(days=1)
     if history not in present:
         raise TrainingSetError(
-            f"the earliest cutoff {plan.first} has no history: events partition dt={history} is missing "
+            f"the earliest cutoff {plan.first} has no history: events partition {events_partition(cfg, history).name} "
+            "is missing "
             f"(use a later --last-cutoff or fewer cutoffs)"
         )
 
@@ -150,9 +158,9 @@ def build(
     users = subsample_negatives(users, tcfg.negative_sample_rate, where=F.col("_split") == "train").persist()
     user_cats = user_cats.persist()
 
-    root = cfg.paths.layer("training_sets")
+    root = training_sets_root(cfg)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / set_id
+    final = training_set_dir(cfg, set_id)
     tmp = root / f".tmp-{set_id}-{uuid.uuid4().hex}"
     try:
         counts, rates = _stats(users, list(LABEL_COLUMNS))
@@ -166,11 +174,11 @@ def build(
         files, uc_files = {}, {}
         for s in SPLITS:
             files[s] = _write_split(
-                users.where(F.col("_split") == s).drop("_split"), tmp / s, tcfg.files_per_split, ["ds", "user_id"]
+                users.where(F.col("_split") == s).drop("_split"), training_set_split(tmp, s), tcfg.files_per_split, ["ds", "user_id"]
             )
             uc_files[s] = _write_split(
                 user_cats.where(F.col("_split") == s).drop("_split"),
-                tmp / "user_category" / s,
+                training_set_candidates(tmp, s),
                 tcfg.files_per_split,
                 ["ds", "user_id", "category_id"],
             )
@@ -182,7 +190,7 @@ def build(
             "dropped_cutoffs": [d.isoformat() for d in plan.dropped],
             "rows": counts,
             "positive_rate": rates,
-            "files": {s: [f"{s}/{name}" for name in files[s]] for s in SPLITS},
+            "files": {s: [(training_set_split(Path(), s) / name).as_posix() for name in files[s]] for s in SPLITS},
             "key_columns": ["user_id", "ds"],
             "weight_column": "weight",
             "feature_columns": tabular_columns(fcfg),
@@ -200,16 +208,18 @@ def build(
                 "label_column": USER_CATEGORY_LABEL,
                 "rows": uc_counts,
                 "positive_rate": uc_rates,
-                "files": {s: [f"user_category/{s}/{name}" for name in uc_files[s]] for s in SPLITS},
+                "files": {
+                    s: [(training_set_candidates(Path(), s) / name).as_posix() for name in uc_files[s]] for s in SPLITS
+                },
             },
             "source": {
-                "events_path": str(cfg.paths.layer("events")),
+                "events_path": str(events_root(cfg)),
                 "dt_first": dt_first.isoformat(),
                 "dt_last": dt_last.isoformat(),
                 "dts_read": [d.isoformat() for d in used],
             },
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        training_set_manifest(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _swap(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,7 @@ also define ``read(spark, cfg, key) -> DataFrame`` (when the partition is not on
 training set's splits) and ``extra_checks(cfg, key, df) -> list[FailedExpectation]`` (Spark-computed
 checks outside GX, such as the scores' day-over-day PSI; their failures join the summary). The
 training_set layer is keyed by id: ``python -m spark_jobs.validate training_set --training-set-id ID``.
-Every run, passed or failed, leaves its summary as JSON at ``expectations.results.result_path`` (under
+Every run, passed or failed, leaves its summary as JSON at ``tasks.layers.validation_result`` (under
 ``paths.gx_dir``), which training reads to refuse an unvalidated training set.
 """
 
@@ -25,11 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from expectations.results import result_path, write_result
 from spark_jobs.session import start_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import run_cli
+from tasks.layers import validation_result
 from tasks.process import long_lived_imports
+from tasks.validation_results import write_result
 
 if TYPE_CHECKING:
     from expectations.runner import FailedExpectation, ValidationSummary
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _check_layer_name(layer: str) -> None:
-    if not re.fullmatch(r"[a-z][a-z_]*", layer) or layer in ("runner", "results"):
+    if not re.fullmatch(r"[a-z][a-z_]*", layer) or layer in ("runner", "custom", "drift"):
         raise ValueError(f"not a layer name: {layer!r}")
 
 
@@ -92,7 +93,7 @@ def validate_layer(
     ``DataQualityError`` on failure unless told not to. The outcome is also written as JSON (see module doc)."""
     _check_layer_name(layer)
     name = f"{layer}_{_key_text(day)}"
-    # The driver JVM starts while this thread imports the suite and Great Expectations (~5 s on one core;
+    # The driver JVM starts while this thread imports the suite and Great Expectations (seconds on one core;
     # hence no module-level import of them here); a partition then found missing wasted that start.
     session = start_session(cfg, f"validate {layer} {_key_text(day)}", short_lived=True)
     with long_lived_imports():
@@ -100,7 +101,7 @@ def validate_layer(
 
         module = _suite_module(layer)
     folder = Path(module.partition(cfg, day))
-    stored = result_path(cfg.paths.gx_dir, layer, _key_text(day))
+    stored = validation_result(cfg, layer, _key_text(day))
     # A run that crashes must not leave an earlier run's "passed" behind for this partition.
     stored.unlink(missing_ok=True)
     try:

@@ -61,10 +61,10 @@ class PathsConfig(_Section):
         return self.var / "data"
 
     def layer(self, name: str) -> Path:
-        """Root folder of one named data layer (raw, events, quarantine, ...)."""
-        if name not in DATA_LAYERS:
-            raise ValueError(f"unknown data layer {name!r}; known: {', '.join(DATA_LAYERS)}")
-        return self.data / name
+        """Root folder of one named data layer; the catalog (tasks/layers.py) names the layers and partitions."""
+        from tasks.layers import layer_in
+
+        return layer_in(self.data, name)
 
     @property
     def airflow_home(self) -> Path:
@@ -79,8 +79,6 @@ class PathsConfig(_Section):
         """Hand-off files between a step and its caller (e.g. the version torchrun registered)."""
         return self.var / "runs"
 
-
-DATA_LAYERS = ("raw", "events", "quarantine", "features", "training_sets", "scores")
 
 SourceName = Literal["synthetic", "taobao", "rees46", "retailrocket"]
 

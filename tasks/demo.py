@@ -2,7 +2,7 @@
 
 Steps: generate the log into the drop zone -> build the JVM class archive every Spark driver maps to start
 faster (spark_jobs.class_archive; once) -> land and clean every generated day (the events history the
-features need) -> if no ``@champion`` exists, ``airflow dags test purchase_intent_training`` -> ``airflow
+features need; the Spark steps run as their CLIs in their own processes, as the DAGs run them) -> if no ``@champion`` exists, ``airflow dags test purchase_intent_training`` -> ``airflow
 dags test purchase_intent_nightly`` for the day after the latest generated day -> a summary.
 Rerunning is safe: every step replaces its own partition, so the day's rows exist exactly once.
 """
@@ -13,10 +13,15 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from tasks.config import PipelineConfig, add_common_args, config_from_args
+from tasks.config import REPO_ROOT, PipelineConfig, add_common_args, config_from_args
+from tasks.layers import class_archive_path, incoming_dir
 from tasks.registry import champion
 
 
@@ -31,7 +36,7 @@ def _generator_stamp(cfg: PipelineConfig) -> str:
 def generate_if_needed(cfg: PipelineConfig) -> None:
     from tasks.sources.synthetic import generate
 
-    out = cfg.paths.incoming / "synthetic"
+    out = incoming_dir(cfg, "synthetic")
     stamp = out / ".generator-config"
     if stamp.exists() and stamp.read_text() == _generator_stamp(cfg):
         print(f"synthetic log already generated in {out} (same generator config)")
@@ -41,41 +46,53 @@ def generate_if_needed(cfg: PipelineConfig) -> None:
     print(report)
 
 
+def run_step(cfg: PipelineConfig, module: str, *args: str) -> subprocess.CompletedProcess:
+    """Run one step's CLI (``python -m <module> ...``) in its own process with exactly ``cfg``, the way the
+    DAGs run a Spark job: the demo orchestrates and imports no Spark job. Its stdout is returned, its
+    stderr (the step's log) streams through."""
+    with tempfile.TemporaryDirectory(prefix="demo-config-") as tmp:
+        config_file = Path(tmp) / "pipeline.json"
+        # JSON is YAML: the step loads this as its --config, so it sees the demo's config, overrides included.
+        config_file.write_text(json.dumps(cfg.model_dump(mode="json")))
+        pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        return subprocess.run(
+            [sys.executable, "-m", module, *args, "--config", str(config_file)],
+            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": pythonpath}, stdout=subprocess.PIPE, text=True,
+        )
+
+
 def backfill_events(cfg: PipelineConfig, first: dt.date, last: dt.date) -> None:
     """Land and clean every generated day, so the nightly run finds its lookback history."""
-    from spark_jobs.clean_events import run_range
     from tasks.land import land_day
 
     day = first
     while day <= last:
         land_day(cfg, day, "synthetic")
         day += dt.timedelta(days=1)
-    from pyspark.sql import SparkSession
-
-    try:
-        for r in run_range(cfg, first, last, "synthetic"):
-            print(f"  {r.day}: {r.n_events} events, {r.n_bad} quarantined, {r.n_duplicates} duplicates")
-    finally:
-        # Free the JVM before training and the Airflow runs start their own processes.
-        if (spark := SparkSession.getActiveSession()) is not None:
-            spark.stop()
+    # One Spark driver for the whole range (spark_jobs.clean_events --from/--to); it ends with its process,
+    # so no JVM is left holding memory when training and the Airflow runs start theirs.
+    done = run_step(cfg, "spark_jobs.clean_events", "--from", first.isoformat(), "--to", last.isoformat(),
+                    "--source", "synthetic")
+    for line in done.stdout.splitlines():
+        print(f"  {line}", flush=True)
+    if done.returncode != 0:
+        raise SystemExit(f"cleaning the events history failed (spark_jobs.clean_events exit code {done.returncode})")
 
 
 def class_archive_if_needed(cfg: PipelineConfig) -> None:
-    from spark_jobs.class_archive import build
-    from spark_jobs.session import class_archive_path
-
     path = class_archive_path(cfg)
     if path is None:
         print("spark.class_archive is null: Spark drivers start without a class archive")
     elif path.is_file():
         print(f"JVM class archive {path} exists (rebuild it after a Java or pyspark upgrade: make jvm-archive)")
     else:
-        try:
-            print(f"built {build(cfg)}")
-        except RuntimeError as e:
-            # Only start-up time depends on it: the demo goes on without.
-            print(f"WARNING: no JVM class archive, Spark drivers start slower: {e}")
+        done = run_step(cfg, "spark_jobs.class_archive")
+        if done.returncode == 0:
+            print(f"built {done.stdout.strip()}")
+        else:
+            # Only start-up time depends on it: the demo goes on without (the reason is in the log above).
+            print(f"WARNING: no JVM class archive, Spark drivers start slower (spark_jobs.class_archive exit "
+                  f"code {done.returncode})")
 
 
 def run(cfg: PipelineConfig) -> int:

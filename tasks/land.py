@@ -20,6 +20,7 @@ from typing import get_args
 
 from tasks.config import PipelineConfig, SourceName, add_common_args, config_from_args, parse_ds
 from tasks.errors import DataError
+from tasks.layers import incoming_partition, raw_partition
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,10 @@ class LandReport:
     already_landed: bool
 
 
-def raw_partition(cfg: PipelineConfig, source: str, day: dt.date) -> Path:
-    if source not in get_args(SourceName):
-        raise ValueError(f"unknown source {source!r}; known: {', '.join(get_args(SourceName))}")
-    return cfg.paths.layer("raw") / f"source={source}" / f"dt={day.isoformat()}"
-
-
 def _land(cfg: PipelineConfig, source: str, day: dt.date, files: dict[str, Path]) -> LandReport:
     """Copy ``files`` (target name -> source path) into the day's raw partition atomically."""
+    if source not in get_args(SourceName):
+        raise ValueError(f"unknown source {source!r}; known: {', '.join(get_args(SourceName))}")
     target = raw_partition(cfg, source, day)
     names = tuple(sorted(files))
     n_bytes = sum(files[n].stat().st_size for n in names)
@@ -83,7 +80,7 @@ def _land(cfg: PipelineConfig, source: str, day: dt.date, files: dict[str, Path]
 def land_day(cfg: PipelineConfig, day: dt.date, source: str | None = None) -> LandReport:
     """Land ``<incoming>/<source>/dt=<day>/*`` (source defaults to ``pipeline.source``)."""
     source = source or cfg.pipeline.source
-    folder = cfg.paths.incoming / source / f"dt={day.isoformat()}"
+    folder = incoming_partition(cfg, source, day)
     if not folder.is_dir():
         raise FileNotFoundError(f"no incoming delivery for {source} {day}: folder {folder} does not exist")
     files = {p.name: p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}

@@ -4,7 +4,7 @@ Each split of the training set becomes an MLflow dataset input (``mlflow.log_inp
 training-set id, sourced at the split's folder, with the manifest's cutoff range and row count as
 profile and input tags, and the context ``train`` / ``validation`` / ``test``. Only metadata is
 logged (an MLflow ``MetaDataset``), never the rows. The training set's stored GX validation result
-(``expectations.results``) and the path of its Data Docs are logged as artifacts beside it.
+(``tasks.validation_results``) and the path of its Data Docs are logged as artifacts beside it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 CPython's cyclic collector rescans every tracked object on each full collection, and the interpreter runs one
 more as it exits. A validation gate imports Great Expectations: about 500K tracked objects, nearly all alive
-until the process ends. Collections during that import took 0.6 s of its 3.0 s, and the one at exit 0.9 s,
-while finding almost nothing to free; with the import run by ``long_lived_imports`` the exit took 0.1 s.
+until the process ends. Collections during that import took a large share of its time, and the one at exit
+a noticeable pause, while finding almost nothing to free; with the import run by ``long_lived_imports`` the exit
+collection all but disappears.
 """
 
 from __future__ import annotations

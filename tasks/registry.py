@@ -30,6 +30,7 @@ import pandas as pd
 
 from tasks.config import ConfigError, PipelineConfig, add_common_args, config_from_args, parse_ds, with_overrides
 from tasks.evaluate import GATE_METRIC, evaluate_intents
+from tasks.layers import training_set_split
 from tasks.schema import LABEL_COLUMNS, PROBABILITY_COLUMNS
 
 CHALLENGER_ALIAS = "challenger"
@@ -192,7 +193,7 @@ def training_decision(cfg: PipelineConfig, training_set_id: str, last_cutoff, fo
 
 
 def read_test_split(training_set_dir: Path) -> pd.DataFrame:
-    files = sorted((Path(training_set_dir) / "test").glob("*.parquet"))
+    files = sorted(training_set_split(training_set_dir, "test").glob("*.parquet"))
     if not files:
         raise GateError(f"training set {training_set_dir} has no Parquet files in test/")
     import pyarrow.parquet as pq

@@ -5,6 +5,11 @@ Plain Python (no Spark import) so DAG files, GX suites and model code can read i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.config import FeaturesConfig
+
 # Canonical event types, in the order used for integer encodings (index 0 is padding).
 EVENT_TYPES = ("view", "cart", "fav", "purchase")
 EVENT_TYPE_INDEX = {name: i + 1 for i, name in enumerate(EVENT_TYPES)}
@@ -73,6 +78,28 @@ SEQUENCE_COLUMNS = (
 )
 # Tabular feature columns are every column whose name starts with this prefix (double).
 TABULAR_PREFIX = "f_"
+# Hour-of-day blocks (local time, inclusive bounds) of the f_hour_share_<block> features.
+HOUR_BLOCKS = {"night": (0, 5), "morning": (6, 11), "afternoon": (12, 17), "evening": (18, 23)}
+
+
+def tabular_columns(fcfg: FeaturesConfig) -> list[str]:
+    """The f_* columns of the user features layer (spark_jobs.features.user_features), in output order."""
+    cols = [f"f_{t}_{w}d" for w in fcfg.windows_days for t in EVENT_TYPES]
+    cols += [f"f_recency_{t}" for t in EVENT_TYPES] + ["f_recency_any"]
+    cols += ["f_distinct_items", "f_distinct_categories", "f_active_days"]
+    cols += ["f_cart_per_view", "f_purchase_per_cart", "f_fav_per_view"]
+    cols += ["f_sessions", "f_session_events_mean", "f_session_duration_mean"]
+    cols += [f"f_hour_share_{b}" for b in HOUR_BLOCKS] + ["f_weekend_share"]
+    cols += ["f_price_known_share", "f_price_mean", "f_price_max", "f_purchase_amount"]
+    cols += ["f_trend_1d_vs_7d"]
+    return cols
+
+
+def user_category_columns(fcfg: FeaturesConfig) -> list[str]:
+    """The f_uc_* pair-feature columns of the user x category candidate rows, in output order."""
+    cols = [f"f_uc_{t}_{w}d" for w in fcfg.windows_days for t in EVENT_TYPES]
+    cols += [f"f_uc_recency_{t}" for t in EVENT_TYPES] + ["f_uc_recency_any", "f_uc_share"]
+    return cols
 
 # Optional explanation columns of a score row: the user's most likely categories ("<category_id>:<probability>",
 # best first) and the tabular features that most raised p_purchase (strongest first).

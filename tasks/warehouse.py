@@ -40,6 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.layers import scores_partition
 from tasks.schema import SCORE_COLUMNS
 
 # Optional explanation columns (written by spark_jobs.score when the model supports them);
@@ -464,7 +465,7 @@ class PostgresWarehouse(Warehouse):
 def read_scores_partition(cfg: PipelineConfig, ds: dt.date) -> tuple[pa.Table, int]:
     """Read scores/ds=<ds>/*.parquet; the ds column (a Hive partition key, absent from the files) is
     added from the folder. Returns the rows and the number of files."""
-    folder = cfg.paths.layer("scores") / f"ds={ds.isoformat()}"
+    folder = scores_partition(cfg, ds)
     files = sorted(p for p in folder.glob("*.parquet") if p.is_file())
     if not files:
         raise FileNotFoundError(
@@ -492,7 +493,7 @@ def load_scores(cfg: PipelineConfig, ds: dt.date) -> LoadReport:
         table=cfg.warehouse.table,
         rows=n,
         files=n_files,
-        source=str(cfg.paths.layer("scores") / f"ds={ds.isoformat()}"),
+        source=str(scores_partition(cfg, ds)),
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import GeneratorConfig, add_common_args, config_from_args
+from tasks.layers import DAY_KEY, incoming_dir, partition_dir
 from tasks.schema import EVENT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -366,8 +367,10 @@ def generate(gen: GeneratorConfig, out_dir: Path, tz: str = "UTC") -> GenerateRe
     try:
         files = []
         for d in days:
-            (tmp / f"dt={d.isoformat()}").mkdir()
-            path = tmp / f"dt={d.isoformat()}" / "events.csv"
+            # The drop-zone layout <incoming>/<source>/dt=<day>/ (tasks.layers.incoming_partition).
+            folder = partition_dir(tmp, DAY_KEY, d)
+            folder.mkdir()
+            path = folder / "events.csv"
             path.write_text(",".join(EVENT_COLUMNS) + "\n")
             files.append(path)
         for chunk, first_user in enumerate(range(0, gen.n_users, gen.chunk_users)):
@@ -474,7 +477,7 @@ def main(argv: list[str] | None = None) -> GenerateReport:
     cfg = config_from_args(args)
     overrides = {k: v for k, v in (("n_users", args.n_users), ("n_days", args.n_days)) if v is not None}
     gen = GeneratorConfig.model_validate({**cfg.generator.model_dump(), **overrides})
-    report = generate(gen, args.out or cfg.paths.incoming / "synthetic", tz=cfg.pipeline.timezone)
+    report = generate(gen, args.out or incoming_dir(cfg, "synthetic"), tz=cfg.pipeline.timezone)
     print(f"wrote {report.n_events} events for {len(report.days)} days to {report.out_dir}")
     return report
 

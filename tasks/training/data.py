@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from expectations.results import partition_fingerprint, read_result, result_path
+from tasks import layers
 from tasks.config import PipelineConfig
 from tasks.errors import DataError
 from tasks.schema import CANDIDATE_CATEGORY_COLUMN, SEQUENCE_COLUMNS, TABULAR_PREFIX, USER_CATEGORY_LABEL
+from tasks.validation_results import partition_fingerprint, read_result
 
 SPLITS = ("train", "val", "test")
 MANIFEST_KEYS = (
@@ -36,9 +37,9 @@ class UnvalidatedTrainingSetError(TrainingError, DataError):
 
 def read_manifest(training_set_dir: Path) -> dict[str, Any]:
     """The manifest of a training-set folder, checked against the input contract."""
-    path = Path(training_set_dir) / "manifest.json"
+    path = layers.training_set_manifest(Path(training_set_dir))
     if not path.is_file():
-        raise TrainingError(f"training set {training_set_dir} has no manifest.json")
+        raise TrainingError(f"training set {training_set_dir} has no {path.name}")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -64,7 +65,7 @@ def read_manifest(training_set_dir: Path) -> dict[str, Any]:
 
 
 def split_files(training_set_dir: Path, split: str) -> list[Path]:
-    files = sorted((Path(training_set_dir) / split).glob("*.parquet"))
+    files = sorted(layers.training_set_split(Path(training_set_dir), split).glob("*.parquet"))
     if not files:
         raise TrainingError(f"training set {training_set_dir} has no Parquet files in {split}/")
     return files
@@ -85,7 +86,7 @@ def require_validation(cfg: PipelineConfig, training_set_dir: Path, manifest: di
     its validation) or a failed one does not count.
     """
     set_id = str(manifest["id"])
-    path = result_path(cfg.paths.gx_dir, "training_set", set_id)
+    path = layers.validation_result(cfg, "training_set", set_id)
     hint = (
         f"run `python -m spark_jobs.validate training_set --training-set-id {set_id}` first "
         "(or pass --allow-unvalidated for an ad-hoc run)"
@@ -114,7 +115,7 @@ def read_candidates(training_set_dir: Path, split: str, users: pd.DataFrame, col
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    folder = Path(training_set_dir) / "user_category" / split
+    folder = layers.training_set_candidates(Path(training_set_dir), split)
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise TrainingError(f"training set {training_set_dir} has no Parquet files in user_category/{split}/")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from expectations.results import partition_fingerprint
+from tasks.validation_results import partition_fingerprint
 from tasks.config import REPO_ROOT, PipelineConfig
 from tasks.evaluate import evaluate_user_groups, finite
 from tasks.registry import mlflow_store

@@ -89,7 +89,7 @@ def test_nightly_drift_task(parsed):
     # spark-submit of the drift CLI: its data-error exit (65) becomes AirflowFailException, so only
     # transient failures use the retries.
     assert drift["type"] == "PipelineSparkSubmitOperator"
-    assert drift["application"] == str(REPO_ROOT / "expectations" / "drift.py")
+    assert drift["application"] == str(REPO_ROOT / "spark_jobs" / "drift.py")
     assert drift["args"] == ["--ds", "{{ local_ds(logical_date) }}"]
     assert drift["retries"] >= 1 and drift["doc"]
 

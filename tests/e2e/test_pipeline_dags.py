@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tasks.config import DEFAULT_CONFIG, REPO_ROOT, load_config
+from tasks.layers import events_partition, features_partition, training_set_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +110,7 @@ def test_training_checked_for_new_data_and_nightly_logged_drift(demo, env):
 
     # The training run's skip check ran with the horizon parameter and found no champion.
     assert "check_new_data: train (no champion yet)" in demo
-    assert (cfg.paths.layer("training_sets") / f"{LAST_DS}-h{cfg.features.horizon_days}" / "manifest.json").is_file()
+    assert (training_set_dir(cfg, f"{LAST_DS}-h{cfg.features.horizon_days}") / "manifest.json").is_file()
     # The nightly run measured drift against the champion's training set and logged it.
     report = json.loads((cfg.paths.runs_dir / "drift" / f"{LAST_DS}.json").read_text())
     assert report["reference"].endswith(f"{LAST_DS}-h{cfg.features.horizon_days}/train") and report["psi"]
@@ -124,7 +125,7 @@ def test_one_row_per_active_user(demo, env):
     _, cfg = env
     import pyarrow.parquet as pq
 
-    features = pq.read_table(cfg.paths.layer("features") / "user" / f"ds={LAST_DS}").to_pandas()
+    features = pq.read_table(features_partition(cfg, "user", LAST_DS)).to_pandas()
     (n, distinct), = _rows(cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'")
     assert n == distinct == features["user_id"].nunique() == len(features)
 
@@ -163,5 +164,5 @@ def test_bad_day_stops_the_run_and_writes_nothing(demo, env):
     log = proc.stdout + proc.stderr
     assert "unknown_event_type" in log
     assert _rows(cfg, f"select count(*) from intent_scores where ds = '{ds}'") == [(0,)]
-    assert not (cfg.paths.layer("features") / "user" / f"ds={ds}").exists()
-    assert not (cfg.paths.layer("events") / f"dt={bad_day}").exists()
+    assert not features_partition(cfg, "user", ds).exists()
+    assert not events_partition(cfg, bad_day).exists()

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.config import PipelineConfig
+from tasks.layers import events_partition
 from tasks.schema import EVENT_COLUMNS, EVENT_TYPES
 
 UTC = dt.timezone.utc
@@ -98,10 +99,9 @@ def write_events_layer(cfg: PipelineConfig, rows: Iterable[dict] | pd.DataFrame)
     pdf = events_pdf(rows)
     tz = ZoneInfo(cfg.pipeline.timezone)
     days = pdf["event_time"].dt.tz_convert(tz).dt.date
-    root = cfg.paths.layer("events")
     written = []
     for day, part in pdf.groupby(days, sort=True):
-        folder = root / f"dt={day.isoformat()}"
+        folder = events_partition(cfg, day)
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.parquet"):
             old.unlink()

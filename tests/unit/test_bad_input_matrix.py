@@ -20,6 +20,7 @@ from spark_jobs.validate import validate_events, validate_features
 from tasks.land import land_day
 from tasks.schema import EVENT_COLUMNS
 from tests.helpers.events import ev, write_events_layer
+from tasks.layers import incoming_partition
 
 DAY = dt.date(2026, 1, 5)
 
@@ -35,7 +36,7 @@ def test_ten_fold_volume_spike_is_stopped_by_the_events_gate(spark, cfg):
     for back in (1, 2, 3):
         day = DAY - dt.timedelta(days=back)
         write_events_layer(cfg, [ev(f"{day.isoformat()}T{h:02d}:00:00", f"u{h}", item_id=f"i{h}") for h in range(20)])
-    incoming = cfg.paths.incoming / "synthetic" / f"dt={DAY.isoformat()}"
+    incoming = incoming_partition(cfg, "synthetic", DAY)
     incoming.mkdir(parents=True)
     (incoming / "events.csv").write_text("\n".join([",".join(EVENT_COLUMNS), *_csv_rows(DAY, 200)]) + "\n")
     land_day(cfg, DAY, "synthetic")

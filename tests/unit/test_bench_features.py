@@ -10,6 +10,7 @@ import pytest
 from bench.duckdb_features import compare_job, duckdb_job
 from spark_jobs import features as F
 from tests.helpers.events import random_events, write_events_layer
+from tasks.layers import events_partition
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def both_jobs(spark, cfg, tmp_path):
     days = write_events_layer(c, random_events(20, dt.date(2026, 3, 2), 10, seed=5, tz="America/New_York"))
     ds = dt.date(2026, 3, 10)
     report = F.run(c, ds, spark=spark)
-    files = sorted(f for d in days for f in (c.paths.layer("events") / f"dt={d.isoformat()}").glob("*.parquet"))
+    files = sorted(f for d in days for f in events_partition(c, d).glob("*.parquet"))
     counts = duckdb_job(c, files, ds, tmp_path / "duck", threads=1)
     return report, counts, tmp_path / "duck"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from spark_jobs import class_archive
-from spark_jobs.session import SHORT_LIVED_JAVA_OPTIONS, class_archive_path, driver_java_options
+from spark_jobs.session import SHORT_LIVED_JAVA_OPTIONS, driver_java_options
+from tasks.layers import class_archive_path
 from tasks.config import REPO_ROOT, with_overrides
 from tests.helpers.config import isolated_config
 

@@ -15,6 +15,7 @@ from tasks.land import land_day, land_file
 from tasks.partitions import parquet_files
 from tasks.schema import EVENT_COLUMNS, QUARANTINE_REASONS
 from tests.conftest import shared_data
+from tasks.layers import events_partition, incoming_partition, quarantine_partition, raw_partition
 
 UTC = dt.timezone.utc
 DAY = dt.date(2026, 1, 2)
@@ -31,7 +32,7 @@ def _good(n: int, day: dt.date = DAY) -> list[str]:
 
 
 def _raw(cfg, lines: list[str], day: dt.date = DAY, source: str = "synthetic") -> Path:
-    folder = cfg.paths.layer("raw") / f"source={source}" / f"dt={day.isoformat()}"
+    folder = raw_partition(cfg, source, day)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "events.csv").write_text("\n".join([HEADER, *lines]) + "\n")
     return folder
@@ -101,22 +102,22 @@ def test_rerun_replaces_only_its_partition(spark, cfg):
     _raw(cfg, _good(50, other), day=other)
     _raw(cfg, _good(80))
     run_range(cfg.model_copy(), other, DAY)
-    before = sorted(p.name for p in (cfg.paths.layer("events") / f"dt={other}").iterdir())
+    before = sorted(p.name for p in events_partition(cfg, other).iterdir())
     assert clean_day(spark, cfg, DAY).n_events == 80
     # Raw is immutable in production; rewritten here only to prove the rerun replaces the partition.
     _raw(cfg, _good(30))
     assert clean_day(spark, cfg, DAY).n_events == 30
-    assert spark.read.parquet(str(cfg.paths.layer("events") / f"dt={DAY}")).count() == 30
-    assert spark.read.parquet(str(cfg.paths.layer("events") / f"dt={other}")).count() == 50
-    assert sorted(p.name for p in (cfg.paths.layer("events") / f"dt={other}").iterdir()) == before
+    assert spark.read.parquet(str(events_partition(cfg, DAY))).count() == 30
+    assert spark.read.parquet(str(events_partition(cfg, other))).count() == 50
+    assert sorted(p.name for p in events_partition(cfg, other).iterdir()) == before
 
 
 def test_too_many_bad_rows_fail_and_write_no_events(spark, cfg):
     _raw(cfg, [*_good(20), _row(user=""), _row(price="-5")])
     with pytest.raises(CleaningError, match=r"2 of 22 raw rows are bad.*null_user_id': 1.*negative_price': 1"):
         clean_day(spark, cfg, DAY)
-    assert not (cfg.paths.layer("events") / f"dt={DAY}").exists()
-    q = spark.read.parquet(str(cfg.paths.layer("quarantine") / f"dt={DAY}"))
+    assert not events_partition(cfg, DAY).exists()
+    q = spark.read.parquet(str(quarantine_partition(cfg, DAY)))
     assert sorted(r.reason for r in q.collect()) == ["negative_price", "null_user_id"]
     relaxed = _with(cfg, max_bad_fraction=0.2)
     assert clean_day(spark, relaxed, DAY).n_events == 20
@@ -134,7 +135,7 @@ def test_missing_and_empty_raw_partition(spark, cfg):
     _raw(cfg, [])
     with pytest.raises(CleaningError, match="holds no rows"):
         clean_day(spark, cfg, DAY)
-    assert not (cfg.paths.layer("events") / f"dt={DAY}").exists()
+    assert not events_partition(cfg, DAY).exists()
 
 
 def test_day_boundaries_use_pipeline_timezone(spark, cfg):
@@ -168,7 +169,7 @@ def test_import_real_taobao_sample_into_days(spark, cfg, tmp_path):
 
 # Bad inputs through the real stages (land -> clean): each fails naming the problem and writes no events.
 def _deliver(cfg, body: bytes | str, name: str = "events.csv", source: str = "synthetic") -> None:
-    folder = cfg.paths.incoming / source / f"dt={DAY.isoformat()}"
+    folder = incoming_partition(cfg, source, DAY)
     folder.mkdir(parents=True, exist_ok=True)
     data = body.encode() if isinstance(body, str) else body
     (folder / name).write_bytes(data)
@@ -202,11 +203,11 @@ def test_bad_input_fails_clearly_and_writes_no_events(spark, cfg, case):
     _deliver(cfg, body)
     with pytest.raises(error, match=message):
         clean_day(spark, cfg, DAY)
-    assert not (cfg.paths.layer("events") / f"dt={DAY}").exists()
+    assert not events_partition(cfg, DAY).exists()
 
 
 def test_headerless_source_not_csv_is_malformed(spark, cfg):
     _deliver(cfg, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\n\x01\x02", name="dump.csv", source="taobao")
     with pytest.raises(CleaningError, match="malformed_line"):
         clean_day(spark, cfg, DAY, source="taobao")
-    assert not (cfg.paths.layer("events") / f"dt={DAY}").exists()
+    assert not events_partition(cfg, DAY).exists()

@@ -12,12 +12,13 @@ from expectations.drift import (
     DriftError,
     binned_counts,
     category_drift,
-    check_drift,
     feature_drift,
     psi,
     quantile_edges,
 )
 from expectations.runner import DataQualityError
+from spark_jobs.drift import check_drift
+from tasks.layers import drift_report, features_partition, training_set_dir, training_set_split
 
 DS = dt.date(2026, 1, 10)
 
@@ -66,7 +67,7 @@ def _features(spark, path, values, categories):
 def test_check_drift_without_champion_or_features(spark, cfg):
     with pytest.raises(DriftError, match=r"no features for ds=2026-01-10"):
         check_drift(cfg, DS, spark=spark)
-    _features(spark, cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}", range(5), [["c"]] * 5)
+    _features(spark, features_partition(cfg, "user", DS), range(5), [["c"]] * 5)
     with pytest.raises(DriftError, match=r"no version of 'purchase_intent' holds @champion"):
         check_drift(cfg, DS, spark=spark)
 
@@ -96,12 +97,12 @@ def _monitoring_runs(cfg):
 
 
 def test_nightly_drift_skips_without_champion_reports_logs_and_fails_when_told(spark, cfg, caplog, capsys):
-    from expectations.drift import nightly_drift
+    from spark_jobs.drift import nightly_drift
 
-    reference = cfg.paths.layer("training_sets") / "ts1" / "train"
-    _features(spark, cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}",
+    reference = training_set_split(training_set_dir(cfg, "ts1"), "train")
+    _features(spark, features_partition(cfg, "user", DS),
               [v + 1000 for v in range(100)], [["c1", "c2"]] * 100)
-    with caplog.at_level("WARNING", logger="expectations.drift"):
+    with caplog.at_level("WARNING", logger="spark_jobs.drift"):
         assert nightly_drift(cfg, DS, spark=spark) is None
     assert "drift skipped for ds=2026-01-10: no version of 'purchase_intent' holds @champion yet" in caplog.text
     assert _monitoring_runs(cfg)[1] == []
@@ -109,7 +110,7 @@ def test_nightly_drift_skips_without_champion_reports_logs_and_fails_when_told(s
     version = _register_champion(cfg, "ts1")
     # The champion's reference is gone: warn mode skips with the reason, fail mode stops.
     caplog.clear()
-    with caplog.at_level("WARNING", logger="expectations.drift"):
+    with caplog.at_level("WARNING", logger="spark_jobs.drift"):
         assert nightly_drift(cfg, DS, spark=spark) is None
     assert "drift_action=warn" in caplog.text and "train split" in caplog.text
     strict = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"drift_action": "fail"})})
@@ -122,7 +123,7 @@ def test_nightly_drift_skips_without_champion_reports_logs_and_fails_when_told(s
     assert report.drifted == ("f_a",) and report.psi["f_b"] == pytest.approx(0.0)
     assert report.category_distance == {"seq_category": pytest.approx(0.0)}
     saved = json.loads(report.output.read_text())
-    assert report.output == cfg.paths.runs_dir / "drift" / "2026-01-10.json"
+    assert report.output == drift_report(cfg, DS) == cfg.paths.runs_dir / "drift" / "2026-01-10.json"
     assert saved["drifted"] == ["f_a"] and saved["psi"]["f_a"] == pytest.approx(report.psi["f_a"])
     with pytest.raises(DataQualityError, match=r"feature_psi_at_most\(column=f_a, threshold=0.25"):
         nightly_drift(strict, DS, spark=spark)

@@ -12,6 +12,7 @@ from expectations.runner import DataQualityError, check, validate_dataframe
 from spark_jobs.validate import main, validate_events, validate_layer
 from tasks.config import with_overrides
 from tasks.schema import EVENT_COLUMNS
+from tasks.layers import data_docs_site, events_partition
 
 DAY = dt.date(2026, 1, 2)
 SCHEMA = ", ".join(f"{c} {t}" for c, t in EVENT_COLUMNS.items())
@@ -22,7 +23,7 @@ def _event(hour=1, user="u1", item="i1", cat="c1", etype="view", price=2.5, t=No
 
 
 def _write(spark, cfg, rows, schema=SCHEMA):
-    path = cfg.paths.layer("events") / f"dt={DAY.isoformat()}"
+    path = events_partition(cfg, DAY)
     spark.createDataFrame(rows, schema).coalesce(1).write.mode("overwrite").parquet(str(path))
     return path
 
@@ -41,7 +42,7 @@ def test_data_docs_index_lists_only_the_latest_results(spark, cfg):
     _write(spark, cfg, [_event(h, user=f"u{h}") for h in range(24)])
     runs = [validate_events(cfg, DAY) for _ in range(3)]
     assert all(r.success for r in runs)
-    site = cfg.paths.gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+    site = data_docs_site(cfg.paths.gx_dir)
     pages = sorted(site.glob("validations/**/*.html"))
     listed = set(re.findall(r"validations/[^'\"]+?\.html", (site / "index.html").read_text()))
     # Every run keeps its stored result and page; the index names only the two latest.
@@ -119,7 +120,7 @@ def _config_file(cfg):
 
 def _write_day(spark, cfg, day: dt.date, n: int) -> None:
     rows = [_event(t=dt.datetime.combine(day, dt.time(h % 24, h // 24)), user=f"u{h}") for h in range(n)]
-    path = cfg.paths.layer("events") / f"dt={day.isoformat()}"
+    path = events_partition(cfg, day)
     spark.createDataFrame(rows, SCHEMA).coalesce(1).write.mode("overwrite").parquet(str(path))
 
 

@@ -12,6 +12,7 @@ from expectations.runner import DataQualityError
 from expectations.scores import PSI_CHECK, extra_checks, partition, score_psi
 from spark_jobs.validate import validate_scores
 from tasks.schema import SCORE_COLUMNS
+from tasks.layers import features_partition
 
 DS = dt.date(2026, 1, 10)
 SCHEMA = ", ".join(f"{c} {t}" for c, t in SCORE_COLUMNS.items() if c != "ds")
@@ -31,7 +32,7 @@ def _write_scores(spark, cfg, day, rows):
 
 
 def _write_features(spark, cfg, day, users):
-    path = cfg.paths.layer("features") / "user" / f"ds={day.isoformat()}"
+    path = features_partition(cfg, "user", day)
     spark.createDataFrame([(u, 1.0) for u in users], "user_id string, f_view_1d double").coalesce(1).write.mode(
         "overwrite"
     ).parquet(str(path))

@@ -10,14 +10,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from expectations.results import partition_fingerprint, read_result, result_path
+from tasks.validation_results import partition_fingerprint, read_result, result_path
 from expectations.runner import DataQualityError
 from spark_jobs.validate import main, validate_training_set
 from tests.helpers.trainingset import write_training_set
+from tasks.layers import training_set_dir
 
 
 def _set(cfg, name: str):
-    return write_training_set(cfg.paths.layer("training_sets") / name, n_users=60, seed=1, n_train_cutoffs=2)
+    return write_training_set(training_set_dir(cfg, name), n_users=60, seed=1, n_train_cutoffs=2)
 
 
 def _rewrite(path, fn):
@@ -38,7 +39,7 @@ def test_good_set_passes(spark, cfg):
     # The outcome is stored for training, tied to exactly these files.
     stored = read_result(result_path(cfg.paths.gx_dir, "training_set", "good"))
     assert stored["success"] and stored["summary"]["n_expectations"] == 9
-    assert stored["fingerprint"] == partition_fingerprint(cfg.paths.layer("training_sets") / "good")
+    assert stored["fingerprint"] == partition_fingerprint(training_set_dir(cfg, "good"))
 
 
 def test_each_broken_property_is_named(spark, cfg):

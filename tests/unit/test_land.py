@@ -7,12 +7,13 @@ import datetime as dt
 import pytest
 
 from tasks.land import RawConflictError, land_day, land_file, main
+from tasks.layers import incoming_partition
 
 DAY = dt.date(2026, 1, 2)
 
 
 def _deliver(cfg, text: str = "a,b\n1,2\n", name: str = "events.csv", day: dt.date = DAY):
-    folder = cfg.paths.incoming / "synthetic" / f"dt={day.isoformat()}"
+    folder = incoming_partition(cfg, "synthetic", day)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text)
     return folder

@@ -21,7 +21,6 @@ from spark_jobs.score import (
     resolve_champion,
     run,
     score_users,
-    tabular_reasons,
 )
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS, SEQUENCE_COLUMNS
@@ -29,6 +28,7 @@ from tasks.training.launcher import launch
 from tasks.warehouse import Warehouse, load_scores
 from tests.helpers.config import isolated_config
 from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
+from tasks.layers import features_partition, scores_partition
 
 UNSEEN = "never_seen_cat"
 
@@ -62,7 +62,7 @@ def _write_features(cfg, ts: Path, ds: dt.date, n: int | None = None) -> pd.Data
     table = pq.read_table(ts / "test").drop_columns(["ds", "weight"])
     if n is not None:
         table = table.slice(0, n)
-    out = cfg.paths.layer("features") / "user" / f"ds={ds.isoformat()}"
+    out = features_partition(cfg, "user", ds)
     out.mkdir(parents=True, exist_ok=True)
     half = table.num_rows // 2
     pq.write_table(table.slice(0, half), out / "part-00000.parquet")
@@ -73,7 +73,7 @@ def _write_features(cfg, ts: Path, ds: dt.date, n: int | None = None) -> pd.Data
     fewest = users.iloc[int(np.argmin(users.map(cand["user_id"].value_counts()).fillna(0).to_numpy()))]
     extra = cand.head(1).assign(user_id=fewest, category_id=UNSEEN)
     cand = pd.concat([cand, extra], ignore_index=True).assign(label_purchase_in_category=None)
-    uc = cfg.paths.layer("features") / "user_category" / f"ds={ds.isoformat()}"
+    uc = features_partition(cfg, "user_category", ds)
     uc.mkdir(parents=True, exist_ok=True)
     for old in uc.glob("*.parquet"):
         old.unlink()
@@ -82,7 +82,7 @@ def _write_features(cfg, ts: Path, ds: dt.date, n: int | None = None) -> pd.Data
 
 
 def _read_scores(cfg, ds: dt.date) -> pd.DataFrame:
-    return pq.read_table(cfg.paths.layer("scores") / f"ds={ds.isoformat()}").to_pandas()
+    return pq.read_table(scores_partition(cfg, ds)).to_pandas()
 
 
 def test_no_champion_is_a_clear_error(tmp_path):
@@ -133,7 +133,7 @@ def test_run_scores_every_feature_row_once(spark, champion):
     assert any(len(r) for r in reasons)
 
     # top_categories: each user's k most likely candidates, best first, as "<category>:<probability>".
-    cand = pd.read_parquet(cfg.paths.layer("features") / "user_category" / f"ds={DS.isoformat()}")
+    cand = pd.read_parquet(features_partition(cfg, "user_category", DS))
     per_user = cand.groupby("user_id")["category_id"].apply(set).to_dict()
     k = cfg.scoring.top_k_categories
     for uid, top in zip(scores["user_id"], scores[TOP_CATEGORIES_COLUMN], strict=True):
@@ -174,14 +174,21 @@ def test_rerun_replaces_only_its_partition_and_loads_into_warehouse(spark, champ
 
 
 def test_pyfunc_reasons_match_the_standalone_gradient(champion):
-    """Reasons from the predict pass (shared encoder output) equal those of tabular_reasons."""
+    """Reasons from the predict pass (shared encoder output) equal those of the late fusion's gradient alone."""
+    from tasks.models.pyfunc import reasons_from_gradient
+
     cfg, ts, result = champion
     rows = pd.read_parquet(ts / "test").head(40)
     with mlflow_store(cfg):
         model = mlflow.pyfunc.load_model(result.model_uri)
     out = model.predict(rows, params={"reasons_top_k": 3})
     assert list(out.columns) == [*PROBABILITY_COLUMNS, REASONS_COLUMN]
-    assert [list(r) for r in out[REASONS_COLUMN]] == tabular_reasons(model, rows, 3)
+    inner = model.unwrap_python_model()
+    batch = inner.encoder.encode(rows)
+    standalone = reasons_from_gradient(
+        inner.model.tabular_gradient(batch), batch["tabular"], list(inner.encoder.feature_columns), 3
+    )
+    assert [list(r) for r in out[REASONS_COLUMN]] == standalone
     assert any(len(r) for r in out[REASONS_COLUMN])
     np.testing.assert_allclose(out[list(PROBABILITY_COLUMNS)], model.predict(rows), rtol=1e-6)
 
@@ -189,7 +196,7 @@ def test_pyfunc_reasons_match_the_standalone_gradient(champion):
 def test_reasons_off_gives_exactly_the_score_columns(spark, champion):
     cfg, ts, _ = champion
     features = _write_features(cfg, ts, DS, n=20)
-    df = spark.read.parquet(str(cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}"))
+    df = spark.read.parquet(str(features_partition(cfg, "user", DS)))
     out = score_users(
         df,
         resolve_champion(cfg),
@@ -211,7 +218,7 @@ def test_missing_features_partition(spark, champion):
         run(cfg, dt.date(2030, 1, 1), "r")
     day = dt.date(2030, 1, 2)
     _write_features(cfg, ts, day, n=5)
-    for f in (cfg.paths.layer("features") / "user_category" / f"ds={day.isoformat()}").glob("*.parquet"):
+    for f in features_partition(cfg, "user_category", day).glob("*.parquet"):
         f.unlink()
     with pytest.raises(ScoringError, match="no candidate categories for ds=2030-01-02"):
         run(cfg, day, "r", spark=spark)
@@ -220,7 +227,7 @@ def test_missing_features_partition(spark, champion):
 def test_features_missing_model_columns(spark, champion):
     cfg, ts, _ = champion
     _write_features(cfg, ts, DS, n=10)
-    folder = cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}"
+    folder = features_partition(cfg, "user", DS)
     for f in folder.glob("*.parquet"):
         pq.write_table(pq.read_table(f).drop_columns(["f_avg_price"]), f)
     with pytest.raises(ScoringError, match=r"needs columns \['f_avg_price'\]"):
@@ -233,7 +240,7 @@ def test_features_with_wrong_types_fail_on_the_driver(spark, champion):
 
     cfg, ts, _ = champion
     _write_features(cfg, ts, DS, n=10)
-    folder = cfg.paths.layer("features") / "user" / f"ds={DS.isoformat()}"
+    folder = features_partition(cfg, "user", DS)
     for f in folder.glob("*.parquet"):
         t = pq.read_table(f)
         t = t.set_column(t.schema.get_field_index("f_avg_price"), "f_avg_price", t["f_avg_price"].cast(pa.string()))

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from tasks.config import REPO_ROOT
 from tasks.errors import EXIT_DATA_ERROR, run_cli
+from tasks.layers import training_set_dir
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SEQUENCE_COLUMNS
 from tasks.train import main
@@ -57,7 +58,7 @@ def trained(tmp_path_factory, spark):
 
     root = tmp_path_factory.mktemp("train")
     cfg = _cfg(root / "var")
-    ts = _with_long_window(write_training_set(cfg.paths.layer("training_sets") / "ts_small", n_users=200, seed=1))
+    ts = _with_long_window(write_training_set(training_set_dir(cfg, "ts_small"), n_users=200, seed=1))
     validate_training_set(cfg, "ts_small")
     result = launch(cfg, ts, model_type="lstm", epochs=2, nproc=2)
     return cfg, ts, result

@@ -14,6 +14,7 @@ from spark_jobs import features as F
 from spark_jobs import training_set as T
 from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS
 from tests.helpers.events import events_df, random_events, write_events_layer
+from tasks.layers import training_set_dir
 
 D = dt.date
 
@@ -56,7 +57,7 @@ def test_build_splits_files_manifest_and_rerun(spark, cfg, layer_rows, tmp_path)
     info = T.build(c, spark=spark)
     m = info.manifest
     # Events 2026-01-01..12 with a 2-day horizon: the latest labelled cutoff is 2026-01-11.
-    assert info.path == c.paths.layer("training_sets") / "cutoffs_2026-01-05_2026-01-11"
+    assert info.path == training_set_dir(c, "cutoffs_2026-01-05_2026-01-11")
     assert m["cutoffs"] == {"train": ["2026-01-05", "2026-01-06", "2026-01-07"], "val": ["2026-01-09"], "test": ["2026-01-11"]}
     assert m["dropped_cutoffs"] == ["2026-01-08", "2026-01-10"]
     assert len(set().union(*map(set, m["cutoffs"].values()))) == sum(len(v) for v in m["cutoffs"].values())

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.config import REPO_ROOT, PipelineConfig
+from tasks.layers import scores_partition
 from tasks.warehouse import (
     ScoreValidationError,
     Warehouse,
@@ -334,7 +335,7 @@ def test_held_lock_gives_busy_error_after_timeout(wh, wh_cfg, make_cfg, tmp_path
 
 
 def _write_staging(cfg: PipelineConfig, ds: dt.date, rows: pa.Table, parts: int = 2) -> Path:
-    folder = cfg.paths.layer("scores") / f"ds={ds.isoformat()}"
+    folder = scores_partition(cfg, ds)
     folder.mkdir(parents=True, exist_ok=True)
     # As Spark writes it: ds is the folder's partition key, scored_at a zone-less timestamp in UTC.
     body = rows.drop_columns(["ds"])

@@ -1,10 +1,11 @@
 """Validation results on disk: one JSON per validated partition, read by later steps (training).
 
-``spark_jobs.validate`` writes ``<paths.gx_dir>/results/<layer>_<key>.json`` for every run, passed or
-failed, holding the summary, the Data Docs path and a fingerprint of the partition's files. A step
-that must only consume validated data (training) reads it back with ``read_result`` and compares the
-fingerprint, so data rebuilt after its validation counts as unvalidated. This module imports neither
-Spark nor Great Expectations, so readers stay light.
+``spark_jobs.validate`` writes ``<paths.gx_dir>/results/<layer>_<key>.json`` (the catalog's
+``tasks.layers.validation_result``) for every run, passed or failed, holding the summary, the Data Docs path
+and a fingerprint of the partition's files. A step that must only consume validated data (training) reads it
+back with ``read_result`` and compares the fingerprint, so data rebuilt after its validation counts as unvalidated. This module imports neither
+Spark nor Great Expectations, so readers stay light; it sits in ``tasks`` below both its writer
+(``spark_jobs.validate``) and its reader (``tasks.train``).
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = "results"
+from tasks.layers import validation_result_in
 
 
 def result_path(gx_dir: Path, layer: str, key: str) -> Path:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{layer}_{key}")
-    return Path(gx_dir) / RESULTS_DIR / f"{name}.json"
+    """Where the result of ``layer``'s partition ``key`` is stored under ``gx_dir``."""
+    return validation_result_in(gx_dir, layer, key)
 
 
 def partition_fingerprint(folder: Path) -> str:

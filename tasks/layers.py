@@ -1,0 +1,174 @@
+"""The data catalog: where every layer lives and how its partitions are named, declared once.
+
+Every step reads and writes its layers through these functions instead of joining path pieces itself,
+so a layer's root or partition naming changes here and nowhere else (``docs/data-layers.md`` describes
+the layers and which step writes each). Plain ``pathlib``: no Spark, Great Expectations or torch import,
+and no file system access except where a function says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from tasks.config import PipelineConfig
+
+DataLayer = Literal["raw", "events", "quarantine", "features", "training_sets", "scores"]
+DATA_LAYERS: tuple[str, ...] = get_args(DataLayer)
+
+# Hive-style partition keys: Spark's partitionBy writes them and its reader turns them back into columns.
+DAY_KEY = "dt"  # a calendar day of events (raw, events, quarantine, incoming)
+CUTOFF_KEY = "ds"  # a cutoff / logical date (features, scores)
+SOURCE_KEY = "source"  # the exporter a raw file came from
+
+FeatureTable = Literal["user", "user_category"]
+FEATURE_TABLES: tuple[str, ...] = get_args(FeatureTable)
+
+TRAINING_SET_MANIFEST = "manifest.json"
+# Sub-folder of a training set holding the user x category candidate rows of each split.
+TRAINING_SET_CANDIDATES = "user_category"
+
+# Under paths.gx_dir: the JSON outcome of every validation run (tasks.validation_results).
+VALIDATION_RESULTS_DIR = "results"
+
+
+def _day_text(value: dt.date | str) -> str:
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def partition_name(key: str, value: dt.date | str) -> str:
+    """``<key>=<value>``, a date as YYYY-MM-DD: the folder name of one Hive-style partition."""
+    return f"{key}={_day_text(value)}"
+
+
+def partition_dir(root: Path, key: str, value: dt.date | str) -> Path:
+    """The folder of partition ``key=value`` under ``root``."""
+    return Path(root) / partition_name(key, value)
+
+
+def partition_day(folder_name: str, key: str) -> dt.date | None:
+    """The date of a partition folder named ``<key>=YYYY-MM-DD``; None for any other name."""
+    m = re.fullmatch(rf"{re.escape(key)}=(\d{{4}}-\d{{2}}-\d{{2}})", folder_name)
+    return dt.date.fromisoformat(m.group(1)) if m else None
+
+
+def layer_in(data_dir: Path, name: str) -> Path:
+    """Root of the named layer under a data folder (``paths.var_dir``/data); unknown names are refused."""
+    if name not in DATA_LAYERS:
+        raise ValueError(f"unknown data layer {name!r}; known: {', '.join(DATA_LAYERS)}")
+    return Path(data_dir) / name
+
+
+def layer_root(cfg: PipelineConfig, name: DataLayer) -> Path:
+    """Root folder of one named data layer."""
+    return layer_in(cfg.paths.data, name)
+
+
+# Drop zone (outside the layers): files as delivered, one folder per source and day.
+def incoming_dir(cfg: PipelineConfig, source: str) -> Path:
+    return cfg.paths.incoming / source
+
+
+def incoming_partition(cfg: PipelineConfig, source: str, day: dt.date) -> Path:
+    """``<incoming>/<source>/dt=<day>/``."""
+    return partition_dir(incoming_dir(cfg, source), DAY_KEY, day)
+
+
+def raw_partition(cfg: PipelineConfig, source: str, day: dt.date) -> Path:
+    """``raw/source=<source>/dt=<day>/``: the byte copies of one delivered day."""
+    return partition_dir(partition_dir(layer_root(cfg, "raw"), SOURCE_KEY, source), DAY_KEY, day)
+
+
+def events_root(cfg: PipelineConfig) -> Path:
+    return layer_root(cfg, "events")
+
+
+def events_partition(cfg: PipelineConfig, day: dt.date) -> Path:
+    """``events/dt=<day>/``."""
+    return partition_dir(events_root(cfg), DAY_KEY, day)
+
+
+def quarantine_root(cfg: PipelineConfig) -> Path:
+    return layer_root(cfg, "quarantine")
+
+
+def quarantine_partition(cfg: PipelineConfig, day: dt.date) -> Path:
+    """``quarantine/dt=<day>/``."""
+    return partition_dir(quarantine_root(cfg), DAY_KEY, day)
+
+
+def features_root(cfg: PipelineConfig, table: FeatureTable) -> Path:
+    """``features/<table>/``, the root a ``partitionBy("ds")`` write goes to."""
+    if table not in FEATURE_TABLES:
+        raise ValueError(f"unknown features table {table!r}; known: {', '.join(FEATURE_TABLES)}")
+    return layer_root(cfg, "features") / table
+
+
+def features_partition(cfg: PipelineConfig, table: FeatureTable, ds: dt.date) -> Path:
+    """``features/<table>/ds=<ds>/``."""
+    return partition_dir(features_root(cfg, table), CUTOFF_KEY, ds)
+
+
+def training_sets_root(cfg: PipelineConfig) -> Path:
+    return layer_root(cfg, "training_sets")
+
+
+def training_set_dir(cfg: PipelineConfig, training_set_id: str) -> Path:
+    """``training_sets/<id>/``."""
+    return training_sets_root(cfg) / training_set_id
+
+
+def training_set_split(set_dir: Path, split: str) -> Path:
+    """``<set>/<split>/``: the user rows of one split (train, val, test)."""
+    return Path(set_dir) / split
+
+
+def training_set_candidates(set_dir: Path, split: str) -> Path:
+    """``<set>/user_category/<split>/``: the candidate-category rows of one split."""
+    return Path(set_dir) / TRAINING_SET_CANDIDATES / split
+
+
+def training_set_manifest(set_dir: Path) -> Path:
+    return Path(set_dir) / TRAINING_SET_MANIFEST
+
+
+def scores_root(cfg: PipelineConfig) -> Path:
+    return layer_root(cfg, "scores")
+
+
+def scores_partition(cfg: PipelineConfig, ds: dt.date) -> Path:
+    """``scores/ds=<ds>/``: the staging rows the warehouse load reads."""
+    return partition_dir(scores_root(cfg), CUTOFF_KEY, ds)
+
+
+# Outside the layers, under paths.var_dir.
+def drift_report(cfg: PipelineConfig, ds: dt.date) -> Path:
+    """``runs/drift/<ds>.json``: the nightly feature-drift report of a cutoff."""
+    return cfg.paths.runs_dir / "drift" / f"{ds.isoformat()}.json"
+
+
+def validation_result_in(gx_dir: Path, layer: str, key: str) -> Path:
+    """``<gx_dir>/results/<layer>_<key>.json`` (characters outside [A-Za-z0-9_.-] become "_")."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{layer}_{key}")
+    return Path(gx_dir) / VALIDATION_RESULTS_DIR / f"{name}.json"
+
+
+def data_docs_site(gx_dir: Path) -> Path:
+    """The Data Docs site the file-backed GX project under ``gx_dir`` renders (``index.html`` inside); GX's layout."""
+    return Path(gx_dir) / "gx" / "uncommitted" / "data_docs" / "local_site"
+
+
+def validation_result(cfg: PipelineConfig, layer: str, key: str) -> Path:
+    """Where the outcome of validating ``layer``'s partition ``key`` is stored."""
+    return validation_result_in(cfg.paths.gx_dir, layer, key)
+
+
+def class_archive_path(cfg: PipelineConfig) -> Path | None:
+    """Where ``spark.class_archive`` lives (None when switched off); see spark_jobs.class_archive."""
+    if not cfg.spark.class_archive:
+        return None
+    path = Path(cfg.spark.class_archive)
+    return path if path.is_absolute() else cfg.paths.var / path
