@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.harness import timed
 from tasks.config import PipelineConfig
+from tasks.layers import DAY_KEY, events_root, partition_dir
 from tasks.partitions import parquet_rows
 from tasks.schema import EVENT_COLUMNS
 
@@ -58,8 +59,8 @@ def synthetic_events(cfg: PipelineConfig, n_users: int, n_days: int) -> tuple[Pa
     con.execute("SET TimeZone = 'UTC'")
     started = time.perf_counter()
     for day in report.days:
-        src = base / "csv" / f"dt={day.isoformat()}" / "events.csv"
-        out = layer / f"dt={day.isoformat()}"
+        src = partition_dir(base / "csv", DAY_KEY, day) / "events.csv"
+        out = partition_dir(layer, DAY_KEY, day)
         out.mkdir(parents=True)
         con.execute(
             f"COPY (SELECT {select} FROM read_csv('{src}', header = true, all_varchar = true)) "
@@ -75,14 +76,14 @@ def synthetic_events(cfg: PipelineConfig, n_users: int, n_days: int) -> tuple[Pa
 
 def link_events(cfg: PipelineConfig, layer: Path) -> None:
     """Make ``layer`` the events layer of ``cfg`` (read-only use: nothing in the benchmarks writes events)."""
-    target = cfg.paths.layer("events")
+    target = events_root(cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(layer, target_is_directory=True)
 
 
 def events_rows(layer: Path, days: list[dt.date]) -> int:
     """Events in the day partitions ``days`` of ``layer``, from Parquet footers."""
-    return sum(parquet_rows(layer / f"dt={d.isoformat()}") or 0 for d in days)
+    return sum(parquet_rows(partition_dir(layer, DAY_KEY, d)) or 0 for d in days)
 
 
 def build_synthetic_training_set(cfg: PipelineConfig, spark, n_users: int, n_days: int):

@@ -60,12 +60,6 @@ class PathsConfig(_Section):
     def data(self) -> Path:
         return self.var / "data"
 
-    def layer(self, name: str) -> Path:
-        """Root folder of one named data layer; the catalog (tasks/layers.py) names the layers and partitions."""
-        from tasks.layers import layer_in
-
-        return layer_in(self.data, name)
-
     @property
     def airflow_home(self) -> Path:
         return self.var / "airflow"

@@ -55,16 +55,11 @@ def partition_day(folder_name: str, key: str) -> dt.date | None:
     return dt.date.fromisoformat(m.group(1)) if m else None
 
 
-def layer_in(data_dir: Path, name: str) -> Path:
-    """Root of the named layer under a data folder (``paths.var_dir``/data); unknown names are refused."""
+def layer_root(cfg: PipelineConfig, name: DataLayer) -> Path:
+    """Root folder of one named data layer (under ``paths.var_dir``/data); unknown names are refused."""
     if name not in DATA_LAYERS:
         raise ValueError(f"unknown data layer {name!r}; known: {', '.join(DATA_LAYERS)}")
-    return Path(data_dir) / name
-
-
-def layer_root(cfg: PipelineConfig, name: DataLayer) -> Path:
-    """Root folder of one named data layer."""
-    return layer_in(cfg.paths.data, name)
+    return cfg.paths.data / name
 
 
 # Drop zone (outside the layers): files as delivered, one folder per source and day.

@@ -20,6 +20,7 @@ from bench.harness import (
     workdir,
 )
 from tasks.config import PipelineConfig
+from tasks.layers import DAY_KEY, partition_dir
 from tests.helpers.config import isolated_config
 
 
@@ -42,12 +43,12 @@ def features_case(spark, cfg: PipelineConfig, target_events: int, reps: int, wor
     link_events(case_cfg, layer)
     ds = cfg.generator.start + dt.timedelta(days=fcfg.lookback_days)
     lookback = [ds - dt.timedelta(days=i) for i in range(fcfg.lookback_days, 0, -1)]
-    files = [layer / f"dt={d.isoformat()}" / "part-00000.parquet" for d in lookback]
+    files = [partition_dir(layer, DAY_KEY, d) / "part-00000.parquet" for d in lookback]
     n_events = events_rows(layer, lookback)
     cores = local_cores(cfg)
 
     job_files = files + [
-        layer / f"dt={(ds + dt.timedelta(days=i)).isoformat()}" / "part-00000.parquet" for i in range(fcfg.horizon_days)
+        partition_dir(layer, DAY_KEY, ds + dt.timedelta(days=i)) / "part-00000.parquet" for i in range(fcfg.horizon_days)
     ]
     steps = ("spark_job", "spark_core", "duckdb_core", "duckdb_job")
     wall: dict[str, list[float]] = {k: [] for k in steps}

@@ -22,6 +22,7 @@ import datetime as dt, json, sys
 from pathlib import Path
 from bench.benchmarks.gx_events_overhead import COLD_VARIANTS
 from bench.harness import process_cpu_s
+from tasks.layers import events_root
 from tests.helpers.config import isolated_config
 cfg = isolated_config(Path(sys.argv[1]), **COLD_VARIANTS[sys.argv[2]])
 day = dt.date.fromisoformat(sys.argv[4])
@@ -37,7 +38,7 @@ elif sys.argv[3] == "gate_lookback":
         from expectations.runner import check
     spark = session()
     first = dt.date.fromisoformat(sys.argv[5])
-    df = spark.read.parquet(str(cfg.paths.layer("events"))).where(f"dt >= '{first}' and dt <= '{day}'").drop("dt")
+    df = spark.read.parquet(str(events_root(cfg))).where(f"dt >= '{first}' and dt <= '{day}'").drop("dt")
     check(df, events.build_suite(cfg, day, first), name="events_lookback", gx_dir=cfg.paths.gx_dir,
       docs_index_limit=cfg.quality.data_docs_index_limit)
 else:

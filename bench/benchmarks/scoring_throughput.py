@@ -12,6 +12,8 @@ from functools import partial
 from bench.data import build_synthetic_training_set
 from bench.harness import local_cores, r, spark_session, timed, workdir
 from tasks.config import PipelineConfig
+from tasks.layers import features_partition
+from tasks.schema import user_category_columns
 from tests.helpers.config import isolated_config
 
 
@@ -23,11 +25,11 @@ def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_fi
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    folder = cfg.paths.layer("features") / "user" / f"ds={ds.isoformat()}"
+    folder = features_partition(cfg, "user", ds)
     copies = max(1, math.ceil(target_users / sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet"))))
     rows = 0
     for layer in ("user", "user_category"):
-        folder = cfg.paths.layer("features") / layer / f"ds={ds.isoformat()}"
+        folder = features_partition(cfg, layer, ds)
         table = pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("*.parquet")))
         parts = []
         for k in range(copies):
@@ -89,7 +91,6 @@ def run(args: argparse.Namespace) -> dict:
     from mlflow import MlflowClient
 
     from spark_jobs import features, score
-    from spark_jobs.features import user_category_columns
     from spark_jobs.score import arrow_to_pandas, attach_candidates, model_input_columns
     from tasks.training.launcher import launch
     from tasks.warehouse import load_scores

@@ -18,9 +18,9 @@ from spark_jobs import features as features_job
 from spark_jobs.clean_events import clean_day
 from spark_jobs.validate import validate_events, validate_features
 from tasks.land import land_day
+from tasks.layers import incoming_partition
 from tasks.schema import EVENT_COLUMNS
 from tests.helpers.events import ev, write_events_layer
-from tasks.layers import incoming_partition
 
 DAY = dt.date(2026, 1, 5)
 

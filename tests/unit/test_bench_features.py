@@ -9,8 +9,8 @@ import pytest
 
 from bench.duckdb_features import compare_job, duckdb_job
 from spark_jobs import features as F
-from tests.helpers.events import random_events, write_events_layer
 from tasks.layers import events_partition
+from tests.helpers.events import random_events, write_events_layer
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 
 from spark_jobs import class_archive
 from spark_jobs.session import SHORT_LIVED_JAVA_OPTIONS, driver_java_options
-from tasks.layers import class_archive_path
 from tasks.config import REPO_ROOT, with_overrides
+from tasks.layers import class_archive_path
 from tests.helpers.config import isolated_config
 
 # A driver in a fresh interpreter: start Spark with the options the pipeline chooses (plus argv[2]), run a

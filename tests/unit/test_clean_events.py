@@ -12,10 +12,10 @@ import pytest
 from spark_jobs.clean_events import CleaningError, clean, clean_day, local_midnight, run_import, run_range
 from spark_jobs.loaders import RawFormatError, read_raw
 from tasks.land import land_day, land_file
+from tasks.layers import events_partition, incoming_partition, layer_root, quarantine_partition, raw_partition
 from tasks.partitions import parquet_files
 from tasks.schema import EVENT_COLUMNS, QUARANTINE_REASONS
 from tests.conftest import shared_data
-from tasks.layers import events_partition, incoming_partition, quarantine_partition, raw_partition
 
 UTC = dt.timezone.utc
 DAY = dt.date(2026, 1, 2)
@@ -87,13 +87,13 @@ def test_day_writes_events_quarantine_and_counts_duplicates(spark, cfg):
     assert report.events_written and report.n_raw == 203
     assert report.n_duplicates == 1 and report.n_events == 201
     assert report.quarantined == {"excluded_event_type": 1} and report.n_bad == 0
-    events = spark.read.parquet(str(cfg.paths.layer("events") / "dt=2026-01-02"))
+    events = spark.read.parquet(str(layer_root(cfg, "events") / "dt=2026-01-02"))
     assert events.count() == 201 and events.columns == list(EVENT_COLUMNS)
     assert dict(events.dtypes) == EVENT_COLUMNS
     # INT64 microseconds in UTC (spark_jobs.session); Spark's legacy INT96 would read back as timestamp[ns].
-    (part,) = parquet_files(cfg.paths.layer("events") / "dt=2026-01-02")
+    (part,) = parquet_files(layer_root(cfg, "events") / "dt=2026-01-02")
     assert pq.read_schema(part).field("event_time").type == pa.timestamp("us", tz="UTC")
-    q = spark.read.parquet(str(cfg.paths.layer("quarantine") / "dt=2026-01-02")).collect()
+    q = spark.read.parquet(str(layer_root(cfg, "quarantine") / "dt=2026-01-02")).collect()
     assert [r.reason for r in q] == ["excluded_event_type"]
 
 
@@ -157,13 +157,13 @@ def test_import_real_taobao_sample_into_days(spark, cfg, tmp_path):
     report = run_import(sh, "taobao", dt.date(2017, 12, 1), dt.date(2017, 11, 25), dt.date(2017, 12, 1))
     assert report.n_raw == 61453
     assert set(report.quarantined) <= {"outside_partition"} and 0 < report.quarantined["outside_partition"] < 200
-    days = sorted(p.name for p in sh.paths.layer("events").glob("dt=*"))
+    days = sorted(p.name for p in layer_root(sh, "events").glob("dt=*"))
     assert days == [f"dt=2017-11-{d}" for d in range(25, 31)] + ["dt=2017-12-01"]
-    first = spark.read.parquet(str(sh.paths.layer("events") / "dt=2017-11-25"))
+    first = spark.read.parquet(str(layer_root(sh, "events") / "dt=2017-11-25"))
     bounds = first.selectExpr("min(event_time) lo", "max(event_time) hi").first()
     assert bounds.lo.replace(tzinfo=UTC) >= dt.datetime(2017, 11, 24, 16, tzinfo=UTC)
     assert bounds.hi.replace(tzinfo=UTC) < dt.datetime(2017, 11, 25, 16, tzinfo=UTC)
-    total = spark.read.parquet(str(sh.paths.layer("events"))).count()
+    total = spark.read.parquet(str(layer_root(sh, "events"))).count()
     assert total == report.n_events == 61453 - report.quarantined["outside_partition"] - report.n_duplicates
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tasks.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_config, parse_ds
+from tasks.layers import layer_root
 
 
 def test_committed_config_loads():
@@ -17,7 +18,7 @@ def test_committed_config_loads():
     assert cfg.mlflow.model_name == "purchase_intent"
     assert cfg.mlflow.champion_alias == "champion"
     assert cfg.warehouse.table == "intent_scores"
-    assert cfg.paths.layer("events").parts[-3:] == ("var", "data", "events")
+    assert layer_root(cfg, "events").parts[-3:] == ("var", "data", "events")
 
 
 def test_every_key_is_commented():

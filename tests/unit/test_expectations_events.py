@@ -11,8 +11,8 @@ from expectations.events import build_suite
 from expectations.runner import DataQualityError, check, validate_dataframe
 from spark_jobs.validate import main, validate_events, validate_layer
 from tasks.config import with_overrides
-from tasks.schema import EVENT_COLUMNS
 from tasks.layers import data_docs_site, events_partition
+from tasks.schema import EVENT_COLUMNS
 
 DAY = dt.date(2026, 1, 2)
 SCHEMA = ", ".join(f"{c} {t}" for c, t in EVENT_COLUMNS.items())
@@ -106,9 +106,9 @@ def test_unknown_layer_is_rejected(cfg):
 
 
 def _config_file(cfg):
-    from tasks.config import DEFAULT_CONFIG
-
     import yaml
+
+    from tasks.config import DEFAULT_CONFIG
 
     merged = yaml.safe_load(DEFAULT_CONFIG.read_text())
     merged["paths"] = {"var_dir": str(cfg.paths.var), "incoming_dir": str(cfg.paths.incoming)}

@@ -11,8 +11,8 @@ import pytest
 from expectations.runner import DataQualityError
 from expectations.scores import PSI_CHECK, extra_checks, partition, score_psi
 from spark_jobs.validate import validate_scores
-from tasks.schema import SCORE_COLUMNS
 from tasks.layers import features_partition
+from tasks.schema import SCORE_COLUMNS
 
 DS = dt.date(2026, 1, 10)
 SCHEMA = ", ".join(f"{c} {t}" for c, t in SCORE_COLUMNS.items() if c != "ds")

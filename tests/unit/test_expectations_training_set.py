@@ -10,11 +10,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.validation_results import partition_fingerprint, read_result, result_path
 from expectations.runner import DataQualityError
 from spark_jobs.validate import main, validate_training_set
-from tests.helpers.trainingset import write_training_set
 from tasks.layers import training_set_dir
+from tasks.validation_results import partition_fingerprint, read_result, result_path
+from tests.helpers.trainingset import write_training_set
 
 
 def _set(cfg, name: str):

@@ -15,6 +15,7 @@ from tasks.schema import EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS
 from tests.conftest import shared_data
 from tests.helpers.events import ev, events_df, events_pdf, random_events, spark_from_pdf, taobao_events, write_events_layer
 from tests.reference.features_duckdb import (
+from tasks.layers import layer_root
     reference_category_labels,
     reference_labels,
     reference_user_category,
@@ -226,7 +227,7 @@ def test_run_writes_partition_and_rerun_replaces_only_it(spark, cfg):
     r8 = F.run(c, dt.date(2026, 1, 8), spark=spark)
     r9 = F.run(c, dt.date(2026, 1, 9), spark=spark)
     assert r8.with_labels and r8.events_dts == tuple(dt.date(2026, 1, d) for d in range(1, 9))
-    assert r8.path == c.paths.layer("features") / "user" / "ds=2026-01-08"
+    assert r8.path == layer_root(c, "features") / "user" / "ds=2026-01-08"
     before9 = _partition_files(r9.path)
     first = spark.read.parquet(str(r8.path)).count()
     assert first == r8.n_users > 0
@@ -234,7 +235,7 @@ def test_run_writes_partition_and_rerun_replaces_only_it(spark, cfg):
     # New history for an extra user; rerunning ds=2026-01-08 must replace (not append to) that partition.
     write_events_layer(c, [r for r in rows if r["event_time"].date() == dt.date(2026, 1, 7)] + [ev("2026-01-07T08:00:00", "extra")])
     again = F.run(c, dt.date(2026, 1, 8), spark=spark)
-    table = spark.read.parquet(str(c.paths.layer("features") / "user"))
+    table = spark.read.parquet(str(layer_root(c, "features") / "user"))
     assert again.n_users == first + 1
     assert table.where("ds = DATE'2026-01-08'").count() == first + 1
     assert table.where("ds = DATE'2026-01-08'").select("user_id").distinct().count() == first + 1
@@ -257,7 +258,7 @@ def test_run_without_history_is_a_clear_error(spark, cfg):
     write_events_layer(c, [ev("2026-01-20T10:00:00", "a")])
     with pytest.raises(F.FeaturesError, match=r"no events in the lookback 2026-01-01\.\.2026-01-07"):
         F.run(c, dt.date(2026, 1, 8), spark=spark)
-    assert not (c.paths.layer("features") / "user" / "ds=2026-01-08").exists()
+    assert not (layer_root(c, "features") / "user" / "ds=2026-01-08").exists()
 
 
 def test_taobao_sample_matches_duckdb_reference(spark, cfg):

@@ -112,9 +112,6 @@ def test_function_level_imports_count(tmp_path):
     assert package_cycles(package_imports(tmp_path)) == [("spark_jobs", "expectations")]
 
 
-# Module-level cycles inside one package (tasks.train <-> tasks.search, bench.run <-> bench.suites) are being
-# removed on other branches: drop the skip mark once they are merged.
-@pytest.mark.skip(reason="module cycles inside tasks/ and bench/ are fixed on other branches; enable after merge")
 def test_no_module_cycles_inside_a_package():
     pairs = []
     for package in ORDER:

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from tasks.land import RawConflictError, land_day, land_file, main
-from tasks.layers import incoming_partition
+from tasks.layers import incoming_partition, layer_root
 
 DAY = dt.date(2026, 1, 2)
 
@@ -23,7 +23,7 @@ def test_land_day_copies_bytes(cfg):
     _deliver(cfg)
     _deliver(cfg, "x\n", name="more.csv")
     report = land_day(cfg, DAY)
-    target = cfg.paths.layer("raw") / "source=synthetic" / "dt=2026-01-02"
+    target = layer_root(cfg, "raw") / "source=synthetic" / "dt=2026-01-02"
     assert report.target == target and not report.already_landed
     assert report.files == ("events.csv", "more.csv") and report.n_bytes == 10
     assert (target / "events.csv").read_text() == "a,b\n1,2\n"
@@ -43,14 +43,14 @@ def test_different_bytes_for_landed_day_fail_naming_file(cfg):
     _deliver(cfg, "a,b\n9,9\n")
     with pytest.raises(RawConflictError, match="events.csv.*immutable"):
         land_day(cfg, DAY)
-    target = cfg.paths.layer("raw") / "source=synthetic" / "dt=2026-01-02" / "events.csv"
+    target = layer_root(cfg, "raw") / "source=synthetic" / "dt=2026-01-02" / "events.csv"
     assert target.read_text() == "a,b\n1,2\n"
 
 
 def test_missing_incoming_folder_names_path(cfg):
     with pytest.raises(FileNotFoundError, match="synthetic/dt=2026-01-02"):
         land_day(cfg, DAY)
-    assert not cfg.paths.layer("raw").exists()
+    assert not layer_root(cfg, "raw").exists()
 
 
 def test_unknown_source_rejected(cfg, tmp_path):

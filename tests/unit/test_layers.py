@@ -29,7 +29,7 @@ def test_layer_paths(tmp_path):
     assert L.training_set_manifest(ts) == ts / "manifest.json"
     assert L.drift_report(cfg, DAY) == tmp_path / "var" / "runs" / "drift" / "2026-01-02.json"
     assert L.validation_result(cfg, "training_set", "a b/c") == cfg.paths.gx_dir / "results" / "training_set_a_b_c.json"
-    assert cfg.paths.layer("scores") == L.scores_root(cfg)
+    assert L.layer_root(cfg, "scores") == L.scores_root(cfg)
 
 
 def test_partition_names_round_trip():
@@ -41,6 +41,6 @@ def test_partition_names_round_trip():
 def test_unknown_names_are_refused(tmp_path):
     cfg = isolated_config(tmp_path / "var")
     with pytest.raises(ValueError, match="unknown data layer 'gold'"):
-        cfg.paths.layer("gold")
+        L.layer_root(cfg, "gold")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown features table 'item'"):
         L.features_root(cfg, "item")  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from tasks.models.base import IntentModel, IntentModelConfig, register_model
+from tasks.layers import layer_root
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def test_a_family_file_trains_through_the_launcher(family, tmp_path, capsys):
         training={"model_type": family, "batch_size": 64, "embedding_dim": 16, "hidden_dim": 32, "baselines": False},
         models={family: {"scale": 0.5}},
     )
-    ts = write_training_set(cfg.paths.layer("training_sets") / "ts_family", n_users=160, seed=5)
+    ts = write_training_set(layer_root(cfg, "training_sets") / "ts_family", n_users=160, seed=5)
     with pytest.raises(SystemExit):
         main(["--training-set", str(ts), "--model-type", "gru", "--output", str(tmp_path / "x.json")])
     assert f"choose from {', '.join(repr(n) for n in family_names())}" in capsys.readouterr().err
@@ -100,7 +101,7 @@ def test_a_family_file_trains_through_the_launcher(family, tmp_path, capsys):
 
 def test_a_family_section_with_an_unknown_key_fails_before_torchrun(family, tmp_path):
     cfg = isolated_config(tmp_path / "var", training={"model_type": family}, models={family: {"scael": 0.5}})
-    ts = write_training_set(cfg.paths.layer("training_sets") / "ts_family", n_users=40, seed=5)
+    ts = write_training_set(layer_root(cfg, "training_sets") / "ts_family", n_users=40, seed=5)
     with pytest.raises(ValueError, match=rf"models\.{family}: unknown key\(s\) \['scael'\]; MeanPoolConfig takes"):
         launch(cfg, ts, epochs=1, nproc=1, allow_unvalidated=True)
     assert not list(cfg.paths.runs_dir.glob("train-*"))

@@ -22,13 +22,13 @@ from spark_jobs.score import (
     run,
     score_users,
 )
+from tasks.layers import features_partition, scores_partition
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SCORE_COLUMNS, SEQUENCE_COLUMNS
 from tasks.training.launcher import launch
 from tasks.warehouse import Warehouse, load_scores
 from tests.helpers.config import isolated_config
 from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
-from tasks.layers import features_partition, scores_partition
 
 UNSEEN = "never_seen_cat"
 

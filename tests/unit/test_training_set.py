@@ -12,9 +12,9 @@ from pyspark.sql import functions as F_
 
 from spark_jobs import features as F
 from spark_jobs import training_set as T
+from tasks.layers import layer_root, training_set_dir
 from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS
 from tests.helpers.events import events_df, random_events, write_events_layer
-from tasks.layers import training_set_dir
 
 D = dt.date
 
@@ -136,7 +136,7 @@ def test_missing_label_window_is_named(spark, cfg, layer_rows):
     write_events_layer(c, layer_rows)
     with pytest.raises(T.TrainingSetError, match="last cutoff 2026-01-12 .*missing for 2026-01-13"):
         T.build(c, last_cutoff=D(2026, 1, 12), spark=spark)
-    assert not c.paths.layer("training_sets").exists() or not any(c.paths.layer("training_sets").iterdir())
+    assert not layer_root(c, "training_sets").exists() or not any(layer_root(c, "training_sets").iterdir())
 
 
 def test_missing_history_and_gaps_are_named(spark, cfg, layer_rows):
@@ -144,7 +144,7 @@ def test_missing_history_and_gaps_are_named(spark, cfg, layer_rows):
     write_events_layer(c, layer_rows)
     with pytest.raises(T.TrainingSetError, match=r"earliest cutoff 2026-01-01 has no history: .*dt=2025-12-31"):
         T.build(c, last_cutoff=D(2026, 1, 5), spark=spark)
-    for part in (c.paths.layer("events") / "dt=2026-01-08").glob("*.parquet"):
+    for part in (layer_root(c, "events") / "dt=2026-01-08").glob("*.parquet"):
         part.unlink()
     with pytest.raises(T.TrainingSetError, match="missing: 2026-01-08"):
         T.build(c, last_cutoff=D(2026, 1, 10), spark=spark)
