@@ -68,8 +68,11 @@ def synthetic_events(cfg: PipelineConfig, n_users: int, n_days: int) -> tuple[Pa
         )
     con.close()
     shutil.rmtree(base / "csv")
-    print(f"  synthetic log: {report.n_events} events of {n_users} users x {n_days} days "
-          f"(generate {gen_s:.1f}s, to Parquet {time.perf_counter() - started:.1f}s)", flush=True)
+    print(
+        f"  synthetic log: {report.n_events} events of {n_users} users x {n_days} days "
+        f"(generate {gen_s:.1f}s, to Parquet {time.perf_counter() - started:.1f}s)",
+        flush=True,
+    )
     _CORPORA[key] = (layer, report.n_events)
     return _CORPORA[key]
 

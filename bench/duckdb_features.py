@@ -58,20 +58,29 @@ def spark_core(spark, cfg: PipelineConfig, files: list[Path], ds: dt.date, out: 
     never = float(fcfg.lookback_days + 1)
     us = F.unix_micros("event_time")
     ev = spark.read.parquet(*[str(f) for f in files]).where(
-        (F.col("event_time") >= F.lit(start)) & (F.col("event_time") < F.lit(cut))
-        & F.col("user_id").isNotNull() & F.col("event_type").isin(*EVENT_TYPES)
+        (F.col("event_time") >= F.lit(start))
+        & (F.col("event_time") < F.lit(cut))
+        & F.col("user_id").isNotNull()
+        & F.col("event_type").isin(*EVENT_TYPES)
     )
     aggs = [
-        F.sum(F.when((F.col("event_type") == t)
-                     & (F.col("event_time") >= F.lit(local_midnight_utc(ds - dt.timedelta(days=w), tz))), 1)
-              .otherwise(0)).cast("double").alias(f"f_{t}_{w}d")
+        F.sum(
+            F.when(
+                (F.col("event_type") == t)
+                & (F.col("event_time") >= F.lit(local_midnight_utc(ds - dt.timedelta(days=w), tz))),
+                1,
+            ).otherwise(0)
+        )
+        .cast("double")
+        .alias(f"f_{t}_{w}d")
         for w in fcfg.windows_days
         for t in EVENT_TYPES
     ]
     cut_us = F.lit(int(cut.timestamp() * 1_000_000))
     aggs += [
-        F.coalesce((cut_us - F.max(F.when(F.col("event_type") == t, us))) / F.lit(86_400_000_000.0), F.lit(never))
-        .alias(f"f_recency_{t}")
+        F.coalesce(
+            (cut_us - F.max(F.when(F.col("event_type") == t, us))) / F.lit(86_400_000_000.0), F.lit(never)
+        ).alias(f"f_recency_{t}")
         for t in EVENT_TYPES
     ]
     aggs.append(F.coalesce((cut_us - F.max(us)) / F.lit(86_400_000_000.0), F.lit(never)).alias("f_recency_any"))
@@ -149,17 +158,21 @@ def compare_job(duck: Path, spark: Path, key: list[str], columns: list[str] | No
         if not n_d == n_s == n_j:
             raise RuntimeError(f"feature rows differ: duckdb {n_d}, spark {n_s}, joined on {key} {n_j}")
         checks = {
-            c: (f"abs(d.{c} - s.{c}) > 1e-9 * greatest(abs(s.{c}), 1)" if c.startswith("f_")
-                else f"d.{c} IS DISTINCT FROM s.{c}")
+            c: (
+                f"abs(d.{c} - s.{c}) > 1e-9 * greatest(abs(s.{c}), 1)"
+                if c.startswith("f_")
+                else f"d.{c} IS DISTINCT FROM s.{c}"
+            )
             for c in columns
         }
         counts = con.execute(
-            "SELECT " + ", ".join(f"count(*) FILTER (WHERE {cond})" for cond in checks.values())
+            "SELECT "
+            + ", ".join(f"count(*) FILTER (WHERE {cond})" for cond in checks.values())
             + f" FROM {d} d JOIN {s} s USING ({', '.join(key)})"
         ).fetchone()
     finally:
         con.close()
-    return dict(zip(checks, counts))
+    return dict(zip(checks, counts, strict=True))
 
 
 def core_columns(cfg: PipelineConfig) -> list[str]:

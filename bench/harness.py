@@ -91,10 +91,8 @@ def local_cores(cfg: PipelineConfig) -> int:
     return os.cpu_count() or 1
 
 
-
 def r(x: float, nd: int = 2) -> float:
     return round(float(x), nd) if x is not None and math.isfinite(x) else float("nan")
-
 
 
 def run_metrics(cfg: PipelineConfig, run_id: str) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -118,7 +116,6 @@ def env(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
 
 
 def machine() -> dict:

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only these")
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run of the harness)")
     parser.add_argument(
-        "--scale", type=float, default=1.0,
+        "--scale",
+        type=float,
+        default=1.0,
         help="multiply the data sizes (features_vs_duckdb: 1 = 1M and 10M events; gx_events_overhead: 1 = 10M)",
     )
     args = parser.parse_args(argv)

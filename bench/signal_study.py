@@ -31,8 +31,9 @@ def tail_pattern_features(pdf) -> Any:
 
     purchase, cart, fav = EVENT_TYPE_INDEX["purchase"], EVENT_TYPE_INDEX["cart"], EVENT_TYPE_INDEX["fav"]
     out = np.zeros((len(pdf), len(TAIL_FEATURES)))
-    columns = zip(pdf["seq_event_type"], pdf["seq_gap_cutoff_bucket"], pdf["seq_item_bucket"], pdf["seq_category"],
-                  strict=True)
+    columns = zip(
+        pdf["seq_event_type"], pdf["seq_gap_cutoff_bucket"], pdf["seq_item_bucket"], pdf["seq_category"], strict=True
+    )
     for i, (types, gaps, items, cats) in enumerate(columns):
         types, gaps = np.asarray(types), np.asarray(gaps)
         bought = np.flatnonzero(types == purchase)
@@ -165,7 +166,9 @@ def sequence_signal(cfg: PipelineConfig, ts_dir: Path, manifest: dict, gen, mode
             users = row_of[frame["user_id"].to_numpy()[idx]].to_numpy()
             pending, is_open = missions_at_cutoff(state, day)
             fresh = fresh_purchase_probability(
-                state.p_active, state.session_rate, state.len_scale,
+                state.p_active,
+                state.session_rate,
+                state.len_scale,
                 state.baseline + INTENT_RHO * state.drift[:, day - 1],
             )
             out["pending"][idx], out["open"][idx], out["fresh"][idx] = pending[users], is_open[users], fresh[users]
@@ -192,8 +195,12 @@ def sequence_signal(cfg: PipelineConfig, ts_dir: Path, manifest: dict, gen, mode
     x_test = test[feats].to_numpy(dtype=np.float64, na_value=np.nan)
     tail_train, tail_test = tail_pattern_features(train).to_numpy(), tail_pattern_features(test).to_numpy()
 
-    def lgbm(target: np.ndarray, weight: np.ndarray, extra_train: np.ndarray | None = None,
-             extra_test: np.ndarray | None = None) -> np.ndarray:
+    def lgbm(
+        target: np.ndarray,
+        weight: np.ndarray,
+        extra_train: np.ndarray | None = None,
+        extra_test: np.ndarray | None = None,
+    ) -> np.ndarray:
         x_tr, x_te = x_train, x_test
         if extra_train is not None:
             x_tr, x_te = np.column_stack([x_tr, extra_train]), np.column_stack([x_te, extra_test])
@@ -201,14 +208,20 @@ def sequence_signal(cfg: PipelineConfig, ts_dir: Path, manifest: dict, gen, mode
 
     scores: dict[str, tuple[str, np.ndarray]] = {
         "latent oracle": ("knows which open missions buy, traits, intent", 1 - (1 - pending) * (1 - fresh)),
-        "mission oracle": ("knows open missions (not whether they convert), traits, intent",
-                           1 - (1 - is_open * p_buy_if_open) * (1 - fresh)),
+        "mission oracle": (
+            "knows open missions (not whether they convert), traits, intent",
+            1 - (1 - is_open * p_buy_if_open) * (1 - fresh),
+        ),
         "propensity oracle": ("knows traits and intent, no missions", fresh),
         "LightGBM f_*": ("yardstick features (refitted as tasks.train does)", lgbm(y_train[:, 0], w_train)),
-        "LightGBM f_* + open flag": ("f_* plus the latent open-mission flag",
-                                     lgbm(y_train[:, 0], w_train, lat_train["open"], lat_test["open"])),
-        "LightGBM f_* + tail pattern": ("f_* plus tail_pattern_features of seq_*",
-                                        lgbm(y_train[:, 0], w_train, tail_train, tail_test)),
+        "LightGBM f_* + open flag": (
+            "f_* plus the latent open-mission flag",
+            lgbm(y_train[:, 0], w_train, lat_train["open"], lat_test["open"]),
+        ),
+        "LightGBM f_* + tail pattern": (
+            "f_* plus tail_pattern_features of seq_*",
+            lgbm(y_train[:, 0], w_train, tail_train, tail_test),
+        ),
     }
     # How recognisable an open mission is from what the models see: LightGBM trained on the latent flag.
     open_train, ones = lat_train["open"].astype(np.int64), np.ones(len(train))
@@ -217,9 +230,11 @@ def sequence_signal(cfg: PipelineConfig, ts_dir: Path, manifest: dict, gen, mode
         "f_* + tail pattern": float(roc_auc_score(is_open, lgbm(open_train, ones, tail_train, tail_test))),
     }
     model_input = test[["user_id", *feats, *SEQUENCE_COLUMNS]]
-    variants = {"order shuffled": shuffled_sequences(model_input, seed),
-                "items scrambled": scrambled_items(model_input, cfg.features.item_buckets, seed),
-                "sequences swapped": swapped_sequences(model_input, seed)}
+    variants = {
+        "order shuffled": shuffled_sequences(model_input, seed),
+        "items scrambled": scrambled_items(model_input, cfg.features.item_buckets, seed),
+        "sequences swapped": swapped_sequences(model_input, seed),
+    }
     ablations: dict[str, dict[str, np.ndarray]] = {name: {} for name in variants}
     with mlflow_store(cfg):
         for model_type, run in models.items():
@@ -229,25 +244,41 @@ def sequence_signal(cfg: PipelineConfig, ts_dir: Path, manifest: dict, gen, mode
             for name, frame in variants.items():
                 ablations[name][model_type] = model.predict(frame)["p_purchase"].to_numpy()
     base = scores["LightGBM f_*"][1]
-    differences = {"LightGBM f_* + tail pattern vs LightGBM f_*": paired_auc_difference(
-        y, base, scores["LightGBM f_* + tail pattern"][1])}
+    differences = {
+        "LightGBM f_* + tail pattern vs LightGBM f_*": paired_auc_difference(
+            y, base, scores["LightGBM f_* + tail pattern"][1]
+        )
+    }
     for model_type in models:
         differences[f"{model_type} vs LightGBM f_*"] = paired_auc_difference(y, base, scores[model_type][1])
         for name, res in ablations.items():
             differences[f"{model_type} {name} vs {model_type}"] = paired_auc_difference(
-                y, scores[model_type][1], res[model_type])
+                y, scores[model_type][1], res[model_type]
+            )
     ablations = {a: {m: split_auc(y, p, pending) for m, p in res.items()} for a, res in ablations.items()}
     table, raw = [], {}
     keys = ("roc_auc", "mission_buyers_auc", "other_buyers_auc")
     for name, (info, score) in scores.items():
         full, mission, other = split_auc(y, np.asarray(score, dtype=np.float64), pending)
-        row = {"score": name, "information": info, "test ROC-AUC": r(full, 4),
-               "mission buyers vs non-buyers": r(mission, 4), "other buyers vs non-buyers": r(other, 4)}
+        row = {
+            "score": name,
+            "information": info,
+            "test ROC-AUC": r(full, 4),
+            "mission buyers vs non-buyers": r(mission, 4),
+            "other buyers vs non-buyers": r(other, 4),
+        }
         row.update({f"ROC-AUC, {a}": r(res[name][0], 4) if name in res else "" for a, res in ablations.items()})
         table.append(row)
-        raw[name] = {"roc_auc": full, "mission_buyers_auc": mission, "other_buyers_auc": other,
-                     **{a.replace(" ", "_"): dict(zip(keys, res[name], strict=True))
-                        for a, res in ablations.items() if name in res}}
+        raw[name] = {
+            "roc_auc": full,
+            "mission_buyers_auc": mission,
+            "other_buyers_auc": other,
+            **{
+                a.replace(" ", "_"): dict(zip(keys, res[name], strict=True))
+                for a, res in ablations.items()
+                if name in res
+            },
+        }
     return {
         "table": table,
         "scores": raw,
@@ -331,9 +362,11 @@ def signal_notes(sig: dict, test_cutoffs: list[str]) -> list[str]:
     if real(tail_gain):
         verdict.append(
             f"the sequences carry a little more than the counts (tail features {ci(tail_gain)}), which "
-            + ("no sequence model extracts" if not any(real(diff[f"{m} vs LightGBM f_*"]) and
-                                                        diff[f"{m} vs LightGBM f_*"]["diff"] > 0 for m in seq)
-               else "a sequence model extracts")
+            + (
+                "no sequence model extracts"
+                if not any(real(diff[f"{m} vs LightGBM f_*"]) and diff[f"{m} vs LightGBM f_*"]["diff"] > 0 for m in seq)
+                else "a sequence model extracts"
+            )
         )
     else:
         verdict.append(f"the hand-made tail features add nothing measurable to f_* ({ci(tail_gain)})")

@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tasks.config import PipelineConfig, load_config  # noqa: E402  (needs REPO_ROOT on sys.path)
 from spark_jobs.session import driver_java_options  # noqa: E402  (no Spark import: parse-time safe)
+from tasks.config import PipelineConfig, load_config  # noqa: E402  (needs REPO_ROOT on sys.path)
 from tasks.errors import EXIT_DATA_ERROR, DataError  # noqa: E402
 
 log = logging.getLogger("purchase_intent")

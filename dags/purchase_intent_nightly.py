@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Asset, task
-
 from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
+from airflow.sdk import DAG, Asset, task
 
 SCORES_ASSET = Asset("warehouse://purchase_intent/intent_scores")
 
@@ -26,7 +25,10 @@ Every task is idempotent: rerunning a date replaces exactly its partitions. A fa
 stops the run before anything downstream is written and is not retried.
 
 Backfill a range of days (each logical date is one cutoff, run oldest first):
-`airflow backfill create --dag-id purchase_intent_nightly --from-date 2026-01-09 --to-date 2026-01-10 --max-active-runs 1`,
+
+    airflow backfill create --dag-id purchase_intent_nightly \\
+        --from-date 2026-01-09 --to-date 2026-01-10 --max-active-runs 1
+
 then unpause the DAG: a paused DAG's backfill runs stay queued (see README, "Backfills").
 """
 
@@ -67,7 +69,7 @@ with DAG(
     description="Nightly purchase-intent scoring into the warehouse",
     doc_md=DOC,
     schedule="@daily",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -127,7 +129,8 @@ with DAG(
         job="validate",
         application_args=["scores", "--day", ds],
         retries=0,
-        doc_md="Scores suite (probabilities in [0,1], one row per active user, model version) and the PSI shift vs the previous day.",
+        doc_md="Scores suite (probabilities in [0,1], one row per active user, model version) "
+        "and the PSI shift vs the previous day.",
     )
     loaded = load_warehouse.override(task_id="load_warehouse")(ds)
     published = publish.override(task_id="publish")(ds, loaded)

@@ -1,12 +1,12 @@
-"""purchase_intent_training: build a time-split training set, train with torchrun (DDP), gate the candidate against @champion."""
+"""purchase_intent_training: build a time-split training set, train with torchrun (DDP), gate against @champion."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
 from airflow.sdk import DAG, Param, task
 
-from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
 from tasks import layers
 from tasks.models.families import family_names  # after _wiring, which puts the repo on sys.path; torch-free
 
@@ -85,24 +85,38 @@ with DAG(
     description="Train, evaluate and gate the purchase-intent model",
     doc_md=DOC,
     schedule="@weekly",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
     user_defined_macros=USER_DEFINED_MACROS,
     params={
-        "model_type": Param(_cfg.training.model_type, type="string", enum=list(family_names()), description="Architecture to train"),
-        "epochs": Param(_cfg.training.epochs, type="integer", minimum=1, maximum=200, description="Passes over the training set"),
-        "nproc": Param(_cfg.training.nproc_per_node, type="integer", minimum=1, maximum=64, description="torchrun processes on this node"),
+        "model_type": Param(
+            _cfg.training.model_type, type="string", enum=list(family_names()), description="Architecture to train"
+        ),
+        "epochs": Param(
+            _cfg.training.epochs, type="integer", minimum=1, maximum=200, description="Passes over the training set"
+        ),
+        "nproc": Param(
+            _cfg.training.nproc_per_node,
+            type="integer",
+            minimum=1,
+            maximum=64,
+            description="torchrun processes on this node",
+        ),
         "horizon": Param(
-            _cfg.features.horizon_days, type="integer", minimum=1, maximum=30,
+            _cfg.features.horizon_days,
+            type="integer",
+            minimum=1,
+            maximum=30,
             description="Label horizon in days: a user is positive when they act in [cutoff, cutoff + horizon)",
         ),
         "force_retrain": Param(
             False, type="boolean", description="Train even when @champion was trained on the same cutoffs and horizon"
         ),
         "search": Param(
-            _cfg.training.search.enabled, type="boolean",
+            _cfg.training.search.enabled,
+            type="boolean",
             description="Run the Optuna hyperparameter search (training.search) before the registered training",
         ),
     },

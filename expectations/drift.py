@@ -30,18 +30,22 @@ class DriftError(DataError):
 def psi(expected: Sequence[float], actual: Sequence[float], eps: float = EPS) -> float:
     """PSI = sum_i (a_i - e_i) * ln(a_i / e_i) over bin shares (counts are normalised; shares floored at eps)."""
     if len(expected) != len(actual) or not expected:
-        raise ValueError(f"psi needs two non-empty count vectors of equal length, got {len(expected)} and {len(actual)}")
+        raise ValueError(
+            f"psi needs two non-empty count vectors of equal length, got {len(expected)} and {len(actual)}"
+        )
     te, ta = float(sum(expected)), float(sum(actual))
     if te <= 0 or ta <= 0:
         raise ValueError("psi needs at least one count on each side")
     total = 0.0
-    for e, a in zip(expected, actual):
+    for e, a in zip(expected, actual, strict=True):
         pe, pa = max(e / te, eps), max(a / ta, eps)
         total += (pa - pe) * math.log(pa / pe)
     return total
 
 
-def quantile_edges(reference, columns: Sequence[str], bins: int, relative_error: float = 0.001) -> dict[str, list[float]]:
+def quantile_edges(
+    reference, columns: Sequence[str], bins: int, relative_error: float = 0.001
+) -> dict[str, list[float]]:
     """Distinct interior quantile edges (at i / bins, i = 1..bins-1) of each column of ``reference``."""
     if bins < 2:
         raise ValueError(f"bins must be at least 2, got {bins}")
@@ -49,7 +53,7 @@ def quantile_edges(reference, columns: Sequence[str], bins: int, relative_error:
     cols = list(columns)
     # One approxQuantile pass for all columns; nulls are ignored, an all-null column gives [].
     quantiles = reference.approxQuantile(cols, probs, relative_error)
-    return {c: sorted({float(q) for q in qs}) for c, qs in zip(cols, quantiles)}
+    return {c: sorted({float(q) for q in qs}) for c, qs in zip(cols, quantiles, strict=True)}
 
 
 def _bin(column: str, edges: list[float]):
@@ -118,10 +122,12 @@ def category_drift(current, reference, column: str, top_k: int = 50) -> float:
     cur_rows = _category_counts(current, column).collect()
     cur_total = sum(int(r["count"]) for r in cur_rows)
     if ref_total == 0 or cur_total == 0:
-        raise DriftError(f"column {column!r} holds no values in the {'reference' if ref_total == 0 else 'current data'}")
+        raise DriftError(
+            f"column {column!r} holds no values in the {'reference' if ref_total == 0 else 'current data'}"
+        )
     cur = {r["k"]: int(r["count"]) for r in cur_rows}
     p = [int(r["count"]) / ref_total for r in top]
     q = [cur.get(k, 0) / cur_total for k in keys]
     p.append(1.0 - sum(p))
     q.append(1.0 - sum(q))
-    return 0.5 * sum(abs(a - b) for a, b in zip(p, q))
+    return 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))

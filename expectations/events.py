@@ -34,8 +34,8 @@ def partition(cfg: PipelineConfig, day: dt.date) -> Path:
 def day_bounds(cfg: PipelineConfig, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) of the local day as naive UTC datetimes (Spark sessions run in UTC)."""
     tz = cfg.pipeline.tz
-    start = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz).astimezone(dt.UTC)
     return start.replace(tzinfo=None), end.replace(tzinfo=None)
 
 
@@ -72,7 +72,9 @@ def build_suite(cfg: PipelineConfig, day: dt.date, first_day: dt.date | None = N
     expectations += [
         gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
         gxe.ExpectColumnValuesToBeBetween(
-            column="event_time", min_value=start.isoformat(sep=" "), max_value=end.isoformat(sep=" "),
+            column="event_time",
+            min_value=start.isoformat(sep=" "),
+            max_value=end.isoformat(sep=" "),
             strict_max=True,
         ),
         gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0),

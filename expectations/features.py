@@ -13,6 +13,7 @@ Parquet footers, so building it costs no Spark job.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from pathlib import Path
 
@@ -102,9 +103,8 @@ def _range_query(cfg: PipelineConfig) -> gxe.Expectation:
     pairs = []
     for c in tabular_columns(cfg.features):
         lo, hi = _range(c, lookback)
-        pairs.append(
-            f"named_struct('column', '{c}', 'value', {c}, 'lo', {lo}D, 'hi', {'CAST(NULL AS DOUBLE)' if hi is None else f'{hi}D'})"
-        )
+        upper = "CAST(NULL AS DOUBLE)" if hi is None else f"{hi}D"
+        pairs.append(f"named_struct('column', '{c}', 'value', {c}, 'lo', {lo}D, 'hi', {upper})")
     return gxe.UnexpectedRowsExpectation(
         unexpected_rows_query=(
             "/* feature values outside their range */ "
@@ -141,9 +141,7 @@ def _sequence_queries(cfg: PipelineConfig) -> list[gxe.Expectation]:
         "seq_gap_prev_bucket": (0, f.gap_bucket_cap),
         "seq_hour": (0, 23),
     }
-    out_of_range = " OR ".join(
-        f"exists({c}, x -> x IS NULL OR x < {lo} OR x > {hi})" for c, (lo, hi) in bounds.items()
-    )
+    out_of_range = " OR ".join(f"exists({c}, x -> x IS NULL OR x < {lo} OR x > {hi})" for c, (lo, hi) in bounds.items())
     return [
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=(
@@ -163,7 +161,7 @@ def _sequence_queries(cfg: PipelineConfig) -> list[gxe.Expectation]:
 
 def _window_query(cfg: PipelineConfig) -> gxe.Expectation:
     windows = cfg.features.windows_days
-    pairs = [(f"f_{t}_{a}d", f"f_{t}_{b}d") for t in EVENT_TYPES for a, b in zip(windows, windows[1:])]
+    pairs = [(f"f_{t}_{a}d", f"f_{t}_{b}d") for t in EVENT_TYPES for a, b in itertools.pairwise(windows)]
     broken = " OR ".join(f"{short} > {long}" for short, long in pairs) or "false"
     return gxe.UnexpectedRowsExpectation(
         unexpected_rows_query=(
@@ -193,7 +191,9 @@ def _label_expectations(cfg: PipelineConfig, present: bool) -> list[gxe.Expectat
                 f"/* labels null or not 0/1 */ SELECT user_id, {labels} FROM {{batch}} WHERE {broken}"
             )
         ),
-        gxe.ExpectColumnMeanToBeBetween(column="label_purchase", min_value=q.min_label_rate, max_value=q.max_label_rate),
+        gxe.ExpectColumnMeanToBeBetween(
+            column="label_purchase", min_value=q.min_label_rate, max_value=q.max_label_rate
+        ),
     ]
 
 

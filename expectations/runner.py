@@ -198,9 +198,7 @@ def validate_dataframe(
         asset = next((a for a in source.assets if a.name == key), None) or source.add_dataframe_asset(name=key)
         batch_def = next((b for b in asset.batch_definitions if b.name == "whole"), None)
         batch_def = batch_def or asset.add_batch_definition_whole_dataframe("whole")
-        outcome = _checkpoint(context, batch_def, suite, key, FIRST_PASS_FORMAT).run(
-            batch_parameters={"dataframe": df}
-        )
+        outcome = _checkpoint(context, batch_def, suite, key, FIRST_PASS_FORMAT).run(batch_parameters={"dataframe": df})
     (run_result,) = outcome.run_results.values()
     failed = [r for r in run_result.results if not r.success]
     failures: tuple[FailedExpectation, ...] = ()

@@ -95,13 +95,18 @@ def extra_checks(cfg: PipelineConfig, day: dt.date, df) -> list[FailedExpectatio
     if value is None:
         log.info("scores ds=%s: no scores partition for %s, day-over-day PSI skipped", day, day - dt.timedelta(days=1))
         return []
-    log.info("scores ds=%s: %s PSI vs previous day = %.4f (threshold %s)", day, PSI_COLUMN, value, q.score_psi_threshold)
+    log.info(
+        "scores ds=%s: %s PSI vs previous day = %.4f (threshold %s)", day, PSI_COLUMN, value, q.score_psi_threshold
+    )
     if value <= q.score_psi_threshold:
         return []
     if q.score_psi_action == "warn":
         log.warning(
             "scores ds=%s: %s PSI %.4f vs the previous day exceeds %s (score_psi_action=warn, not failing)",
-            day, PSI_COLUMN, value, q.score_psi_threshold,
+            day,
+            PSI_COLUMN,
+            value,
+            q.score_psi_threshold,
         )
         return []
     return [

@@ -48,7 +48,12 @@ def read(spark, cfg: PipelineConfig, training_set_id: str):
 def _error(training_set_id: str, note: str) -> DataQualityError:
     return DataQualityError(
         ValidationSummary(
-            name=f"training_set_{training_set_id}", success=False, n_expectations=0, failures=(), data_docs=None, note=note
+            name=f"training_set_{training_set_id}",
+            success=False,
+            n_expectations=0,
+            failures=(),
+            data_docs=None,
+            note=note,
         )
     )
 
@@ -68,11 +73,14 @@ def build_suite(cfg: PipelineConfig, training_set_id: str) -> gx.ExpectationSuit
     cutoffs = recorded.get("cutoffs", {})
     # A set may be built with another horizon than the config's (the training DAG's `horizon` parameter).
     h = int(recorded.get("horizon_days", cfg.features.horizon_days))
-    listed = " OR ".join(
-        f"({SPLIT_COLUMN} = '{s}' AND ds IN ({', '.join(f'DATE {d!r}' for d in cutoffs.get(s, []))}))"
-        for s in SPLITS
-        if cutoffs.get(s)
-    ) or "false"
+    listed = (
+        " OR ".join(
+            f"({SPLIT_COLUMN} = '{s}' AND ds IN ({', '.join(f'DATE {d!r}' for d in cutoffs.get(s, []))}))"
+            for s in SPLITS
+            if cutoffs.get(s)
+        )
+        or "false"
+    )
     bad_labels = " OR ".join(f"{c} IS NULL OR {c} NOT IN (0, 1)" for c in LABEL_COLUMNS)
     expectations: list[gxe.Expectation] = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),

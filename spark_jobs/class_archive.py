@@ -43,13 +43,16 @@ def workload(cfg: PipelineConfig, work: Path, dump_to: Path) -> None:
     from tasks.land import land_day
     from tasks.sources.synthetic import generate
 
-    wcfg = with_overrides(cfg, {
-        "paths": {"var_dir": str(work / "var"), "incoming_dir": str(work / "incoming")},
-        "pipeline": {"source": "synthetic"},
-        "generator": {"n_users": 60, "n_days": 4},
-        # The driver's classes are what the archive holds; a cluster master need not be reachable here.
-        "spark": {"master": "local[2]", "class_archive": None},
-    })
+    wcfg = with_overrides(
+        cfg,
+        {
+            "paths": {"var_dir": str(work / "var"), "incoming_dir": str(work / "incoming")},
+            "pipeline": {"source": "synthetic"},
+            "generator": {"n_users": 60, "n_days": 4},
+            # The driver's classes are what the archive holds; a cluster master need not be reachable here.
+            "spark": {"master": "local[2]", "class_archive": None},
+        },
+    )
     # The first session starts the JVM: every later step reuses it.
     dump_option = java_option(f"-XX:ArchiveClassesAtExit={dump_to}")
     build_session(wcfg, "class archive", java_options=f"{dump_option} {_DUMP_LOGGING}")
@@ -78,7 +81,9 @@ def build(cfg: PipelineConfig, out: Path | None = None) -> Path:
         try:
             done = subprocess.run(
                 [sys.executable, "-m", "spark_jobs.class_archive", "--workload", str(work), str(dump)],
-                cwd=REPO_ROOT, capture_output=True, text=True,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
             )
             if done.returncode != 0 or not dump.is_file() or dump.stat().st_size == 0:
                 raise RuntimeError(

@@ -122,7 +122,7 @@ def clean(
 
 def local_midnight(cfg: PipelineConfig, day: dt.date) -> dt.datetime:
     """The day's midnight in ``pipeline.timezone``, as an aware UTC datetime."""
-    return dt.datetime.combine(day, dt.time(), tzinfo=cfg.pipeline.tz).astimezone(dt.timezone.utc)
+    return dt.datetime.combine(day, dt.time(), tzinfo=cfg.pipeline.tz).astimezone(dt.UTC)
 
 
 def _read_day(spark: SparkSession, cfg: PipelineConfig, source: str, day: dt.date) -> DataFrame:
@@ -220,7 +220,10 @@ def _process(
 
 
 def clean_day(
-    spark: SparkSession, cfg: PipelineConfig, day: dt.date, logical_date: dt.date | None = None,
+    spark: SparkSession,
+    cfg: PipelineConfig,
+    day: dt.date,
+    logical_date: dt.date | None = None,
     source: str | None = None,
 ) -> CleanReport:
     """Clean one landed day with an existing session (``run`` builds the session)."""

@@ -186,7 +186,9 @@ def log_to_mlflow(cfg: PipelineConfig, report: DriftReport, mv) -> str:
         exp_id = (
             exp.experiment_id
             if exp is not None
-            else client.create_experiment(cfg.mlflow.monitoring_experiment, artifact_location=cfg.mlflow.artifact_location)
+            else client.create_experiment(
+                cfg.mlflow.monitoring_experiment, artifact_location=cfg.mlflow.artifact_location
+            )
         )
         # A rerun of a ds replaces its run, as it replaces its partitions.
         for old in client.search_runs([exp_id], filter_string=f"tags.ds = '{ds}' AND tags.kind = 'feature_drift'"):
@@ -217,7 +219,9 @@ def nightly_drift(cfg: PipelineConfig, ds: dt.date, spark=None) -> DriftReport |
     if mv is None:
         log.warning(
             "drift skipped for ds=%s: no version of %r holds @%s yet (first night), so there is no training reference",
-            ds, cfg.mlflow.model_name, cfg.mlflow.champion_alias,
+            ds,
+            cfg.mlflow.model_name,
+            cfg.mlflow.champion_alias,
         )
         return None
     try:

@@ -61,7 +61,7 @@ from tasks.schema import (
     user_category_columns,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _MICROS_PER_DAY = 86_400_000_000
 
 
@@ -107,8 +107,6 @@ def _micros(instant: dt.datetime) -> int:
     return calendar.timegm(u.utctimetuple()) * 1_000_000 + u.microsecond
 
 
-
-
 def _check_windows(fcfg: FeaturesConfig) -> None:
     if max(fcfg.windows_days) > fcfg.lookback_days:
         raise ValueError(
@@ -148,9 +146,7 @@ def _with_us(events: DataFrame) -> DataFrame:
     return events.where(F.col("user_id").isNotNull()).withColumn("_us", F.unix_micros(F.col("event_time")))
 
 
-def _lookback_events(
-    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str
-) -> DataFrame:
+def _lookback_events(events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str) -> DataFrame:
     # Each event joins every cutoff whose lookback [start, cutoff) holds it (a broadcast range join).
     back_days = {*fcfg.windows_days, 1, min(7, fcfg.lookback_days), fcfg.lookback_days}
     bounds = _bounds(events.sparkSession, cutoffs, tz, back_days, fcfg.horizon_days)
@@ -190,9 +186,7 @@ def _is_type(t: str) -> Column:
     return F.col("event_type") == t
 
 
-def user_features_at(
-    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str
-) -> DataFrame:
+def user_features_at(events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str) -> DataFrame:
     """user_features for several cutoffs in one pass: one row per (ds, user_id), ds the cutoff's local day."""
     _check_windows(fcfg)
     never = float(fcfg.lookback_days + 1)
@@ -226,8 +220,9 @@ def user_features_at(
     totals = {f"_tot_{t}": (_is_type(t), (t,), fcfg.lookback_days) for t in EVENT_TYPES}
     totals["_n_1d"] = (F.col("_us") >= F.col("_w1_us"), EVENT_TYPES, 1)
     totals["_n_7d"] = (F.col("_us") >= F.col(f"_w{seven}_us"), EVENT_TYPES, seven)
-    from_windows = {name: [f"f_{t}_{w}d" for t in types] for name, (_, types, w) in totals.items()
-                    if w in fcfg.windows_days}
+    from_windows = {
+        name: [f"f_{t}_{w}d" for t in types] for name, (_, types, w) in totals.items() if w in fcfg.windows_days
+    }
     aggs += [_count_where(cond).alias(name) for name, (cond, _, _) in totals.items() if name not in from_windows]
     aggs += [
         _count_where(F.col("_dow").isin(1, 7)).alias("_n_weekend"),
@@ -237,9 +232,7 @@ def user_features_at(
         F.sum(F.when(_is_type("purchase"), F.col("price"))).alias("_purchase_amount"),
         F.collect_list(event).alias("_ev"),
     ]
-    aggs += [
-        _count_where(F.col("_hour").between(lo, hi)).alias(f"_n_hour_{b}") for b, (lo, hi) in HOUR_BLOCKS.items()
-    ]
+    aggs += [_count_where(F.col("_hour").between(lo, hi)).alias(f"_n_hour_{b}") for b, (lo, hi) in HOUR_BLOCKS.items()]
     # Repartitioned by user first, the aggregation runs once after the shuffle: no map-side partial
     # aggregation that sorts (and spills) every event only to ship the same events on. user_id leads the
     # grouping key so the sort that object aggregation falls back to compares users by their key prefix.
@@ -321,9 +314,7 @@ def user_features(events: DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, 
     return user_features_at(events, [cutoff], fcfg, tz).drop("ds")
 
 
-def labels_at(
-    events: DataFrame, cutoffs: Sequence[dt.datetime], horizon_days: int, tz: str | None = None
-) -> DataFrame:
+def labels_at(events: DataFrame, cutoffs: Sequence[dt.datetime], horizon_days: int, tz: str | None = None) -> DataFrame:
     """ds, user_id, label_* (int 0/1) for several cutoffs, each from events in [cutoff, cutoff + horizon)."""
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
@@ -331,10 +322,7 @@ def labels_at(
     in_horizon = (F.col("_us") >= F.col("_cut_us")) & (F.col("_us") < F.col("_end_us"))
     ev = _with_us(events).join(F.broadcast(bounds), in_horizon, "inner")
     return ev.groupBy("ds", "user_id").agg(
-        *[
-            F.max(F.when(_is_type(intent), 1).otherwise(0)).cast("int").alias(f"label_{intent}")
-            for intent in INTENTS
-        ]
+        *[F.max(F.when(_is_type(intent), 1).otherwise(0)).cast("int").alias(f"label_{intent}") for intent in INTENTS]
     )
 
 
@@ -356,9 +344,7 @@ def build_features_at(
         return feats.select("*", *[F.lit(None).cast("int").alias(c) for c in LABEL_COLUMNS])
     lab = labels_at(events, cutoffs, fcfg.horizon_days, tz)
     joined = feats.join(lab, on=["ds", "user_id"], how="left")
-    return joined.select(
-        *feats.columns, *[F.coalesce(F.col(c), F.lit(0)).cast("int").alias(c) for c in LABEL_COLUMNS]
-    )
+    return joined.select(*feats.columns, *[F.coalesce(F.col(c), F.lit(0)).cast("int").alias(c) for c in LABEL_COLUMNS])
 
 
 def build_features(
@@ -469,9 +455,7 @@ def read_events(spark: SparkSession, cfg: PipelineConfig, days: list[dt.date]) -
     present = event_partitions(cfg)
     used = sorted(d for d in set(days) if d in present)
     if not used:
-        raise FeaturesError(
-            f"no events partitions for {min(days)}..{max(days)} under {events_root(cfg)}"
-        )
+        raise FeaturesError(f"no events partitions for {min(days)}..{max(days)} under {events_root(cfg)}")
     df = spark.read.option("basePath", str(events_root(cfg))).parquet(*[str(present[d]) for d in used])
     missing = [c for c in EVENT_COLUMNS if c not in df.columns]
     if missing:
@@ -480,12 +464,7 @@ def read_events(spark: SparkSession, cfg: PipelineConfig, days: list[dt.date]) -
 
 
 def _write_partition(df: DataFrame, root: Path) -> None:
-    (
-        df.write.mode("overwrite")
-        .option("partitionOverwriteMode", "dynamic")
-        .partitionBy(CUTOFF_KEY)
-        .parquet(str(root))
-    )
+    (df.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy(CUTOFF_KEY).parquet(str(root)))
 
 
 def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> FeaturesReport:

@@ -46,8 +46,17 @@ RAW_COLUMNS: dict[str, tuple[tuple[str, ...], bool]] = {
     "synthetic": (tuple(EVENT_COLUMNS), True),
     "taobao": (("user_id", "item_id", "category_id", "behavior_type", "timestamp"), False),
     "rees46": (
-        ("event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price",
-         "user_id", "user_session"),
+        (
+            "event_time",
+            "event_type",
+            "product_id",
+            "category_id",
+            "category_code",
+            "brand",
+            "price",
+            "user_id",
+            "user_session",
+        ),
         True,
     ),
     "retailrocket": (("timestamp", "visitorid", "event", "itemid", "transactionid"), True),
@@ -68,7 +77,9 @@ def _price(raw: Column) -> Column:
     return F.when(raw.rlike(r"^\s*[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?\s*$"), raw.cast("double"))
 
 
-def _finish(df: DataFrame, canon: dict[str, Column], raw_time: Column, raw_type: Column, raw_price: Column) -> DataFrame:
+def _finish(
+    df: DataFrame, canon: dict[str, Column], raw_time: Column, raw_type: Column, raw_price: Column
+) -> DataFrame:
     cols = [canon[name].cast(EVENT_COLUMNS[name]).alias(name) for name in EVENT_COLUMNS]
     return df.select(
         *cols,
@@ -194,9 +205,7 @@ def check_headers(source: str, paths: list[str]) -> None:
             got = first[:200] if first.isprintable() else repr(first[:80])
             missing = [c for c in columns if c not in first.split(",")]
             detail = f"; missing column(s): {', '.join(missing)}" if missing else ""
-            raise RawFormatError(
-                f"raw file {f} is not a {source} CSV: header {got!r} != expected {expected!r}{detail}"
-            )
+            raise RawFormatError(f"raw file {f} is not a {source} CSV: header {got!r} != expected {expected!r}{detail}")
 
 
 def read_raw(spark: SparkSession, source: str, paths: list[str]) -> DataFrame:

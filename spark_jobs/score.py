@@ -87,8 +87,9 @@ def resolve_champion(cfg: PipelineConfig) -> ChampionRef:
             f"no model version holds alias @{alias} of registered model {name!r} in {uri} "
             f"({e.error_code}); run the training DAG (train + gate) first"
         ) from None
-    return ChampionRef(name=name, version=str(mv.version), run_id=mv.run_id, uri=f"models:/{name}/{mv.version}",
-                       tracking_uri=uri)
+    return ChampionRef(
+        name=name, version=str(mv.version), run_id=mv.run_id, uri=f"models:/{name}/{mv.version}", tracking_uri=uri
+    )
 
 
 # Per Python worker: (registry, URI) -> loaded pyfunc. Spark reuses workers across tasks, so this is one
@@ -301,7 +302,7 @@ def score_users(
         "model_name": F.lit(ref.name),
         "model_version": F.lit(ref.version),
         "model_run_id": F.lit(ref.run_id),
-        "scored_at": F.lit(scored_at.astimezone(dt.timezone.utc)).cast("timestamp"),
+        "scored_at": F.lit(scored_at.astimezone(dt.UTC)).cast("timestamp"),
         "pipeline_run_id": F.lit(pipeline_run_id),
     }
     cols = [constants[c].alias(c) if c in constants else F.col(c) for c in SCORE_COLUMNS]
@@ -334,8 +335,11 @@ def _check_model_inputs(cfg: PipelineConfig, ref: ChampionRef, features_columns:
         raise ScoringError(f"champion {ref.uri} needs columns {absent} that the features partition lacks")
     if CANDIDATE_ARRAY_CATEGORY not in names:
         return signature, None
-    return signature, [c[len(CANDIDATE_ARRAY_PREFIX):] for c in names if c.startswith(CANDIDATE_ARRAY_PREFIX)
-                       and c != CANDIDATE_ARRAY_CATEGORY]
+    return signature, [
+        c[len(CANDIDATE_ARRAY_PREFIX) :]
+        for c in names
+        if c.startswith(CANDIDATE_ARRAY_PREFIX) and c != CANDIDATE_ARRAY_CATEGORY
+    ]
 
 
 def _spark_type_fits(expected: Any, actual: Any) -> bool:
@@ -413,7 +417,8 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
         cand_src = features_partition(cfg, "user_category", ds)
         if not cand_src.is_dir() or not any(cand_src.glob("*.parquet")):
             raise ScoringError(
-                f"no candidate categories for ds={ds}: {cand_src} holds no Parquet files (run spark_jobs.features first)"
+                f"no candidate categories for ds={ds}: {cand_src} holds no Parquet files "
+                "(run spark_jobs.features first)"
             )
         features = attach_candidates(features, spark.read.parquet(str(cand_src)), pair_columns)
     if signature is not None:

@@ -70,9 +70,7 @@ def _check_events(cfg: PipelineConfig, plan: CutoffPlan) -> None:
     present = event_partitions(cfg)
     h = cfg.features.horizon_days
     label_end = plan.last + dt.timedelta(days=h - 1)
-    missing_last = [
-        d for d in (plan.last + dt.timedelta(days=i) for i in range(h)) if d not in present
-    ]
+    missing_last = [d for d in (plan.last + dt.timedelta(days=i) for i in range(h)) if d not in present]
     if missing_last:
         raise TrainingSetError(
             f"the label window of the last cutoff {plan.last} has not fully landed: events partitions missing for "
@@ -144,7 +142,9 @@ def build(
     spark = spark or build_session(cfg, f"training-set-{set_id}")
     dt_first = plan.first - dt.timedelta(days=fcfg.lookback_days)
     dt_last = plan.last + dt.timedelta(days=fcfg.horizon_days - 1)
-    events, used = read_events(spark, cfg, [dt_first + dt.timedelta(days=i) for i in range((dt_last - dt_first).days + 1)])
+    events, used = read_events(
+        spark, cfg, [dt_first + dt.timedelta(days=i) for i in range((dt_last - dt_first).days + 1)]
+    )
     events = events.persist()
 
     split_of = plan.split_of()
@@ -174,7 +174,10 @@ def build(
         files, uc_files = {}, {}
         for s in SPLITS:
             files[s] = _write_split(
-                users.where(F.col("_split") == s).drop("_split"), training_set_split(tmp, s), tcfg.files_per_split, ["ds", "user_id"]
+                users.where(F.col("_split") == s).drop("_split"),
+                training_set_split(tmp, s),
+                tcfg.files_per_split,
+                ["ds", "user_id"],
             )
             uc_files[s] = _write_split(
                 user_cats.where(F.col("_split") == s).drop("_split"),

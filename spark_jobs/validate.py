@@ -50,7 +50,9 @@ def _suite_module(layer: str):
     except ModuleNotFoundError as e:
         if e.name != f"expectations.{layer}":
             raise
-        raise ValueError(f"no expectation suite for layer {layer!r} (expected module expectations/{layer}.py)") from None
+        raise ValueError(
+            f"no expectation suite for layer {layer!r} (expected module expectations/{layer}.py)"
+        ) from None
     for fn in ("partition", "build_suite"):
         if not callable(getattr(module, fn, None)):
             raise ValueError(f"expectations/{layer}.py must define {fn}(cfg, day)")
@@ -135,7 +137,10 @@ def _run_suite(
     read = getattr(module, "read", None)
     df = read(spark, cfg, day) if callable(read) else spark.read.parquet(str(folder))
     summary = validate_dataframe(
-        df, module.build_suite(cfg, day), name=name, gx_dir=cfg.paths.gx_dir,
+        df,
+        module.build_suite(cfg, day),
+        name=name,
+        gx_dir=cfg.paths.gx_dir,
         docs_index_limit=cfg.quality.data_docs_index_limit,
     )
     if not summary.success:
@@ -168,7 +173,9 @@ def validate_scores(cfg: PipelineConfig, ds: dt.date, raise_on_failure: bool = T
     return validate_layer(cfg, "scores", ds, raise_on_failure)
 
 
-def validate_training_set(cfg: PipelineConfig, training_set_id: str, raise_on_failure: bool = True) -> ValidationSummary:
+def validate_training_set(
+    cfg: PipelineConfig, training_set_id: str, raise_on_failure: bool = True
+) -> ValidationSummary:
     """Check training_sets/<id>/ (all three splits) against ``expectations.training_set``."""
     return validate_layer(cfg, "training_set", training_set_id, raise_on_failure)
 

@@ -26,9 +26,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
 
 
-def training_key(
-    manifest: dict[str, Any], model_type: str, epochs: int, training: dict[str, Any], world: int
-) -> str:
+def training_key(manifest: dict[str, Any], model_type: str, epochs: int, training: dict[str, Any], world: int) -> str:
     """Stable digest of everything that must match for a checkpoint to be resumable."""
     identity = {
         "format": FORMAT_VERSION,

@@ -251,7 +251,7 @@ class MlflowConfig(_Section):
         """sqlite URIs with a relative path are anchored at the repo root, so every caller sees one store."""
         prefix = "sqlite:///"
         if self.tracking_uri.startswith(prefix) and not self.tracking_uri.startswith(prefix + "/"):
-            return prefix + str(_resolve(self.tracking_uri[len(prefix):]))
+            return prefix + str(_resolve(self.tracking_uri[len(prefix) :]))
         return self.tracking_uri
 
     @property
@@ -301,7 +301,7 @@ class WarehouseConfig(_Section):
     def duckdb_path(self) -> Path:
         if self.backend != "duckdb":
             raise ValueError(f"warehouse {self.url!r} is not a DuckDB URL")
-        return _resolve(self.url[len("duckdb:///"):])
+        return _resolve(self.url[len("duckdb:///") :])
 
 
 class QualityConfig(_Section):
@@ -425,9 +425,7 @@ def load_config(
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"invalid pipeline config ({', '.join(map(str, paths))}): {problems}") from None
 
 
@@ -437,9 +435,7 @@ def with_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineCo
     try:
         return PipelineConfig.model_validate(_deep_merge(cfg.model_dump(), overrides))
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"invalid pipeline config override {overrides}: {problems}") from None
 
 

@@ -2,8 +2,9 @@
 
 Steps: generate the log into the drop zone -> build the JVM class archive every Spark driver maps to start
 faster (spark_jobs.class_archive; once) -> land and clean every generated day (the events history the
-features need; the Spark steps run as their CLIs in their own processes, as the DAGs run them) -> if no ``@champion`` exists, ``airflow dags test purchase_intent_training`` -> ``airflow
-dags test purchase_intent_nightly`` for the day after the latest generated day -> a summary.
+features need; the Spark steps run as their CLIs in their own processes, as the DAGs run them) -> if no
+``@champion`` exists, ``airflow dags test purchase_intent_training`` -> ``airflow dags test
+purchase_intent_nightly`` for the day after the latest generated day -> a summary.
 Rerunning is safe: every step replaces its own partition, so the day's rows exist exactly once.
 """
 
@@ -57,7 +58,10 @@ def run_step(cfg: PipelineConfig, module: str, *args: str) -> subprocess.Complet
         pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         return subprocess.run(
             [sys.executable, "-m", module, *args, "--config", str(config_file)],
-            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": pythonpath}, stdout=subprocess.PIPE, text=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": pythonpath},
+            stdout=subprocess.PIPE,
+            text=True,
         )
 
 
@@ -71,8 +75,9 @@ def backfill_events(cfg: PipelineConfig, first: dt.date, last: dt.date) -> None:
         day += dt.timedelta(days=1)
     # One Spark driver for the whole range (spark_jobs.clean_events --from/--to); it ends with its process,
     # so no JVM is left holding memory when training and the Airflow runs start theirs.
-    done = run_step(cfg, "spark_jobs.clean_events", "--from", first.isoformat(), "--to", last.isoformat(),
-                    "--source", "synthetic")
+    done = run_step(
+        cfg, "spark_jobs.clean_events", "--from", first.isoformat(), "--to", last.isoformat(), "--source", "synthetic"
+    )
     for line in done.stdout.splitlines():
         print(f"  {line}", flush=True)
     if done.returncode != 0:
@@ -91,8 +96,10 @@ def class_archive_if_needed(cfg: PipelineConfig) -> None:
             print(f"built {done.stdout.strip()}")
         else:
             # Only start-up time depends on it: the demo goes on without (the reason is in the log above).
-            print(f"WARNING: no JVM class archive, Spark drivers start slower (spark_jobs.class_archive exit "
-                  f"code {done.returncode})")
+            print(
+                f"WARNING: no JVM class archive, Spark drivers start slower (spark_jobs.class_archive exit "
+                f"code {done.returncode})"
+            )
 
 
 def run(cfg: PipelineConfig) -> int:
@@ -149,7 +156,8 @@ def run(cfg: PipelineConfig) -> int:
     print("look at it:       make airflow    (Airflow UI on http://localhost:8080)")
     print("                  make mlflow-ui  (MLflow UI on http://localhost:5000)")
     if cfg.warehouse.backend == "duckdb":
-        print(f'                  duckdb {where} "select * from {cfg.warehouse.table} where ds = \'{ds}\' order by p_purchase desc limit 10"')
+        query = f"select * from {cfg.warehouse.table} where ds = '{ds}' order by p_purchase desc limit 10"
+        print(f'                  duckdb {where} "{query}"')
     print("=" * 72)
     return 0
 

@@ -97,8 +97,11 @@ def new_user_mask(frame, feature_columns: list[str], new_user_days: int) -> np.n
     if not windows:
         return None
     longest = max(w for per_type in windows.values() for w in per_type)
-    pairs = [(cols[new_user_days], cols[longest]) for cols in windows.values()
-             if new_user_days in cols and longest in cols and new_user_days != longest]
+    pairs = [
+        (cols[new_user_days], cols[longest])
+        for cols in windows.values()
+        if new_user_days in cols and longest in cols and new_user_days != longest
+    ]
     if not pairs:
         return None
     new = np.ones(len(frame), dtype=bool)
@@ -110,7 +113,11 @@ def new_user_mask(frame, feature_columns: list[str], new_user_days: int) -> np.n
 
 
 def evaluate_user_groups(
-    y_true: np.ndarray, probs: np.ndarray, new_mask: np.ndarray | None, *, threshold: float = 0.5,
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    new_mask: np.ndarray | None,
+    *,
+    threshold: float = 0.5,
     top_k_fraction: float = 0.1,
 ) -> dict[str, float]:
     """``evaluate_intents`` per user group, keys ``<group>_<intent>_<metric>`` plus ``<group>_rows``.

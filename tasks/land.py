@@ -15,7 +15,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import get_args
 
 from tasks.config import PipelineConfig, SourceName, add_common_args, config_from_args, parse_ds

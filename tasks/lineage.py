@@ -51,8 +51,10 @@ def _schema(manifest: dict[str, Any]) -> Schema:
     cols = [ColSpec(_TYPES.get(c, DataType.string), c) for c in manifest.get("key_columns", ["user_id", "ds"])]
     cols += [ColSpec(DataType.double, c) for c in manifest["feature_columns"]]
     # Sequence fields are lists of ids; only the category field holds strings.
-    cols += [ColSpec(Array(DataType.string if c == "seq_category" else DataType.long), c)
-             for c in manifest["sequence_columns"]]
+    cols += [
+        ColSpec(Array(DataType.string if c == "seq_category" else DataType.long), c)
+        for c in manifest["sequence_columns"]
+    ]
     cols += [ColSpec(DataType.long, c) for c in manifest.get("label_columns", [])]
     return Schema(cols)
 

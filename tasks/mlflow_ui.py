@@ -19,10 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     uri = cfg.mlflow.resolved_tracking_uri
     print(f"MLflow UI on http://{args.host}:{args.port} (store: {uri}); Ctrl-C stops it.", flush=True)
     cmd = [
-        str(Path(sys.executable).parent / "mlflow"), "ui",
-        "--backend-store-uri", uri,
-        "--default-artifact-root", cfg.mlflow.artifact_location,
-        "--host", args.host, "--port", str(args.port),
+        str(Path(sys.executable).parent / "mlflow"),
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        cfg.mlflow.artifact_location,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
     ]
     os.execv(cmd[0], cmd)
     return 0

@@ -239,9 +239,9 @@ def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecis
     cand = evaluate_version(cfg, version, test)
     cand_auc = cand[GATE_METRIC]
     current = champion(cfg)
-    champ_version = str(current.version) if current is not None else None
-    champ_auc = None
+    champ_version = champ_auc = None
     if current is not None:
+        champ_version = str(current.version)
         champ_auc = cand_auc if champ_version == version else evaluate_version(cfg, champ_version, test)[GATE_METRIC]
 
     if not math.isfinite(cand_auc):
@@ -253,14 +253,20 @@ def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecis
     elif champ_version == version:
         promoted, reason = True, f"version {version} is already the champion"
     elif cand_auc >= champ_auc - cfg.gate.max_auc_drop:
-        promoted, reason = True, (
-            f"candidate AUC {cand_auc:.4f} >= champion v{champ_version} AUC {champ_auc:.4f} "
-            f"- max_auc_drop {cfg.gate.max_auc_drop:.4f}"
+        promoted, reason = (
+            True,
+            (
+                f"candidate AUC {cand_auc:.4f} >= champion v{champ_version} AUC {champ_auc:.4f} "
+                f"- max_auc_drop {cfg.gate.max_auc_drop:.4f}"
+            ),
         )
     else:
-        promoted, reason = False, (
-            f"candidate AUC {cand_auc:.4f} < champion v{champ_version} AUC {champ_auc:.4f} "
-            f"- max_auc_drop {cfg.gate.max_auc_drop:.4f}"
+        promoted, reason = (
+            False,
+            (
+                f"candidate AUC {cand_auc:.4f} < champion v{champ_version} AUC {champ_auc:.4f} "
+                f"- max_auc_drop {cfg.gate.max_auc_drop:.4f}"
+            ),
         )
 
     alias = cfg.mlflow.champion_alias if promoted else CHALLENGER_ALIAS

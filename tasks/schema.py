@@ -101,6 +101,7 @@ def user_category_columns(fcfg: FeaturesConfig) -> list[str]:
     cols += [f"f_uc_recency_{t}" for t in EVENT_TYPES] + ["f_uc_recency_any", "f_uc_share"]
     return cols
 
+
 # Optional explanation columns of a score row: the user's most likely categories ("<category_id>:<probability>",
 # best first) and the tabular features that most raised p_purchase (strongest first).
 TOP_CATEGORIES_COLUMN = "top_categories"

@@ -53,9 +53,14 @@ def run_search(
     def objective(trial) -> float:
         overrides = suggest(trial, space)
         result = run_torchrun(
-            with_overrides(cfg, {"training": overrides}), training_set_dir, model_type=model_type,
-            epochs=space.trial_epochs, nproc=nproc, allow_unvalidated=allow_unvalidated,
-            parent_run_id=parent_id, trial=True,
+            with_overrides(cfg, {"training": overrides}),
+            training_set_dir,
+            model_type=model_type,
+            epochs=space.trial_epochs,
+            nproc=nproc,
+            allow_unvalidated=allow_unvalidated,
+            parent_run_id=parent_id,
+            trial=True,
         )
         trial.set_user_attr("run_id", result["run_id"])
         return float(result["best_val_score"])

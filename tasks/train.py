@@ -35,33 +35,64 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="default: training.epochs")
     parser.add_argument("--launch", action="store_true", help="start torchrun with --nproc processes and wait")
     parser.add_argument("--nproc", type=int, help="processes for --launch (default: training.nproc_per_node)")
-    parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
-                        help="with --launch: Optuna search first (default: training.search.enabled)")
-    parser.add_argument("--allow-unvalidated", action="store_true",
-                        help="train even without a passing validation result of the training set (ad-hoc runs)")
-    parser.add_argument("--fault-after-epoch", type=int,
-                        help="crash drill: rank 0 kills itself after writing that epoch's checkpoint")
+    parser.add_argument(
+        "--search",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --launch: Optuna search first (default: training.search.enabled)",
+    )
+    parser.add_argument(
+        "--allow-unvalidated",
+        action="store_true",
+        help="train even without a passing validation result of the training set (ad-hoc runs)",
+    )
+    parser.add_argument(
+        "--fault-after-epoch", type=int, help="crash drill: rank 0 kills itself after writing that epoch's checkpoint"
+    )
     parser.add_argument("--parent-run-id", help="nest this training's MLflow run under that run (search)")
-    parser.add_argument("--trial", action="store_true",
-                        help="search trial: score on the validation split only; no test metrics, no registration")
+    parser.add_argument(
+        "--trial",
+        action="store_true",
+        help="search trial: score on the validation split only; no test metrics, no registration",
+    )
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs <= 0:
         parser.error("--epochs must be positive")
     cfg = config_from_args(args)
     if args.launch:
         result = launch(
-            cfg, args.training_set, model_type=args.model_type, epochs=args.epochs, nproc=args.nproc,
-            search=args.search, allow_unvalidated=args.allow_unvalidated, fault_after_epoch=args.fault_after_epoch,
+            cfg,
+            args.training_set,
+            model_type=args.model_type,
+            epochs=args.epochs,
+            nproc=args.nproc,
+            search=args.search,
+            allow_unvalidated=args.allow_unvalidated,
+            fault_after_epoch=args.fault_after_epoch,
         )
-        print(json.dumps({"model_version": result.model_version, "model_uri": result.model_uri,
-                          "run_id": result.run_id, "output": str(result.output)}))
+        print(
+            json.dumps(
+                {
+                    "model_version": result.model_version,
+                    "model_uri": result.model_uri,
+                    "run_id": result.run_id,
+                    "output": str(result.output),
+                }
+            )
+        )
         return 0
     if args.output is None:
         parser.error("--output is required (or use --launch)")
     train_distributed(
-        cfg, args.training_set, args.output, model_type=args.model_type, epochs=args.epochs,
-        allow_unvalidated=args.allow_unvalidated, fault_after_epoch=args.fault_after_epoch,
-        parent_run_id=args.parent_run_id, trial=args.trial,
+        cfg,
+        args.training_set,
+        args.output,
+        model_type=args.model_type,
+        epochs=args.epochs,
+        allow_unvalidated=args.allow_unvalidated,
+        fault_after_epoch=args.fault_after_epoch,
+        parent_run_id=args.parent_run_id,
+        trial=args.trial,
     )
     return 0
 

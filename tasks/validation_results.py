@@ -3,9 +3,9 @@
 ``spark_jobs.validate`` writes ``<paths.gx_dir>/results/<layer>_<key>.json`` (the catalog's
 ``tasks.layers.validation_result``) for every run, passed or failed, holding the summary, the Data Docs path
 and a fingerprint of the partition's files. A step that must only consume validated data (training) reads it
-back with ``read_result`` and compares the fingerprint, so data rebuilt after its validation counts as unvalidated. This module imports neither
-Spark nor Great Expectations, so readers stay light; it sits in ``tasks`` below both its writer
-(``spark_jobs.validate``) and its reader (``tasks.train``).
+back with ``read_result`` and compares the fingerprint, so data rebuilt after its validation counts as
+unvalidated. This module imports neither Spark nor Great Expectations, so readers stay light; it sits in
+``tasks`` below both its writer (``spark_jobs.validate``) and its reader (``tasks.training.data``).
 """
 
 from __future__ import annotations

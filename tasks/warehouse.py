@@ -139,8 +139,20 @@ def validate_scores(ds: dt.date, rows: pa.Table) -> pa.Table:
         raise ScoreValidationError(f"rows must be a pyarrow.Table, got {type(rows).__name__}")
     if not isinstance(ds, dt.date) or isinstance(ds, dt.datetime):
         raise ScoreValidationError(f"ds must be a datetime.date, got {ds!r}")
+    # Types are checked only once every column is known; values only in the canonical schema.
+    problems = _column_problems(rows) or _type_problems(rows)
+    if problems:
+        raise ScoreValidationError(f"scores for ds={ds}: " + "; ".join(problems))
+    table = _canonical(rows)
+    problems = _value_problems(ds, table)
+    if problems:
+        raise ScoreValidationError(f"scores for ds={ds}: " + "; ".join(problems))
+    return table
+
+
+def _column_problems(rows: pa.Table) -> list[str]:
     names = rows.column_names
-    problems: list[str] = []
+    problems = []
     missing = [c for c in SCORE_COLUMNS if c not in names]
     unknown = [c for c in names if c not in WAREHOUSE_COLUMNS]
     dupes = sorted({c for c in names if names.count(c) > 1})
@@ -150,26 +162,33 @@ def validate_scores(ds: dt.date, rows: pa.Table) -> pa.Table:
         problems.append(f"unknown columns {unknown} (allowed: {list(WAREHOUSE_COLUMNS)})")
     if dupes:
         problems.append(f"duplicated columns {dupes}")
-    if problems:
-        raise ScoreValidationError(f"scores for ds={ds}: " + "; ".join(problems))
-    for c in names:
-        kind = WAREHOUSE_COLUMNS[c]
-        if not _type_ok(kind, rows.schema.field(c).type):
-            problems.append(f"column {c} has type {rows.schema.field(c).type}, expected {kind}")
-    if problems:
-        raise ScoreValidationError(f"scores for ds={ds}: " + "; ".join(problems))
+    return problems
 
+
+def _type_problems(rows: pa.Table) -> list[str]:
+    return [
+        f"column {c} has type {rows.schema.field(c).type}, expected {WAREHOUSE_COLUMNS[c]}"
+        for c in rows.column_names
+        if not _type_ok(WAREHOUSE_COLUMNS[c], rows.schema.field(c).type)
+    ]
+
+
+def _canonical(rows: pa.Table) -> pa.Table:
+    """``rows`` in ARROW_SCHEMA: absent optional columns as nulls, zone-less ``scored_at`` as UTC."""
     cols: dict[str, pa.ChunkedArray] = {}
     for field in ARROW_SCHEMA:
-        if field.name not in names:
+        if field.name not in rows.column_names:
             cols[field.name] = pa.chunked_array([pa.nulls(rows.num_rows, field.type)])
             continue
         col = rows.column(field.name)
         if field.name == "scored_at" and col.type.tz is None:
             col = pc.assume_timezone(col.cast(pa.timestamp(col.type.unit)), "UTC")
         cols[field.name] = col.cast(field.type)
-    table = pa.table(cols, schema=ARROW_SCHEMA)
+    return pa.table(cols, schema=ARROW_SCHEMA)
 
+
+def _value_problems(ds: dt.date, table: pa.Table) -> list[str]:
+    problems = []
     for c in NOT_NULL_COLUMNS:
         n = table.column(c).null_count
         if n:
@@ -180,7 +199,9 @@ def validate_scores(ds: dt.date, rows: pa.Table) -> pa.Table:
         problems.append(f"{wrong_ds} row(s) have ds other than {ds} (e.g. {seen})")
     for c in PROBABILITY_COLUMNS:
         col = table.column(c)
-        bad = pc.sum(pc.cast(pc.invert(pc.and_(pc.greater_equal(col, 0.0), pc.less_equal(col, 1.0))), pa.int64())).as_py()
+        bad = pc.sum(
+            pc.cast(pc.invert(pc.and_(pc.greater_equal(col, 0.0), pc.less_equal(col, 1.0))), pa.int64())
+        ).as_py()
         if bad:
             problems.append(f"{bad} value(s) of {c} are NaN or outside [0, 1]")
     for c in OPTIONAL_SCORE_COLUMNS:
@@ -191,12 +212,8 @@ def validate_scores(ds: dt.date, rows: pa.Table) -> pa.Table:
         counts = table.group_by("user_id").aggregate([("user_id", "count")])
         dup = counts.filter(pc.greater(counts.column("user_id_count"), 1))
         if dup.num_rows:
-            problems.append(
-                f"{dup.num_rows} duplicated user_id(s) (e.g. {dup.column('user_id').to_pylist()[:3]})"
-            )
-    if problems:
-        raise ScoreValidationError(f"scores for ds={ds}: " + "; ".join(problems))
-    return table
+            problems.append(f"{dup.num_rows} duplicated user_id(s) (e.g. {dup.column('user_id').to_pylist()[:3]})")
+    return problems
 
 
 class Warehouse(abc.ABC):
@@ -260,7 +277,7 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def _query(self, sql: str, params: list[Any]) -> list[tuple]: ...
 
-    def _after_delete(self, ds: dt.date) -> None:
+    def _after_delete(self, ds: dt.date) -> None:  # noqa: B027  (a hook that does nothing unless overridden)
         """Runs inside the swap transaction between the delete and the insert (a crash-test seam)."""
 
     def replace_partition(self, ds: dt.date, rows: pa.Table) -> int:
@@ -498,7 +515,9 @@ def load_scores(cfg: PipelineConfig, ds: dt.date) -> LoadReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_common_args(argparse.ArgumentParser(prog="python -m tasks.warehouse", description=__doc__.splitlines()[0]))
+    parser = add_common_args(
+        argparse.ArgumentParser(prog="python -m tasks.warehouse", description=__doc__.splitlines()[0])
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_load = sub.add_parser("load", help="load scores/ds=<ds>/ into the warehouse (replaces that ds)")
     p_load.add_argument("--ds", type=parse_ds, required=True)

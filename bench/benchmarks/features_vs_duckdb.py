@@ -48,7 +48,8 @@ def features_case(spark, cfg: PipelineConfig, target_events: int, reps: int, wor
     cores = local_cores(cfg)
 
     job_files = files + [
-        partition_dir(layer, DAY_KEY, ds + dt.timedelta(days=i)) / "part-00000.parquet" for i in range(fcfg.horizon_days)
+        partition_dir(layer, DAY_KEY, ds + dt.timedelta(days=i)) / "part-00000.parquet"
+        for i in range(fcfg.horizon_days)
     ]
     steps = ("spark_job", "spark_core", "duckdb_core", "duckdb_job")
     wall: dict[str, list[float]] = {k: [] for k in steps}
@@ -162,22 +163,24 @@ def run(args: argparse.Namespace) -> dict:
 
     table = []
     for c in cases:
-        table.append({
-            "events": c["events"],
-            "users": c["users"],
-            "spark job s": r(c["best_s"]["spark_job"]),
-            "spark core s": r(c["best_s"]["spark_core"]),
-            "duckdb core s": r(c["best_s"]["duckdb_core"]),
-            "spark job ev/s": int(c["events_per_s"]["spark_job"]),
-            "duckdb ev/s": int(c["events_per_s"]["duckdb_core"]),
-            "job / duckdb": r(c["ratio_spark_job_vs_duckdb"]),
-            "core / duckdb": r(c["ratio_spark_core_vs_duckdb"]),
-            "job / duckdb (CPU s)": r(c["cpu_ratio_spark_job_vs_duckdb"]),
-            "duckdb job s": r(c["best_s"]["duckdb_job"]),
-            "job / duckdb job": r(c["ratio_spark_job_vs_duckdb_job"]),
-            "job / duckdb job (CPU s)": r(c["cpu_ratio_spark_job_vs_duckdb_job"]),
-            "spark job, JVM's first run s": r(c["first_run"]["wall_s"]) if c["first_run"] else "",
-        })
+        table.append(
+            {
+                "events": c["events"],
+                "users": c["users"],
+                "spark job s": r(c["best_s"]["spark_job"]),
+                "spark core s": r(c["best_s"]["spark_core"]),
+                "duckdb core s": r(c["best_s"]["duckdb_core"]),
+                "spark job ev/s": int(c["events_per_s"]["spark_job"]),
+                "duckdb ev/s": int(c["events_per_s"]["duckdb_core"]),
+                "job / duckdb": r(c["ratio_spark_job_vs_duckdb"]),
+                "core / duckdb": r(c["ratio_spark_core_vs_duckdb"]),
+                "job / duckdb (CPU s)": r(c["cpu_ratio_spark_job_vs_duckdb"]),
+                "duckdb job s": r(c["best_s"]["duckdb_job"]),
+                "job / duckdb job": r(c["ratio_spark_job_vs_duckdb_job"]),
+                "job / duckdb job (CPU s)": r(c["cpu_ratio_spark_job_vs_duckdb_job"]),
+                "spark job, JVM's first run s": r(c["first_run"]["wall_s"]) if c["first_run"] else "",
+            }
+        )
     notes = [
         f"Spark {cfg.spark.master}, driver {cfg.spark.driver_memory}, shuffle partitions "
         f"{cfg.spark.shuffle_partitions}; DuckDB threads {base_case['duckdb_threads']}; best of "
@@ -205,8 +208,11 @@ def run(args: argparse.Namespace) -> dict:
         rows = c["spark_job_rows"]
         notes.append(
             f"Equal work at {c['events']} events: DuckDB's job output "
-            + (f"DIFFERS from the Spark job's in {bad} rows, so the job / duckdb job ratio compares unequal work"
-               if bad else "equals the Spark job's on every column but seq_item_bucket (other hash function)")
+            + (
+                f"DIFFERS from the Spark job's in {bad} rows, so the job / duckdb job ratio compares unequal work"
+                if bad
+                else "equals the Spark job's on every column but seq_item_bucket (other hash function)"
+            )
             + f" for all {rows['user']} users and {rows['user_category']} (user, category) rows "
             "(doubles within 1e-9 relative: the engines sum in different orders)."
         )
@@ -219,7 +225,9 @@ def run(args: argparse.Namespace) -> dict:
                 f"{label} x{big['best_s'][k] / base_case['best_s'][k]:.2f} / "
                 f"x{big['best_cpu_s'][k] / base_case['best_cpu_s'][k]:.2f}"
                 for label, k in (
-                    ("Spark job", "spark_job"), ("DuckDB job", "duckdb_job"), ("DuckDB core", "duckdb_core")
+                    ("Spark job", "spark_job"),
+                    ("DuckDB job", "duckdb_job"),
+                    ("DuckDB core", "duckdb_core"),
                 )
             )
             + " (x1 per x1 events is linear; below it, fixed costs weigh less at the larger size). Every run "
@@ -228,9 +236,10 @@ def run(args: argparse.Namespace) -> dict:
             f"{big['jvm_peak_rss_mb']:.0f} MiB, adds metaspace, code cache, thread stacks and off-heap buffers."
         )
     if variants:
-        notes.append("Session settings tried on the feature job at the smaller size (best of 2, the settings "
-                     "taking turns after the runs above): "
-                     + ", ".join(f"{k}: {r(v)} s" for k, v in variants.items()) + ".")
+        notes.append(
+            "Session settings tried on the feature job at the smaller size (best of 2, the settings "
+            "taking turns after the runs above): " + ", ".join(f"{k}: {r(v)} s" for k, v in variants.items()) + "."
+        )
     raw = [{k: v for k, v in c.items() if k != "case_cfg"} for c in cases]
     return {
         "description": "Point-in-time user features for one cutoff: the Spark job (local mode) vs the same "

@@ -68,7 +68,9 @@ def cold_step(var: Path, variant: str, step: str, *args: str) -> tuple[float, fl
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _COLD_STEP, str(var), variant, step, *args],
-        cwd=REPO_ROOT, capture_output=True, text=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -96,8 +98,11 @@ def run(args: argparse.Namespace) -> dict:
         day_rows = events_rows(layer, [day])
         lookback_rows = events_rows(layer, [first + dt.timedelta(days=d) for d in range(fcfg.lookback_days)])
         reps = 1 if args.quick else 2
-        steps = {"gate": (day.isoformat(),), "features": (ds.isoformat(),),
-                 "gate_lookback": (day.isoformat(), first.isoformat())}
+        steps = {
+            "gate": (day.isoformat(),),
+            "features": (ds.isoformat(),),
+            "gate_lookback": (day.isoformat(), first.isoformat()),
+        }
         # Interleaved, so a burst of load on the shared machine hits every step and variant alike.
         runs: dict[tuple[str, str], list[tuple[float, float]]] = {(k, v): [] for k in steps for v in COLD_VARIANTS}
         for _ in range(reps):
@@ -116,8 +121,12 @@ def run(args: argparse.Namespace) -> dict:
         for variant, suffix in ((configured, ""), (unmapped, f", {unmapped}")):
             wall, cpu = med[(key, variant)]
             w_share, c_share = share(key, variant)
-            out |= {f"wall s{suffix}": r(wall), f"CPU s{suffix}": r(cpu),
-                    f"wall share{suffix}": f"{100 * w_share:.0f}%", f"CPU share{suffix}": f"{100 * c_share:.0f}%"}
+            out |= {
+                f"wall s{suffix}": r(wall),
+                f"CPU s{suffix}": r(cpu),
+                f"wall share{suffix}": f"{100 * w_share:.0f}%",
+                f"CPU share{suffix}": f"{100 * c_share:.0f}%",
+            }
         return out
 
     table = [
@@ -168,8 +177,7 @@ def run(args: argparse.Namespace) -> dict:
         "with and without the JVM class archive, and under the JVM's default garbage collector (issue 4).",
         "table": table,
         "notes": notes,
-        "runs": {f"{k}{suffixes[v]}": [{"wall_s": w, "cpu_s": c} for w, c in runs_]
-                 for (k, v), runs_ in runs.items()},
+        "runs": {f"{k}{suffixes[v]}": [{"wall_s": w, "cpu_s": c} for w, c in runs_] for (k, v), runs_ in runs.items()},
         "class_archive_build_s": archive_s,
         "day_rows": day_rows,
         "lookback_rows": lookback_rows,

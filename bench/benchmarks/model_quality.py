@@ -33,7 +33,8 @@ def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | 
 
     def metric_row(model: str, m: dict[str, float], prefix: str) -> dict:
         return {
-            "dataset": dataset, "model": model,
+            "dataset": dataset,
+            "model": model,
             "test ROC-AUC": r(m[f"{prefix}purchase_roc_auc"], 4),
             "test PR-AUC": r(m[f"{prefix}purchase_pr_auc"], 4),
             f"category HitRate@{k}": r(m[f"{prefix}{hit}"], 4) if f"{prefix}{hit}" in m else "",
@@ -46,16 +47,24 @@ def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | 
         res, wall = timed(partial(launch, cfg, ts_dir, model_type=model_type, epochs=epochs, allow_unvalidated=True))
         metrics, _ = run_metrics(cfg, res.run_id)
         raw[model_type] = {"run_id": res.run_id, "model_uri": res.model_uri, "metrics": metrics, "wall_s": wall}
-        rows.append({
-            **metric_row(model_type, metrics, "test_"),
-            "best epoch": int(metrics.get("best_epoch", 0)), "train wall s": r(wall, 0),
-        })
+        rows.append(
+            {
+                **metric_row(model_type, metrics, "test_"),
+                "best epoch": int(metrics.get("best_epoch", 0)),
+                "train wall s": r(wall, 0),
+            }
+        )
         if baselines is None:
             baselines = metrics
     for name, label in (("lr", "logistic regression (f_*)"), ("lgbm", "LightGBM (f_*; categories: f_uc_*)")):
-        rows.insert(len(rows) - 2, {
-            **metric_row(label, baselines, f"baseline_{name}_test_"), "best epoch": "", "train wall s": "",
-        })
+        rows.insert(
+            len(rows) - 2,
+            {
+                **metric_row(label, baselines, f"baseline_{name}_test_"),
+                "best epoch": "",
+                "train wall s": "",
+            },
+        )
     return rows, raw
 
 
@@ -111,7 +120,8 @@ def run(args: argparse.Namespace) -> dict:
         notes.append(f"Taobao sample not found at {TAOBAO_SAMPLE}: only synthetic data measured.")
     notes.append(
         "ROC-AUC / PR-AUC of the purchase head on the held-out test cutoff; LR and LightGBM are the yardsticks "
-        "tasks.train logs on the same splits (baseline_*_test_*); LSTM and BERT are trained by tasks.training.launcher.launch "
+        "tasks.train logs on the same splits (baseline_*_test_*); LSTM and BERT are trained by "
+        "tasks.training.launcher.launch "
         f"(torchrun, {cfg.training.nproc_per_node} processes, {epochs or cfg.training.epochs} epochs max, "
         "early stopping on val PR-AUC, best epoch kept)."
     )

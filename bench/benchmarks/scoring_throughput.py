@@ -136,27 +136,32 @@ def run(args: argparse.Namespace) -> dict:
             bare = bare_predict(cfg, res.model_uri, pdf, with_reasons=False, checked=plain)
             bare_r = bare_predict(cfg, res.model_uri, pdf, with_reasons=True)
             row.update(
-                bare_load_s=bare["load"], bare_predict_s=bare["predict"], bare_predict_reasons_s=bare_r["predict"],
-                checked_predict_rows=min(CHECKED_ROWS, len(pdf)), checked_predict_s=bare["checked"],
+                bare_load_s=bare["load"],
+                bare_predict_s=bare["predict"],
+                bare_predict_reasons_s=bare_r["predict"],
+                checked_predict_rows=min(CHECKED_ROWS, len(pdf)),
+                checked_predict_s=bare["checked"],
             )
             results.append(row)
     table = []
     for x in results:
         ups = x["users"] / x["job_s"]
-        table.append({
-            "model": x["model"],
-            "users": x["users"],
-            "job s (score + load)": r(x["job_s"]),
-            "first job s": r(x["job_cold_s"]),
-            "of which load_scores s": r(x["job_load_s"]),
-            "users/s job": int(ups),
-            "users/s bare predict": int(x["users"] / x["bare_predict_s"]),
-            "job / bare (both with reasons)": r(x["job_s"] / x["bare_predict_reasons_s"]),
-            "job / bare (both without reasons)": r(x["job_no_reasons_s"] / x["bare_predict_s"]),
-            "job with reasons / bare without": r(x["job_s"] / x["bare_predict_s"]),
-            "users/s mlflow checked predict": int(x["checked_predict_rows"] / x["checked_predict_s"]),
-            "1M users (extrapolated) min": r(1e6 / ups / 60, 1),
-        })
+        table.append(
+            {
+                "model": x["model"],
+                "users": x["users"],
+                "job s (score + load)": r(x["job_s"]),
+                "first job s": r(x["job_cold_s"]),
+                "of which load_scores s": r(x["job_load_s"]),
+                "users/s job": int(ups),
+                "users/s bare predict": int(x["users"] / x["bare_predict_s"]),
+                "job / bare (both with reasons)": r(x["job_s"] / x["bare_predict_reasons_s"]),
+                "job / bare (both without reasons)": r(x["job_no_reasons_s"] / x["bare_predict_s"]),
+                "job with reasons / bare without": r(x["job_s"] / x["bare_predict_s"]),
+                "users/s mlflow checked predict": int(x["checked_predict_rows"] / x["checked_predict_s"]),
+                "1M users (extrapolated) min": r(1e6 / ups / 60, 1),
+            }
+        )
     notes = [
         f"Features of cutoff {ds} from a synthetic log ({n_users} users x {n_days} days; {feats.n_users} real "
         f"feature rows, the Spark job wrote {real_files} file(s)), grown to {n_rows} rows by copying rows under "

@@ -26,28 +26,52 @@ def run(args: argparse.Namespace) -> dict:
             training={"baselines": False, "patience": 0, "epochs": epochs},
         )
         ts = write_training_set(
-            work / "ts", n_users=rows_per_cutoff, seed=1, sequence_length=cfg.features.sequence_length,
-            item_buckets=cfg.features.item_buckets, n_categories=120, n_train_cutoffs=3, files_per_split=4,
+            work / "ts",
+            n_users=rows_per_cutoff,
+            seed=1,
+            sequence_length=cfg.features.sequence_length,
+            item_buckets=cfg.features.item_buckets,
+            n_categories=120,
+            n_train_cutoffs=3,
+            files_per_split=4,
         )
         n_train = 3 * rows_per_cutoff
         for model_type, nproc, threads in runs:
             with env(OMP_NUM_THREADS=str(threads)):
                 # Benchmark sets are not run through the GX gate (it is benchmarked on its own).
-                res, wall = timed(partial(launch, cfg, ts, model_type=model_type, epochs=epochs, nproc=nproc,
-                                          allow_unvalidated=True))
+                res, wall = timed(
+                    partial(launch, cfg, ts, model_type=model_type, epochs=epochs, nproc=nproc, allow_unvalidated=True)
+                )
             metrics, sps = run_metrics(cfg, res.run_id)
             steady = sps[1:] or sps  # epoch 1 includes one-off warm-up (allocator, autograd graph caches)
-            results.append({
-                "model": model_type, "processes": nproc, "threads_per_process": threads,
-                "samples_per_s": statistics.mean(steady), "per_epoch": sps, "wall_s": wall,
-                "test_purchase_roc_auc": metrics.get("test_purchase_roc_auc"),
-            })
-    base = {m: next(x["samples_per_s"] for x in results if x["model"] == m and x["processes"] == 1
-                    and x["threads_per_process"] == 1) for m in ("lstm", "bert")}
+            results.append(
+                {
+                    "model": model_type,
+                    "processes": nproc,
+                    "threads_per_process": threads,
+                    "samples_per_s": statistics.mean(steady),
+                    "per_epoch": sps,
+                    "wall_s": wall,
+                    "test_purchase_roc_auc": metrics.get("test_purchase_roc_auc"),
+                }
+            )
+    base = {
+        m: next(
+            x["samples_per_s"]
+            for x in results
+            if x["model"] == m and x["processes"] == 1 and x["threads_per_process"] == 1
+        )
+        for m in ("lstm", "bert")
+    }
     table = [
-        {"model": x["model"], "torchrun processes": x["processes"], "threads/process": x["threads_per_process"],
-         "samples/s": int(x["samples_per_s"]), "speed-up vs 1x1": r(x["samples_per_s"] / base[x["model"]]),
-         "launch wall s": r(x["wall_s"], 1)}
+        {
+            "model": x["model"],
+            "torchrun processes": x["processes"],
+            "threads/process": x["threads_per_process"],
+            "samples/s": int(x["samples_per_s"]),
+            "speed-up vs 1x1": r(x["samples_per_s"] / base[x["model"]]),
+            "launch wall s": r(x["wall_s"], 1),
+        }
         for x in results
     ]
     cfg_t = cfg.training

@@ -155,9 +155,7 @@ class IntentModel(nn.Module):
         )
         # Candidate input: [user representation (fused), category embedding (D), pair features (H, if any)].
         cand_in = fused + cfg.embedding_dim + (h if self.pair_mlp is not None else 0)
-        self.category_head = nn.Sequential(
-            nn.Linear(cand_in, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 1)
-        )
+        self.category_head = nn.Sequential(nn.Linear(cand_in, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 1))
         self.register_buffer("pos_weight", torch.tensor(cfg.pos_weight, dtype=torch.float32), persistent=False)
 
     def encode_sequence(self, batch: dict[str, Tensor]) -> Tensor:
@@ -236,7 +234,9 @@ class IntentModel(nn.Module):
         self.eval()
         try:
             out = self.forward(batch)
-            return IntentOutput(torch.sigmoid(out.intent.float()), torch.sigmoid(out.category.float()), out.category_row)
+            return IntentOutput(
+                torch.sigmoid(out.intent.float()), torch.sigmoid(out.category.float()), out.category_row
+            )
         finally:
             self.train(was_training)
 

@@ -31,8 +31,13 @@ def fit_predict(make, x_train: np.ndarray, y: np.ndarray, w: np.ndarray, x_test:
 def lgbm_classifier(seed: int) -> LGBMClassifier:
     """The LightGBM yardstick's settings (shared with the benchmarks, so both fit the same model)."""
     return LGBMClassifier(
-        n_estimators=100, num_leaves=15, learning_rate=0.05, min_child_samples=10,
-        random_state=seed, n_jobs=1, verbose=-1,
+        n_estimators=100,
+        num_leaves=15,
+        learning_rate=0.05,
+        min_child_samples=10,
+        random_state=seed,
+        n_jobs=1,
+        verbose=-1,
     )
 
 

@@ -285,7 +285,9 @@ class FeatureEncoder:
             idx[miss] = [self.category_index.get(str(c), OOV) for c in values[miss]]
         return idx.fillna(OOV).to_numpy(dtype=np.int64)
 
-    def encode_candidates(self, rows: np.ndarray, cand: pd.DataFrame, *, with_labels: bool = False) -> dict[str, Tensor]:
+    def encode_candidates(
+        self, rows: np.ndarray, cand: pd.DataFrame, *, with_labels: bool = False
+    ) -> dict[str, Tensor]:
         """Candidate rows of a batch -> the cand_* keys of the batch contract (see tasks.models.base).
 
         ``rows`` [C]: the batch row of each candidate's user, -1 for a candidate whose user is not in

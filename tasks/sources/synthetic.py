@@ -35,9 +35,7 @@ SAMPLED, TARGET, COPY_PREV = 0, 1, 2
 
 SESSION_GAP_S = 30 * 60
 # Relative activity by local hour of day (evening peak, night trough), as in e-commerce traffic.
-HOURLY_WEIGHTS = np.array(
-    [2, 1, 1, 1, 1, 1, 2, 3, 4, 5, 5, 5, 6, 5, 5, 5, 5, 6, 7, 8, 9, 9, 7, 4], dtype=float
-)
+HOURLY_WEIGHTS = np.array([2, 1, 1, 1, 1, 1, 2, 3, 4, 5, 5, 5, 6, 5, 5, 5, 5, 6, 7, 8, 9, 9, 7, 4], dtype=float)
 
 # Behaviour parameters, tuned so a 9-day log of the default population matches the Taobao sample
 # (about 90% views, 5% carts, 3% favs, 2% purchases; median ~80 events per active user; ~15% of the
@@ -99,9 +97,7 @@ class _Catalog:
     category_queries: np.ndarray  # [n_categories, 16] two-word queries from the category's vocabulary
 
 
-_SYLLABLES = np.array(
-    "ka lo mi ru te sa no vi pe da zu ro me li ta fo be gu ni so ha ke ma ju".split(), dtype=object
-)
+_SYLLABLES = np.array("ka lo mi ru te sa no vi pe da zu ro me li ta fo be gu ni so ha ke ma ju".split(), dtype=object)
 _TOP_CODES = ("electronics", "apparel", "home", "kids", "sport", "beauty", "auto", "garden", "books")
 
 
@@ -164,9 +160,7 @@ def _local_day_starts(days: list[dt.date], tz: str) -> np.ndarray:
     """Epoch seconds (UTC) of each day's local midnight, plus the end of the last day: [n_days + 1]."""
     zone = ZoneInfo(tz)
     bounds = [*days, days[-1] + dt.timedelta(days=1)]
-    return np.array(
-        [int(dt.datetime.combine(d, dt.time(), tzinfo=zone).timestamp()) for d in bounds], dtype=np.int64
-    )
+    return np.array([int(dt.datetime.combine(d, dt.time(), tzinfo=zone).timestamp()) for d in bounds], dtype=np.int64)
 
 
 def _hour_offsets(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -226,8 +220,11 @@ def _chunk_events(
     # day or the next; the burst of views/carts in one category before a purchase is the sequence signal.
     mu, md = np.nonzero(mission)
     nm = len(mu)
-    m_focus = np.where(rng.random(nm) < 0.8, prefs[mu, rng.integers(0, 3, size=nm)], rng.choice(
-        len(cat.cat_popularity), size=nm, p=cat.cat_popularity))
+    m_focus = np.where(
+        rng.random(nm) < 0.8,
+        prefs[mu, rng.integers(0, 3, size=nm)],
+        rng.choice(len(cat.cat_popularity), size=nm, p=cat.cat_popularity),
+    )
     m_target = _sample_items(rng, cat, m_focus)
     r_len = 2 + rng.geometric(1.0 / 6.0, size=nm)
     r_start = bounds[md] + np.minimum(_hour_offsets(rng, nm), day_len[md] - 1)
@@ -247,12 +244,20 @@ def _chunk_events(
     k_second = rng.random(nm) < SECOND_PURCHASE
     k_len = k_pre + k_cart + 1 + 2 * k_second
     if latent is not None:
-        latent.append(LatentState(
-            user_ids=(first_user + np.arange(n_users) + 1).astype(str).astype(object),
-            p_active=p_active, session_rate=rate, len_scale=len_scale, baseline=baseline, drift=drift,
-            bounds=bounds, mission_user=mu, mission_research_s=r_start,
-            mission_buy_s=np.where(buy, k_start, -1),
-        ))
+        latent.append(
+            LatentState(
+                user_ids=(first_user + np.arange(n_users) + 1).astype(str).astype(object),
+                p_active=p_active,
+                session_rate=rate,
+                len_scale=len_scale,
+                baseline=baseline,
+                drift=drift,
+                bounds=bounds,
+                mission_user=mu,
+                mission_research_s=r_start,
+                mission_buy_s=np.where(buy, k_start, -1),
+            )
+        )
 
     # Session table: browse, research, buy [S].
     s_user = np.concatenate([b_user, mu, mu[buy]])
@@ -393,7 +398,7 @@ def generate(gen: GeneratorConfig, out_dir: Path, tz: str = "UTC") -> GenerateRe
         n_users=gen.n_users,
         n_active_users=active_users,
         n_events=int(per_day.sum()),
-        events_per_day={d.isoformat(): int(n) for d, n in zip(days, per_day)},
+        events_per_day={d.isoformat(): int(n) for d, n in zip(days, per_day, strict=True)},
     )
     log.info("synthetic log: %d events of %d active users in %s", report.n_events, active_users, out_dir)
     return report
@@ -454,8 +459,10 @@ def missions_at_cutoff(state: LatentState, day: int) -> tuple[np.ndarray, np.nda
     is_open = (research >= state.bounds[day - 1]) & (research < cut) & ((buy_s < 0) | (buy_s >= cut))
     is_pending = is_open & (buy_s >= cut) & (buy_s < end)
     n = len(state.user_ids)
-    return (np.bincount(state.mission_user[is_pending], minlength=n) > 0,
-            np.bincount(state.mission_user[is_open], minlength=n) > 0)
+    return (
+        np.bincount(state.mission_user[is_pending], minlength=n) > 0,
+        np.bincount(state.mission_user[is_open], minlength=n) > 0,
+    )
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:

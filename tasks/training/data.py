@@ -21,7 +21,13 @@ from tasks.validation_results import partition_fingerprint, read_result
 
 SPLITS = ("train", "val", "test")
 MANIFEST_KEYS = (
-    "id", "cutoffs", "feature_columns", "sequence_columns", "sequence_length", "item_buckets", "user_category",
+    "id",
+    "cutoffs",
+    "feature_columns",
+    "sequence_columns",
+    "sequence_length",
+    "item_buckets",
+    "user_category",
 )
 # Key joining candidate rows to user rows.
 CANDIDATE_KEY = ("ds", "user_id")

@@ -64,8 +64,14 @@ def launch(
             cfg, training_set_dir, manifest, model_type=model_type, nproc=nproc, allow_unvalidated=allow_unvalidated
         )
     result = run_torchrun(
-        cfg, training_set_dir, model_type=model_type, epochs=epochs, nproc=nproc,
-        allow_unvalidated=allow_unvalidated, fault_after_epoch=fault_after_epoch, parent_run_id=parent_run_id,
+        cfg,
+        training_set_dir,
+        model_type=model_type,
+        epochs=epochs,
+        nproc=nproc,
+        allow_unvalidated=allow_unvalidated,
+        fault_after_epoch=fault_after_epoch,
+        parent_run_id=parent_run_id,
     )
     return TrainResult(
         run_id=result["run_id"],

@@ -51,12 +51,22 @@ def run_torchrun(
     output = runs / f"train-{token}.json"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-        "--max-restarts", str(cfg.training.max_restarts),
-        "-m", "tasks.train",
-        "--training-set", str(training_set_dir),
-        "--output", str(output),
-        "--config", str(cfg_file),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "--max-restarts",
+        str(cfg.training.max_restarts),
+        "-m",
+        "tasks.train",
+        "--training-set",
+        str(training_set_dir),
+        "--output",
+        str(output),
+        "--config",
+        str(cfg_file),
     ]
     if model_type:
         cmd += ["--model-type", model_type]

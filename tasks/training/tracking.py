@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.validation_results import partition_fingerprint
 from tasks.config import REPO_ROOT, PipelineConfig
 from tasks.evaluate import evaluate_user_groups, finite
 from tasks.registry import mlflow_store
@@ -20,6 +19,7 @@ from tasks.schema import INTENTS, LABEL_COLUMNS, USER_CATEGORY_LABEL
 from tasks.training.collectives import rank0_print
 from tasks.training.data import CANDIDATE_KEY, read_candidates, read_files, training_set_dir_of
 from tasks.training.state import EncodedData, Fitting, Progress, TrainingJob
+from tasks.validation_results import partition_fingerprint
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun
@@ -237,8 +237,12 @@ def log_plots(history: list[dict[str, float]], y: np.ndarray, p: np.ndarray) -> 
 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o", label="train loss")
-    ax.plot([h["epoch"] for h in history], [h["val_purchase_log_loss"] for h in history], marker="o",
-            label="val purchase log loss")
+    ax.plot(
+        [h["epoch"] for h in history],
+        [h["val_purchase_log_loss"] for h in history],
+        marker="o",
+        label="val purchase log loss",
+    )
     ax.set_xlabel("epoch")
     ax.legend()
     mlflow.log_figure(fig, "plots/loss.png")
@@ -255,9 +259,11 @@ def log_plots(history: list[dict[str, float]], y: np.ndarray, p: np.ndarray) -> 
         axes[2].plot(mean_pred, frac_pos, marker="o", label=intent)
     for ax, (title, xl, yl) in zip(
         axes,
-        [("ROC (test)", "false positive rate", "true positive rate"),
-         ("precision-recall (test)", "recall", "precision"),
-         ("calibration (test)", "mean predicted", "observed rate")],
+        [
+            ("ROC (test)", "false positive rate", "true positive rate"),
+            ("precision-recall (test)", "recall", "precision"),
+            ("calibration (test)", "mean predicted", "observed rate"),
+        ],
         strict=True,
     ):
         ax.set_title(title)

@@ -96,10 +96,20 @@ def train_distributed(
         local_rank = 0
     rank, size = world()
     job = TrainingJob(
-        cfg=cfg, training_set_dir=training_set_dir, output=output, manifest=manifest, files=files,
-        model_type=model_type, epochs=epochs, rank=rank, world=size,
-        device=torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"), validation=validation,
-        fault_after_epoch=fault_after_epoch, parent_run_id=parent_run_id, trial=trial,
+        cfg=cfg,
+        training_set_dir=training_set_dir,
+        output=output,
+        manifest=manifest,
+        files=files,
+        model_type=model_type,
+        epochs=epochs,
+        rank=rank,
+        world=size,
+        device=torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"),
+        validation=validation,
+        fault_after_epoch=fault_after_epoch,
+        parent_run_id=parent_run_id,
+        trial=trial,
     )
     try:
         return _train(job)
@@ -182,8 +192,15 @@ def _encode(job: TrainingJob) -> EncodedData:
             y, _ = encode_targets(local[s])
             evals[s] = (encode_split(s), y.numpy())
     return EncodedData(
-        encoder=encoder, local=local, train_x=train_x, train_y=train_y, train_w=train_w, evals=evals,
-        n_train=stats.n_rows, n_train_candidates=pair_stats.n_rows, pos_weight=pos_weight,
+        encoder=encoder,
+        local=local,
+        train_x=train_x,
+        train_y=train_y,
+        train_w=train_w,
+        evals=evals,
+        n_train=stats.n_rows,
+        n_train_candidates=pair_stats.n_rows,
+        pos_weight=pos_weight,
         category_pos_weight=category_pos_weight,
     )
 
@@ -218,8 +235,14 @@ def _build(job: TrainingJob, data: EncodedData) -> Fitting:
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
     return Fitting(
-        model=model, ddp_model=ddp_model, optimizer=optimizer, scheduler=scheduler, steps=steps, local_bs=local_bs,
-        ckpt_dir=ckpt_dir if t.checkpoints else None, resume=resume,
+        model=model,
+        ddp_model=ddp_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        steps=steps,
+        local_bs=local_bs,
+        ckpt_dir=ckpt_dir if t.checkpoints else None,
+        resume=resume,
     )
 
 
@@ -311,8 +334,7 @@ def _run_epoch(job: TrainingJob, data: EncodedData, fit: Fitting, progress: Prog
     )
     rank0_print(
         f"epoch {epoch + 1}/{job.epochs} loss {train_loss:.4f} val {EARLY_STOPPING_METRIC} "
-        f"{val_metrics[EARLY_STOPPING_METRIC]:.4f} samples/s {samples_per_s:.0f}"
-        + (" *" if improved else ""),
+        f"{val_metrics[EARLY_STOPPING_METRIC]:.4f} samples/s {samples_per_s:.0f}" + (" *" if improved else ""),
     )
     if job.rank == 0:
         tracking.log_epoch(train_loss, samples_per_s, fit.scheduler.get_last_lr()[0], val_metrics, epoch + 1)
@@ -338,9 +360,7 @@ def _save_checkpoint(job: TrainingJob, fit: Fitting, progress: Progress, ckpt_di
     )
 
 
-def _gather_new_user_mask(
-    cfg: PipelineConfig, manifest: dict[str, Any], local_test: pd.DataFrame
-) -> np.ndarray | None:
+def _gather_new_user_mask(cfg: PipelineConfig, manifest: dict[str, Any], local_test: pd.DataFrame) -> np.ndarray | None:
     """New-user flags of the test rows in the order ``evaluate_split`` gathers them (rank order)."""
     mask = new_user_mask(local_test, list(manifest["feature_columns"]), cfg.training.new_user_days)
     parts = gather_objects(mask)

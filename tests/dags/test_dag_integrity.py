@@ -20,16 +20,33 @@ from pathlib import Path
 from airflow.dag_processing.dagbag import BundleDagBag
 # Parsed as the dag processor does: the DAG bundle (dags/) is on sys.path.
 bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]), bundle_name="dags-folder")
-out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": sorted(m for m in sys.argv[2].split(",") if m in sys.modules), "dags": {}}
+out = {
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "heavy": sorted(m for m in sys.argv[2].split(",") if m in sys.modules),
+    "dags": {},
+}
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "tags": sorted(dag.tags),
         "doc": bool(dag.doc_md),
         "schedule": str(dag.schedule),
-        "params": {k: {"default": dag.params.get_param(k).value, "schema": dag.params.get_param(k).schema, "description": dag.params.get_param(k).description} for k in dag.params.keys()},
-        "tasks": {t.task_id: {"down": sorted(t.downstream_task_ids), "retries": t.retries, "owner": t.owner, "has_callback": bool(t.on_failure_callback),
-                              "type": type(t).__name__, "doc": bool(t.doc_md), "application": getattr(t, "application", None),
-                              "args": [str(a) for a in getattr(t, "application_args", None) or []]} for t in dag.tasks},
+        "params": {
+            k: {"default": p.value, "schema": p.schema, "description": p.description}
+            for k, p in ((k, dag.params.get_param(k)) for k in dag.params.keys())
+        },
+        "tasks": {
+            t.task_id: {
+                "down": sorted(t.downstream_task_ids),
+                "retries": t.retries,
+                "owner": t.owner,
+                "has_callback": bool(t.on_failure_callback),
+                "type": type(t).__name__,
+                "doc": bool(t.doc_md),
+                "application": getattr(t, "application", None),
+                "args": [str(a) for a in getattr(t, "application_args", None) or []],
+            }
+            for t in dag.tasks
+        },
     }
 print("@@" + json.dumps(out))
 """
@@ -38,12 +55,22 @@ print("@@" + json.dumps(out))
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow_home")
-    env = dict(os.environ, AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-               AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"), PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(REPO_ROOT / "dags"), ",".join(HEAVY)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("@@")), None)
+    env = dict(
+        os.environ,
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(REPO_ROOT / "dags"), ",".join(HEAVY)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = next((out for out in proc.stdout.splitlines() if out.startswith("@@")), None)
     assert line, f"DAG parse probe failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(line[2:])
 
@@ -77,11 +104,27 @@ def test_nightly_order(parsed):
     tasks = parsed["dags"]["purchase_intent_nightly"]["tasks"]
     # Drift runs beside scoring and gates the load: both branches join at load_warehouse.
     assert tasks["validate_features"]["down"] == ["check_drift", "score"]
-    assert _chain(tasks, "land_raw", stop="validate_features") == ["land_raw", "clean_events", "validate_events", "build_features", "validate_features"]
+    assert _chain(tasks, "land_raw", stop="validate_features") == [
+        "land_raw",
+        "clean_events",
+        "validate_events",
+        "build_features",
+        "validate_features",
+    ]
     assert _chain(tasks, "score") == ["score", "validate_scores", "load_warehouse", "publish"]
     assert _chain(tasks, "check_drift") == ["check_drift", "load_warehouse", "publish"]
-    assert set(tasks) == {"land_raw", "clean_events", "validate_events", "build_features", "validate_features",
-                          "check_drift", "score", "validate_scores", "load_warehouse", "publish"}
+    assert set(tasks) == {
+        "land_raw",
+        "clean_events",
+        "validate_events",
+        "build_features",
+        "validate_features",
+        "check_drift",
+        "score",
+        "validate_scores",
+        "load_warehouse",
+        "publish",
+    }
 
 
 def test_nightly_drift_task(parsed):
@@ -97,12 +140,22 @@ def test_nightly_drift_task(parsed):
 def test_training_order(parsed):
     dag = parsed["dags"]["purchase_intent_training"]
     assert _chain(dag["tasks"], "check_new_data") == [
-        "check_new_data", "build_training_set", "validate_training_set", "train", "gate",
+        "check_new_data",
+        "build_training_set",
+        "validate_training_set",
+        "train",
+        "gate",
     ]
     assert dag["tasks"]["check_new_data"]["type"] == "_ShortCircuitDecoratedOperator"
     build = dag["tasks"]["build_training_set"]
-    assert build["args"] == ["--last-cutoff", "{{ local_ds(logical_date, -params.horizon) }}",
-                             "--id", "{{ local_ds(logical_date) }}-h{{ params.horizon }}", "--horizon", "{{ params.horizon }}"]
+    assert build["args"] == [
+        "--last-cutoff",
+        "{{ local_ds(logical_date, -params.horizon) }}",
+        "--id",
+        "{{ local_ds(logical_date) }}-h{{ params.horizon }}",
+        "--horizon",
+        "{{ params.horizon }}",
+    ]
 
 
 def test_training_params_defaults_from_config_and_schemas(parsed):

@@ -38,5 +38,7 @@ def test_options_follow_the_archive_at_run_time(operator_cls):
     assert submitted[2]["spark.driver.extraJavaOptions"].startswith(
         f"-XX:TieredStopAtLevel=1 -XX:+UseParallelGC -XX:SharedArchiveFile={archive}"
     )
-    assert submitted[3]["spark.driver.extraJavaOptions"].startswith(f"-XX:+UseParallelGC -XX:SharedArchiveFile={archive}")
+    assert submitted[3]["spark.driver.extraJavaOptions"].startswith(
+        f"-XX:+UseParallelGC -XX:SharedArchiveFile={archive}"
+    )
     assert submitted[3]["spark.sql.shuffle.partitions"] == "8"

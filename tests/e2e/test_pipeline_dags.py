@@ -27,8 +27,14 @@ N_DAYS = 9
 def _overlay(var) -> dict:
     return {
         "paths": {"var_dir": str(var), "incoming_dir": str(var / "incoming")},
-        "generator": {"n_users": 400, "n_days": N_DAYS, "start_date": START.isoformat(), "n_items": 2000,
-                      "n_categories": 30, "chunk_users": 200},
+        "generator": {
+            "n_users": 400,
+            "n_days": N_DAYS,
+            "start_date": START.isoformat(),
+            "n_items": 2000,
+            "n_categories": 30,
+            "chunk_users": 200,
+        },
         "features": {"sequence_length": 20},
         "training_set": {"n_train_cutoffs": 4, "n_val_cutoffs": 1, "n_test_cutoffs": 1},
         "training": {"epochs": 2, "nproc_per_node": 2, "batch_size": 128, "embedding_dim": 8, "hidden_dim": 16},
@@ -44,21 +50,32 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     overlay = root / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(_overlay(root / "var")))
-    environ = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PIPELINE_WAREHOUSE_URL", "SPARK_MASTER")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "PIPELINE_WAREHOUSE_URL", "SPARK_MASTER")
+    }
     environ.update(PIPELINE_CONFIG=f"{DEFAULT_CONFIG}:{overlay}", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
     cfg = load_config([DEFAULT_CONFIG, overlay], use_env=False)
     return environ, cfg
 
 
 def _run(environ, *args, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], env=environ, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, *args], env=environ, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500
+    )
     if check and proc.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}")
+        pytest.fail(
+            f"{' '.join(args)} exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-6000:]}"
+            f"\n--- stderr (tail)\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
 def _nightly(environ, ds: dt.date, check=True) -> subprocess.CompletedProcess:
-    return _run(environ, "-m", "tasks.airflow_env", "dags", "test", "purchase_intent_nightly", ds.isoformat(), check=check)
+    return _run(
+        environ, "-m", "tasks.airflow_env", "dags", "test", "purchase_intent_nightly", ds.isoformat(), check=check
+    )
 
 
 def _rows(cfg, sql: str):
@@ -96,8 +113,11 @@ def test_warehouse_rows_carry_the_champion(demo, env):
 
     client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
     champion = client.get_model_version_by_alias("purchase_intent", "champion")
-    rows = _rows(cfg, f"select model_name, model_version, model_run_id, count(*), min(p_purchase), max(p_purchase) "
-                      f"from intent_scores where ds = '{LAST_DS}' group by all")
+    rows = _rows(
+        cfg,
+        f"select model_name, model_version, model_run_id, count(*), min(p_purchase), max(p_purchase) "
+        f"from intent_scores where ds = '{LAST_DS}' group by all",
+    )
     assert len(rows) == 1, rows
     name, version, run_id, n, lo, hi = rows[0]
     assert (name, str(version), run_id) == ("purchase_intent", str(champion.version), champion.run_id)
@@ -126,7 +146,7 @@ def test_one_row_per_active_user(demo, env):
     import pyarrow.parquet as pq
 
     features = pq.read_table(features_partition(cfg, "user", LAST_DS)).to_pandas()
-    (n, distinct), = _rows(cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'")
+    ((n, distinct),) = _rows(cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'")
     assert n == distinct == features["user_id"].nunique() == len(features)
 
 
@@ -145,7 +165,10 @@ def test_consecutive_days_are_independent_partitions(demo, env):
     _nightly(environ, earlier)
     by_ds = dict(_rows(cfg, "select ds, count(*) from intent_scores group by ds"))
     assert set(by_ds) == {earlier, LAST_DS}
-    assert _rows(cfg, f"select user_id, p_purchase from intent_scores where ds = '{LAST_DS}' order by user_id") == last_before
+    assert (
+        _rows(cfg, f"select user_id, p_purchase from intent_scores where ds = '{LAST_DS}' order by user_id")
+        == last_before
+    )
 
 
 def test_bad_day_stops_the_run_and_writes_nothing(demo, env):

@@ -21,7 +21,7 @@ from tasks.config import PipelineConfig
 from tasks.layers import events_partition
 from tasks.schema import EVENT_COLUMNS, EVENT_TYPES
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 _ARROW_TYPES = {"timestamp": pa.timestamp("us", tz="UTC"), "string": pa.string(), "double": pa.float64()}
 ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES[t]) for c, t in EVENT_COLUMNS.items()])

@@ -60,8 +60,9 @@ PAIR_SCHEMA = pa.schema(
 def candidate_rows(users: dict[str, list], rng: np.random.Generator) -> dict[str, list]:
     """The user x category rows of ``users`` (make_rows output), one per distinct category in a sequence."""
     out: dict[str, list] = {f.name: [] for f in PAIR_SCHEMA}
-    for uid, ds, types, cats in zip(users["user_id"], users["ds"], users["seq_event_type"], users["seq_category"],
-                                    strict=True):
+    for uid, ds, types, cats in zip(
+        users["user_id"], users["ds"], users["seq_event_type"], users["seq_category"], strict=True
+    ):
         types = np.asarray(types)
         for cat in sorted(set(cats)):
             at = np.asarray([c == cat for c in cats])
@@ -83,8 +84,9 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def make_rows(n_users: int, ds: dt.date, rng: np.random.Generator, *, sequence_length: int,
-              item_buckets: int, n_categories: int) -> dict[str, list]:
+def make_rows(
+    n_users: int, ds: dt.date, rng: np.random.Generator, *, sequence_length: int, item_buckets: int, n_categories: int
+) -> dict[str, list]:
     cols: dict[str, list] = {f.name: [] for f in SCHEMA}
     for u in range(n_users):
         n = int(rng.integers(0, sequence_length + 1))
@@ -141,8 +143,9 @@ def write_training_set(
         out = directory / split
         out.mkdir(parents=True, exist_ok=True)
         users = [
-            make_rows(n_users, d, rng, sequence_length=sequence_length, item_buckets=item_buckets,
-                      n_categories=n_categories)
+            make_rows(
+                n_users, d, rng, sequence_length=sequence_length, item_buckets=item_buckets, n_categories=n_categories
+            )
             for d in split_days
         ]
         table = pa.concat_tables(pa.Table.from_pydict(u, schema=SCHEMA) for u in users)

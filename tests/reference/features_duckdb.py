@@ -124,7 +124,10 @@ def user_features_sql(cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> str
                 f" AS f_{t}_{w}d"
             )
     for t in EVENT_TYPES:
-        sel.append(f"coalesce(({cut_us} - max(us) FILTER (WHERE event_type = '{t}')) / 86400000000.0, {never}) AS f_recency_{t}")
+        sel.append(
+            f"coalesce(({cut_us} - max(us) FILTER (WHERE event_type = '{t}')) / 86400000000.0, {never})"
+            f" AS f_recency_{t}"
+        )
     sel.append(f"coalesce(({cut_us} - max(us)) / 86400000000.0, {never}) AS f_recency_any")
     sel += [
         "CAST(count(DISTINCT item_id) AS DOUBLE) AS f_distinct_items",
@@ -141,10 +144,14 @@ def user_features_sql(cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> str
     sel += [
         f"{sessions} AS f_sessions",
         f"count(*) / {sessions} AS f_session_events_mean",
-        f"(coalesce(sum(us - prev_us) FILTER (WHERE NOT new_session), 0) / 1e6) / {sessions} AS f_session_duration_mean",
+        f"(coalesce(sum(us - prev_us) FILTER (WHERE NOT new_session), 0) / 1e6) / {sessions}"
+        " AS f_session_duration_mean",
     ]
     for name, (lo, hi) in {"night": (0, 5), "morning": (6, 11), "afternoon": (12, 17), "evening": (18, 23)}.items():
-        sel.append(f"CAST(count(*) FILTER (WHERE hour(local_ts) BETWEEN {lo} AND {hi}) AS DOUBLE) / count(*) AS f_hour_share_{name}")
+        sel.append(
+            f"CAST(count(*) FILTER (WHERE hour(local_ts) BETWEEN {lo} AND {hi}) AS DOUBLE) / count(*)"
+            f" AS f_hour_share_{name}"
+        )
     sel += [
         "CAST(count(*) FILTER (WHERE isodow(local_ts) IN (6, 7)) AS DOUBLE) / count(*) AS f_weekend_share",
         "CAST(count(price) AS DOUBLE) / count(*) AS f_price_known_share",
@@ -186,7 +193,8 @@ def user_features_sql(cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> str
         FROM ev
         WINDOW w AS (PARTITION BY user_id ORDER BY {asc})
     ), flagged AS (
-        SELECT *, (prev_us IS NULL OR us - prev_us > {gap_us} OR session_id IS DISTINCT FROM prev_session) AS new_session
+        SELECT *,
+            (prev_us IS NULL OR us - prev_us > {gap_us} OR session_id IS DISTINCT FROM prev_session) AS new_session
         FROM ordered
     ), per_user AS (
         SELECT user_id, {", ".join(sel)}
@@ -215,12 +223,14 @@ def user_category_sql(cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> str
     cut = f"TIMESTAMPTZ '{cutoff.isoformat()}'"
     never = float(fcfg.lookback_days + 1)
     sel = [
-        f"CAST(count(*) FILTER (WHERE event_type = '{t}' AND event_time >= {_bound(cutoff, tz, -w)}) AS DOUBLE) AS f_uc_{t}_{w}d"
+        f"CAST(count(*) FILTER (WHERE event_type = '{t}' AND event_time >= {_bound(cutoff, tz, -w)}) AS DOUBLE)"
+        f" AS f_uc_{t}_{w}d"
         for w in fcfg.windows_days
         for t in EVENT_TYPES
     ]
     sel += [
-        f"coalesce((epoch_us({cut}) - max(epoch_us(event_time)) FILTER (WHERE event_type = '{t}')) / 86400000000.0, {never})"
+        f"coalesce((epoch_us({cut}) - max(epoch_us(event_time)) FILTER (WHERE event_type = '{t}'))"
+        f" / 86400000000.0, {never})"
         f" AS f_uc_recency_{t}"
         for t in EVENT_TYPES
     ]
@@ -256,9 +266,7 @@ def reference_labels(events: pd.DataFrame, cutoff: dt.datetime, horizon_days: in
     return con.sql(f"{labels_sql(cutoff, horizon_days, tz)} ORDER BY user_id").df()
 
 
-def reference_user_category(
-    events: pd.DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str
-) -> pd.DataFrame:
+def reference_user_category(events: pd.DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> pd.DataFrame:
     con = _connect(events, fcfg)
     return con.sql(f"{user_category_sql(cutoff, fcfg, tz)} ORDER BY user_id, category_id").df()
 

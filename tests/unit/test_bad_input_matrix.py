@@ -67,4 +67,6 @@ def test_constant_column_is_stopped_by_the_features_gate(spark, cfg):
         ("expect_column_unique_value_count_to_be_between", "f_recency_any"),
         ("expect_column_unique_value_count_to_be_between", "f_distinct_items"),
     }
-    assert "expect_column_unique_value_count_to_be_between(column=f_recency_any, min_value=2): observed 1" in str(err.value)
+    assert "expect_column_unique_value_count_to_be_between(column=f_recency_any, min_value=2): observed 1" in str(
+        err.value
+    )

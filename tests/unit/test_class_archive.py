@@ -32,8 +32,9 @@ print("vm", spark.sparkContext._jvm.java.lang.System.getProperty("java.vm.info")
 
 
 def _driver(var, extra: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _DRIVER, str(var), extra], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", _DRIVER, str(var), extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_no_archive_option_until_the_file_exists(tmp_path):
@@ -81,12 +82,17 @@ def test_built_archive_maps_into_a_new_driver(tmp_path):
 
 def _jar_with_one_class(path) -> None:
     """A jar holding an empty class ``Stale`` (hand-assembled class file: no compiler needed)."""
+
     def utf8(text: str) -> bytes:
         return b"\x01" + struct.pack(">H", len(text)) + text.encode()
 
     pool = [utf8("Stale"), b"\x07" + struct.pack(">H", 1), utf8("java/lang/Object"), b"\x07" + struct.pack(">H", 3)]
-    body = (b"\xca\xfe\xba\xbe" + struct.pack(">HHH", 0, 61, len(pool) + 1) + b"".join(pool)
-            + struct.pack(">HHHHHHH", 0x21, 2, 4, 0, 0, 0, 0))
+    body = (
+        b"\xca\xfe\xba\xbe"
+        + struct.pack(">HHH", 0, 61, len(pool) + 1)
+        + b"".join(pool)
+        + struct.pack(">HHHHHHH", 0x21, 2, 4, 0, 0, 0, 0)
+    )
     with zipfile.ZipFile(path, "w") as jar:
         jar.writestr("Stale.class", body)
 
@@ -100,8 +106,11 @@ def test_archive_of_another_class_path_warns_and_the_driver_still_runs(tmp_path)
     _jar_with_one_class(tmp_path / "old.jar")
     # Loads Stale, then exits for want of a main method: the archive is written at exit all the same.
     java = Path(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"  # as Spark picks it
-    subprocess.run([str(java), f"-XX:ArchiveClassesAtExit={archive}", "-Xlog:disable", "-cp", str(tmp_path / "old.jar"),
-                    "Stale"], capture_output=True, timeout=120)
+    subprocess.run(
+        [str(java), f"-XX:ArchiveClassesAtExit={archive}", "-Xlog:disable", "-cp", str(tmp_path / "old.jar"), "Stale"],
+        capture_output=True,
+        timeout=120,
+    )
     assert archive.is_file()
     done = _driver(var)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -17,7 +17,7 @@ from tasks.partitions import parquet_files
 from tasks.schema import EVENT_COLUMNS, QUARANTINE_REASONS
 from tests.conftest import shared_data
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY = dt.date(2026, 1, 2)
 HEADER = ",".join(EVENT_COLUMNS)
 
@@ -27,8 +27,10 @@ def _row(t="2026-01-02T10:00:00Z", user="1", item="10", cat="5", etype="view", p
 
 
 def _good(n: int, day: dt.date = DAY) -> list[str]:
-    return [_row(t=f"{day.isoformat()}T{h % 24:02d}:{(h * 7) % 60:02d}:{h % 60:02d}Z", user=str(h % 13), item=str(h))
-            for h in range(n)]
+    return [
+        _row(t=f"{day.isoformat()}T{h % 24:02d}:{(h * 7) % 60:02d}:{h % 60:02d}Z", user=str(h % 13), item=str(h))
+        for h in range(n)
+    ]
 
 
 def _raw(cfg, lines: list[str], day: dt.date = DAY, source: str = "synthetic") -> Path:
@@ -60,8 +62,12 @@ CASES = {
 def test_each_reason(spark, cfg, tmp_path, reason):
     folder = _raw(cfg, [_row(), CASES[reason]])
     df = read_raw(spark, "synthetic", [str(folder)])
-    events, quarantine = clean(df, local_midnight(cfg, DAY), local_midnight(cfg, DAY + dt.timedelta(days=1)),
-                               local_midnight(cfg, DAY + dt.timedelta(days=1)))
+    events, quarantine = clean(
+        df,
+        local_midnight(cfg, DAY),
+        local_midnight(cfg, DAY + dt.timedelta(days=1)),
+        local_midnight(cfg, DAY + dt.timedelta(days=1)),
+    )
     assert events.count() == 1
     rows = quarantine.collect()
     assert [r.reason for r in rows] == [reason]
@@ -141,8 +147,15 @@ def test_missing_and_empty_raw_partition(spark, cfg):
 def test_day_boundaries_use_pipeline_timezone(spark, cfg):
     sh = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"timezone": "Asia/Shanghai"})})
     # Shanghai day 2026-01-02 is [2026-01-01T16:00Z, 2026-01-02T16:00Z).
-    _raw(sh, [_row(t="2026-01-01T16:00:00Z"), _row(t="2026-01-02T15:59:59Z"), _row(t="2026-01-01T15:59:59Z"),
-              _row(t="2026-01-02T16:00:00Z")])
+    _raw(
+        sh,
+        [
+            _row(t="2026-01-01T16:00:00Z"),
+            _row(t="2026-01-02T15:59:59Z"),
+            _row(t="2026-01-01T15:59:59Z"),
+            _row(t="2026-01-02T16:00:00Z"),
+        ],
+    )
     with pytest.raises(CleaningError, match="'future_timestamp': 1, 'outside_partition': 1"):
         clean_day(spark, sh, DAY)
     report = clean_day(spark, _with(sh, max_bad_fraction=0.5), DAY)
@@ -181,12 +194,21 @@ def _csv(lines: list[str], header: str = HEADER) -> str:
 
 
 BAD_INPUTS = {
-    "missing_column": (_csv(["2026-01-02T10:00:00Z,1,10,5,view,s1,,,"], HEADER.replace(",price", "")),
-                       RawFormatError, r"missing column\(s\): price"),
-    "wrong_type": (_csv([*_good(20), *[_row(price="cheap", item=str(i)) for i in range(3)]]),
-                   CleaningError, "malformed_line': 3"),
-    "null_user_ids": (_csv([*_good(20), *[_row(user="", item=str(i)) for i in range(3)]]),
-                      CleaningError, "null_user_id': 3"),
+    "missing_column": (
+        _csv(["2026-01-02T10:00:00Z,1,10,5,view,s1,,,"], HEADER.replace(",price", "")),
+        RawFormatError,
+        r"missing column\(s\): price",
+    ),
+    "wrong_type": (
+        _csv([*_good(20), *[_row(price="cheap", item=str(i)) for i in range(3)]]),
+        CleaningError,
+        "malformed_line': 3",
+    ),
+    "null_user_ids": (
+        _csv([*_good(20), *[_row(user="", item=str(i)) for i in range(3)]]),
+        CleaningError,
+        "null_user_id': 3",
+    ),
     "unknown_event_type": (_csv([*_good(20), _row(etype="click")]), CleaningError, "unknown_event_type': 1"),
     "negative_prices": (_csv([*_good(20), _row(price="-1")]), CleaningError, "negative_price': 1"),
     "duplicated_events": (_csv(_good(20) * 2), CleaningError, "20 of 40 raw rows are exact duplicates"),

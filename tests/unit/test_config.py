@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from tasks.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_config, parse_ds
 from tasks.layers import layer_root
@@ -98,7 +99,7 @@ def test_overlay_from_env(monkeypatch, tmp_path):
 
 def test_config_is_frozen():
     cfg = load_config(DEFAULT_CONFIG, use_env=False)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.training.epochs = 99
 
 

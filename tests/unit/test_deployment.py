@@ -19,8 +19,15 @@ def compose():
 
 def test_expected_services(compose):
     expected = {
-        "postgres", "mlflow", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-        "airflow-dag-processor", "airflow-triggerer", "spark-master", "spark-worker",
+        "postgres",
+        "mlflow",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "spark-master",
+        "spark-worker",
     }
     assert expected <= set(compose["services"])
 
@@ -46,7 +53,7 @@ def test_bind_mounts_point_at_real_paths(compose):
 def test_ports_are_well_formed(compose):
     for name, svc in compose["services"].items():
         for port in svc.get("ports", []):
-            assert re.fullmatch(r'(\$\{[A-Z_]+(:-\d+)?\}|\d+):\d+', str(port)), f"{name}: {port}"
+            assert re.fullmatch(r"(\$\{[A-Z_]+(:-\d+)?\}|\d+):\d+", str(port)), f"{name}: {port}"
 
 
 def test_every_variable_is_in_env_example(compose):

@@ -58,7 +58,7 @@ def test_category_drift_by_hand(spark):
 
 
 def _features(spark, path, values, categories):
-    rows = [(f"u{i}", float(v), float(i % 3), cats) for i, (v, cats) in enumerate(zip(values, categories))]
+    rows = [(f"u{i}", float(v), float(i % 3), cats) for i, (v, cats) in enumerate(zip(values, categories, strict=True))]
     spark.createDataFrame(rows, "user_id string, f_a double, f_b double, seq_category array<string>").coalesce(
         1
     ).write.mode("overwrite").parquet(str(path))
@@ -100,8 +100,7 @@ def test_nightly_drift_skips_without_champion_reports_logs_and_fails_when_told(s
     from spark_jobs.drift import nightly_drift
 
     reference = training_set_split(training_set_dir(cfg, "ts1"), "train")
-    _features(spark, features_partition(cfg, "user", DS),
-              [v + 1000 for v in range(100)], [["c1", "c2"]] * 100)
+    _features(spark, features_partition(cfg, "user", DS), [v + 1000 for v in range(100)], [["c1", "c2"]] * 100)
     with caplog.at_level("WARNING", logger="spark_jobs.drift"):
         assert nightly_drift(cfg, DS, spark=spark) is None
     assert "drift skipped for ds=2026-01-10: no version of 'purchase_intent' holds @champion yet" in caplog.text

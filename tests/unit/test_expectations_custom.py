@@ -37,14 +37,21 @@ def _run(spark, cfg, rows, *expectations):
 def test_same_count_as_gx_compound_columns_unique(spark, cfg, seed):
     rows = _rows(seed, 60)
     # Both fail (nothing allowed), so both report their unexpected row counts.
-    summary = _run(spark, cfg, rows, ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY),
-                   gxe.ExpectCompoundColumnsToBeUnique(column_list=KEY, ignore_row_if="any_value_is_missing"))
+    summary = _run(
+        spark,
+        cfg,
+        rows,
+        ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=KEY, ignore_row_if="any_value_is_missing"),
+    )
     counts = {f.expectation: f.unexpected_count for f in summary.failures}
     pdf = pd.DataFrame(rows, columns=["k1", "k2", "v"]).dropna(subset=KEY)
     expected = int(pdf.duplicated(subset=KEY, keep=False).sum())
     assert expected > 0
-    assert counts == {"expect_compound_key_duplicates_to_be_at_most": expected,
-                      "expect_compound_columns_to_be_unique": expected}
+    assert counts == {
+        "expect_compound_key_duplicates_to_be_at_most": expected,
+        "expect_compound_columns_to_be_unique": expected,
+    }
 
 
 def test_threshold_null_keys_and_example(spark, cfg):
@@ -56,13 +63,18 @@ def test_threshold_null_keys_and_example(spark, cfg):
     failed = _run(spark, cfg, rows, at(0.019))
     (f,) = failed.failures
     assert f.unexpected_count == 2 and f.unexpected_percent == pytest.approx(2 / 102 * 100)
-    assert f.observed == {"duplicate_rows": 2, "duplicate_keys": 1,
-                          "most_repeated": {"key": {"k1": "dup", "k2": "1"}, "rows": 2}}
+    assert f.observed == {
+        "duplicate_rows": 2,
+        "duplicate_keys": 1,
+        "most_repeated": {"key": {"k1": "dup", "k2": "1"}, "rows": 2},
+    }
     assert "most_repeated" in failed.describe() or "'key': {'k1': 'dup'" in failed.describe()
 
 
 def test_clean_and_empty_frames_pass(spark, cfg):
-    assert _run(spark, cfg, [(f"u{i}", i, 0.0) for i in range(10)], ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY)).success
+    assert _run(
+        spark, cfg, [(f"u{i}", i, 0.0) for i in range(10)], ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY)
+    ).success
     assert _run(spark, cfg, [], ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY)).success
 
 
@@ -106,8 +118,12 @@ def test_examples_only_when_samples_are_asked_for(spark):
     n_rows, n_keys, examples = _expected(rows)
     df = spark.createDataFrame(rows, "k1 string, k2 int, v double")
     context = gx.get_context(mode="ephemeral")
-    batch = (context.data_sources.add_spark("spark").add_dataframe_asset("frame")
-             .add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df}))
+    batch = (
+        context.data_sources.add_spark("spark")
+        .add_dataframe_asset("frame")
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": df})
+    )
     expectation = ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY)
     counts_only = batch.validate(expectation, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
     assert counts_only.result["observed_value"] == {"duplicate_rows": n_rows, "duplicate_keys": n_keys}
@@ -122,8 +138,12 @@ def test_pandas_engine_counts_alike(seed):
     # The metric's pandas implementation, through GX's pandas data source (no Spark).
     pdf = pd.DataFrame(_rows(seed, 60), columns=["k1", "k2", "v"])
     context = gx.get_context(mode="ephemeral")
-    batch = (context.data_sources.add_pandas("pandas").add_dataframe_asset("frame")
-             .add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": pdf}))
+    batch = (
+        context.data_sources.add_pandas("pandas")
+        .add_dataframe_asset("frame")
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": pdf})
+    )
     result = batch.validate(ExpectCompoundKeyDuplicatesToBeAtMost(column_list=KEY))
     expected = pdf.dropna(subset=KEY)
     expected = expected[expected.duplicated(subset=KEY, keep=False)]

@@ -147,8 +147,10 @@ def test_volume_spike_and_duplicate_keys_fail(spark, cfg):
     assert set(failed) == {"expect_table_row_count_to_be_between", "expect_compound_key_duplicates_to_be_at_most"}
     message = str(err.value)
     assert "expect_table_row_count_to_be_between(min_value=2, max_value=30): observed 40" in message
-    assert ("expect_compound_key_duplicates_to_be_at_most(column_list=['event_time', 'user_id', 'item_id', "
-            "'event_type'], max_fraction=0.001): 40 unexpected row(s) (100%), e.g. values [{'key': {'event_time': ") in message
+    assert (
+        "expect_compound_key_duplicates_to_be_at_most(column_list=['event_time', 'user_id', 'item_id', "
+        "'event_type'], max_fraction=0.001): 40 unexpected row(s) (100%), e.g. values [{'key': {'event_time': "
+    ) in message
     # 20 keys with 2 rows each; one of them is the example.
     observed = failed["expect_compound_key_duplicates_to_be_at_most"].observed
     assert observed["duplicate_rows"] == 40 and observed["duplicate_keys"] == 20
@@ -180,10 +182,14 @@ def test_samples_are_fetched_only_for_failed_expectations(spark, cfg):
     clean = spark.createDataFrame([_event(h, user=f"u{h}") for h in range(24)], SCHEMA).cache()
     broken = spark.createDataFrame([_event(1), _event(2, etype="click")], SCHEMA).cache()
     clean.count(), broken.count()
-    ok, clean_jobs = _spark_jobs(spark, lambda: validate_dataframe(
-        clean, build_suite(cfg, DAY), name="events_clean_jobs", gx_dir=cfg.paths.gx_dir))
-    bad, broken_jobs = _spark_jobs(spark, lambda: validate_dataframe(
-        broken, build_suite(cfg, DAY), name="events_broken_jobs", gx_dir=cfg.paths.gx_dir))
+    ok, clean_jobs = _spark_jobs(
+        spark,
+        lambda: validate_dataframe(clean, build_suite(cfg, DAY), name="events_clean_jobs", gx_dir=cfg.paths.gx_dir),
+    )
+    bad, broken_jobs = _spark_jobs(
+        spark,
+        lambda: validate_dataframe(broken, build_suite(cfg, DAY), name="events_broken_jobs", gx_dir=cfg.paths.gx_dir),
+    )
     assert ok.success and not bad.success
     # The failed expectation's rerun adds its sample queries; a clean frame needs none of them.
     assert clean_jobs < broken_jobs

@@ -108,7 +108,9 @@ def test_unlabelled_partition_needs_null_labels_and_cli_exits_65(spark, built, t
 
     cfg = built
     df = spark.read.parquet(str(partition(cfg, DS)))
-    unlabelled = df.select(*[F.lit(None).cast("int").alias(c) if c.startswith("label_") else F.col(c) for c in df.columns])
+    unlabelled = df.select(
+        *[F.lit(None).cast("int").alias(c) if c.startswith("label_") else F.col(c) for c in df.columns]
+    )
     unlabelled.coalesce(1).write.mode("overwrite").parquet(str(partition(cfg, UNLABELLED)))
     assert labels_present(partition(cfg, UNLABELLED)) is False
     assert validate_features(cfg, UNLABELLED).success

@@ -1,4 +1,4 @@
-"""Scores gate: a staging partition matching its features passes; each broken property and a score shift fail by name."""
+"""Scores gate: a matching staging partition passes; each broken property and a score shift fail by name."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ def _score(user, p, version="3", p_cart=0.2, p_fav=0.1):
     return (user, p, p_cart, p_fav, "purchase_intent", version, "run1", dt.datetime(2026, 1, 10), "pipe1")
 
 
+def _scores(probabilities):
+    return [_score(u, p) for u, p in zip(USERS, probabilities, strict=True)]
+
+
 def _write_scores(spark, cfg, day, rows):
     spark.createDataFrame(rows, SCHEMA).coalesce(1).write.mode("overwrite").parquet(str(partition(cfg, day)))
 
@@ -44,8 +48,8 @@ def _spread(n, lo=0.0, hi=1.0):
 
 def test_good_partition_passes(spark, cfg):
     _write_features(spark, cfg, DS, USERS)
-    _write_scores(spark, cfg, DS - dt.timedelta(days=1), [_score(u, p) for u, p in zip(USERS, _spread(40))])
-    _write_scores(spark, cfg, DS, [_score(u, p) for u, p in zip(USERS, reversed(_spread(40)))])
+    _write_scores(spark, cfg, DS - dt.timedelta(days=1), _scores(_spread(40)))
+    _write_scores(spark, cfg, DS, _scores(reversed(_spread(40))))
     summary = validate_scores(cfg, DS)
     assert summary.success, summary.describe()
     assert summary.n_expectations == 9
@@ -56,7 +60,7 @@ def test_good_partition_passes(spark, cfg):
 def test_each_broken_property_and_the_shift_are_named(spark, cfg):
     cfg = _with_quality(cfg, score_psi_action="fail")
     _write_features(spark, cfg, DS, USERS)
-    _write_scores(spark, cfg, DS - dt.timedelta(days=1), [_score(u, p) for u, p in zip(USERS, _spread(40))])
+    _write_scores(spark, cfg, DS - dt.timedelta(days=1), _scores(_spread(40)))
     rows = [_score(u, 0.9) for u in USERS[1:]]  # u000 not scored; p_purchase constant and shifted
     rows[0] = _score(USERS[1], 0.9, p_fav=1.5)
     rows[1] = _score(USERS[2], 0.9, p_cart=None)
@@ -67,7 +71,8 @@ def test_each_broken_property_and_the_shift_are_named(spark, cfg):
     with pytest.raises(DataQualityError) as err:
         validate_scores(cfg, DS)
     named = {
-        f.kwargs["unexpected_rows_query"].split("*/")[0] + "*/" if f.expectation == "unexpected_rows_expectation"
+        f.kwargs["unexpected_rows_query"].split("*/")[0] + "*/"
+        if f.expectation == "unexpected_rows_expectation"
         else (f.expectation, f.kwargs.get("column")): f
         for f in err.value.summary.failures
     }
@@ -94,12 +99,15 @@ def test_each_broken_property_and_the_shift_are_named(spark, cfg):
     assert psi == pytest.approx(by_hand, rel=1e-5)
     message = str(err.value)
     assert f"{PSI_CHECK}(column=p_purchase, threshold=0.25, bins=10" in message and "observed 7.83" in message
-    assert "expect_column_unique_value_count_to_be_between(column=model_version, min_value=1, max_value=1): observed 2" in message
+    assert (
+        "expect_column_unique_value_count_to_be_between(column=model_version, min_value=1, max_value=1): observed 2"
+        in message
+    )
 
 
 def test_shift_only_warns_by_default_and_first_day_is_skipped(spark, cfg, caplog):
-    _write_scores(spark, cfg, DS - dt.timedelta(days=1), [_score(u, p) for u, p in zip(USERS, _spread(40, 0.0, 0.5))])
-    _write_scores(spark, cfg, DS, [_score(u, p) for u, p in zip(USERS, _spread(40, 0.5, 1.0))])
+    _write_scores(spark, cfg, DS - dt.timedelta(days=1), _scores(_spread(40, 0.0, 0.5)))
+    _write_scores(spark, cfg, DS, _scores(_spread(40, 0.5, 1.0)))
     today = spark.read.parquet(str(partition(cfg, DS)))
     with caplog.at_level(logging.WARNING, logger="expectations.scores"):
         assert extra_checks(cfg, DS, today) == []

@@ -66,7 +66,8 @@ def test_each_broken_property_is_named(spark, cfg):
         validate_training_set(cfg, "broken")
     failures = err.value.summary.failures
     named = {
-        f.kwargs["unexpected_rows_query"].split("*/")[0] + "*/" if f.expectation == "unexpected_rows_expectation"
+        f.kwargs["unexpected_rows_query"].split("*/")[0] + "*/"
+        if f.expectation == "unexpected_rows_expectation"
         else f.expectation: f
         for f in failures
     }
@@ -82,7 +83,10 @@ def test_each_broken_property_is_named(spark, cfg):
     assert [(r["split"], r["positives"]) for r in one_class] == [("test", 0)]
     overlap = named["/* cutoff in more than one split */"].sample_rows
     assert [(str(r["ds"]), r["splits"]) for r in overlap] == [(train_first, ["train", "val"])]
-    order = {(r["earlier"], r["later"]) for r in named["/* splits out of time order or less than horizon_days=1 apart */"].sample_rows}
+    order = {
+        (r["earlier"], r["later"])
+        for r in named["/* splits out of time order or less than horizon_days=1 apart */"].sample_rows
+    }
     assert order == {("train", "val")}
     bad = named["/* labels null or not 0/1, or weight not positive */"].sample_rows
     assert len(bad) == 1 and bad[0]["weight"] == 0.0 and bad[0]["label_cart"] is None

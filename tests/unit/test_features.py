@@ -11,11 +11,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_jobs import features as F
+from tasks.layers import layer_root
 from tasks.schema import EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS
 from tests.conftest import shared_data
-from tests.helpers.events import ev, events_df, events_pdf, random_events, spark_from_pdf, taobao_events, write_events_layer
+from tests.helpers.events import (
+    ev,
+    events_df,
+    events_pdf,
+    random_events,
+    spark_from_pdf,
+    taobao_events,
+    write_events_layer,
+)
 from tests.reference.features_duckdb import (
-from tasks.layers import layer_root
     reference_category_labels,
     reference_labels,
     reference_user_category,
@@ -27,7 +35,13 @@ APPROX_COLUMNS = {"f_price_mean", "f_purchase_amount"}
 
 
 def small(cfg, tz: str = "UTC", **features):
-    values = {"lookback_days": 7, "windows_days": [1, 3, 7], "sequence_length": 5, "item_buckets": 16, "horizon_days": 1}
+    values = {
+        "lookback_days": 7,
+        "windows_days": [1, 3, 7],
+        "sequence_length": 5,
+        "item_buckets": 16,
+        "horizon_days": 1,
+    }
     values.update(features)
     return cfg.model_copy(
         update={
@@ -61,7 +75,9 @@ def assert_frames_match(actual: pd.DataFrame, expected: pd.DataFrame, key=("user
         else:
             a, e = actual[c].to_numpy(float), expected[c].to_numpy(float)
             bad = np.flatnonzero(a != e)
-            assert bad.size == 0, f"{c}: spark {a[bad][:5]} != reference {e[bad][:5]} for {actual['user_id'][bad].tolist()[:5]}"
+            assert bad.size == 0, (
+                f"{c}: spark {a[bad][:5]} != reference {e[bad][:5]} for {actual['user_id'][bad].tolist()[:5]}"
+            )
 
 
 def test_hand_computed_features_and_sequences(spark, cfg):
@@ -117,16 +133,14 @@ def test_matches_duckdb_reference(spark, cfg, tz):
     actual = spark_rows(F.user_features(sdf, cutoff, c.features, tz))
     assert len(actual) > 10
     assert_frames_match(actual, reference_user_features(pdf, cutoff, c.features, tz))
-    assert list(actual.columns[1:1 + len(F.tabular_columns(c.features))]) == F.tabular_columns(c.features)
+    assert list(actual.columns[1 : 1 + len(F.tabular_columns(c.features))]) == F.tabular_columns(c.features)
 
     lab = spark_rows(F.labels(sdf, cutoff, 2, tz))
     assert_frames_match(lab, reference_labels(pdf, cutoff, 2, tz))
     assert lab[list(LABEL_COLUMNS)].to_numpy().sum() > 0
 
     uc = spark_rows(F.user_category_features(sdf, cutoff, c.features, tz), key=("user_id", "category_id"))
-    assert_frames_match(
-        uc, reference_user_category(pdf, cutoff, c.features, tz), key=("user_id", "category_id")
-    )
+    assert_frames_match(uc, reference_user_category(pdf, cutoff, c.features, tz), key=("user_id", "category_id"))
 
     pairs = ("user_id", "category_id")
     cat_lab = spark_rows(F.category_labels_at(sdf, [cutoff], c.features, tz).drop("ds"), key=pairs)
@@ -165,13 +179,16 @@ def test_events_at_or_after_cutoff_change_no_feature(spark, cfg):
         "u001": {"label_purchase": 0, "label_cart": 0, "label_fav": 0},
     }
     # Events before the cutoff or at its horizon's end never make a label.
-    edge = rows + [ev("2026-01-09T23:59:59", "u003", event_type="purchase"), ev("2026-01-11T00:00:00", "u003", event_type="purchase")]
+    edge = rows + [
+        ev("2026-01-09T23:59:59", "u003", event_type="purchase"),
+        ev("2026-01-11T00:00:00", "u003", event_type="purchase"),
+    ]
     assert "u003" not in set(spark_rows(F.labels(events_df(spark, edge), cutoff, 1))["user_id"])
 
 
 _late_event = st.builds(
     lambda secs, user, item, etype: ev(
-        dt.datetime(2026, 1, 10, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=secs), user, item, f"c{item[-1]}", etype
+        dt.datetime(2026, 1, 10, tzinfo=dt.UTC) + dt.timedelta(seconds=secs), user, item, f"c{item[-1]}", etype
     ),
     st.integers(min_value=0, max_value=40 * 86400),
     st.sampled_from(["u000", "u001", "u004", "zz"]),
@@ -194,7 +211,11 @@ def test_property_late_events_change_nothing(spark, cfg, late):
 def test_build_features_label_fill(spark, cfg):
     c = small(cfg)
     cutoff = F.cutoff_instant(dt.date(2026, 1, 5), "UTC")
-    rows = [ev("2026-01-04T10:00:00", "a"), ev("2026-01-04T11:00:00", "b"), ev("2026-01-05T01:00:00", "b", event_type="cart")]
+    rows = [
+        ev("2026-01-04T10:00:00", "a"),
+        ev("2026-01-04T11:00:00", "b"),
+        ev("2026-01-05T01:00:00", "b", event_type="cart"),
+    ]
     df = events_df(spark, rows)
     labelled = spark_rows(F.build_features(df, cutoff, c.features, "UTC", with_labels=True))
     assert labelled[list(LABEL_COLUMNS)].to_numpy().tolist() == [[0, 0, 0], [0, 1, 0]]
@@ -206,9 +227,11 @@ def test_build_features_label_fill(spark, cfg):
 def test_bad_arguments_are_named(spark, cfg):
     df = events_df(spark, [ev("2026-01-04T10:00:00", "a")])
     with pytest.raises(ValueError, match="not a midnight"):
-        F.user_features(df, dt.datetime(2026, 1, 5, 3, tzinfo=dt.timezone.utc), small(cfg).features, "UTC")
+        F.user_features(df, dt.datetime(2026, 1, 5, 3, tzinfo=dt.UTC), small(cfg).features, "UTC")
     with pytest.raises(ValueError, match="windows_days"):
-        F.user_features(df, F.cutoff_instant(dt.date(2026, 1, 5), "UTC"), small(cfg, windows_days=[1, 14]).features, "UTC")
+        F.user_features(
+            df, F.cutoff_instant(dt.date(2026, 1, 5), "UTC"), small(cfg, windows_days=[1, 14]).features, "UTC"
+        )
     with pytest.raises(ValueError, match="horizon_days"):
         F.labels(df, F.cutoff_instant(dt.date(2026, 1, 5), "UTC"), 0)
 
@@ -233,7 +256,9 @@ def test_run_writes_partition_and_rerun_replaces_only_it(spark, cfg):
     assert first == r8.n_users > 0
 
     # New history for an extra user; rerunning ds=2026-01-08 must replace (not append to) that partition.
-    write_events_layer(c, [r for r in rows if r["event_time"].date() == dt.date(2026, 1, 7)] + [ev("2026-01-07T08:00:00", "extra")])
+    write_events_layer(
+        c, [r for r in rows if r["event_time"].date() == dt.date(2026, 1, 7)] + [ev("2026-01-07T08:00:00", "extra")]
+    )
     again = F.run(c, dt.date(2026, 1, 8), spark=spark)
     table = spark.read.parquet(str(layer_root(c, "features") / "user"))
     assert again.n_users == first + 1

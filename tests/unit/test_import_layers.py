@@ -21,8 +21,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDER = ("bench", "dags", "spark_jobs", "expectations", "tasks")
 RANK = {name: i for i, name in enumerate(ORDER)}

@@ -68,6 +68,18 @@ def test_land_file_and_cli(cfg, tmp_path):
     config.write_text(f"paths:\n  var_dir: {cfg.paths.var}\n  incoming_dir: {cfg.paths.incoming}\n")
     from tasks.config import DEFAULT_CONFIG
 
-    again = main(["--config", str(DEFAULT_CONFIG), "--config", str(config), "--file", str(export),
-                  "--source", "taobao", "--day", "2017-11-25"])
+    again = main(
+        [
+            "--config",
+            str(DEFAULT_CONFIG),
+            "--config",
+            str(config),
+            "--file",
+            str(export),
+            "--source",
+            "taobao",
+            "--day",
+            "2017-11-25",
+        ]
+    )
     assert again.already_landed

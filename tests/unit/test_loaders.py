@@ -12,7 +12,7 @@ from tasks.schema import EVENT_COLUMNS
 from tests.conftest import shared_data
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _head(src: Path, dst: Path, n: int, extra: str = "") -> str:
@@ -57,7 +57,12 @@ def test_rees46_real_rows(spark, tmp_path):
     r = rows[0]
     assert _utc(r.event_time) == dt.datetime(2019, 10, 1, tzinfo=UTC)
     assert (r.user_id, r.item_id, r.category_id, r.brand, r.price) == (
-        "541312140", "44600062", "2103807459595387724", "shiseido", 35.79)
+        "541312140",
+        "44600062",
+        "2103807459595387724",
+        "shiseido",
+        35.79,
+    )
     assert r.category_code is None and r.session_id == "72d76fde-8bb3-4e00-8c23-a032dfed738c"
     assert rows[1].category_code == "appliances.environment.water_heater"
     assert {x.event_type for x in rows} <= {"view", "cart", "purchase"}
@@ -100,8 +105,12 @@ def test_synthetic_canonical_csv(spark, tmp_path):
 
 
 def test_truncated_last_line_and_extra_fields_are_flagged(spark, tmp_path):
-    path = _head(shared_data("taobao_userbehavior_sample.csv"), tmp_path / "t.csv", 3,
-                 extra="1,2268318,252,pv,1511544070,9\n1,46259")
+    path = _head(
+        shared_data("taobao_userbehavior_sample.csv"),
+        tmp_path / "t.csv",
+        3,
+        extra="1,2268318,252,pv,1511544070,9\n1,46259",
+    )
     rows = read_raw(spark, "taobao", [path]).collect()
     assert len(rows) == 5
     flagged = [r.corrupt_record for r in rows if r.corrupt_record is not None]

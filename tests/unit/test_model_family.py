@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks.evaluate import evaluate_intents
+from tasks.layers import layer_root
 from tasks.models.families import FAMILIES_DIR, family_names
 from tasks.registry import mlflow_store
 from tasks.schema import LABEL_COLUMNS, PROBABILITY_COLUMNS
@@ -30,7 +31,6 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from tasks.models.base import IntentModel, IntentModelConfig, register_model
-from tasks.layers import layer_root
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,12 @@ from tasks.training.steps import take
 from tests.helpers.trainingset import FEATURE_COLUMNS, PAIR_FEATURE_COLUMNS, write_training_set
 
 L = 12
-ARCHS = [("lstm", {}), ("lstm", {"field_fusion": "concat", "num_layers": 2}), ("bert", {}), ("bert", {"pooling": "attention"})]
+ARCHS = [
+    ("lstm", {}),
+    ("lstm", {"field_fusion": "concat", "num_layers": 2}),
+    ("bert", {}),
+    ("bert", {"pooling": "attention"}),
+]
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +199,14 @@ def _model_with_length(encoder, model_type, extra, length, like):
 def test_users_without_events_get_finite_scores(encoder, train_pdf, model_type, extra):
     model = _model(encoder, model_type, extra)
     rows = train_pdf.head(4).copy()
-    for c in ("seq_event_type", "seq_category", "seq_item_bucket", "seq_gap_cutoff_bucket", "seq_gap_prev_bucket", "seq_hour"):
+    for c in (
+        "seq_event_type",
+        "seq_category",
+        "seq_item_bucket",
+        "seq_gap_cutoff_bucket",
+        "seq_gap_prev_bucket",
+        "seq_hour",
+    ):
         rows[c] = [[], None, [], None]
     batch = encoder.encode(rows)
     assert not batch["seq_mask"].any()
@@ -295,7 +307,8 @@ def test_encoder_layout_oov_truncation_and_imputation(encoder):
     assert batch["seq_event_type"][1].tolist() == (list(range(1, 5)) * 4)[-L:]
     # A missing f_* value is imputed with the train statistic, i.e. standardised to the column mean.
     assert np.isfinite(batch["tabular"].numpy()).all()
-    imputed = encoder.encode_tabular(pd.DataFrame({c: [v] for c, v in zip(FEATURE_COLUMNS, encoder.impute_values)}))
+    one_row = {c: [v] for c, v in zip(FEATURE_COLUMNS, encoder.impute_values, strict=True)}
+    imputed = encoder.encode_tabular(pd.DataFrame(one_row))
     np.testing.assert_allclose(batch["tabular"][1].numpy(), imputed[0], atol=1e-6)
 
 

@@ -29,8 +29,18 @@ def assets(tmp_path_factory):
     train = pd.read_parquet(ts / "train")
     enc = FeatureEncoder.fit(train, list(FEATURE_COLUMNS), sequence_length=12, item_buckets=64)
     torch.manual_seed(0)
-    good = build_model("lstm", model_config("lstm", vocab_sizes=enc.vocab_sizes, n_tabular=len(FEATURE_COLUMNS),
-                                            sequence_length=12, embedding_dim=16, hidden_dim=32, dropout=0.0))
+    good = build_model(
+        "lstm",
+        model_config(
+            "lstm",
+            vocab_sizes=enc.vocab_sizes,
+            n_tabular=len(FEATURE_COLUMNS),
+            sequence_length=12,
+            embedding_dim=16,
+            hidden_dim=32,
+            dropout=0.0,
+        ),
+    )
     x, (y, w) = enc.encode(train), encode_targets(train)
     opt = torch.optim.AdamW(good.parameters(), lr=0.01)
     for _ in range(6):
@@ -41,8 +51,9 @@ def assets(tmp_path_factory):
         bad.head[-1].weight.neg_()
         bad.head[-1].bias.neg_()
     test = pd.read_parquet(ts / "test")
-    auc = evaluate_intents(test[["label_purchase", "label_cart", "label_fav"]].to_numpy(),
-                           good.predict(enc.encode(test)).numpy())["purchase_roc_auc"]
+    auc = evaluate_intents(
+        test[["label_purchase", "label_cart", "label_fav"]].to_numpy(), good.predict(enc.encode(test)).numpy()
+    )["purchase_roc_auc"]
     assert auc > 0.6, f"fixture model did not learn (test AUC {auc:.3f})"
     return ts, enc, good, bad, train
 
@@ -54,8 +65,11 @@ def _register(cfg, model, enc, example) -> str:
 
 
 def _aliases(cfg, version):
-    return set(MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
-               .get_model_version(cfg.mlflow.model_name, version).aliases)
+    return set(
+        MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+        .get_model_version(cfg.mlflow.model_name, version)
+        .aliases
+    )
 
 
 def test_gate_promotes_first_then_rejects_worse_then_promotes_equal(cfg, assets):

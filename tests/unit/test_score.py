@@ -201,7 +201,7 @@ def test_reasons_off_gives_exactly_the_score_columns(spark, champion):
         df,
         resolve_champion(cfg),
         ds=DS,
-        scored_at=dt.datetime(2026, 1, 20, tzinfo=dt.timezone.utc),
+        scored_at=dt.datetime(2026, 1, 20, tzinfo=dt.UTC),
         pipeline_run_id="adhoc",
         batch_size=7,
         torch_threads=1,
@@ -247,7 +247,10 @@ def test_features_with_wrong_types_fail_on_the_driver(spark, champion):
         hours = t["seq_hour"].cast(pa.list_(pa.string()))
         t = t.set_column(t.schema.get_field_index("seq_hour"), "seq_hour", hours)
         pq.write_table(t, f)
-    with pytest.raises(ScoringError, match=r"f_avg_price is string, model expects double; seq_hour is array<string>, model expects array<long>$"):
+    with pytest.raises(
+        ScoringError,
+        match=r"f_avg_price is string, model expects double; seq_hour is array<string>, model expects array<long>$",
+    ):
         run(cfg, DS, "r", spark=spark)
 
 
@@ -276,7 +279,9 @@ def test_arrow_backed_rows_predict_like_plain_lists(champion):
     assert arrow_lists
     table = pa.Table.from_pandas(rows, preserve_index=False)
     # Two record batches: Arrow-backed columns are then chunked, as after Spark's toArrow.
-    arrow_rows = arrow_to_pandas(pa.Table.from_batches([*table.slice(0, 11).to_batches(), *table.slice(11).to_batches()]))
+    arrow_rows = arrow_to_pandas(
+        pa.Table.from_batches([*table.slice(0, 11).to_batches(), *table.slice(11).to_batches()])
+    )
     assert isinstance(arrow_rows["seq_hour"].dtype, pd.ArrowDtype)
     direct = predict(arrow_rows, params)
     np.testing.assert_allclose(direct[list(PROBABILITY_COLUMNS)], checked[list(PROBABILITY_COLUMNS)], rtol=1e-6)

@@ -15,8 +15,7 @@ from tasks.sources.synthetic import LatentState, generate, latent_state, mission
 
 
 def _gen(**kw) -> GeneratorConfig:
-    base = dict(seed=7, n_users=1200, n_days=9, start_date="2026-01-01", n_items=5000, n_categories=60,
-                chunk_users=500)
+    base = dict(seed=7, n_users=1200, n_days=9, start_date="2026-01-01", n_items=5000, n_categories=60, chunk_users=500)
     return GeneratorConfig(**{**base, **kw})
 
 
@@ -131,8 +130,12 @@ def test_missions_at_cutoff_on_a_hand_made_state():
     bounds = np.array([0, 100, 200, 300])  # simulated days 0, 1, 2
     state = LatentState(
         user_ids=np.array(["a", "b", "c", "d", "e", "f"], dtype=object),
-        p_active=np.ones(6), session_rate=np.ones(6), len_scale=np.ones(6), baseline=np.zeros(6),
-        drift=np.zeros((6, 3)), bounds=bounds,
+        p_active=np.ones(6),
+        session_rate=np.ones(6),
+        len_scale=np.ones(6),
+        baseline=np.zeros(6),
+        drift=np.zeros((6, 3)),
+        bounds=bounds,
         mission_user=np.array([0, 1, 2, 3, 4]),
         # a: researched day 1, buys day 2; b: never buys; c: bought before the cutoff; d: researched day 0;
         # e: researched day 1, buys after day 2.

@@ -79,19 +79,34 @@ def test_torchrun_two_processes_register_a_version(trained):
     assert run.data.params["training_set_id"] == "ts_small"
     assert run.data.params["model_type"] == "lstm"
     assert [m.step for m in client.get_metric_history(result.run_id, "train_loss")] == [1, 2]
-    for key in ("test_purchase_roc_auc", "test_cart_pr_auc", "test_fav_brier", "test_purchase_log_loss",
-                "baseline_lr_test_purchase_roc_auc", "baseline_lgbm_test_purchase_roc_auc",
-                "test_category_hit_rate_at_5", "test_category_ndcg_at_5", "val_category_ndcg_at_5",
-                "baseline_lgbm_test_category_hit_rate_at_5", "baseline_lgbm_test_category_ndcg_at_5"):
+    for key in (
+        "test_purchase_roc_auc",
+        "test_cart_pr_auc",
+        "test_fav_brier",
+        "test_purchase_log_loss",
+        "baseline_lr_test_purchase_roc_auc",
+        "baseline_lgbm_test_purchase_roc_auc",
+        "test_category_hit_rate_at_5",
+        "test_category_ndcg_at_5",
+        "val_category_ndcg_at_5",
+        "baseline_lgbm_test_category_hit_rate_at_5",
+        "baseline_lgbm_test_category_ndcg_at_5",
+    ):
         assert key in run.data.metrics, key
     assert run.data.metrics["test_purchase_roc_auc"] == pytest.approx(result.test_metrics["purchase_roc_auc"])
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == cfg.mlflow.experiment and exp.artifact_location == cfg.mlflow.artifact_location
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"training_set", "plots"} <= artifacts
-    logged = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=result.run_id, artifact_path="training_set/manifest.json",
-        tracking_uri=cfg.mlflow.resolved_tracking_uri)).read_text())
+    logged = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=result.run_id,
+                artifact_path="training_set/manifest.json",
+                tracking_uri=cfg.mlflow.resolved_tracking_uri,
+            )
+        ).read_text()
+    )
     assert logged == read_manifest(ts)
     version = client.get_model_version(cfg.mlflow.model_name, "1")
     assert version.run_id == result.run_id and version.tags["training_set_id"] == "ts_small"
@@ -108,9 +123,15 @@ def test_torchrun_two_processes_register_a_version(trained):
         assert tags["rows"] == str(manifest["rows"][split]) == str(json.loads(ds.profile)["rows"])
     # The GX validation result of this training set and its Data Docs path are on the run.
     assert run.data.tags["training_set_validation"] == "passed"
-    logged = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=result.run_id, artifact_path="training_set/validation_result.json",
-        tracking_uri=cfg.mlflow.resolved_tracking_uri)).read_text())
+    logged = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=result.run_id,
+                artifact_path="training_set/validation_result.json",
+                tracking_uri=cfg.mlflow.resolved_tracking_uri,
+            )
+        ).read_text()
+    )
     assert logged["success"] and logged["key"] == "ts_small" and logged["summary"]["n_expectations"] > 0
     assert run.data.tags["training_set_data_docs"].endswith("index.html")
     # New/returning breakdown for the candidate and both yardsticks; the groups partition the test rows.
@@ -196,7 +217,7 @@ def test_pyfunc_contract_in_a_fresh_process(trained, tmp_path):
         import sys, mlflow, numpy as np, pandas as pd
         assert "tasks" not in sys.modules
         model = mlflow.pyfunc.load_model("{result.model_uri}")
-        pdf = pd.read_parquet("{tmp_path / 'in.parquet'}")
+        pdf = pd.read_parquet("{tmp_path / "in.parquet"}")
         pdf.index = np.arange(len(pdf))[::-1] + 1000
         arrays = model.predict(pdf)
         lists = pdf.copy()
@@ -209,14 +230,15 @@ def test_pyfunc_contract_in_a_fresh_process(trained, tmp_path):
                      | {{"lists_" + c: as_lists[c].to_numpy() for c in as_lists}}
                      | {{"rev_" + c: reversed_[c].to_numpy()[::-1] for c in reversed_}}
                      | {{"index": arrays.index.to_numpy(), "cols": [",".join(arrays.columns)] * len(arrays)}}
-                     ).to_parquet("{tmp_path / 'out.parquet'}")
+                     ).to_parquet("{tmp_path / "out.parquet"}")
         """
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIPELINE_CONFIG")}
     env["MLFLOW_TRACKING_URI"] = cfg.mlflow.resolved_tracking_uri
     # Run outside the repo with no PYTHONPATH: the model must bring its own code.
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert out["cols"].iloc[0] == ",".join(PROBABILITY_COLUMNS)

@@ -23,14 +23,24 @@ def small(cfg, horizon_days: int = 2, negative_sample_rate: float = 1.0):
     return cfg.model_copy(
         update={
             "features": cfg.features.model_copy(
-                update={"lookback_days": 5, "windows_days": [1, 5], "sequence_length": 4, "item_buckets": 8,
-                        "horizon_days": horizon_days}
+                update={
+                    "lookback_days": 5,
+                    "windows_days": [1, 5],
+                    "sequence_length": 4,
+                    "item_buckets": 8,
+                    "horizon_days": horizon_days,
+                }
             ),
             # new_user_days must stay one of the shorter windows (config rule, checked when a CLI reloads it).
             "training": cfg.training.model_copy(update={"new_user_days": 1}),
             "training_set": cfg.training_set.model_copy(
-                update={"n_train_cutoffs": 3, "n_val_cutoffs": 1, "n_test_cutoffs": 1, "files_per_split": 3,
-                        "negative_sample_rate": negative_sample_rate}
+                update={
+                    "n_train_cutoffs": 3,
+                    "n_val_cutoffs": 1,
+                    "n_test_cutoffs": 1,
+                    "files_per_split": 3,
+                    "negative_sample_rate": negative_sample_rate,
+                }
             ),
         }
     )
@@ -58,7 +68,11 @@ def test_build_splits_files_manifest_and_rerun(spark, cfg, layer_rows, tmp_path)
     m = info.manifest
     # Events 2026-01-01..12 with a 2-day horizon: the latest labelled cutoff is 2026-01-11.
     assert info.path == training_set_dir(c, "cutoffs_2026-01-05_2026-01-11")
-    assert m["cutoffs"] == {"train": ["2026-01-05", "2026-01-06", "2026-01-07"], "val": ["2026-01-09"], "test": ["2026-01-11"]}
+    assert m["cutoffs"] == {
+        "train": ["2026-01-05", "2026-01-06", "2026-01-07"],
+        "val": ["2026-01-09"],
+        "test": ["2026-01-11"],
+    }
     assert m["dropped_cutoffs"] == ["2026-01-08", "2026-01-10"]
     assert len(set().union(*map(set, m["cutoffs"].values()))) == sum(len(v) for v in m["cutoffs"].values())
     assert m["source"]["dt_first"] == "2025-12-31" and m["source"]["dt_last"] == "2026-01-12"
@@ -83,8 +97,12 @@ def test_build_splits_files_manifest_and_rerun(spark, cfg, layer_rows, tmp_path)
     direct = F.build_features(events_df(spark, layer_rows), cutoff, c.features, "UTC", with_labels=True).toPandas()
     val = frames["val"].drop(columns=["ds", "weight"])[direct.columns]
     pd.testing.assert_frame_equal(
-        val.sort_values("user_id").reset_index(drop=True).map(lambda v: list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v),
-        direct.sort_values("user_id").reset_index(drop=True).map(lambda v: list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v),
+        val.sort_values("user_id")
+        .reset_index(drop=True)
+        .map(lambda v: list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v),
+        direct.sort_values("user_id")
+        .reset_index(drop=True)
+        .map(lambda v: list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v),
     )
 
     uc = spark.read.parquet(str(info.path / "user_category" / "test")).toPandas()
@@ -112,10 +130,13 @@ def test_cli_rejects_a_bad_horizon(cfg, tmp_path, capsys):
 
 
 def test_negative_subsampling_reweights_only_selected_negatives(spark):
-    rows = [(f"u{i}", dt.date(2026, 1, 1 + i % 3), "train" if i % 4 else "test", 1.0, int(i % 5 == 0), 0, 0)
-            for i in range(400)]
-    df = spark.createDataFrame(rows, "user_id string, ds date, _split string, weight double, "
-                                     "label_purchase int, label_cart int, label_fav int")
+    rows = [
+        (f"u{i}", dt.date(2026, 1, 1 + i % 3), "train" if i % 4 else "test", 1.0, int(i % 5 == 0), 0, 0)
+        for i in range(400)
+    ]
+    df = spark.createDataFrame(
+        rows, "user_id string, ds date, _split string, weight double, label_purchase int, label_cart int, label_fav int"
+    )
     out = T.subsample_negatives(df, 0.25, where=F_.col("_split") == "train").toPandas()
     again = T.subsample_negatives(df, 0.25, where=F_.col("_split") == "train").toPandas()
     pd.testing.assert_frame_equal(out, again)  # deterministic: the same rows every run

@@ -49,7 +49,9 @@ def make_rows(ds: dt.date, n: int, *, version: str = "1", seed: float = 0.0, exp
     }
     if explain:
         cols["top_categories"] = pa.array([["12", 'we"ird,{cat}\\', str(i)] for i in range(n)], pa.list_(pa.string()))
-        cols["reasons"] = pa.array([["f_cart_7d", "f_view_1d"] if i % 2 else None for i in range(n)], pa.list_(pa.string()))
+        cols["reasons"] = pa.array(
+            [["f_cart_7d", "f_view_1d"] if i % 2 else None for i in range(n)], pa.list_(pa.string())
+        )
     return pa.table(cols)
 
 
@@ -134,10 +136,9 @@ def test_rerun_replaces_partition_and_keeps_others(wh):
     assert wh.row_count(D2) == 30
     assert {r[2] for r in _all_rows(wh, D1)} == {"2"}
     assert wh.partitions() == [D1, D2]
-    expected = sorted(
-        zip(make_rows(D1, 40, seed=3)["user_id"].to_pylist(), make_rows(D1, 40, seed=3)["p_purchase"].to_pylist()),
-        key=lambda t: (-t[1], t[0]),
-    )[:5]
+    rows = make_rows(D1, 40, seed=3)
+    pairs = zip(rows["user_id"].to_pylist(), rows["p_purchase"].to_pylist(), strict=True)
+    expected = sorted(pairs, key=lambda t: (-t[1], t[0]))[:5]
     assert wh.top_users(D1, 5) == expected
 
 
@@ -158,7 +159,9 @@ def test_views(wh):
 def test_explanation_columns_round_trip(wh):
     rows = make_rows(D1, 6, explain=True)
     wh.replace_partition(D1, rows)
-    got = wh._query(f"SELECT user_id, top_categories, reasons FROM {wh.table} WHERE ds = {wh._p} ORDER BY user_id", [D1])
+    got = wh._query(
+        f"SELECT user_id, top_categories, reasons FROM {wh.table} WHERE ds = {wh._p} ORDER BY user_id", [D1]
+    )
     assert [list(r[1]) for r in got] == rows["top_categories"].to_pylist()
     assert [None if r[2] is None else list(r[2]) for r in got] == rows["reasons"].to_pylist()
 
@@ -357,7 +360,7 @@ def test_load_scores_and_cli(wh_cfg, capsys):
     wh = Warehouse.from_config(wh_cfg)
     assert wh.row_count(D1) == 12
     scored_at = wh._query(f"SELECT DISTINCT scored_at FROM {wh.table}", [])
-    assert [r[0].astimezone(dt.timezone.utc) for r in scored_at] == [dt.datetime(2026, 1, 10, tzinfo=dt.timezone.utc)]
+    assert [r[0].astimezone(dt.UTC) for r in scored_at] == [dt.datetime(2026, 1, 10, tzinfo=dt.UTC)]
     assert load_scores(wh_cfg, D1).rows == 12
     assert wh.row_count(D1) == 12
 
