@@ -6,19 +6,19 @@ PIPQUIET := (grep -v "is ignored: it is neither a file nor a directory" || true)
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
 export PYTHONUNBUFFERED := 1
 export PYTHONPATH := $(CURDIR)
 # spark-submit, torchrun and airflow resolve from the project's virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test test-fast bench jvm-archive airflow mlflow-ui clean
+.PHONY: venv demo lint test test-fast bench jvm-archive airflow mlflow-ui clean
 
 venv: $(STAMP)
 
 # torch is installed first from its pinned CPU build, so no other package's range pulls a CUDA build.
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	@echo ">>> creating/updating $(VENV) from requirements.txt"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo ">>> installing pinned packages (a few minutes on the first run)"
@@ -26,6 +26,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	@$(PY) -m pip install --quiet "$$(grep -E '^torch==' requirements.txt)" 2>&1 | $(PIPQUIET)
 	@$(PY) -m pip install --quiet -r requirements.txt 2>&1 | $(PIPQUIET)
 	@$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt 2>&1 | $(PIPQUIET)
+	@$(PY) -m pip install --quiet -r requirements-dev.txt 2>&1 | $(PIPQUIET)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo ">>> $(VENV) ready"
@@ -33,11 +34,18 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 demo: venv
 	@$(PY) -m tasks.demo
 
-test: venv
+# Lint and type checks: seconds, so every test run starts with them.
+lint: venv
+	@$(VENV)/bin/ruff check --quiet .
+	@$(VENV)/bin/ruff format --check --quiet .
+	@$(VENV)/bin/mypy
+
+test: lint
 	@$(PY) -m pytest
 
+# Everything that needs no JVM and no torchrun (tiers: see pytest.ini and tests/README.md).
 test-fast: venv
-	@$(PY) -m pytest -m "not e2e"
+	@$(PY) -m pytest -m "not spark and not torchrun and not e2e"
 
 bench: venv
 	@$(PY) -m bench.run
