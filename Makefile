@@ -43,9 +43,9 @@ lint: venv
 test: lint
 	@$(PY) -m pytest
 
-# Everything that needs no JVM and no torchrun (tiers: see pytest.ini and tests/README.md).
+# The tier that needs no JVM and no torchrun (tests/unit, tests/dags; tiers: tests/conftest.py), one worker per core.
 test-fast: venv
-	@$(PY) -m pytest -m "not spark and not torchrun and not e2e"
+	@$(PY) -m pytest -n auto --dist loadfile tests/unit tests/dags
 
 bench: venv
 	@$(PY) -m bench.run

@@ -1,6 +1,6 @@
 """The feature job's work in DuckDB SQL, the yardstick of bench features_vs_duckdb: the core aggregates
 (window counts, recencies) in DuckDB and in Spark, the whole job in DuckDB, and the check that two outputs
-hold the same values (shared with tests/unit/test_bench_features.py)."""
+hold the same values (shared with tests/spark/test_bench_features.py)."""
 
 from __future__ import annotations
 

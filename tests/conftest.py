@@ -1,4 +1,9 @@
-"""Shared fixtures: one session-scoped local SparkSession and an isolated pipeline config per test."""
+"""Shared fixtures (one session-scoped local SparkSession, an isolated pipeline config per test) and the test tiers.
+
+A test's tier is its folder: ``unit/`` and ``dags/`` need no JVM and no torchrun (``make test-fast``), ``spark/``
+starts Spark, ``torchrun/`` launches training under torchrun, ``e2e/`` runs the DAGs through Airflow. The folder
+sets the pytest marker of the same name, so ``-m "not spark"`` and the like select tiers.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,22 @@ import pytest
 from tasks.config import DEFAULT_CONFIG, PipelineConfig, load_config
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+TIER_FOLDERS = {"spark": "spark", "torchrun": "torchrun", "e2e": "e2e"}
+# Tiers whose tests must start neither a JVM nor torchrun.
+FAST_FOLDERS = {"unit", "dags"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(str(item.path)).relative_to(Path(__file__).parent).parts[0]
+        if folder in TIER_FOLDERS:
+            item.add_marker(TIER_FOLDERS[folder])
+        if "spark" in getattr(item, "fixturenames", ()):
+            if folder in FAST_FOLDERS:
+                raise pytest.UsageError(f"{item.nodeid} uses the spark fixture: it belongs in tests/spark/")
+            item.add_marker("spark")
 
 
 def pytest_configure(config):

@@ -1,6 +1,6 @@
 """Bad-input matrix: the cases not already covered elsewhere, each through the real stages.
 
-Already covered by tests/unit/test_clean_events.py::test_bad_input_fails_clearly_and_writes_no_events
+Already covered by tests/spark/test_clean_events.py::test_bad_input_fails_clearly_and_writes_no_events
 (land -> clean, nothing written): missing column, wrong type, null user ids, unknown event type, negative
 prices, duplicated events, timestamps in the future of the logical date, an empty partition, a file that
 is not CSV at all, a truncated last line. Here: a 10x volume spike (land -> clean -> events gate) and a
