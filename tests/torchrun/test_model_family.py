@@ -22,7 +22,7 @@ from tasks.training.launcher import launch
 from tests.helpers.config import isolated_config
 from tests.helpers.trainingset import write_training_set
 
-FAMILY_SOURCE = '''"""Throwaway model family of tests/torchrun/test_model_family.py: mean of the embedded real events."""
+FAMILY_SOURCE = '''"""Throwaway model family of tests/torchrun/test_model_family.py: mean of the embedded events."""
 
 from __future__ import annotations
 
