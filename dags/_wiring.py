@@ -21,7 +21,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from spark_jobs.session import driver_java_options  # noqa: E402  (no Spark import: parse-time safe)
 from tasks.config import PipelineConfig, load_config  # noqa: E402  (needs REPO_ROOT on sys.path)
-from tasks.errors import EXIT_DATA_ERROR, DataError  # noqa: E402
+from tasks.errors import EXIT_CONFIG_ERROR, EXIT_DATA_ERROR, DataError  # noqa: E402
 
 log = logging.getLogger("purchase_intent")
 
@@ -94,7 +94,7 @@ def step_env() -> dict[str, str]:
 
 
 class PipelineSparkSubmitOperator(SparkSubmitOperator):
-    """spark-submit of one of spark_jobs/*.py; a data-quality exit (65) fails without retries."""
+    """spark-submit of one of spark_jobs/*.py; a data-quality (65) or config (78) exit fails without retries."""
 
     def __init__(self, *, job: str, **kwargs):
         cfg = config()
@@ -124,5 +124,9 @@ class PipelineSparkSubmitOperator(SparkSubmitOperator):
             if f"Error code is: {EXIT_DATA_ERROR}" in str(e):
                 raise AirflowFailException(
                     f"{self.task_id}: the data failed a check (DATA ERROR line above names it); not retried"
+                ) from e
+            if f"Error code is: {EXIT_CONFIG_ERROR}" in str(e):
+                raise AirflowFailException(
+                    f"{self.task_id}: the pipeline config is invalid (config error line above names it); not retried"
                 ) from e
             raise

@@ -30,7 +30,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.loaders import CORRUPT_COLUMN, RAW_EXTRA_COLUMNS, read_raw
+from spark_jobs.loaders import CORRUPT_COLUMN, RAW_EXTRA_COLUMNS, read_raw, zone_abbreviation
 from spark_jobs.session import build_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import DataError, run_cli
@@ -88,6 +88,7 @@ def tag_reasons(
         "null_user_id": _blank(c("user_id")),
         "null_item_id": _blank(c("item_id")),
         "null_category_id": _blank(c("category_id")),
+        "ambiguous_time_zone": c("event_time").isNull() & zone_abbreviation(c("raw_event_time")).isNotNull(),
         "unparseable_timestamp": c("event_time").isNull(),
         "excluded_event_type": c("raw_event_type").isin(*EXCLUDED_RAW_EVENT_TYPES),
         "unknown_event_type": c("event_type").isNull(),

@@ -2,6 +2,13 @@
 
 Raw files are read as all-string CSV (no schema inference) in PERMISSIVE mode with a corrupt-record
 column, so a truncated line or a file that is not CSV at all is kept and flagged rather than dropped.
+Quotes inside a quoted field are doubled as in RFC 4180 (``"U""Q"`` is ``U"Q``); a backslash is an
+ordinary character.
+
+Event times with zone text accept only unambiguous zones: UTC, GMT, UT, Z, numeric offsets and IANA
+``Region/City`` names. Any other letters-only zone (CST: US Central or China? IST, BST, EST, ...) gives
+a null ``event_time`` (``zone_abbreviation`` names it; cleaning quarantines the row as
+``ambiguous_time_zone``), never a guessed offset.
 Each format has one pure transform (``DataFrame -> DataFrame``) to ``tasks.schema.EVENT_COLUMNS``
 plus the raw strings cleaning needs to give reasons (``RAW_EXTRA_COLUMNS``).
 
@@ -63,6 +70,20 @@ RAW_COLUMNS: dict[str, tuple[tuple[str, ...], bool]] = {
 }
 
 _INT = r"^-?[0-9]{1,15}$"
+# Letters-only zone text right after a time of day ("... 00:00:00 CST", "...T10:00:00CST").
+_ZONE_WORD = r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?\s*([A-Za-z]+)$"
+UNAMBIGUOUS_ZONE_WORDS = ("UTC", "GMT", "UT", "Z")
+
+
+def zone_abbreviation(raw: Column) -> Column:
+    """The letters-only zone abbreviation ending a raw time when it is not one of ``UNAMBIGUOUS_ZONE_WORDS``
+    (Java reads CST as US Central, 13 hours off for a Chinese export), else null."""
+    word = F.regexp_extract(raw, _ZONE_WORD, 1)
+    return F.when((word != "") & ~F.upper(word).isin(*UNAMBIGUOUS_ZONE_WORDS), word)
+
+
+def _zoned_time(raw: Column, pattern: str) -> Column:
+    return F.when(zone_abbreviation(raw).isNull(), F.try_to_timestamp(raw, F.lit(pattern)))
 
 
 def _map_type(raw: Column, mapping: dict[str, str]) -> Column:
@@ -94,7 +115,7 @@ def _finish(
 def transform_synthetic(df: DataFrame) -> DataFrame:
     c = F.col
     canon = {name: c(name) for name in EVENT_COLUMNS}
-    canon["event_time"] = F.try_to_timestamp(c("event_time"), F.lit("yyyy-MM-dd'T'HH:mm:ssX"))
+    canon["event_time"] = _zoned_time(c("event_time"), "yyyy-MM-dd'T'HH:mm:ssX")
     canon["event_type"] = _map_type(c("event_type"), {t: t for t in EVENT_TYPES})
     canon["price"] = _price(c("price"))
     return _finish(df, canon, c("event_time"), c("event_type"), c("price"))
@@ -121,7 +142,7 @@ def transform_taobao(df: DataFrame) -> DataFrame:
 def transform_rees46(df: DataFrame) -> DataFrame:
     c = F.col
     canon = {
-        "event_time": F.try_to_timestamp(c("event_time"), F.lit("yyyy-MM-dd HH:mm:ss z")),
+        "event_time": _zoned_time(c("event_time"), "yyyy-MM-dd HH:mm:ss z"),
         "user_id": c("user_id"),
         "item_id": c("product_id"),
         "category_id": c("category_id"),
@@ -220,6 +241,9 @@ def read_raw(spark: SparkSession, source: str, paths: list[str]) -> DataFrame:
         .option("mode", "PERMISSIVE")
         .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
         .option("encoding", "UTF-8")
+        # RFC 4180: a quote inside a quoted field is doubled. Spark's default escape is a backslash, which
+        # would keep "U""Q" as "U""Q" (and eat backslashes that are data).
+        .option("escape", '"')
         .csv(paths)
     )
     df = df.withColumn("raw_file", F.col("_metadata.file_path"))

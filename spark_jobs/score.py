@@ -1,7 +1,9 @@
 """Bulk scoring of one cutoff's user features with the champion model, into the scores staging layer.
 
 The driver resolves ``models:/<name>@<champion alias>`` once and pins ``models:/<name>/<version>`` for
-the whole run, so an alias moved mid-run cannot mix versions. Every feature row of
+the whole run, so an alias moved mid-run cannot mix versions. It loads that version once itself before
+any Spark work (``check_champion``): missing or truncated artifacts stop the run with one line naming
+the version and the file, not a worker's Java stack. Every feature row of
 ``features/user/ds=<ds>/`` is scored with ``mapInArrow``; each Python worker loads the pyfunc model
 once (module-level cache keyed by URI) and hands it ``scoring.batch_size`` rows at a time (the size of
 the Arrow batches Spark sends it, too, so JVM conversion overlaps the model calls). Each user's
@@ -30,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.errors import DataError, run_cli
 from tasks.layers import CUTOFF_KEY, features_partition, scores_partition, scores_root
 from tasks.partitions import parquet_rows
 from tasks.schema import (
@@ -47,6 +50,10 @@ from tasks.schema import (
 
 class ScoringError(RuntimeError):
     """Scoring cannot run (no champion, missing features, model/feature mismatch)."""
+
+
+class ChampionArtifactError(ScoringError, DataError):
+    """The champion version's artifacts are missing or corrupt; rerunning will not help (exit 65)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,29 @@ def resolve_champion(cfg: PipelineConfig) -> ChampionRef:
     return ChampionRef(
         name=name, version=str(mv.version), run_id=mv.run_id, uri=f"models:/{name}/{mv.version}", tracking_uri=uri
     )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def check_champion(cfg: PipelineConfig, ref: ChampionRef) -> None:
+    """Load the pinned champion once on the driver; a missing or truncated artifact raises
+    ``ChampionArtifactError`` naming the version and the problem, before any worker tries."""
+    import mlflow
+
+    from tasks.registry import mlflow_store
+
+    what = f"model {ref.name} version {ref.version} (alias {cfg.mlflow.champion_alias})"
+    try:
+        with mlflow_store(cfg):
+            mlflow.pyfunc.load_model(ref.uri)
+    except FileNotFoundError as e:
+        missing = Path(e.filename).name if e.filename else _first_line(e)
+        raise ChampionArtifactError(f"{what}: artifact file {missing} is missing") from None
+    except Exception as e:  # any failure to load is the same verdict: the artifacts are broken
+        raise ChampionArtifactError(f"{what}: artifacts do not load ({type(e).__name__}: {_first_line(e)})") from None
 
 
 # Per Python worker: (registry, URI) -> loaded pyfunc. Spark reuses workers across tasks, so this is one
@@ -410,6 +440,7 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
     if not src.is_dir() or not any(src.glob("*.parquet")):
         raise ScoringError(f"no features for ds={ds}: {src} holds no Parquet files (run spark_jobs.features first)")
     ref = resolve_champion(cfg)
+    check_champion(cfg, ref)
     spark = spark or build_session(cfg, f"score-{ds}")
     features = spark.read.parquet(str(src))
     signature, pair_columns = _check_model_inputs(cfg, ref, features.columns)
@@ -483,4 +514,4 @@ if __name__ == "__main__":
     # functions pickle by reference and share its model cache, not a by-value copy per task.
     from spark_jobs import score as _module
 
-    raise SystemExit(_module.main())
+    raise SystemExit(run_cli(_module.main))

@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.errors import EXIT_CONFIG_ERROR, ConfigError
 from tasks.models.families import family_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +31,6 @@ ENV_OVERRIDES = {
     "PIPELINE_WAREHOUSE_URL": ("warehouse", "url"),
     "SPARK_MASTER": ("spark", "master"),
 }
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing, malformed or fails validation."""
 
 
 class _Section(BaseModel):
@@ -123,6 +121,16 @@ class CleaningConfig(_Section):
     volume_lookback_days: int = Field(gt=0)
     volume_min_history: int = Field(gt=0)
 
+    @model_validator(mode="after")
+    def _volume_history_fits(self) -> CleaningConfig:
+        # The check reads at most volume_lookback_days partitions, so a larger minimum would switch it off for good.
+        if self.volume_min_history > self.volume_lookback_days:
+            raise ValueError(
+                f"volume_min_history={self.volume_min_history} exceeds volume_lookback_days="
+                f"{self.volume_lookback_days}: the volume check could never run"
+            )
+        return self
+
 
 class FeaturesConfig(_Section):
     lookback_days: int = Field(gt=0)
@@ -139,6 +147,15 @@ class FeaturesConfig(_Section):
         if not v or any(w <= 0 for w in v) or sorted(set(v)) != v:
             raise ValueError("windows_days must be a non-empty, strictly increasing list of positive days")
         return v
+
+    @model_validator(mode="after")
+    def _windows_within_lookback(self) -> FeaturesConfig:
+        if max(self.windows_days) > self.lookback_days:
+            raise ValueError(
+                f"windows_days {self.windows_days} reach beyond lookback_days={self.lookback_days} "
+                "(a window longer than the history read would count the same events as the lookback)"
+            )
+        return self
 
 
 class TrainingSetConfig(_Section):
@@ -380,11 +397,40 @@ def _deep_merge(base: dict, overlay: dict, where: str = "") -> dict:
     return out
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: object, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r} at line {line} (first at line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (plain YAML silently keeps the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may legitimately be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = first.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: SafeLoader's own error names it
+                break
+            if line != key_node.start_mark.line + 1:
+                raise _DuplicateKeyError(key, key_node.start_mark.line + 1, line)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKeyError as e:
+        raise ConfigError(
+            f"config file {path} line {e.line}: duplicate key {e.key!r} (first at line {e.first_line}); "
+            "YAML would silently keep only the last value"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -459,4 +505,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
-    return load_config(args.config or None)
+    """The config a CLI was given; a bad one ends the process with one ``config error: ...`` line on stderr
+    and ``EXIT_CONFIG_ERROR``, not a traceback (every step's CLI loads its config through here)."""
+    try:
+        return load_config(args.config or None)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None

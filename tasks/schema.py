@@ -42,6 +42,7 @@ QUARANTINE_REASONS = (
     "null_user_id",
     "null_item_id",
     "null_category_id",
+    "ambiguous_time_zone",
     "unparseable_timestamp",
     "excluded_event_type",
     "unknown_event_type",

@@ -70,3 +70,40 @@ def test_constant_column_is_stopped_by_the_features_gate(spark, cfg):
     assert "expect_column_unique_value_count_to_be_between(column=f_recency_any, min_value=2): observed 1" in str(
         err.value
     )
+
+
+def test_rfc4180_quoted_query_survives_land_and_clean(spark, cfg):
+    from tasks.layers import events_partition
+
+    incoming = incoming_partition(cfg, "synthetic", DAY)
+    incoming.mkdir(parents=True)
+    rows = _csv_rows(DAY, 20)
+    rows[0] = rows[0][: -len(",,,")] + ',"U""Q",acme,"a,b"'
+    (incoming / "events.csv").write_text("\n".join([",".join(EVENT_COLUMNS), *rows]) + "\n")
+    land_day(cfg, DAY, "synthetic")
+    report = clean_day(spark, cfg, DAY)
+    assert report.n_events == 20 and not report.quarantined
+    events = spark.read.parquet(str(events_partition(cfg, DAY)))
+    (row,) = events.filter("query IS NOT NULL").collect()
+    assert (row.query, row.brand, row.category_code) == ('U"Q', "acme", "a,b")
+
+
+def test_ambiguous_zone_abbreviation_is_quarantined_with_its_reason(spark, cfg):
+    from spark_jobs.clean_events import CleaningError
+    from tasks.layers import events_partition, quarantine_partition
+
+    # A Chinese REES46-style export stamped "CST": Java would read US Central, 13 hours off.
+    header = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
+    good = [f"{DAY.isoformat()} {h:02d}:00:00 UTC,view,{h},2,,,1.00,u{h},s" for h in range(10)]
+    bad = [f"{DAY.isoformat()} {h:02d}:30:00 CST,view,{h},2,,,1.00,u{h},s" for h in range(3)]
+    incoming = incoming_partition(cfg, "rees46", DAY)
+    incoming.mkdir(parents=True)
+    (incoming / "export.csv").write_text("\n".join([header, *good, *bad]) + "\n")
+    land_day(cfg, DAY, "rees46")
+    with pytest.raises(CleaningError, match=r"'ambiguous_time_zone': 3"):
+        clean_day(spark, cfg, DAY, source="rees46")
+    assert not events_partition(cfg, DAY).exists()
+    quarantined = spark.read.parquet(str(quarantine_partition(cfg, DAY))).collect()
+    assert {(r.reason, r.raw_event_time) for r in quarantined} == {
+        ("ambiguous_time_zone", f"{DAY.isoformat()} {h:02d}:30:00 CST") for h in range(3)
+    }

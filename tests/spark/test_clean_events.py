@@ -49,6 +49,7 @@ CASES = {
     "null_user_id": _row(user="", t="garbage"),
     "null_item_id": _row(item=""),
     "null_category_id": _row(cat=" "),
+    "ambiguous_time_zone": _row(t="2026-01-02T10:00:00 CST"),
     "unparseable_timestamp": _row(t="2026-01-02 10:00"),
     "excluded_event_type": _row(etype="remove_from_cart"),
     "unknown_event_type": _row(etype="click"),

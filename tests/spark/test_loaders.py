@@ -136,3 +136,57 @@ def test_unknown_source_and_missing_path(spark, tmp_path):
         read_raw(spark, "nope", [str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         read_raw(spark, "rees46", [str(tmp_path / "missing.csv")])
+
+
+REES46_HEADER = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
+
+
+def _synthetic(tmp_path: Path, *lines: str) -> str:
+    src = tmp_path / "events.csv"
+    src.write_text("".join(f"{line}\n" for line in (",".join(EVENT_COLUMNS), *lines)))
+    return str(src)
+
+
+def test_rfc4180_doubled_quotes_are_one_quote(spark, tmp_path):
+    src = _synthetic(
+        tmp_path,
+        '2026-01-01T08:15:02Z,1,10,5,view,1.00,1-1,"U""Q",acme,',
+        '2026-01-01T08:16:02Z,1,11,5,view,1.00,1-1,"a ""b"", c",acme,',
+        "2026-01-01T08:17:02Z,1,12,5,view,1.00,1-1,back\\slash,acme,",
+    )
+    rows = read_raw(spark, "synthetic", [src]).orderBy("event_time").collect()
+    assert [r.query for r in rows] == ['U"Q', 'a "b", c', "back\\slash"]
+    assert all(r.corrupt_record is None for r in rows)
+    rees = tmp_path / "r.csv"
+    rees.write_text(REES46_HEADER + '2019-10-01 00:00:05 UTC,view,1,2,,"Dr. ""Q""",1.00,3,s\n')
+    (row,) = read_raw(spark, "rees46", [str(rees)]).collect()
+    assert row.brand == 'Dr. "Q"' and row.corrupt_record is None
+
+
+def test_zone_text_only_unambiguous_forms(spark, tmp_path):
+    shanghai = dt.datetime(2019, 9, 30, 16, tzinfo=UTC)
+    accepted = {
+        "UTC": dt.datetime(2019, 10, 1, tzinfo=UTC),
+        "GMT": dt.datetime(2019, 10, 1, tzinfo=UTC),
+        "+08:00": shanghai,
+        "GMT+08:00": shanghai,
+        "Asia/Shanghai": shanghai,
+    }
+    refused = ["CST", "IST", "BST", "EST", "PST", "cst"]
+    src = tmp_path / "r.csv"
+    src.write_text(
+        REES46_HEADER + "".join(f"2019-10-01 00:00:00 {z},view,1,2,,,1.00,{z},s\n" for z in [*accepted, *refused])
+    )
+    rows = {r.user_id: r for r in read_raw(spark, "rees46", [str(src)]).collect()}
+    assert {z: _utc(rows[z].event_time) for z in accepted} == accepted
+    assert {z: rows[z].event_time for z in refused} == dict.fromkeys(refused)
+    syn = _synthetic(
+        tmp_path,
+        "2026-01-01T08:00:00Z,z,10,5,view,1.00,1-1,,,",
+        "2026-01-01T08:00:00+0800,offset,10,5,view,1.00,1-1,,,",
+        "2026-01-01T08:00:00CST,cst,10,5,view,1.00,1-1,,,",
+    )
+    got = {r.user_id: r.event_time for r in read_raw(spark, "synthetic", [syn]).collect()}
+    assert _utc(got["z"]) == dt.datetime(2026, 1, 1, 8, tzinfo=UTC)
+    assert _utc(got["offset"]) == dt.datetime(2026, 1, 1, 0, tzinfo=UTC)
+    assert got["cst"] is None

@@ -10,7 +10,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+import tasks.config as tasks_config
 from tasks.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_config, parse_ds
+from tasks.errors import EXIT_CONFIG_ERROR
 from tasks.layers import layer_root
 
 
@@ -108,3 +110,53 @@ def test_parse_ds():
     assert parse_ds("2026-01-15T00:00:00+00:00").isoformat() == "2026-01-15"
     with pytest.raises(Exception, match="not a date"):
         parse_ds("yesterday")
+
+
+def test_duplicate_key_names_key_file_and_line(tmp_path):
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("training:\n  epochs: 3\n  batch_size: 64\n  epochs: 5\n")
+    with pytest.raises(ConfigError, match=r"o\.yaml line 4: duplicate key 'epochs' \(first at line 2\)"):
+        load_config([DEFAULT_CONFIG, overlay], use_env=False)
+    overlay.write_text("cleaning:\n  max_bad_fraction: 0.1\ncleaning:\n  max_bad_fraction: 0.2\n")
+    with pytest.raises(ConfigError, match=r"line 3: duplicate key 'cleaning' \(first at line 1\)"):
+        load_config([DEFAULT_CONFIG, overlay], use_env=False)
+    # The same key in two different mappings, and a merge key overridden, are not duplicates.
+    overlay.write_text("base: &b\n  x: 1\nother:\n  <<: *b\n  x: 2\n")
+    assert tasks_config._read_yaml(overlay) == {"base": {"x": 1}, "other": {"x": 2}}
+
+
+def test_committed_config_has_no_duplicate_key():
+    tasks_config._read_yaml(DEFAULT_CONFIG)
+
+
+def test_cross_field_contradictions_are_refused():
+    with pytest.raises(ConfigError, match=r"cleaning: .*volume_min_history=8 exceeds volume_lookback_days=7"):
+        load_config(DEFAULT_CONFIG, overrides={"cleaning": {"volume_min_history": 8}}, use_env=False)
+    load_config(DEFAULT_CONFIG, overrides={"cleaning": {"volume_min_history": 7}}, use_env=False)
+    with pytest.raises(ConfigError, match=r"features: .*windows_days \[1, 3, 7, 30\] reach beyond lookback_days=14"):
+        load_config(DEFAULT_CONFIG, overrides={"features": {"lookback_days": 14}}, use_env=False)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["tasks.land", "spark_jobs.clean_events", "spark_jobs.score"],
+)
+def test_cli_bad_config_is_one_line(tmp_path, module):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEFAULT_CONFIG.read_text() + "\ncleaning:\n  max_bad_fraction: 0.5\n")
+    args = {
+        "tasks.land": ["--day", "2026-01-01"],
+        "spark_jobs.clean_events": ["--day", "2026-01-01"],
+        "spark_jobs.score": ["--ds", "2026-01-01", "--run-id", "r"],
+    }[module]
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--config", str(bad), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == EXIT_CONFIG_ERROR, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert re.fullmatch(r"config error: config file .*bad\.yaml line \d+: duplicate key 'cleaning' .*", lines[0])
