@@ -4,8 +4,9 @@ Pure part: ``tag_reasons`` gives every row its first matching ``tasks.schema.QUA
 and ``clean`` splits rows into events and quarantine. Exact duplicate events (equal on every canonical
 column) are dropped from the events and counted in the report as ``n_duplicates``; they are not quarantined
 (the first copy is a valid event, so nothing is lost), but more than ``cleaning.max_duplicate_fraction``
-of them (a repeated delivery) fails the run. A price that is present but not a number makes the
-row a ``malformed_line`` (the field has the wrong type).
+of them (a repeated delivery) fails the run. A price that is present but not a number, or a row with
+text that was not valid UTF-8 (decoded by Spark as U+FFFD), makes the row a ``malformed_line``; a
+non-finite price or one above ``tasks.schema.MAX_PRICE`` is a ``bad_price``.
 
 Driver: reads ``raw/source=<source>/dt=<day>/``, writes ``events/dt=<day>/`` and ``quarantine/dt=<day>/``
 (Parquet, dynamic partition overwrite: a rerun replaces exactly its partition). When the bad fraction
@@ -25,6 +26,7 @@ import logging
 import shutil
 import sys
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -35,7 +37,13 @@ from spark_jobs.session import build_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import DataError, run_cli
 from tasks.layers import DAY_KEY, events_root, quarantine_partition, quarantine_root, raw_partition
-from tasks.schema import EVENT_COLUMNS, EXCLUDED_RAW_EVENT_TYPES, NON_ERROR_REASONS, QUARANTINE_REASONS
+from tasks.schema import (
+    EVENT_COLUMNS,
+    EXCLUDED_RAW_EVENT_TYPES,
+    MAX_PRICE,
+    NON_ERROR_REASONS,
+    QUARANTINE_REASONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,13 @@ def _blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c) == "")
 
 
+def _not_utf8(df: DataFrame) -> Column:
+    # Spark decodes bytes that are not UTF-8 (e.g. a latin-1 export) as U+FFFD instead of failing: a row
+    # holding one lost its original text, so it is quarantined rather than cleaned with altered values.
+    strings = [n for n, t in df.dtypes if t == "string"]
+    return reduce(lambda a, b: a | b, [F.col(n).contains("\ufffd") for n in strings], F.lit(False))
+
+
 def _aware(ts: dt.datetime, name: str) -> dt.datetime:
     if ts.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware (got naive {ts.isoformat()})")
@@ -84,7 +99,9 @@ def tag_reasons(
     c = F.col
     start, end = F.lit(_aware(day_start, "day_start")), F.lit(_aware(day_end, "day_end"))
     checks: dict[str, Column] = {
-        "malformed_line": c(CORRUPT_COLUMN).isNotNull() | (c("raw_price").isNotNull() & c("price").isNull()),
+        "malformed_line": (
+            c(CORRUPT_COLUMN).isNotNull() | (c("raw_price").isNotNull() & c("price").isNull()) | _not_utf8(df)
+        ),
         "null_user_id": _blank(c("user_id")),
         "null_item_id": _blank(c("item_id")),
         "null_category_id": _blank(c("category_id")),
@@ -92,6 +109,8 @@ def tag_reasons(
         "unparseable_timestamp": c("event_time").isNull(),
         "excluded_event_type": c("raw_event_type").isin(*EXCLUDED_RAW_EVENT_TYPES),
         "unknown_event_type": c("event_type").isNull(),
+        # abs() of +-inf (and NaN, which Spark orders above every number) is above any bound.
+        "bad_price": F.abs(c("price")) > MAX_PRICE,
         "negative_price": c("price") < 0,
         "future_timestamp": (
             c("event_time") >= F.lit(_aware(logical_ts, "logical_ts")) if logical_ts is not None else F.lit(False)

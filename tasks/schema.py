@@ -46,10 +46,14 @@ QUARANTINE_REASONS = (
     "unparseable_timestamp",
     "excluded_event_type",
     "unknown_event_type",
+    "bad_price",
     "negative_price",
     "future_timestamp",
     "outside_partition",
 )
+# A price above this (or a non-finite one, e.g. ``1e999`` parses to +inf) is an export error in any currency
+# (quarantined as ``bad_price``); letting it through would make price features inf or meaningless downstream.
+MAX_PRICE = 1e9
 # Reasons that are a documented exclusion, not a data error (do not count towards max_bad_fraction).
 NON_ERROR_REASONS = ("excluded_event_type",)
 

@@ -53,6 +53,7 @@ CASES = {
     "unparseable_timestamp": _row(t="2026-01-02 10:00"),
     "excluded_event_type": _row(etype="remove_from_cart"),
     "unknown_event_type": _row(etype="click"),
+    "bad_price": _row(price="1e999"),
     "negative_price": _row(price="-0.01"),
     "future_timestamp": _row(t="2026-01-03T00:00:00Z"),
     "outside_partition": _row(t="2026-01-01T23:59:59Z"),

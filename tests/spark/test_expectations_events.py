@@ -37,6 +37,15 @@ def test_good_partition_passes_and_builds_data_docs(spark, cfg):
     assert "passed" in summary.describe()
 
 
+def test_non_finite_price_fails_the_gate(spark, cfg):
+    rows = [_event(h, user=f"u{h}") for h in range(24)] + [_event(5, price=float("inf")), _event(6, price=1e300)]
+    with pytest.raises(DataQualityError) as err:
+        check(spark.createDataFrame(rows, SCHEMA), build_suite(cfg, DAY), name="events_inf", gx_dir=cfg.paths.gx_dir)
+    failed = {(f.expectation, f.kwargs.get("column")) for f in err.value.summary.failures}
+    assert failed == {("expect_column_values_to_be_between", "price")}
+    assert "2 unexpected row(s)" in str(err.value)
+
+
 def test_data_docs_index_lists_only_the_latest_results(spark, cfg):
     cfg = with_overrides(cfg, {"quality": {"data_docs_index_limit": 2}})
     _write(spark, cfg, [_event(h, user=f"u{h}") for h in range(24)])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
-from tasks.land import RawConflictError, land_day, land_file, main
+from tasks.errors import DataError
+from tasks.land import RAW_MANIFEST, RawConflictError, land_day, land_file, main
 from tasks.layers import incoming_partition, layer_root
 
 DAY = dt.date(2026, 1, 2)
@@ -83,3 +85,29 @@ def test_land_file_and_cli(cfg, tmp_path):
         ]
     )
     assert again.already_landed
+
+
+def test_names_spark_skips_land_renamed_with_a_manifest(cfg, caplog):
+    _deliver(cfg, name="_part2.csv")
+    _deliver(cfg, name=".DS_Store")
+    report = land_day(cfg, DAY)
+    assert report.files == ("delivered_part2.csv",)
+    target = layer_root(cfg, "raw") / "source=synthetic" / "dt=2026-01-02"
+    assert (target / "delivered_part2.csv").read_text() == "a,b\n1,2\n"
+    assert json.loads((target / RAW_MANIFEST).read_text()) == {"delivered_part2.csv": "_part2.csv"}
+    assert "not landing hidden file(s)" in caplog.text and ".DS_Store" in caplog.text
+    assert land_day(cfg, DAY).already_landed
+
+
+def test_renamed_file_clashing_with_a_delivered_name_fails(cfg):
+    _deliver(cfg, name="_a.csv")
+    _deliver(cfg, name="delivered_a.csv")
+    with pytest.raises(DataError, match="would land as 'delivered_a.csv'"):
+        land_day(cfg, DAY)
+    assert not (layer_root(cfg, "raw") / "source=synthetic").exists()
+
+
+def test_unfinished_hadoop_copy_is_refused(cfg):
+    _deliver(cfg, name="events.csv._COPYING_")
+    with pytest.raises(DataError, match="unfinished Hadoop copy"):
+        land_day(cfg, DAY)
