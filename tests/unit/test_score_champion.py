@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -14,9 +12,8 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from spark_jobs.score import ChampionArtifactError, check_champion, resolve_champion, run
-from tasks.config import REPO_ROOT
-from tasks.errors import EXIT_DATA_ERROR
+from spark_jobs.score import ChampionArtifactError, check_champion, main, resolve_champion, run
+from tasks.errors import EXIT_DATA_ERROR, run_cli
 from tasks.layers import features_partition
 from tasks.models.base import build_model, model_config
 from tasks.models.encoding import FeatureEncoder
@@ -65,21 +62,17 @@ def test_missing_weights_name_version_and_file(cfg, champion):
     assert str(err.value) == message
 
 
-def test_truncated_weights_one_line_from_the_cli(cfg, champion, tmp_path):
+def test_truncated_weights_one_line_from_the_cli(cfg, champion, tmp_path, capsys):
+    # The CLI's entry point in this process (tests/unit/test_config.py runs `python -m spark_jobs.score` itself).
     version, weights = champion
     weights.write_bytes(weights.read_bytes()[:100])
     conf = tmp_path / "pipeline.yaml"
     conf.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    out = subprocess.run(
-        [sys.executable, "-m", "spark_jobs.score", "--config", str(conf), "--ds", DS.isoformat(), "--run-id", "r"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == EXIT_DATA_ERROR, out.stderr
-    assert "Traceback" not in out.stderr and "at org.apache" not in out.stderr, out.stderr
-    (line,) = [x for x in out.stderr.splitlines() if "ERROR" in x]
+    argv = ["--config", str(conf), "--ds", DS.isoformat(), "--run-id", "r"]
+    assert run_cli(lambda: main(argv)) == EXIT_DATA_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "at org.apache" not in err, err
+    (line,) = [x for x in err.splitlines() if "ERROR" in x]
     assert line.startswith(
         f"DATA ERROR (ChampionArtifactError): model purchase_intent version {version} (alias champion): "
         "artifacts do not load ("
