@@ -108,6 +108,7 @@ def check_champion(cfg: PipelineConfig, ref: ChampionRef) -> None:
     """Load the pinned champion once on the driver; a missing or truncated artifact raises
     ``ChampionArtifactError`` naming the version and the problem, before any worker tries."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from tasks.registry import mlflow_store
 
@@ -115,6 +116,8 @@ def check_champion(cfg: PipelineConfig, ref: ChampionRef) -> None:
     try:
         with mlflow_store(cfg):
             mlflow.pyfunc.load_model(ref.uri)
+    except (MlflowException, ConnectionError):
+        raise  # the registry or artifact store did not answer: transient, so a retry may succeed
     except FileNotFoundError as e:
         missing = Path(e.filename).name if e.filename else _first_line(e)
         raise ChampionArtifactError(f"{what}: artifact file {missing} is missing") from None
