@@ -8,72 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 
 import pytest
-import yaml
 
-from tasks.config import DEFAULT_CONFIG, REPO_ROOT, load_config
 from tasks.layers import events_partition, features_partition, training_set_dir
+from tests.helpers.e2e import LAST_DS, run
 
 pytestmark = pytest.mark.e2e
 
-START = dt.date(2026, 1, 1)
-N_DAYS = 9
-
-
-def _overlay(var) -> dict:
-    return {
-        "paths": {"var_dir": str(var), "incoming_dir": str(var / "incoming")},
-        "generator": {
-            "n_users": 400,
-            "n_days": N_DAYS,
-            "start_date": START.isoformat(),
-            "n_items": 2000,
-            "n_categories": 30,
-            "chunk_users": 200,
-        },
-        "features": {"sequence_length": 20},
-        "training_set": {"n_train_cutoffs": 4, "n_val_cutoffs": 1, "n_test_cutoffs": 1},
-        "training": {"epochs": 2, "nproc_per_node": 2, "batch_size": 128, "embedding_dim": 8, "hidden_dim": 16},
-        "gate": {"min_auc": 0.5},
-        "spark": {"shuffle_partitions": 2, "driver_memory": "1g"},
-        "mlflow": {"tracking_uri": f"sqlite:///{var}/mlflow.db", "artifact_root": str(var / "mlartifacts")},
-        "warehouse": {"url": f"duckdb:///{var}/warehouse.duckdb"},
-    }
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    overlay = root / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(_overlay(root / "var")))
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "PIPELINE_WAREHOUSE_URL", "SPARK_MASTER")
-    }
-    environ.update(PIPELINE_CONFIG=f"{DEFAULT_CONFIG}:{overlay}", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-    cfg = load_config([DEFAULT_CONFIG, overlay], use_env=False)
-    return environ, cfg
-
-
-def _run(environ, *args, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, *args], env=environ, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(
-            f"{' '.join(args)} exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-6000:]}"
-            f"\n--- stderr (tail)\n{proc.stderr[-6000:]}"
-        )
-    return proc
-
 
 def _nightly(environ, ds: dt.date, check=True) -> subprocess.CompletedProcess:
-    return _run(
+    return run(
         environ, "-m", "tasks.airflow_env", "dags", "test", "purchase_intent_nightly", ds.isoformat(), check=check
     )
 
@@ -86,16 +32,6 @@ def _rows(cfg, sql: str):
         return con.execute(sql).fetchall()
     finally:
         con.close()
-
-
-@pytest.fixture(scope="module")
-def demo(env):
-    environ, cfg = env
-    proc = _run(environ, "-m", "tasks.demo")
-    return proc.stdout
-
-
-LAST_DS = START + dt.timedelta(days=N_DAYS)  # the day after the last generated one
 
 
 def test_demo_prints_the_summary(demo, env):

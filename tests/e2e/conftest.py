@@ -1,0 +1,37 @@
+"""The e2e tier's shared state: one tiny generated log and one `make demo` run (`tasks.demo`) per session.
+
+Every e2e module reads the demo's outputs (`demo`, its stdout) and may run more DAG runs against the same
+state (`env`: the environment and config the demo ran with).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from tasks.config import DEFAULT_CONFIG, REPO_ROOT, load_config
+from tests.helpers.e2e import overlay_sections, run
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    overlay = root / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(overlay_sections(root / "var")))
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "PIPELINE_WAREHOUSE_URL", "SPARK_MASTER")
+    }
+    environ.update(PIPELINE_CONFIG=f"{DEFAULT_CONFIG}:{overlay}", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    cfg = load_config([DEFAULT_CONFIG, overlay], use_env=False)
+    return environ, cfg
+
+
+@pytest.fixture(scope="session")
+def demo(env):
+    environ, cfg = env
+    proc = run(environ, "-m", "tasks.demo")
+    return proc.stdout

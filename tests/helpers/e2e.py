@@ -1,0 +1,50 @@
+"""The e2e tier's tiny generated log and how its tests run a pipeline command (fixtures: tests/e2e/conftest.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import pytest
+
+from tasks.config import REPO_ROOT
+
+START = dt.date(2026, 1, 1)
+N_DAYS = 9
+
+
+def overlay_sections(var) -> dict:
+    return {
+        "paths": {"var_dir": str(var), "incoming_dir": str(var / "incoming")},
+        "generator": {
+            "n_users": 400,
+            "n_days": N_DAYS,
+            "start_date": START.isoformat(),
+            "n_items": 2000,
+            "n_categories": 30,
+            "chunk_users": 200,
+        },
+        "features": {"sequence_length": 20},
+        "training_set": {"n_train_cutoffs": 4, "n_val_cutoffs": 1, "n_test_cutoffs": 1},
+        "training": {"epochs": 2, "nproc_per_node": 2, "batch_size": 128, "embedding_dim": 8, "hidden_dim": 16},
+        "gate": {"min_auc": 0.5},
+        "spark": {"shuffle_partitions": 2, "driver_memory": "1g"},
+        "mlflow": {"tracking_uri": f"sqlite:///{var}/mlflow.db", "artifact_root": str(var / "mlartifacts")},
+        "warehouse": {"url": f"duckdb:///{var}/warehouse.duckdb"},
+    }
+
+
+def run(environ, *args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, *args], env=environ, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-6000:]}"
+            f"\n--- stderr (tail)\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+LAST_DS = START + dt.timedelta(days=N_DAYS)  # the day after the last generated one
