@@ -98,6 +98,7 @@ def report_failure(context) -> None:
     reason = failure_reason(exc)
     dag_id, task_id = getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?")
     when = context.get("logical_date")
+    when = when.isoformat() if hasattr(when, "isoformat") else when
     log.error("PIPELINE FAILURE dag=%s task=%s logical_date=%s reason=%s", dag_id, task_id, when, reason)
     try:
         from tasks.run_summary import record_failure
@@ -227,8 +228,9 @@ class PipelineSparkSubmitOperator(SparkSubmitOperator):
 
 _EXIT_CODE = re.compile(r"Error code is: (\d+)")
 _MARKER = re.compile(r"^(DATA ERROR \(|NO DATA: |config error: )")
-# A Python exception's last traceback line, e.g. "ValueError: bad" or "pyspark.errors...AnalysisException: ...".
-_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception)\b[^:\s]*: \S")
+# A Python exception's last traceback line ("ValueError: bad", "pyspark.errors...AnalysisException: ...") or an
+# argparse refusal ("features.py: error: argument --ds: ...").
+_EXCEPTION_LINE = re.compile(r"^([\w.]*(Error|Exception)\b[^:\s]*|[\w.-]+: error): \S")
 
 
 def step_failure(job: str, submit_error: AirflowException, reported: dict | None) -> AirflowException:

@@ -25,7 +25,11 @@ DOC = """
 ### Weekly (and on-demand) training
 
 The logical date is the day after the newest cleaned events. The training set uses the latest cutoffs
-whose label window has fully passed, split by cutoff into train / validation / test.
+whose label window has fully passed, split by cutoff into train / validation / test. Training runs under
+`torchrun` (DDP; processes from the `nproc` parameter) and registers a new version of
+`purchase_intent`; the gate compares it with the current `@champion` on the same test set and moves
+`@champion` only when it is good enough (otherwise it becomes `@challenger`). Scoring always loads
+`@champion`, so a run that is not promoted changes nothing downstream.
 
 **Which logical date to choose.** The trigger form proposes "now"; pick the day after the newest
 cleaned events day instead (`ls var/data/events/`: with `dt=2026-01-14` the newest, choose
@@ -35,11 +39,7 @@ events day up to `ds - 1` must exist. A later date stops at once at `check_new_d
 landed ...; newest cleaned day is 2026-01-14; choose a logical date up to 2026-01-15`; nothing is retried.
 
 **Unpausing** schedules a run at once for the latest Sunday midnight (`catchup=False`), which stops at
-`check_new_data` unless the events layer reaches the day before it. Training runs under
-`torchrun` (DDP; processes from the `nproc` parameter) and registers a new version of
-`purchase_intent`; the gate compares it with the current `@champion` on the same test set and moves
-`@champion` only when it is good enough (otherwise it becomes `@challenger`). Scoring always loads
-`@champion`, so a run that is not promoted changes nothing downstream.
+`check_new_data` unless the events layer reaches the day before it.
 
 Parameters (defaults from `conf/pipeline.yaml`): `model_type`, `epochs`, `nproc`, `horizon` (label
 horizon in days: the last cutoff is `ds - horizon`, and the set id carries it, e.g. `2026-01-10-h1`),

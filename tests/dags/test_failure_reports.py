@@ -102,8 +102,9 @@ def test_failure_callback_line_and_run_summary(wiring, tmp_path, caplog):
     reason = "NO DATA: no incoming delivery for synthetic 2026-11-30: folder x does not exist"
     with caplog.at_level("ERROR", logger="purchase_intent"):
         wiring.report_failure({"task_instance": ti, "exception": AirflowFailException(reason), "logical_date": logical})
-    assert f"PIPELINE FAILURE dag=purchase_intent_nightly task=land_raw logical_date={logical} reason={reason}" in (
-        caplog.text
+    assert (
+        f"PIPELINE FAILURE dag=purchase_intent_nightly task=land_raw logical_date={logical.isoformat()} reason={reason}"
+        in (caplog.text)
     )
     summary = json.loads(
         (tmp_path / "var" / "runs" / "summary" / "purchase_intent_nightly" / "2026-12-01.json").read_text()
