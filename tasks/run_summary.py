@@ -6,8 +6,8 @@ look (the task log, the Data Docs page of a failed validation, the MLflow run), 
 left (e.g. the MLflow run of a training). The orchestrator's callbacks write it (``dags/_wiring.py``); this
 module knows nothing of Airflow.
 
-CLI: ``python -m tasks.run_summary [--dag ID] [--ds D]`` prints one status line per DAG (its latest
-run, or the run of ``--ds``), each failed task indented below it with its reason and where to look.
+CLI: ``python -m tasks.run_summary [--dag ID] [--ds D]`` prints one status line per DAG (its most recently
+updated run, or the run of ``--ds``), each failed task indented below it with its reason and where to look.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def load(path: Path) -> dict[str, Any] | None:
 
 
 def _write(path: Path, summary: dict[str, Any]) -> None:
+    # When the record was written (not a logical date): "latest" is the run that changed last, so a manual
+    # run for some far date does not hide last night's run.
+    summary["updated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
     # Temporary file + rename: a reader never sees half a summary.
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -135,9 +138,9 @@ def summaries(cfg: PipelineConfig, dag_id: str | None = None) -> list[dict[str, 
 
 
 def latest(cfg: PipelineConfig, dag_id: str | None = None, ds: dt.date | str | None = None) -> list[dict[str, Any]]:
-    """Per DAG, the summary of ``ds`` or else of its latest logical date."""
+    """Per DAG, the summary of ``ds`` or else of its most recently updated run."""
     by_dag: dict[str, dict[str, Any]] = {}
-    for s in summaries(cfg, dag_id):
+    for s in sorted(summaries(cfg, dag_id), key=lambda s: s.get("updated_at", "")):
         if ds is None or s["ds"] == _day(ds):
             by_dag[s["dag_id"]] = s
     return [by_dag[d] for d in sorted(by_dag)]
@@ -169,7 +172,7 @@ def detail_lines(summary: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = add_common_args(argparse.ArgumentParser(prog="python -m tasks.run_summary", description=__doc__))
     parser.add_argument("--dag", help="only this DAG id")
-    parser.add_argument("--ds", type=parse_ds, help="the run of this logical date (default: each DAG's latest)")
+    parser.add_argument("--ds", type=parse_ds, help="the run of this logical date (default: each DAG's latest run)")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     found = latest(cfg, args.dag, args.ds)

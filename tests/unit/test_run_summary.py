@@ -71,13 +71,16 @@ def test_cli_prints_the_latest_run_per_dag(cfg, tmp_path, capsys):
     record_failure(cfg, NIGHTLY, "2026-01-15", "scheduled__2", "clean_events", "NO DATA: no raw data landed")
     record_outcome(cfg, TRAINING, "2026-01-15", "manual__3", "success")
     assert [s["ds"] for s in latest(cfg)] == ["2026-01-15", "2026-01-15"]
+    # The run updated last is the latest, whatever its date: a stray far-date run does not hide it.
+    record_outcome(cfg, TRAINING, "2026-12-01", "manual__4", "failed", reason="task_failure")
+    record_outcome(cfg, TRAINING, "2026-01-16", "scheduled__5", "success")
     assert main(args) == 1
     assert capsys.readouterr().out.splitlines() == [
         f"{NIGHTLY} 2026-01-15 FAILED: land_raw: NO DATA: no incoming delivery (+1 more failed task(s))",
         "  land_raw: NO DATA: no incoming delivery",
         "    log: /l",
         "  clean_events: NO DATA: no raw data landed",
-        f"{TRAINING} 2026-01-15 SUCCESS",
+        f"{TRAINING} 2026-01-16 SUCCESS",
     ]
     assert main([*args, "--dag", NIGHTLY, "--ds", "2026-01-14"]) == 0
     assert capsys.readouterr().out.splitlines() == [f"{NIGHTLY} 2026-01-14 SUCCESS"]
