@@ -190,7 +190,8 @@ def step_env() -> dict[str, str]:
 
 
 class PipelineSparkSubmitOperator(SparkSubmitOperator):
-    """spark-submit of one of spark_jobs/*.py; a data-quality (65) or config (78) exit fails without retries."""
+    """spark-submit of one of spark_jobs/*.py. The task fails with the job's own reason line (its run_cli
+    writes it to ``$PIPELINE_REASON_FILE``); a data (65) or config (78) exit fails without retries."""
 
     def __init__(self, *, job: str, **kwargs):
         cfg = config()

@@ -24,7 +24,12 @@ def airflow_db(env):
 
 
 def _failure_lines(output: str) -> list[str]:
-    return [line[line.index("PIPELINE FAILURE") :] for line in output.splitlines() if "PIPELINE FAILURE" in line]
+    """The PIPELINE FAILURE lines without Airflow's log prefix and its "[logger] loc=..." suffix."""
+    return [
+        re.sub(r"\s+\[purchase_intent\] loc=\S+$", "", line[line.index("PIPELINE FAILURE") :])
+        for line in output.splitlines()
+        if "PIPELINE FAILURE" in line
+    ]
 
 
 def test_training_past_the_data_stops_at_check_new_data(airflow_db, env):
