@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
+from _wiring import (
+    DAG_CALLBACKS,
+    USER_DEFINED_MACROS,
+    PipelineSparkSubmitOperator,
+    config,
+    default_args,
+    fail_fast_on_data_errors,
+)
 from airflow.sdk import DAG, Asset, task
 
 SCORES_ASSET = Asset("warehouse://purchase_intent/intent_scores")
@@ -24,6 +31,21 @@ and must pass before the warehouse load: with `quality.drift_action: warn` it on
 Every task is idempotent: rerunning a date replaces exactly its partitions. A failed data-quality gate
 stops the run before anything downstream is written and is not retried.
 
+**Which logical date to choose.** The run for `ds` needs the delivery of day `ds - 1` in the drop zone
+(`paths.incoming_dir/<source>/dt=<ds - 1>/`): trigger it with the day after the newest delivered day
+(with `dt=2026-01-14` the newest, choose 2026-01-15), not the form's default "now". A date without a
+delivery stops at once at `land_raw` with one line, e.g. `NO DATA: no incoming delivery for synthetic
+2026-11-30: folder ... does not exist; newest delivered day is 2026-01-14`; missing raw data or events
+stop `clean_events` / `build_features` the same way. None of these is retried; transient errors are.
+
+**Unpausing** schedules a run at once for the latest midnight (`catchup=False`): today's date, which
+needs yesterday's delivery and stops at `land_raw` without it.
+
+A failed task ends its log with one line saying why (the job's own error, e.g. `DATA ERROR
+(DataQualityError): data quality check ... failed ...`); `python -m tasks.run_summary` prints each DAG's
+latest run with its failed tasks, their log and the Data Docs page of a failed check
+(`var/runs/summary/<dag_id>/<ds>.json`).
+
 Backfill a range of days (each logical date is one cutoff, run oldest first):
 
     airflow backfill create --dag-id purchase_intent_nightly \\
@@ -33,7 +55,10 @@ then unpause the DAG: a paused DAG's backfill runs stay queued (see README, "Bac
 """
 
 
-@task(doc_md="Copy the day's delivered files from the drop zone into the immutable raw layer.")
+@task(
+    doc_md="Copy the day's delivered files from the drop zone into the immutable raw layer; no delivery for "
+    "the day fails at once (not retried)."
+)
 @fail_fast_on_data_errors
 def land_raw(ds_local: str) -> dict:
     from tasks.land import land_day
@@ -74,6 +99,7 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(),
     user_defined_macros=USER_DEFINED_MACROS,
+    **DAG_CALLBACKS,
     tags=["purchase_intent", "nightly", "scoring"],
 ) as dag:
     ds = "{{ local_ds(logical_date) }}"

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from _wiring import USER_DEFINED_MACROS, PipelineSparkSubmitOperator, config, default_args, fail_fast_on_data_errors
+from _wiring import (
+    DAG_CALLBACKS,
+    USER_DEFINED_MACROS,
+    PipelineSparkSubmitOperator,
+    config,
+    default_args,
+    fail_fast_on_data_errors,
+    int_range,
+    record_mlflow_run,
+)
 from airflow.sdk import DAG, Param, task
 
 from tasks import layers
@@ -22,24 +31,43 @@ whose label window has fully passed, split by cutoff into train / validation / t
 `@champion` only when it is good enough (otherwise it becomes `@challenger`). Scoring always loads
 `@champion`, so a run that is not promoted changes nothing downstream.
 
+**Which logical date to choose.** The trigger form proposes "now"; pick the day after the newest
+cleaned events day instead (`ls var/data/events/`: with `dt=2026-01-14` the newest, choose
+2026-01-15). The last cutoff is `ds - horizon`, and its label window ends the day before `ds`, so every
+events day up to `ds - 1` must exist. A later date stops at once at `check_new_data` with one line, e.g.
+`NO DATA: no events landed for 2026-11-30: the label window of the last cutoff 2026-11-30 has not fully
+landed ...; newest cleaned day is 2026-01-14; choose a logical date up to 2026-01-15`; nothing is retried.
+
+**Unpausing** schedules a run at once for the latest Sunday midnight (`catchup=False`), which stops at
+`check_new_data` unless the events layer reaches the day before it.
+
 Parameters (defaults from `conf/pipeline.yaml`): `model_type`, `epochs`, `nproc`, `horizon` (label
 horizon in days: the last cutoff is `ds - horizon`, and the set id carries it, e.g. `2026-01-10-h1`),
 `force_retrain` and `search` (an Optuna search, trials as nested MLflow runs, before the registered
 training). Without `force_retrain`, `check_new_data` skips the whole run when the champion was
-trained on the same cutoffs with the same horizon: there is nothing new to learn from.
+trained on the same cutoffs with the same horizon: there is nothing new to learn from. Numbers outside
+their range (epochs 1-200, nproc 1-64, horizon 1-30) are refused when the run is triggered, with the
+reason shown in the form.
+
+A failed task ends its log with one line saying why; `python -m tasks.run_summary` prints each DAG's
+latest run with its failed tasks and where to look (`var/runs/summary/<dag_id>/<ds>.json`). The `train`
+and `gate` logs end with the test metrics and the MLflow run's page (`mlflow.ui_url`).
 """
 
 
 @task.short_circuit(
-    doc_md="Skip the run (build, train, gate) when @champion was trained on the same cutoffs and horizon, "
-    "unless force_retrain is set."
+    doc_md="Fail at once (no retry) when an events day the training set needs has not landed; skip the run "
+    "(build, train, gate) when @champion was trained on the same cutoffs and horizon, unless force_retrain is set."
 )
+@fail_fast_on_data_errors
 def check_new_data(training_set_id: str, last_cutoff: str, params: dict | None = None) -> bool:
+    from tasks.availability import require_training_events
     from tasks.config import with_overrides
     from tasks.registry import training_decision
 
     params = params or {}
     cfg = with_overrides(config(), {"features": {"horizon_days": int(params["horizon"])}})
+    require_training_events(cfg, dt.date.fromisoformat(last_cutoff))
     decision = training_decision(
         cfg, training_set_id, dt.date.fromisoformat(last_cutoff), force=bool(params.get("force_retrain"))
     )
@@ -66,6 +94,7 @@ def train(training_set: str, params: dict | None = None) -> dict:
         nproc=params.get("nproc"),
         search=params.get("search"),
     )
+    record_mlflow_run(result.run_id)
     return {"run_id": result.run_id, "model_version": result.model_version, "model_uri": result.model_uri}
 
 
@@ -76,7 +105,6 @@ def gate(training_set: str, trained: dict) -> dict:
     from tasks.registry import gate as run_gate
 
     decision = run_gate(config(), trained["model_version"], Path(training_set))
-    print(f"gate: version {decision.version} -> @{decision.alias} ({decision.reason})")
     return {"version": decision.version, "alias": decision.alias, "promoted": decision.promoted}
 
 
@@ -90,26 +118,19 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(),
     user_defined_macros=USER_DEFINED_MACROS,
+    **DAG_CALLBACKS,
     params={
         "model_type": Param(
             _cfg.training.model_type, type="string", enum=list(family_names()), description="Architecture to train"
         ),
-        "epochs": Param(
-            _cfg.training.epochs, type="integer", minimum=1, maximum=200, description="Passes over the training set"
-        ),
+        "epochs": Param(_cfg.training.epochs, **int_range(1, 200), description="Passes over the training set (1-200)"),
         "nproc": Param(
-            _cfg.training.nproc_per_node,
-            type="integer",
-            minimum=1,
-            maximum=64,
-            description="torchrun processes on this node",
+            _cfg.training.nproc_per_node, **int_range(1, 64), description="torchrun processes on this node (1-64)"
         ),
         "horizon": Param(
             _cfg.features.horizon_days,
-            type="integer",
-            minimum=1,
-            maximum=30,
-            description="Label horizon in days: a user is positive when they act in [cutoff, cutoff + horizon)",
+            **int_range(1, 30),
+            description="Label horizon in days (1-30): a user is positive when they act in [cutoff, cutoff + horizon)",
         ),
         "force_retrain": Param(
             False, type="boolean", description="Train even when @champion was trained on the same cutoffs and horizon"

@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.loaders import CORRUPT_COLUMN, RAW_EXTRA_COLUMNS, read_raw, zone_abbreviation
 from spark_jobs.session import build_session
+from tasks.availability import require_raw_day
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import DataError, run_cli
 from tasks.layers import DAY_KEY, events_root, quarantine_partition, quarantine_root, raw_partition
@@ -146,10 +147,8 @@ def local_midnight(cfg: PipelineConfig, day: dt.date) -> dt.datetime:
 
 
 def _read_day(spark: SparkSession, cfg: PipelineConfig, source: str, day: dt.date) -> DataFrame:
-    folder = raw_partition(cfg, source, day)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"raw partition {folder} does not exist (land the day first)")
-    return read_raw(spark, source, [str(folder)])
+    require_raw_day(cfg, source, day)
+    return read_raw(spark, source, [str(raw_partition(cfg, source, day))])
 
 
 def _write_partitions(df: DataFrame, root: Path, partition_col: Column, sort_cols: tuple[str, ...] = ()) -> None:
@@ -299,6 +298,8 @@ def main(argv: list[str] | None = None) -> list[CleanReport]:
     elif args.day is not None:
         if args.first or args.last:
             parser.error("give either --day or --from/--to")
+        # A day that was never landed stops before the driver JVM starts.
+        require_raw_day(cfg, args.source or cfg.pipeline.source, args.day)
         spark = build_session(cfg, f"clean_events {args.day}")
         reports = [clean_day(spark, cfg, args.day, args.logical_date, args.source)]
     elif args.first and args.last:

@@ -46,7 +46,9 @@ from zoneinfo import ZoneInfo
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from tasks.availability import newest_text
 from tasks.config import FeaturesConfig, PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.errors import DataError, NoDataError, run_cli
 from tasks.layers import CUTOFF_KEY, DAY_KEY, events_root, features_partition, features_root, partition_day
 from tasks.schema import (
     EVENT_COLUMNS,
@@ -65,8 +67,12 @@ UTC = dt.UTC
 _MICROS_PER_DAY = 86_400_000_000
 
 
-class FeaturesError(RuntimeError):
+class FeaturesError(DataError, RuntimeError):
     """The events layer cannot support the requested cutoff (no history, missing partitions)."""
+
+
+class NoEventsError(FeaturesError, NoDataError):
+    """No events partition the cutoff needs has landed (exit 65 like any data error: not retried)."""
 
 
 @dataclass(frozen=True)
@@ -438,7 +444,7 @@ def latest_labelled_cutoff(cfg: PipelineConfig) -> dt.date:
     """The latest cutoff whose whole label window is present in the events layer."""
     present = event_partitions(cfg)
     if not present:
-        raise FeaturesError(f"no events partitions under {events_root(cfg)}")
+        raise NoEventsError(f"no events partitions under {events_root(cfg)}")
     h = cfg.features.horizon_days
     for last in sorted(present, reverse=True):
         ds = last - dt.timedelta(days=h - 1)
@@ -455,7 +461,7 @@ def read_events(spark: SparkSession, cfg: PipelineConfig, days: list[dt.date]) -
     present = event_partitions(cfg)
     used = sorted(d for d in set(days) if d in present)
     if not used:
-        raise FeaturesError(f"no events partitions for {min(days)}..{max(days)} under {events_root(cfg)}")
+        raise NoEventsError(f"no events partitions for {min(days)}..{max(days)} under {events_root(cfg)}")
     df = spark.read.option("basePath", str(events_root(cfg))).parquet(*[str(present[d]) for d in used])
     missing = [c for c in EVENT_COLUMNS if c not in df.columns]
     if missing:
@@ -471,16 +477,18 @@ def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> 
     """Build and write the features of cutoff ``ds`` (labels too when its whole label window has landed)."""
     from spark_jobs.session import build_session
 
-    spark = spark or build_session(cfg, f"features-{ds}")
     fcfg, tz = cfg.features, cfg.pipeline.timezone
     lookback = _day_range(ds - dt.timedelta(days=fcfg.lookback_days), fcfg.lookback_days)
     with_labels = label_window_available(cfg, ds)
     days = lookback + (_day_range(ds, fcfg.horizon_days) if with_labels else [])
     present = event_partitions(cfg)
+    # Checked before the driver JVM starts: a cutoff past the cleaned data stops at once.
     if not any(d in present for d in lookback):
-        raise FeaturesError(
-            f"no events in the lookback {lookback[0]}..{lookback[-1]} of cutoff {ds} under {events_root(cfg)}"
+        raise NoEventsError(
+            f"no events in the lookback {lookback[0]}..{lookback[-1]} of cutoff {ds} under {events_root(cfg)}; "
+            + newest_text(sorted(present), "cleaned", events_root(cfg))
         )
+    spark = spark or build_session(cfg, f"features-{ds}")
     events, used = read_events(spark, cfg, days)
     cutoff = cutoff_instant(ds, tz)
 
@@ -523,4 +531,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

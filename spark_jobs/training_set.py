@@ -34,14 +34,14 @@ from spark_jobs.features import (
     build_features_at,
     build_user_category_at,
     cutoff_instant,
-    event_partitions,
     latest_labelled_cutoff,
     read_events,
 )
+from tasks.availability import missing_training_events
 from tasks.config import ConfigError, PipelineConfig, add_common_args, config_from_args, parse_ds, with_overrides
 from tasks.cutoffs import SPLITS, CutoffPlan, default_id, plan_cutoffs
+from tasks.errors import DataError, NoDataError, run_cli
 from tasks.layers import (
-    events_partition,
     events_root,
     training_set_candidates,
     training_set_dir,
@@ -56,8 +56,12 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SAMPLE_RESOLUTION = 1_000_000
 
 
-class TrainingSetError(RuntimeError):
+class TrainingSetError(DataError, RuntimeError):
     """The events layer cannot support the requested training set (missing days, no history, empty split)."""
+
+
+class MissingEventsError(TrainingSetError, NoDataError):
+    """An events day the training set needs has not landed (exit 65 like any data error: not retried)."""
 
 
 @dataclass(frozen=True)
@@ -67,29 +71,9 @@ class TrainingSetInfo:
 
 
 def _check_events(cfg: PipelineConfig, plan: CutoffPlan) -> None:
-    present = event_partitions(cfg)
-    h = cfg.features.horizon_days
-    label_end = plan.last + dt.timedelta(days=h - 1)
-    missing_last = [d for d in (plan.last + dt.timedelta(days=i) for i in range(h)) if d not in present]
-    if missing_last:
-        raise TrainingSetError(
-            f"the label window of the last cutoff {plan.last} has not fully landed: events partitions missing for "
-            f"{', '.join(map(str, missing_last))} under {events_root(cfg)}"
-        )
-    needed = [plan.first + dt.timedelta(days=i) for i in range((label_end - plan.first).days + 1)]
-    missing = [d for d in needed if d not in present]
-    if missing:
-        raise TrainingSetError(
-            f"cutoffs {plan.first}..{plan.last} need every events day {plan.first}..{label_end} for labels; "
-            f"missing: {', '.join(map(str, missing))}"
-        )
-    history = plan.first - dt.timedelta(days=1)
-    if history not in present:
-        raise TrainingSetError(
-            f"the earliest cutoff {plan.first} has no history: events partition {events_partition(cfg, history).name} "
-            "is missing "
-            f"(use a later --last-cutoff or fewer cutoffs)"
-        )
+    reason = missing_training_events(cfg, plan.last)
+    if reason:
+        raise MissingEventsError(reason)
 
 
 def subsample_negatives(df: DataFrame, rate: float, where: Column | None = None) -> DataFrame:
@@ -263,4 +247,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -262,6 +262,8 @@ class MlflowConfig(_Section):
     model_name: str
     champion_alias: str
     monitoring_experiment: str
+    # Base URL of the MLflow UI that run links in logs and run summaries point to.
+    ui_url: str = Field(pattern=r"^https?://")
 
     @property
     def resolved_tracking_uri(self) -> str:

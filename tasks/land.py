@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
+from tasks.availability import day_folders, newest_text
 from tasks.config import PipelineConfig, SourceName, add_common_args, config_from_args, parse_ds
-from tasks.errors import DataError
+from tasks.errors import DataError, NoDataError
 from tasks.layers import incoming_partition, raw_partition
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,11 @@ def land_day(cfg: PipelineConfig, day: dt.date, source: str | None = None) -> La
     source = source or cfg.pipeline.source
     folder = incoming_partition(cfg, source, day)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no incoming delivery for {source} {day}: folder {folder} does not exist")
+        delivered = sorted(day_folders(folder.parent))
+        raise NoDataError(
+            f"no incoming delivery for {source} {day}: folder {folder} does not exist; "
+            + newest_text(delivered, "delivered", folder.parent)
+        )
     files = {p.name: p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
     hidden = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.startswith("."))
     if hidden:

@@ -145,6 +145,18 @@ def drift_report(cfg: PipelineConfig, ds: dt.date) -> Path:
     return cfg.paths.runs_dir / "drift" / f"{ds.isoformat()}.json"
 
 
+def run_summaries_root(cfg: PipelineConfig) -> Path:
+    """``runs/summary/``: one folder per DAG with the summary of each of its runs (tasks.run_summary)."""
+    return cfg.paths.runs_dir / "summary"
+
+
+def run_summary(cfg: PipelineConfig, dag_id: str, ds: dt.date | str) -> Path:
+    """``runs/summary/<dag_id>/<ds>.json``: the outcome of a DAG's run for logical date ``ds`` (a rerun replaces it)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", dag_id):
+        raise ValueError(f"not a DAG id: {dag_id!r}")
+    return run_summaries_root(cfg) / dag_id / f"{_day_text(ds)}.json"
+
+
 def validation_result_in(gx_dir: Path, layer: str, key: str) -> Path:
     """``<gx_dir>/results/<layer>_<key>.json`` (characters outside [A-Za-z0-9_.-] become "_")."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{layer}_{key}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -31,9 +32,12 @@ import pandas as pd
 from tasks.config import ConfigError, PipelineConfig, add_common_args, config_from_args, parse_ds, with_overrides
 from tasks.evaluate import GATE_METRIC, evaluate_intents
 from tasks.layers import training_set_split
+from tasks.run_summary import metrics_text, mlflow_run_url
 from tasks.schema import LABEL_COLUMNS, PROBABILITY_COLUMNS
 
 CHALLENGER_ALIAS = "challenger"
+
+log = logging.getLogger(__name__)
 
 
 class GateError(RuntimeError):
@@ -232,7 +236,7 @@ def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecis
     client = _client(cfg)
     name = cfg.mlflow.model_name
     try:
-        client.get_model_version(name, version)
+        candidate = client.get_model_version(name, version)
     except MlflowException as e:
         raise GateError(f"model {name!r} has no version {version!r}: {e.message}") from None
     test = read_test_split(training_set_dir)
@@ -287,6 +291,11 @@ def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecis
         aliases = client.get_model_version(name, version).aliases
         if CHALLENGER_ALIAS in aliases:
             client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+    # The log ends with the decision, the test metrics it was made on and where to see the candidate's run.
+    log.info("gate: version %s -> @%s (%s)", version, alias, reason)
+    log.info("gate: test metrics of v%s: %s", version, metrics_text(cand))
+    if candidate.run_id:
+        log.info("gate: MLflow run of v%s: %s", version, mlflow_run_url(cfg, candidate.run_id))
     return GateDecision(
         version=version,
         promoted=promoted,

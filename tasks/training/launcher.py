@@ -7,14 +7,18 @@ dependency runs one way: this module uses the search, the search uses ``tasks.tr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.config import PipelineConfig
+from tasks.run_summary import metrics_text, mlflow_run_url
 from tasks.search import run_search
 from tasks.training.build import check_model_settings
 from tasks.training.data import TrainingError, read_manifest, require_validation, split_files
 from tasks.training.torchrun import run_torchrun
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def launch(
         fault_after_epoch=fault_after_epoch,
         parent_run_id=parent_run_id,
     )
-    return TrainResult(
+    trained = TrainResult(
         run_id=result["run_id"],
         model_name=result["model_name"],
         model_version=str(result["model_version"]),
@@ -81,3 +85,8 @@ def launch(
         test_metrics=result["test_metrics"],
         output=Path(result["output"]),
     )
+    # The log ends with what the gate will judge and where to see the run.
+    log.info("train: registered %s (run %s)", trained.model_uri, trained.run_id)
+    log.info("train: test metrics: %s", metrics_text(trained.test_metrics))
+    log.info("train: MLflow run: %s", mlflow_run_url(cfg, trained.run_id))
+    return trained

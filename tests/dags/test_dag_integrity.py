@@ -48,8 +48,22 @@ for dag_id, dag in bag.dags.items():
             for t in dag.tasks
         },
     }
+# What the trigger API runs on the form's values (SerializedDAG.create_dagrun): the params merged with the
+# run conf, validated against each Param's JSON schema.
+from airflow.serialization.serialized_objects import DagSerialization
+training = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags["purchase_intent_training"]))
+out["trigger"] = {}
+for conf in json.loads(sys.argv[3]):
+    try:
+        training.params.deep_merge(conf).validate()
+        out["trigger"][json.dumps(conf)] = "accepted"
+    except Exception as e:
+        out["trigger"][json.dumps(conf)] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
 print("@@" + json.dumps(out))
 """
+
+# Run confs the trigger probe validates (test_trigger_refuses_out_of_range_params).
+TRIGGER_CONFS = [{"epochs": -1}, {"epochs": 1000}, {"epochs": 7}, {"nproc": 0}, {"horizon": 31}, {"epochs": 1.5}]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +78,7 @@ def parsed(tmp_path_factory):
         PYTHONPATH=str(REPO_ROOT),
     )
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(REPO_ROOT / "dags"), ",".join(HEAVY)],
+        [sys.executable, "-c", PROBE, str(REPO_ROOT / "dags"), ",".join(HEAVY), json.dumps(TRIGGER_CONFS)],
         env=env,
         capture_output=True,
         text=True,
@@ -174,13 +188,42 @@ def test_training_params_defaults_from_config_and_schemas(parsed):
     }
     assert {k: p["schema"] for k, p in params.items()} == {
         "model_type": {"type": "string", "enum": list(family_names())},
-        "epochs": {"type": "integer", "minimum": 1, "maximum": 200},
-        "nproc": {"type": "integer", "minimum": 1, "maximum": 64},
-        "horizon": {"type": "integer", "minimum": 1, "maximum": 30},
+        "epochs": {"type": "integer", "allOf": [{"minimum": 1, "maximum": 200}]},
+        "nproc": {"type": "integer", "allOf": [{"minimum": 1, "maximum": 64}]},
+        "horizon": {"type": "integer", "allOf": [{"minimum": 1, "maximum": 30}]},
         "force_retrain": {"type": "boolean"},
         "search": {"type": "boolean"},
     }
     assert all(p["description"] for p in params.values())
+
+
+def test_params_schemas_refuse_out_of_range_values(parsed):
+    import jsonschema
+
+    params = parsed["dags"]["purchase_intent_training"]["params"]
+    epochs = params["epochs"]["schema"]
+    for bad, message in ((-1, "-1 is less than the minimum of 1"), (1000, "1000 is greater than the maximum of 200")):
+        with pytest.raises(jsonschema.ValidationError, match=message):
+            jsonschema.validate(bad, epochs)
+    for good in (1, 7, 200):
+        jsonschema.validate(good, epochs)
+    # The trigger form's number field clamps to a top-level minimum/maximum when it loses focus (Airflow 3
+    # UI): with the bounds one level down it keeps what was typed and the trigger request is refused.
+    for name in ("epochs", "nproc", "horizon"):
+        assert "minimum" not in params[name]["schema"] and "maximum" not in params[name]["schema"], name
+
+
+def test_trigger_refuses_out_of_range_params(parsed):
+    refused = "ParamValidationError: Invalid input for param "
+    outcome = {json.loads(k).popitem(): v.removeprefix(refused) for k, v in parsed["trigger"].items()}
+    assert outcome == {
+        ("epochs", -1): "epochs: -1 is less than the minimum of 1",
+        ("epochs", 1000): "epochs: 1000 is greater than the maximum of 200",
+        ("epochs", 7): "accepted",
+        ("nproc", 0): "nproc: 0 is less than the minimum of 1",
+        ("horizon", 31): "horizon: 31 is greater than the maximum of 30",
+        ("epochs", 1.5): "epochs: 1.5 is not of type 'integer'",
+    }
 
 
 def test_tags_and_task_docs(parsed):
