@@ -84,6 +84,9 @@ def run_torchrun(
     inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *inherited])
     env.setdefault("OMP_NUM_THREADS", "1")
+    # The DAG's task process turns MLflow's own log handler off (dags/_wiring.py: its stderr would read as ERROR
+    # there); the workers' output comes back on stdout, where MLflow's handler keeps alembic's INFO chatter out.
+    env.pop("MLFLOW_CONFIGURE_LOGGING", None)
     tail: deque[str] = deque(maxlen=40)
     lines: list[str] = []
     try:
