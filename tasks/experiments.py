@@ -1,13 +1,15 @@
 """The MLflow experiments the pipeline logs to, created as machine-learning experiments.
 
-MLflow 3 marks an experiment's kind with the tag ``mlflow.experimentKind``: ``genai_development``
-experiments open on traces, ``custom_model_development`` ones on their training runs. Every experiment
-this project creates (``mlflow.experiment`` for trainings and searches, ``mlflow.monitoring_experiment``
-for drift) is a custom-model one; an existing experiment without the tag gets it on first use.
+MLflow 3 records an experiment's kind in the tag ``mlflow.experimentKind``: ``genai_development`` for
+GenAI apps (traces first), ``custom_model_development`` for trained models (runs first). Every
+experiment this project creates (``mlflow.experiment`` for trainings and searches,
+``mlflow.monitoring_experiment`` for drift) is a custom-model one; an existing experiment without the
+tag gets it on first use, and one whose kind someone chose keeps it.
 
-The MLflow 3.17 UI picks an experiment's landing tab from its global workflow switch (GenAI /
-Machine learning, kept per browser, GenAI until changed) rather than from this tag, so a link that
-must open on the runs also carries ``?workflowType=machine_learning`` (``runs_page_url``).
+The MLflow 3.17 UI takes the landing tab from its workflow switch instead (GenAI / Model training at
+the top of the sidebar, remembered per browser, GenAI until changed), so a fresh browser opens any
+experiment on the GenAI overview. A link that must open on the runs carries
+``?workflowType=machine_learning`` (``runs_page_url``), which also sets the switch for that page.
 """
 
 from __future__ import annotations
