@@ -45,3 +45,9 @@ def ensure_experiment(client, name: str, artifact_location: str) -> str:
 def runs_page_url(ui_url: str, experiment_id: str) -> str:
     """The MLflow UI page listing the runs of ``experiment_id``, whatever the browser's workflow switch says."""
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/{_RUNS_TAB}?workflowType={_ML_WORKFLOW}"
+
+
+def experiment_runs_url(client, name: str, ui_url: str) -> str | None:
+    """``runs_page_url`` of experiment ``name``; None while it does not exist (nothing trained yet)."""
+    exp = client.get_experiment_by_name(name)
+    return None if exp is None else runs_page_url(ui_url, exp.experiment_id)

@@ -16,7 +16,13 @@ from tasks.evaluate import (
     metric_name,
     model_metrics,
 )
-from tasks.experiments import CUSTOM_MODEL_DEVELOPMENT, EXPERIMENT_KIND_TAG, ensure_experiment, runs_page_url
+from tasks.experiments import (
+    CUSTOM_MODEL_DEVELOPMENT,
+    EXPERIMENT_KIND_TAG,
+    ensure_experiment,
+    experiment_runs_url,
+    runs_page_url,
+)
 from tasks.schema import INTENTS
 from tasks.training.tracking import loss_figure
 
@@ -107,6 +113,7 @@ def test_loss_figure_has_a_titled_labelled_panel_per_quantity_with_whole_epochs(
 
 def test_experiments_are_created_and_marked_as_machine_learning(cfg):
     client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    assert experiment_runs_url(client, "purchase_intent", "http://localhost:5000") is None
     exp_id = ensure_experiment(client, "purchase_intent", cfg.mlflow.artifact_location)
     exp = client.get_experiment(exp_id)
     assert exp.tags[EXPERIMENT_KIND_TAG] == CUSTOM_MODEL_DEVELOPMENT
@@ -125,4 +132,7 @@ def test_experiments_are_created_and_marked_as_machine_learning(cfg):
     assert (
         runs_page_url("http://localhost:5000/", exp_id)
         == f"http://localhost:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+    )
+    assert experiment_runs_url(client, "purchase_intent", "http://localhost:5000") == runs_page_url(
+        "http://localhost:5000", exp_id
     )
