@@ -96,11 +96,13 @@ def r(x: float, nd: int = 2) -> float:
 
 
 def run_metrics(cfg: PipelineConfig, run_id: str) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """(final metrics, per-epoch samples_per_s history) of an MLflow run."""
+    """(final metrics, per-epoch train/samples_per_s history) of an MLflow run."""
     from mlflow import MlflowClient
 
+    from tasks.evaluate import TRAIN_SAMPLES_PER_S
+
     client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
-    hist = client.get_metric_history(run_id, "samples_per_s")
+    hist = client.get_metric_history(run_id, TRAIN_SAMPLES_PER_S)
     return client.get_run(run_id).data.metrics, [m.value for m in sorted(hist, key=lambda m: m.step)]
 
 

@@ -8,8 +8,8 @@ column exceeds its threshold.
 
 ``nightly_drift`` is the nightly DAG's step: it skips (with a log line) when there is no champion yet,
 and logs each ds's values to MLflow as one run in ``mlflow.monitoring_experiment`` (tags ``ds`` and
-``model_version``; metrics ``psi.<column>`` and ``category_distance.<column>``; the JSON report as an
-artifact).
+``model_version``; metrics ``psi/<column>``, ``category_distance/<column>`` and ``drifted_columns``, so the
+MLflow UI charts each measure in its own section; the JSON report as an artifact).
 
     python -m spark_jobs.drift --ds D [--reference PATH] [--config ...]
     spark-submit spark_jobs/drift.py --ds D [--config ...]
@@ -175,21 +175,15 @@ def log_to_mlflow(cfg: PipelineConfig, report: DriftReport, mv) -> str:
     """
     import mlflow
 
+    from tasks.experiments import ensure_experiment
     from tasks.registry import mlflow_store
 
     ds = report.ds.isoformat()
-    metrics = {f"psi.{c}": v for c, v in report.psi.items()}
-    metrics.update({f"category_distance.{c}": v for c, v in report.category_distance.items()})
+    metrics = {f"psi/{c}": v for c, v in report.psi.items()}
+    metrics.update({f"category_distance/{c}": v for c, v in report.category_distance.items()})
     metrics["drifted_columns"] = float(len(report.drifted))
     with mlflow_store(cfg) as client:
-        exp = client.get_experiment_by_name(cfg.mlflow.monitoring_experiment)
-        exp_id = (
-            exp.experiment_id
-            if exp is not None
-            else client.create_experiment(
-                cfg.mlflow.monitoring_experiment, artifact_location=cfg.mlflow.artifact_location
-            )
-        )
+        exp_id = ensure_experiment(client, cfg.mlflow.monitoring_experiment, cfg.mlflow.artifact_location)
         # A rerun of a ds replaces its run, as it replaces its partitions.
         for old in client.search_runs([exp_id], filter_string=f"tags.ds = '{ds}' AND tags.kind = 'feature_drift'"):
             client.delete_run(old.info.run_id)

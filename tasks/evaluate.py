@@ -181,3 +181,64 @@ def category_ranking_metrics(groups: np.ndarray, labels: np.ndarray, scores: np.
         f"category_ndcg_at_{k}": float((dcg[eligible] / idcg).mean()),
         "category_users": float(n),
     }
+
+
+# MLflow metric names of a training run. The UI puts a run's charts in one section per key prefix up
+# to the last "/", so every name is "<group>/<metric>": train/ and val/ per epoch, test/ and
+# test_<user group>/ for the candidate, yardstick/<name>/test.../ for each yardstick, and data/ for
+# facts of the splits themselves (positive rates, row and user counts), logged once rather than once
+# per model that was evaluated on the same rows.
+TRAIN_LOSS = "train/loss"
+TRAIN_LR = "train/lr"
+TRAIN_SAMPLES_PER_S = "train/samples_per_s"
+BEST_EPOCH = "val/best_epoch"
+BEST_VAL_SCORE = "val/best_score"
+DATA_GROUP = "data"
+YARDSTICK_GROUP = "yardstick"
+_COUNT_FACTS = ("rows", "category_users")
+
+
+def metric_name(split: str, metric: str, *, user_group: str | None = None, yardstick: str | None = None) -> str:
+    """The logged name of ``metric`` (an ``evaluate_intents`` / ``category_ranking_metrics`` key) of one
+    evaluation: ``[yardstick/<name>/]<split>[_<user group>]/<metric>``."""
+    if user_group is not None and user_group not in USER_GROUPS:
+        raise ValueError(f"unknown user group {user_group!r}; expected one of {USER_GROUPS}")
+    group = f"{split}_{user_group}" if user_group else split
+    return f"{YARDSTICK_GROUP}/{yardstick}/{group}/{metric}" if yardstick else f"{group}/{metric}"
+
+
+def _split_user_group(key: str) -> tuple[str | None, str]:
+    for group in USER_GROUPS:
+        if key.startswith(f"{group}_"):
+            return group, key[len(group) + 1 :]
+    return None, key
+
+
+def _is_data_fact(metric: str) -> bool:
+    return metric in _COUNT_FACTS or metric.endswith("_positive_rate")
+
+
+def model_metrics(split: str, metrics: dict[str, float], *, yardstick: str | None = None) -> dict[str, float]:
+    """The finite model metrics of one evaluation on ``split`` under their logged names.
+
+    ``metrics`` holds ``evaluate_intents`` and ``category_ranking_metrics`` keys and optionally the
+    ``<user group>_``-prefixed keys of ``evaluate_user_groups``, which go to ``<split>_<user group>/``.
+    Data facts are left out: ``data_facts`` names them.
+    """
+    out = {}
+    for key, value in finite(metrics).items():
+        group, metric = _split_user_group(key)
+        if not _is_data_fact(metric):
+            out[metric_name(split, metric, user_group=group, yardstick=yardstick)] = value
+    return out
+
+
+def data_facts(split: str, metrics: dict[str, float]) -> dict[str, float]:
+    """The facts of the evaluated rows in ``metrics`` (see ``model_metrics``): positive rates, row and user
+    counts, as ``data/<split>[_<user group>]_<fact>``."""
+    out = {}
+    for key, value in finite(metrics).items():
+        group, metric = _split_user_group(key)
+        if _is_data_fact(metric):
+            out[f"{DATA_GROUP}/{split}_{group}_{metric}" if group else f"{DATA_GROUP}/{split}_{metric}"] = value
+    return out

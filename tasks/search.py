@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import PipelineConfig, with_overrides
+from tasks.evaluate import BEST_VAL_SCORE
 from tasks.registry import mlflow_store
 from tasks.training.torchrun import run_torchrun
 from tasks.training.tracking import ensure_experiment
@@ -78,7 +79,7 @@ def run_search(
     with mlflow_store(cfg) as client:
         for key, value in best.params.items():
             client.log_param(parent_id, f"best.{key}", value)
-        client.log_metric(parent_id, "best_val_score", float(best.value))
+        client.log_metric(parent_id, BEST_VAL_SCORE, float(best.value))
         client.set_tag(parent_id, "best_trial_run_id", best.user_attrs["run_id"])
         client.set_terminated(parent_id)
     return with_overrides(cfg, {"training": best.params}), parent_id

@@ -14,6 +14,7 @@ from bench.data import build_synthetic_training_set
 from bench.harness import r, run_metrics, spark_session, timed, workdir
 from bench.signal_study import SIGNAL_TITLE, sequence_signal, signal_notes
 from tasks.config import REPO_ROOT, PipelineConfig
+from tasks.evaluate import BEST_EPOCH, metric_name
 from tests.helpers.config import isolated_config
 
 TAOBAO_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "taobao_userbehavior_sample.csv"
@@ -31,14 +32,17 @@ def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | 
     k = cfg.training.category_eval_k
     hit, ndcg = f"category_hit_rate_at_{k}", f"category_ndcg_at_{k}"
 
-    def metric_row(model: str, m: dict[str, float], prefix: str) -> dict:
+    def metric_row(model: str, m: dict[str, float], yardstick: str | None) -> dict:
+        def name(metric: str) -> str:
+            return metric_name("test", metric, yardstick=yardstick)
+
         return {
             "dataset": dataset,
             "model": model,
-            "test ROC-AUC": r(m[f"{prefix}purchase_roc_auc"], 4),
-            "test PR-AUC": r(m[f"{prefix}purchase_pr_auc"], 4),
-            f"category HitRate@{k}": r(m[f"{prefix}{hit}"], 4) if f"{prefix}{hit}" in m else "",
-            f"category NDCG@{k}": r(m[f"{prefix}{ndcg}"], 4) if f"{prefix}{ndcg}" in m else "",
+            "test ROC-AUC": r(m[name("purchase_roc_auc")], 4),
+            "test PR-AUC": r(m[name("purchase_pr_auc")], 4),
+            f"category HitRate@{k}": r(m[name(hit)], 4) if name(hit) in m else "",
+            f"category NDCG@{k}": r(m[name(ndcg)], 4) if name(ndcg) in m else "",
         }
 
     rows, raw = [], {}
@@ -49,8 +53,8 @@ def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | 
         raw[model_type] = {"run_id": res.run_id, "model_uri": res.model_uri, "metrics": metrics, "wall_s": wall}
         rows.append(
             {
-                **metric_row(model_type, metrics, "test_"),
-                "best epoch": int(metrics.get("best_epoch", 0)),
+                **metric_row(model_type, metrics, None),
+                "best epoch": int(metrics.get(BEST_EPOCH, 0)),
                 "train wall s": r(wall, 0),
             }
         )
@@ -60,7 +64,7 @@ def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | 
         rows.insert(
             len(rows) - 2,
             {
-                **metric_row(label, baselines, f"baseline_{name}_test_"),
+                **metric_row(label, baselines, name),
                 "best epoch": "",
                 "train wall s": "",
             },
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> dict:
         notes.append(f"Taobao sample not found at {TAOBAO_SAMPLE}: only synthetic data measured.")
     notes.append(
         "ROC-AUC / PR-AUC of the purchase head on the held-out test cutoff; LR and LightGBM are the yardsticks "
-        "tasks.train logs on the same splits (baseline_*_test_*); LSTM and BERT are trained by "
+        "tasks.train logs on the same splits (yardstick/*/test/*); LSTM and BERT are trained by "
         "tasks.training.launcher.launch "
         f"(torchrun, {cfg.training.nproc_per_node} processes, {epochs or cfg.training.epochs} epochs max, "
         "early stopping on val PR-AUC, best epoch kept)."

@@ -9,6 +9,7 @@ import statistics
 from functools import partial
 
 from bench.harness import env, r, run_metrics, timed, workdir
+from tasks.evaluate import TRAIN_SAMPLES_PER_S, metric_name
 from tests.helpers.config import isolated_config
 
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> dict:
                     "samples_per_s": statistics.mean(steady),
                     "per_epoch": sps,
                     "wall_s": wall,
-                    "test_purchase_roc_auc": metrics.get("test_purchase_roc_auc"),
+                    "test_purchase_roc_auc": metrics.get(metric_name("test", "purchase_roc_auc")),
                 }
             )
     base = {
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> dict:
         f"{n_train} train rows (tests.helpers.trainingset, sequence length {cfg.features.sequence_length}, "
         f"{cfg.features.item_buckets} item buckets), global batch {cfg_t.batch_size}, hidden {cfg_t.hidden_dim}, "
         f"embedding {cfg_t.embedding_dim}; gloo on CPU, {os.cpu_count()} cores.",
-        f"samples/s = the run's per-epoch MLflow metric samples_per_s (train loop only), mean of epochs 2..{epochs}; "
+        f"samples/s = the run's per-epoch MLflow metric {TRAIN_SAMPLES_PER_S} (train loop only), "
+        f"mean of epochs 2..{epochs}; "
         "launch wall s includes torchrun start, data loading, evaluation and MLflow model logging.",
         f"2 processes vs 1: LSTM x{r(_speedup(results, 'lstm', 2, 1))}, BERT x{r(_speedup(results, 'bert', 2, 1))}; "
         f"1 process with 2 intra-op threads: LSTM x{r(_speedup(results, 'lstm', 1, 2))}, "

@@ -1,5 +1,6 @@
 """MLflow tracking of a training: the experiment, run parameters and tags, lineage, per-epoch and test
-metrics, plots, the packaged model and its registered version. Rank 0 calls everything here."""
+metrics (named by ``tasks.evaluate``'s metric groups), plots, the packaged model and its registered version.
+Rank 0 calls everything here."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.config import REPO_ROOT, PipelineConfig
-from tasks.evaluate import evaluate_user_groups, finite
+from tasks.evaluate import (
+    BEST_EPOCH,
+    BEST_VAL_SCORE,
+    EARLY_STOPPING_METRIC,
+    TRAIN_LOSS,
+    TRAIN_LR,
+    TRAIN_SAMPLES_PER_S,
+    data_facts,
+    evaluate_user_groups,
+    finite,
+    model_metrics,
+)
+from tasks.experiments import ensure_experiment as ensure_named_experiment
 from tasks.registry import mlflow_store
 from tasks.schema import INTENTS, LABEL_COLUMNS, USER_CATEGORY_LABEL
 from tasks.training.collectives import rank0_print
@@ -36,19 +49,8 @@ def git_commit() -> str | None:
 
 
 def ensure_experiment(cfg: PipelineConfig, client) -> str:
-    """Id of ``mlflow.experiment``, created with ``mlflow.artifact_location`` when missing."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
-    if exp is None:
-        try:
-            return client.create_experiment(cfg.mlflow.experiment, artifact_location=cfg.mlflow.artifact_location)
-        except MlflowException:
-            # Another run created it between the lookup and the create.
-            exp = client.get_experiment_by_name(cfg.mlflow.experiment)
-            if exp is None:
-                raise
-    return exp.experiment_id
+    """Id of ``mlflow.experiment``: a custom-model experiment in ``mlflow.artifact_location`` (tasks.experiments)."""
+    return ensure_named_experiment(client, cfg.mlflow.experiment, cfg.mlflow.artifact_location)
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -120,10 +122,10 @@ def log_epoch(train_loss: float, samples_per_s: float, lr: float, val_metrics: d
 
     mlflow.log_metrics(
         {
-            "train_loss": train_loss,
-            "samples_per_s": samples_per_s,
-            "lr": lr,
-            **{f"val_{k}": v for k, v in finite(val_metrics).items()},
+            TRAIN_LOSS: train_loss,
+            TRAIN_SAMPLES_PER_S: samples_per_s,
+            TRAIN_LR: lr,
+            **model_metrics("val", val_metrics),
         },
         step=epoch,
     )
@@ -135,7 +137,7 @@ def finish_trial(job: TrainingJob, fit: Fitting, progress: Progress) -> dict[str
 
     best_score, best_epoch = progress.best_score, progress.best_epoch
     payload = {"run_id": fit.run_id, "best_val_score": best_score, "best_epoch": best_epoch}
-    mlflow.log_metrics({"best_val_score": best_score, "best_epoch": float(best_epoch)})
+    mlflow.log_metrics({BEST_VAL_SCORE: best_score, BEST_EPOCH: float(best_epoch)})
     mlflow.end_run()
     write_json_atomic(Path(job.output), payload)
     return payload
@@ -152,7 +154,7 @@ def log_user_group_metrics(
     groups = evaluate_user_groups(
         test_y, test_p, new_mask, threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction
     )
-    mlflow.log_metrics({f"test_{k}": v for k, v in finite(groups).items()})
+    mlflow.log_metrics({**model_metrics("test", groups), **data_facts("test", groups)})
 
 
 def log_results(
@@ -172,9 +174,15 @@ def log_results(
 
     cfg, manifest, files, model_type, encoder = job.cfg, job.manifest, job.files, job.model_type, data.encoder
     model = fit.model.to("cpu").eval()
-    metrics = {f"test_{k}": v for k, v in finite(test_metrics).items()}
-    metrics["best_epoch"] = float(progress.best_epoch)
-    mlflow.log_metrics(metrics)
+    last_val = {k.removeprefix("val_"): v for k, v in progress.history[-1].items() if k.startswith("val_")}
+    mlflow.log_metrics(
+        {
+            **model_metrics("test", test_metrics),
+            **data_facts("test", test_metrics),
+            **data_facts("val", last_val),
+            BEST_EPOCH: float(progress.best_epoch),
+        }
+    )
     if cfg.training.baselines:
         from tasks.models.baselines import evaluate_baselines, evaluate_category_baseline
 
@@ -182,7 +190,8 @@ def log_results(
         for name, m in evaluate_baselines(
             cfg, encoder, read_files(files["train"], train_cols), read_files(files["test"], train_cols)
         ).items():
-            mlflow.log_metrics({f"baseline_{name}_test_{k}": v for k, v in finite(m).items()})
+            # Their data facts are the candidate's: the same test rows and user groups.
+            mlflow.log_metrics(model_metrics("test", m, yardstick=name))
         # The pair yardstick sees the candidates of exactly the users the model is evaluated on.
         cand_cols = [*encoder.pair_feature_columns, USER_CATEGORY_LABEL]
         set_dir = training_set_dir_of(files)
@@ -192,8 +201,8 @@ def log_results(
             read_candidates(set_dir, "test", read_files(files["test"], list(CANDIDATE_KEY)), cand_cols),
             encoder.pair_feature_columns,
         )
-        mlflow.log_metrics({f"baseline_lgbm_test_{k}": v for k, v in finite(m).items()})
-    log_plots(progress.history, test_y, test_p)
+        mlflow.log_metrics(model_metrics("test", m, yardstick="lgbm"))
+    log_plots(progress.history, progress.best_epoch, test_y, test_p)
     local = data.local
     example = local["test"] if not local["test"].empty else local["train"]
     info = log_intent_model(
@@ -225,8 +234,44 @@ def log_results(
     return payload
 
 
-def log_plots(history: list[dict[str, float]], y: np.ndarray, p: np.ndarray) -> None:
-    """ROC, PR and calibration curves per head and the loss curve, as PNG artifacts of the run."""
+def loss_figure(history: list[dict[str, float]], best_epoch: int):
+    """The learning curves, one panel per kind of quantity so none squashes another: the training loss
+    (weighted BCE of the heads plus the category term, the optimised objective), the validation log loss
+    per head, and the validation ranking metrics in [0, 1]. Epochs are whole numbers on every x axis;
+    the epoch whose weights were kept is marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(h["epoch"]) for h in history]
+    fig, (train_ax, loss_ax, rank_ax) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    train_ax.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    train_ax.set(title="training loss", ylabel="objective (weighted BCE)")
+    for intent in INTENTS:
+        loss_ax.plot(epochs, [h.get(f"val_{intent}_log_loss", np.nan) for h in history], marker="o", label=intent)
+    loss_ax.set(title="validation log loss per head", ylabel="log loss")
+    ranking = {
+        f"val_{EARLY_STOPPING_METRIC}": f"{EARLY_STOPPING_METRIC} (early stopping)",
+        "val_purchase_roc_auc": "purchase_roc_auc",
+    }
+    ranking.update({k: k.removeprefix("val_") for k in history[-1] if k.startswith("val_category_ndcg_at_")})
+    for key, label in ranking.items():
+        rank_ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=label)
+    rank_ax.set(title="validation ranking metrics", ylabel="score (higher is better)")
+    for ax in (train_ax, loss_ax, rank_ax):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if best_epoch:
+            ax.axvline(best_epoch, ls="--", c="grey", label=f"kept: epoch {best_epoch}")
+        ax.legend()
+    fig.suptitle("learning curves")
+    return fig
+
+
+def log_plots(history: list[dict[str, float]], best_epoch: int, y: np.ndarray, p: np.ndarray) -> None:
+    """ROC, PR and calibration curves per head and the learning curves, as PNG artifacts of the run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,16 +280,7 @@ def log_plots(history: list[dict[str, float]], y: np.ndarray, p: np.ndarray) -> 
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o", label="train loss")
-    ax.plot(
-        [h["epoch"] for h in history],
-        [h["val_purchase_log_loss"] for h in history],
-        marker="o",
-        label="val purchase log loss",
-    )
-    ax.set_xlabel("epoch")
-    ax.legend()
+    fig = loss_figure(history, best_epoch)
     mlflow.log_figure(fig, "plots/loss.png")
     plt.close(fig)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))

@@ -132,9 +132,12 @@ def test_nightly_drift_skips_without_champion_reports_logs_and_fails_when_told(s
     client, runs = _monitoring_runs(cfg)
     assert len(runs) == 1
     run = runs[0]
+    # A machine-learning experiment: the MLflow UI lists its runs rather than GenAI traces.
+    monitoring = client.get_experiment(run.info.experiment_id)
+    assert monitoring.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.tags["ds"] == "2026-01-10" and run.data.tags["model_version"] == version
     assert run.data.tags["drifted"] == "f_a" and run.data.tags["drift_action"] == "fail"
-    assert run.data.metrics["psi.f_a"] == pytest.approx(report.psi["f_a"])
-    assert run.data.metrics["category_distance.seq_category"] == pytest.approx(0.0)
+    assert run.data.metrics["psi/f_a"] == pytest.approx(report.psi["f_a"])
+    assert run.data.metrics["category_distance/seq_category"] == pytest.approx(0.0)
     assert run.data.metrics["drifted_columns"] == 1.0
     assert [f.path for f in client.list_artifacts(run.info.run_id, "drift")] == ["drift/2026-01-10.json"]

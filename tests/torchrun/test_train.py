@@ -20,6 +20,8 @@ from mlflow import MlflowClient
 
 from tasks.config import REPO_ROOT
 from tasks.errors import EXIT_DATA_ERROR, run_cli
+from tasks.evaluate import BEST_EPOCH, BEST_VAL_SCORE, TRAIN_LOSS, metric_name
+from tasks.experiments import CUSTOM_MODEL_DEVELOPMENT, EXPERIMENT_KIND_TAG
 from tasks.layers import training_set_dir
 from tasks.registry import mlflow_store
 from tasks.schema import PROBABILITY_COLUMNS, SEQUENCE_COLUMNS
@@ -78,26 +80,55 @@ def test_torchrun_two_processes_register_a_version(trained):
     assert run.data.params["world_size"] == "2"
     assert run.data.params["training_set_id"] == "ts_small"
     assert run.data.params["model_type"] == "lstm"
-    assert [m.step for m in client.get_metric_history(result.run_id, "train_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(result.run_id, TRAIN_LOSS)] == [1, 2]
+    assert [m.step for m in client.get_metric_history(result.run_id, "val/purchase_pr_auc")] == [1, 2]
     for key in (
-        "test_purchase_roc_auc",
-        "test_cart_pr_auc",
-        "test_fav_brier",
-        "test_purchase_log_loss",
-        "baseline_lr_test_purchase_roc_auc",
-        "baseline_lgbm_test_purchase_roc_auc",
-        "test_category_hit_rate_at_5",
-        "test_category_ndcg_at_5",
-        "val_category_ndcg_at_5",
-        "baseline_lgbm_test_category_hit_rate_at_5",
-        "baseline_lgbm_test_category_ndcg_at_5",
+        "test/purchase_roc_auc",
+        "test/cart_pr_auc",
+        "test/fav_brier",
+        "test/purchase_log_loss",
+        "yardstick/lr/test/purchase_roc_auc",
+        "yardstick/lgbm/test/purchase_roc_auc",
+        "test/category_hit_rate_at_5",
+        "test/category_ndcg_at_5",
+        "val/category_ndcg_at_5",
+        "yardstick/lgbm/test/category_hit_rate_at_5",
+        "yardstick/lgbm/test/category_ndcg_at_5",
+        "train/samples_per_s",
+        "train/lr",
+        BEST_EPOCH,
+        "data/test_purchase_positive_rate",
+        "data/val_purchase_positive_rate",
+        "data/test_category_users",
     ):
         assert key in run.data.metrics, key
-    assert run.data.metrics["test_purchase_roc_auc"] == pytest.approx(result.test_metrics["purchase_roc_auc"])
+    assert run.data.metrics["test/purchase_roc_auc"] == pytest.approx(result.test_metrics["purchase_roc_auc"])
+    # Every metric sits in a group (the MLflow UI's chart sections: the key up to its last "/").
+    sections = {k.rsplit("/", 1)[0] for k in run.data.metrics if "/" in k}
+    assert set(run.data.metrics) == {k for k in run.data.metrics if "/" in k}
+    assert sections == {
+        "train",
+        "val",
+        "test",
+        "test_new_users",
+        "test_returning_users",
+        "data",
+        *(f"yardstick/{y}/{s}" for y in ("lr", "lgbm") for s in ("test", "test_new_users", "test_returning_users")),
+    }
+    # Facts of the rows are logged once, not per evaluated model.
+    assert not [
+        k
+        for k in run.data.metrics
+        if k.endswith(("positive_rate", "_rows", "category_users")) and not k.startswith("data/")
+    ]
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == cfg.mlflow.experiment and exp.artifact_location == cfg.mlflow.artifact_location
+    assert exp.tags[EXPERIMENT_KIND_TAG] == CUSTOM_MODEL_DEVELOPMENT
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"training_set", "plots"} <= artifacts
+    assert {"plots/loss.png", "plots/test_curves.png"} <= {
+        a.path for a in client.list_artifacts(result.run_id, "plots")
+    }
     logged = json.loads(
         Path(
             mlflow.artifacts.download_artifacts(
@@ -136,11 +167,12 @@ def test_torchrun_two_processes_register_a_version(trained):
     assert run.data.tags["training_set_data_docs"].endswith("index.html")
     # New/returning breakdown for the candidate and both yardsticks; the groups partition the test rows.
     m = run.data.metrics
-    assert m["test_new_users_rows"] > 0 and m["test_returning_users_rows"] > 0
-    assert m["test_new_users_rows"] + m["test_returning_users_rows"] == manifest["rows"]["test"]
-    for prefix in ("test", "baseline_lr_test", "baseline_lgbm_test"):
+    assert m["data/test_new_users_rows"] > 0 and m["data/test_returning_users_rows"] > 0
+    assert m["data/test_new_users_rows"] + m["data/test_returning_users_rows"] == manifest["rows"]["test"]
+    for yardstick in (None, "lr", "lgbm"):
         for group in ("new_users", "returning_users"):
-            assert 0.0 <= m[f"{prefix}_{group}_purchase_roc_auc"] <= 1.0
+            key = metric_name("test", "purchase_roc_auc", user_group=group, yardstick=yardstick)
+            assert 0.0 <= m[key] <= 1.0, key
     # No checkpoint is left behind by a finished training.
     assert not list((cfg.paths.runs_dir / "checkpoints").glob("*/checkpoint.pt"))
 
@@ -193,8 +225,8 @@ def test_crash_resumes_at_the_next_epoch(trained, tmp_path, capsys):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed_after_epoch"] == "1"
     assert run.data.tags["training_set_validation"] == "not checked"
-    resumed = [(m.step, m.value) for m in client.get_metric_history(result.run_id, "train_loss")]
-    expected = [(m.step, m.value) for m in client0.get_metric_history(uninterrupted.run_id, "train_loss")]
+    resumed = [(m.step, m.value) for m in client.get_metric_history(result.run_id, TRAIN_LOSS)]
+    expected = [(m.step, m.value) for m in client0.get_metric_history(uninterrupted.run_id, TRAIN_LOSS)]
     assert [s for s, _ in resumed] == [1, 2]
     np.testing.assert_allclose([v for _, v in resumed], [v for _, v in expected], rtol=0, atol=1e-6)
     for key in ("purchase_roc_auc", "purchase_log_loss", "cart_pr_auc"):
@@ -482,12 +514,12 @@ def test_optuna_search_trains_the_best_trial(tmp_path):
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     trials = [r for r in children if r.info.run_id != result.run_id]
-    assert len(trials) == 2 and all("test_purchase_roc_auc" not in r.data.metrics for r in trials)
-    best = max(trials, key=lambda r: r.data.metrics["best_val_score"])
+    assert len(trials) == 2 and all(not any(k.startswith("test") for k in r.data.metrics) for r in trials)
+    best = max(trials, key=lambda r: r.data.metrics[BEST_VAL_SCORE])
     assert parent.data.tags["best_trial_run_id"] == best.info.run_id
-    assert parent.data.metrics["best_val_score"] == pytest.approx(best.data.metrics["best_val_score"])
+    assert parent.data.metrics[BEST_VAL_SCORE] == pytest.approx(best.data.metrics[BEST_VAL_SCORE])
     for key in ("learning_rate", "dropout", "hidden_dim", "embedding_dim"):
         assert final.data.params[f"training.{key}"] == best.data.params[f"training.{key}"]
         assert parent.data.params[f"best.{key}"] == best.data.params[f"training.{key}"]
     assert [str(v.version) for v in client.search_model_versions(f"name='{cfg.mlflow.model_name}'")] == ["1"]
-    assert "test_purchase_roc_auc" in final.data.metrics
+    assert "test/purchase_roc_auc" in final.data.metrics

@@ -123,6 +123,23 @@ def test_gate_rejects_a_drop_beyond_tolerance_and_accepts_within(cfg, assets):
     assert _aliases(cfg, v2) == {cfg.mlflow.champion_alias}
 
 
+def test_gate_evaluates_a_champion_logged_under_the_old_flat_metric_names(cfg, assets):
+    """A champion trained before metrics were grouped (``test_purchase_roc_auc``, ``baseline_lr_test_...``)
+    is compared on the same footing as a new candidate: the gate evaluates both models on the test split
+    and reads no logged metric, whatever its name."""
+    ts, enc, good, bad, train = assets
+    with mlflow_store(cfg) as client, mlflow.start_run(experiment_id=ensure_experiment(cfg, client)):
+        # Deliberately wrong values: were they read, the candidate below would be rejected.
+        mlflow.log_metrics({"test_purchase_roc_auc": 0.999, "baseline_lr_test_purchase_roc_auc": 0.999})
+        info = log_intent_model(good, enc, "lstm", train, registered_model_name=cfg.mlflow.model_name)
+    old = str(info.registered_model_version)
+    assert gate(cfg, old, ts).promoted
+    new = _register(cfg, good, enc, train)
+    decision = gate(cfg, new, ts)
+    assert decision.promoted and decision.champion_version == old
+    assert decision.champion_auc == pytest.approx(decision.candidate_auc) and decision.champion_auc < 0.99
+
+
 def test_store_does_not_leak_into_environment(cfg):
     import os
 
