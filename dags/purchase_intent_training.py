@@ -115,7 +115,10 @@ with DAG(
     schedule="@weekly",
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
-    max_active_runs=1,
+    # Two runs at once: "Unpause on trigger" (the trigger form's default) schedules the latest weekly interval
+    # beside the user's run; with one active run the user's run would queue behind it. Two trainings still
+    # never build, train or gate at the same time (max_active_tis_per_dag=1 on those tasks).
+    max_active_runs=2,
     default_args=default_args(),
     user_defined_macros=USER_DEFINED_MACROS,
     **DAG_CALLBACKS,
@@ -153,6 +156,7 @@ with DAG(
         task_id="build_training_set",
         job="training_set",
         application_args=["--last-cutoff", last_cutoff, "--id", training_set_id, "--horizon", "{{ params.horizon }}"],
+        max_active_tis_per_dag=1,
         doc_md="Features and labels for a window of daily cutoffs, split by cutoff into train/val/test.",
     )
     validate_training_set = PipelineSparkSubmitOperator(
@@ -164,6 +168,6 @@ with DAG(
     )
     # One retry: a crashed training resumes from its last epoch checkpoint (training.checkpoints) instead of
     # starting over; bad data fails without retry (fail_fast_on_data_errors).
-    trained = train.override(task_id="train", retries=1)(training_set_dir)
-    gated = gate.override(task_id="gate")(training_set_dir, trained)
+    trained = train.override(task_id="train", retries=1, max_active_tis_per_dag=1)(training_set_dir)
+    gated = gate.override(task_id="gate", max_active_tis_per_dag=1)(training_set_dir, trained)
     new_data >> build >> validate_training_set >> trained

@@ -30,6 +30,7 @@ for dag_id, dag in bag.dags.items():
         "tags": sorted(dag.tags),
         "doc": bool(dag.doc_md),
         "schedule": str(dag.schedule),
+        "max_active_runs": dag.max_active_runs,
         "params": {
             k: {"default": p.value, "schema": p.schema, "description": p.description}
             for k, p in ((k, dag.params.get_param(k)) for k in dag.params.keys())
@@ -38,6 +39,7 @@ for dag_id, dag in bag.dags.items():
             t.task_id: {
                 "down": sorted(t.downstream_task_ids),
                 "retries": t.retries,
+                "max_active_tis_per_dag": t.max_active_tis_per_dag,
                 "owner": t.owner,
                 "has_callback": bool(t.on_failure_callback),
                 "type": type(t).__name__,
@@ -170,6 +172,15 @@ def test_training_order(parsed):
         "--horizon",
         "{{ params.horizon }}",
     ]
+
+
+def test_a_triggered_training_does_not_queue_behind_the_scheduled_one(parsed):
+    # "Unpause on trigger" schedules the latest interval beside the user's run: both may be active, but two
+    # runs never build, train or gate at once.
+    dag = parsed["dags"]["purchase_intent_training"]
+    assert dag["max_active_runs"] == 2
+    limits = {task: dag["tasks"][task]["max_active_tis_per_dag"] for task in ("build_training_set", "train", "gate")}
+    assert limits == {"build_training_set": 1, "train": 1, "gate": 1}
 
 
 def test_training_params_defaults_from_config_and_schemas(parsed):
