@@ -57,10 +57,10 @@ NOT_RUN = {
         "a template for several machines (N, G and host are placeholders)"
     ),
     "cp .env.example .env && docker compose up -d": "docker compose: containers, not run by the test suite",
-    ".venv/bin/python -m tasks.airflow_env backfill create --dag-id purchase_intent_nightly --from-date 2026-02-07 "
-    "--to-date 2026-02-08 --max-active-runs 1": _SCHEDULER,
+    ".venv/bin/python -m tasks.airflow_env backfill create --dag-id purchase_intent_nightly --from-date 2026-01-14 "
+    "--to-date 2026-01-15 --max-active-runs 1": _SCHEDULER,
     ".venv/bin/python -m tasks.airflow_env dags unpause purchase_intent_nightly": _SCHEDULER,
-    ".venv/bin/python -m tasks.airflow_env dags test purchase_intent_nightly 2026-02-08": (
+    ".venv/bin/python -m tasks.airflow_env dags test purchase_intent_nightly 2026-01-15": (
         "a whole nightly DAG run (minutes); tests/e2e/test_pipeline_dags.py runs this command"
     ),
 }
