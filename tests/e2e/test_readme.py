@@ -111,10 +111,10 @@ def shell_done() -> dict[str, subprocess.CompletedProcess]:
 
 
 def _shell(example: Example, env, done: dict[str, subprocess.CompletedProcess]) -> None:
-    command = _rewritten("; ".join([*example.setup, _key(example)]), env)
+    command = _rewritten("\n".join([*example.setup, _key(example)]), env)
     if command not in done:
         started = time.monotonic()
-        done[command] = _run(["bash", "-c", f"set -e; {command}"], env)
+        done[command] = _run(["bash", "-c", f"set -e\n{command}"], env)
         TIMES[str(example)] = time.monotonic() - started
     proc = done[command]
     assert proc.returncode == 0, _explain(example, command, proc)
@@ -150,7 +150,8 @@ def pg_warehouse(env, demo):
         try:
             days = [d for (d,) in con.execute(f"SELECT DISTINCT ds FROM {cfg.warehouse.table} ORDER BY ds").fetchall()]
             for ds in days:
-                pg.replace_partition(ds, con.execute(f"SELECT * FROM {cfg.warehouse.table} WHERE ds = ?", [ds]).arrow())
+                rows = con.sql(f"SELECT * FROM {cfg.warehouse.table} WHERE ds = DATE '{ds}'").to_arrow_table()
+                pg.replace_partition(ds, rows)
         finally:
             con.close()
         assert days, "the demo's warehouse holds no rows"
