@@ -1,7 +1,8 @@
 """Run an expectation suite on a Spark DataFrame through Great Expectations and summarise the outcome.
 
 The DataFrame is validated in place by GX's Spark data source (nothing is collected to pandas); a
-file-backed GX project under ``gx_dir`` keeps the validation results and renders Data Docs (HTML).
+file-backed GX project under ``gx_dir`` keeps the validation results and renders Data Docs (HTML) that read
+offline (``expectations.data_docs``; the site is ``tasks.layers.data_docs_site``).
 A failure becomes a ``DataQualityError`` whose message lists each failed expectation, its observed
 value and a few failing rows, so a stopped pipeline says what was wrong without opening the docs.
 """
@@ -19,6 +20,7 @@ from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from expectations.custom import duplicates_counted_ahead
+from expectations.data_docs import configure_site
 from tasks.errors import DataError
 from tasks.layers import data_docs_site
 
@@ -154,24 +156,6 @@ def _checkpoint(context, batch_def, suite: gx.ExpectationSuite, key: str, result
     )
 
 
-def _limit_docs_index(context, limit: int | None) -> None:
-    """List only the ``limit`` most recent validation results on the Data Docs index page (None: all of them).
-
-    Every validation rebuilds that page, reading each result it lists (one file read apiece): a year of
-    nightly gates would otherwise add seconds to every gate. Older results stay stored with their pages.
-    """
-    sites = context.variables.data_docs_sites or {}
-    if "local_site" not in sites:
-        return
-    site = dict(sites["local_site"])
-    builder = dict(site.get("site_index_builder") or {"class_name": "DefaultSiteIndexBuilder"})
-    if builder.get("validation_results_limit") == limit:
-        return
-    builder["validation_results_limit"] = limit
-    site["site_index_builder"] = builder
-    context.update_data_docs_site("local_site", site)
-
-
 def validate_dataframe(
     df, suite: gx.ExpectationSuite, *, name: str, gx_dir: Path, docs_index_limit: int | None = None
 ) -> ValidationSummary:
@@ -190,7 +174,9 @@ def validate_dataframe(
         context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
         # Progress bars would flood task logs (Airflow, spark-submit) with carriage-return noise.
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        _limit_docs_index(context, docs_index_limit)
+        # Every validation rebuilds the index page, reading each result it lists (one file read apiece): a year of
+        # nightly gates would otherwise add seconds to every gate. Older results stay stored with their pages.
+        configure_site(context, docs_index_limit)
         key = _safe_name(name)
         # Not persisted: GX would first cache the whole batch in memory, and building the columnar cache of every
         # column cost more than the few Parquet scans the two passes make (measured on the events suite).

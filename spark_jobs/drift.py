@@ -31,7 +31,16 @@ from expectations.drift import CATEGORICAL_COLUMNS, DriftError, category_drift, 
 from expectations.runner import DataQualityError, FailedExpectation, ValidationSummary
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import run_cli
-from tasks.layers import drift_report, features_partition, training_set_dir, training_set_split
+from tasks.layers import (
+    DAY_KEY,
+    drift_report,
+    events_root,
+    features_partition,
+    partition_day,
+    training_set_dir,
+    training_set_manifest,
+    training_set_split,
+)
 from tasks.schema import TABULAR_PREFIX
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,8 @@ class DriftReport:
     drifted: tuple[str, ...]
     action: str
     output: Path
+    # Why windowed features drift by construction, when a compared cutoff has less history than the lookback.
+    note: str | None = None
 
     def describe(self) -> str:
         worst = sorted(self.psi.items(), key=lambda kv: -kv[1])[:5]
@@ -55,7 +66,7 @@ class DriftReport:
             f"{list(self.drifted)}; highest PSI {', '.join(f'{c}={v:.4f}' for c, v in worst)}; "
             f"category distance {', '.join(f'{c}={v:.4f}' for c, v in self.category_distance.items())}"
         )
-        return text
+        return f"{text}; {self.note}" if self.note else text
 
 
 def champion_reference(cfg: PipelineConfig, mv=None) -> Path:
@@ -82,6 +93,28 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True, default=str)
     os.replace(tmp, path)
+
+
+def short_history(cfg: PipelineConfig, ds: dt.date, reference: Path) -> str | None:
+    """Why features over long windows differ by construction (None when they need not): the events layer starts
+    less than ``features.lookback_days`` before ``ds`` or before the reference training set's first cutoff."""
+    root = events_root(cfg)
+    days = [d for p in root.iterdir() if (d := partition_day(p.name, DAY_KEY))] if root.is_dir() else []
+    if not days:
+        return None
+    first = min(days)
+    manifest = training_set_manifest(Path(reference).parent)
+    train = json.loads(manifest.read_text()).get("cutoffs", {}).get("train") if manifest.is_file() else None
+    cutoffs = {"ds": ds, "the reference's first cutoff": dt.date.fromisoformat(train[0]) if train else None}
+    lookback = cfg.features.lookback_days
+    short = {f"{name} {c}": (c - first).days for name, c in cutoffs.items() if c and (c - first).days < lookback}
+    if not short:
+        return None
+    seen = ", ".join(f"{k} has {n}" for k, n in short.items())
+    return (
+        f"the events start {first}: {seen} of the features.lookback_days={lookback} days of history, so features "
+        "over long windows differ by construction (a log of lookback_days plus the training cutoffs avoids it)"
+    )
 
 
 def check_drift(cfg: PipelineConfig, ds: dt.date, reference: Path | None = None, spark=None) -> DriftReport:
@@ -119,6 +152,7 @@ def check_drift(cfg: PipelineConfig, ds: dt.date, reference: Path | None = None,
         drifted=drifted,
         action=q.drift_action,
         output=output,
+        note=short_history(cfg, ds, reference) if drifted else None,
     )
     _write_json_atomic(
         output,
@@ -258,6 +292,7 @@ def _read_report(cfg: PipelineConfig, ds: dt.date) -> DriftReport:
         drifted=tuple(saved["drifted"]),
         action=saved["action"],
         output=path,
+        note=saved.get("note"),
     )
 
 

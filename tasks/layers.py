@@ -77,6 +77,29 @@ def raw_partition(cfg: PipelineConfig, source: str, day: dt.date) -> Path:
     return partition_dir(partition_dir(layer_root(cfg, "raw"), SOURCE_KEY, source), DAY_KEY, day)
 
 
+# Raw partitions replaced by a corrected re-delivery (tasks.land --redeliver) are kept here, never deleted:
+# beside the raw layer, not in it, so no reader of raw/ sees them.
+SUPERSEDED_DIR = "superseded"
+
+
+def superseded_dir(cfg: PipelineConfig, source: str, day: dt.date) -> Path:
+    """``superseded/source=<source>/dt=<day>/``: per raw copy a re-delivery replaced, a numbered folder (1, 2, ...)
+    holding its files and beside it the re-delivery's record ``<n>.json`` (``redelivery_record``)."""
+    return partition_dir(partition_dir(cfg.paths.data / SUPERSEDED_DIR, SOURCE_KEY, source), DAY_KEY, day)
+
+
+def redelivery_record(copy: Path) -> Path:
+    """The JSON record of the re-delivery that superseded the raw ``copy`` (``<n>/`` -> ``<n>.json``)."""
+    return Path(copy).with_name(f"{Path(copy).name}.json")
+
+
+def superseded_copies(cfg: PipelineConfig, source: str, day: dt.date) -> list[Path]:
+    """The superseded raw copies of one day (their records included), oldest first; reads the file system."""
+    folder = superseded_dir(cfg, source, day)
+    numbers = {p.name.removesuffix(".json") for p in folder.iterdir()} if folder.is_dir() else set()
+    return [folder / n for n in sorted((n for n in numbers if n.isdigit()), key=int)]
+
+
 def events_root(cfg: PipelineConfig) -> Path:
     return layer_root(cfg, "events")
 

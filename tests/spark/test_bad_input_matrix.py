@@ -6,7 +6,8 @@ prices, duplicated events, timestamps in the future of the logical date, an empt
 is not CSV at all, a truncated last line. Here: a 10x volume spike (land -> clean -> events gate) and a
 constant column (events -> features -> features gate). Issue 29's bad exports (land -> clean -> events gate):
 non-finite or huge prices, a ``_``-named part file, out-of-range and millisecond Taobao times, broken or
-unreadable compressed/encoded files, compressed REES46 exports, a UTF-8 BOM and latin-1 text.
+unreadable compressed/encoded files, compressed REES46 exports, a UTF-8 BOM and latin-1 text; and the way out
+of a refused (or wrong) day, a corrected re-delivery (land --redeliver -> clean -> events gate).
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ from spark_jobs.clean_events import CleaningError, clean_day, local_midnight
 from spark_jobs.loaders import RawFormatError
 from spark_jobs.validate import validate_events, validate_features
 from tasks.errors import DataError
-from tasks.land import land_day
-from tasks.layers import events_partition, features_partition, incoming_partition, quarantine_partition, raw_partition
+from tasks.land import RawConflictError, land_day
+from tasks.layers import (
+    events_partition,
+    features_partition,
+    incoming_partition,
+    quarantine_partition,
+    raw_partition,
+    redelivery_record,
+    superseded_copies,
+)
 from tasks.schema import EVENT_COLUMNS
 from tests.helpers.events import ev, write_events_layer
 
@@ -256,4 +265,52 @@ def test_latin1_text_is_quarantined_not_cleaned_with_replacement_characters(spar
     _deliver(cfg, {"2026-Jan.csv": body}, source="rees46")
     report = clean_day(spark, cfg, DAY, source="rees46")
     assert report.quarantined == {"malformed_line": 2} and report.n_events == 400
+    validate_events(cfg, DAY)
+
+
+def _refused_by_cleaning() -> dict[str, bytes]:
+    teleports = [f"{DAY.isoformat()}T11:00:{i:02d}Z,u{i},i{i},c1,teleport,-5.0,s{i},,," for i in range(20)]
+    return {"events.csv": _synthetic([*_csv_rows(DAY, 50), *teleports])}
+
+
+@pytest.mark.parametrize(
+    ("first", "refusal"),
+    [
+        (_refused_by_cleaning(), (CleaningError, r"'unknown_event_type': 20")),
+        ({"events.csv.gz": _truncated_gzip()}, (RawFormatError, r"events.csv.gz is not a complete .gz file")),
+        ({"events.csv": _synthetic(_csv_rows(DAY, 600))}, None),
+    ],
+    ids=["refused_by_cleaning", "refused_by_the_loader", "accepted_then_corrected"],
+)
+def test_corrected_redelivery_replaces_the_day_once_and_keeps_the_old_raw(spark, cfg, first, refusal):
+    _deliver(cfg, first)
+    if refusal is None:
+        assert clean_day(spark, cfg, DAY).n_events == 600
+    else:
+        with pytest.raises(refusal[0], match=refusal[1]):
+            clean_day(spark, cfg, DAY)
+        assert not events_partition(cfg, DAY).exists()
+    incoming = incoming_partition(cfg, "synthetic", DAY)
+    for stale in incoming.iterdir():
+        stale.unlink()
+    corrected = _synthetic(_csv_rows(DAY, 400))
+    (incoming / "events.csv").write_bytes(corrected)
+    with pytest.raises(
+        RawConflictError, match=r"python -m tasks.land --day 2026-01-05 --source synthetic --redeliver$"
+    ):
+        land_day(cfg, DAY)
+
+    report = land_day(cfg, DAY, redeliver=True, reason="corrected export")
+    assert (raw_partition(cfg, "synthetic", DAY) / "events.csv").read_bytes() == corrected
+    (kept,) = superseded_copies(cfg, "synthetic", DAY)
+    assert kept == report.superseded
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == first
+    record = json.loads(redelivery_record(kept).read_text())
+    assert record["reason"] == "corrected export" and set(record["superseded_sha256"]) == set(first)
+
+    for _ in range(2):  # cleaning the re-delivered day (twice: a retry) leaves exactly the corrected rows
+        cleaned = clean_day(spark, cfg, DAY)
+        assert (cleaned.n_raw, cleaned.n_events, cleaned.quarantined) == (400, 400, {})
+        assert spark.read.parquet(str(events_partition(cfg, DAY))).count() == 400
+        assert not quarantine_partition(cfg, DAY).exists()
     validate_events(cfg, DAY)

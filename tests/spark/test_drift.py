@@ -141,3 +141,31 @@ def test_nightly_drift_skips_without_champion_reports_logs_and_fails_when_told(s
     assert run.data.metrics["category_distance/seq_category"] == pytest.approx(0.0)
     assert run.data.metrics["drifted_columns"] == 1.0
     assert [f.path for f in client.list_artifacts(run.info.run_id, "drift")] == ["drift/2026-01-10.json"]
+
+
+def test_short_history_says_why_windowed_features_drift(cfg):
+    from spark_jobs.drift import DriftReport, short_history
+    from tasks.layers import events_partition, training_set_manifest
+
+    reference = training_set_split(training_set_dir(cfg, "ts1"), "train")
+    reference.mkdir(parents=True)
+    first = dt.date(2026, 1, 1)
+    train = [first + dt.timedelta(days=d) for d in range(1, 7)]
+    manifest = {"cutoffs": {"train": [d.isoformat() for d in train], "val": [], "test": []}}
+    training_set_manifest(reference.parent).write_text(json.dumps(manifest))
+    for d in range(9):
+        events_partition(cfg, first + dt.timedelta(days=d)).mkdir(parents=True)
+
+    note = short_history(cfg, DS, reference)
+    assert note == (
+        "the events start 2026-01-01: ds 2026-01-10 has 9, the reference's first cutoff 2026-01-02 has 1 of the "
+        "features.lookback_days=30 days of history, so features over long windows differ by construction "
+        "(a log of lookback_days plus the training cutoffs avoids it)"
+    )
+    report = DriftReport(DS, reference, reference, {"f_a": 1.0}, {}, ("f_a",), "warn", reference, note=note)
+    assert report.describe().endswith(f"; {note}") and "\n" not in report.describe()
+
+    # A log as long as the lookback before the first training cutoff: nothing to explain.
+    for d in range(1, 31):
+        events_partition(cfg, first - dt.timedelta(days=d)).mkdir(parents=True)
+    assert short_history(cfg, DS, reference) is None
