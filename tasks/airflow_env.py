@@ -160,6 +160,7 @@ class AirflowStack:
         self._stopping = False
         self._token: str | None = None
         self._paused: dict[str, bool] = {}
+        self._active: set[tuple[str, str]] = set()
 
     def __enter__(self) -> AirflowStack:
         # Migrating and spawning happen beside the caller's next work; wait_ready() joins them.
@@ -200,8 +201,13 @@ class AirflowStack:
         self.close()
 
     def close(self) -> None:
-        """Give each DAG unpaused here its paused state back, then stop (idempotent)."""
+        """Mark runs still in flight failed (nothing would execute them after the stop), give each DAG unpaused
+        here its paused state back, then stop (idempotent)."""
         try:
+            for dag_id, run_id in sorted(self._active):
+                with contextlib.suppress(AirflowError, OSError):
+                    self._request("PATCH", self._run_path(dag_id, run_id), {"state": "failed"})
+            self._active.clear()
             for dag_id, paused in self._paused.items():
                 with contextlib.suppress(AirflowError, OSError):
                     self.set_paused(dag_id, paused)
@@ -305,6 +311,10 @@ class AirflowStack:
         if info["is_paused"]:
             self.set_paused(dag_id, False)
 
+    @staticmethod
+    def _run_path(dag_id: str, run_id: str) -> str:
+        return f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+
     def start_run(self, dag_id: str, day: dt.date, conf: dict | None = None) -> str:
         """A manual run of ``dag_id`` for cutoff ``day``; the date's existing run (one per logical date) is
         cleared and rerun instead. Returns the run id."""
@@ -313,18 +323,19 @@ class AirflowStack:
         existing = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
         if existing:
             run_id = str(existing[0]["dag_run_id"])
-            path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+            path = self._run_path(dag_id, run_id)
             if existing[0]["state"] not in FINISHED_STATES:
                 # Left running by a stopped process: nothing executes it any more.
                 self._request("PATCH", path, {"state": "failed"})
             self._request("POST", f"{path}/clear", {"dry_run": False, "run_on_latest_version": True})
-            return run_id
-        body = {"dag_run_id": f"demo__{day.isoformat()}", "logical_date": logical, "conf": conf or {}}
-        return str(self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"])
+        else:
+            body = {"dag_run_id": f"demo__{day.isoformat()}", "logical_date": logical, "conf": conf or {}}
+            run_id = str(self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"])
+        self._active.add((dag_id, run_id))
+        return run_id
 
     def running_tasks(self, dag_id: str, run_id: str) -> list[str]:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
-        tis = self._request("GET", path)["task_instances"]
+        tis = self._request("GET", f"{self._run_path(dag_id, run_id)}/taskInstances")["task_instances"]
         return [str(t["task_id"]) for t in tis if t["state"] == "running"]
 
     def wait_run(
@@ -336,12 +347,13 @@ class AirflowStack:
         poll_s: float = 3,
     ) -> RunResult:
         """Wait for the run to finish; ``on_poll`` gets the running task ids at each poll."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        path = self._run_path(dag_id, run_id)
         deadline = time.monotonic() + timeout_s
         while True:
             self._check_alive()
             run = self._request("GET", path)
             if run["state"] in FINISHED_STATES:
+                self._active.discard((dag_id, run_id))
                 break
             if time.monotonic() > deadline:
                 self._request("PATCH", path, {"state": "failed"})
