@@ -37,7 +37,8 @@ from tasks.layers import class_archive_path, incoming_dir
 
 TRAINING_DAG = "purchase_intent_training"
 NIGHTLY_DAG = "purchase_intent_nightly"
-# A non-TTY terminal (CI, a pipe) gets a "still running" line this often, so a 10-minute demo stays short.
+# A non-TTY terminal (CI, a pipe) gets a "still running" line after this long, and the gap doubles every second
+# line (1, 2, 4, 6, 10, 14 ... minutes), so even a step slowed down many times on a busy machine stays a few lines.
 QUIET_PROGRESS_EVERY_S = 60.0
 
 
@@ -97,8 +98,9 @@ class Console:
         self.line(f"{label}: {done} ({fmt_duration(time.monotonic() - started)})")
 
     def _tick(self, label: str, started: float, stop: threading.Event) -> None:
-        interval = 1.0 if self.tty else QUIET_PROGRESS_EVERY_S
-        while not stop.wait(interval):
+        shown = 0
+        while not stop.wait(1.0 if self.tty else QUIET_PROGRESS_EVERY_S * 2 ** (shown // 2)):
+            shown += 1
             elapsed = fmt_duration(time.monotonic() - started)
             detail = f": {self.detail}" if self.detail else ""
             with self._lock:
