@@ -54,10 +54,6 @@ def airflow_env(cfg: PipelineConfig, base: dict[str, str] | None = None) -> dict
             "AIRFLOW__CORE__PARALLELISM": str(sizes.parallelism),
             "AIRFLOW__API__WORKERS": str(sizes.api_workers),
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": str(sizes.parsing_processes),
-            # Tasks reach the api-server's execution API through its base URL: follow a port set by the caller.
-            "AIRFLOW__API__BASE_URL": env.get(
-                "AIRFLOW__API__BASE_URL", f"http://localhost:{env.get('AIRFLOW__API__PORT', '8080')}"
-            ),
             # spark_default: the Spark master the Spark steps are submitted to (a cluster URL in compose).
             "AIRFLOW_CONN_SPARK_DEFAULT": env.get(
                 "AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": cfg.spark.master})
@@ -69,6 +65,9 @@ def airflow_env(cfg: PipelineConfig, base: dict[str, str] | None = None) -> dict
             "MLFLOW_TRACKING_URI": env.get("MLFLOW_TRACKING_URI", cfg.mlflow.resolved_tracking_uri),
         }
     )
+    if "AIRFLOW__API__PORT" in env and "AIRFLOW__API__BASE_URL" not in env:
+        # Tasks reach the execution API through the base URL, which otherwise stays on port 8080.
+        env["AIRFLOW__API__BASE_URL"] = f"http://localhost:{env['AIRFLOW__API__PORT']}"
     return env
 
 

@@ -54,3 +54,12 @@ def test_usable_cores_is_this_process_share():
     import os
 
     assert tasks_config.usable_cores() == len(os.sched_getaffinity(0))
+
+
+def test_another_api_port_moves_the_execution_api_with_it(tmp_path):
+    cfg = isolated_config(tmp_path / "var")
+    assert "AIRFLOW__API__BASE_URL" not in airflow_env(cfg, base={})
+    moved = airflow_env(cfg, base={"AIRFLOW__API__PORT": "8093"})
+    assert moved["AIRFLOW__API__BASE_URL"] == "http://localhost:8093"
+    kept = airflow_env(cfg, base={"AIRFLOW__API__PORT": "8093", "AIRFLOW__API__BASE_URL": "https://af.example"})
+    assert kept["AIRFLOW__API__BASE_URL"] == "https://af.example"
