@@ -107,6 +107,15 @@ class RunResult:
     failed: list[tuple[str, Path | None]]
 
 
+def _die_with_parent() -> None:
+    """In a component's process before it runs: SIGTERM when the thread that started it ends, also when the
+    demo is SIGKILLed (Linux PR_SET_PDEATHSIG), so no Airflow process outlives the one that started it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,6 +166,7 @@ class AirflowStack:
         self._starter: threading.Thread | None = None
         self._start_error: BaseException | None = None
         self._stopping = False
+        self._stop_requested = threading.Event()
         self._token: str | None = None
         self._paused: dict[str, bool] = {}
         self._active: set[tuple[str, str]] = set()
@@ -182,14 +192,19 @@ class AirflowStack:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
         except BaseException as e:  # noqa: BLE001  (handed to wait_ready in the caller's thread)
             self._start_error = e
+        # The components' parent-death signal follows this thread (the one that started them): it lives until stop().
+        self._stop_requested.wait()
 
     def wait_ready(self, dag_ids: tuple[str, ...] = ()) -> None:
         """Wait until every component is healthy and ``dag_ids`` are parsed."""
-        if self._starter is not None:
-            self._starter.join()
+        while self._starter is not None and len(self.procs) < len(self.COMPONENTS) and self._start_error is None:
+            if not self._starter.is_alive():
+                break
+            time.sleep(0.2)
         if self._start_error is not None:
             raise AirflowError(f"starting Airflow failed: {self._start_error}") from self._start_error
         self._wait_healthy()
@@ -217,6 +232,7 @@ class AirflowStack:
     def stop(self) -> None:
         """Stop every started component with all its children (its process group), SIGKILL after 30 s."""
         self._stopping = True
+        self._stop_requested.set()
         if self._starter is not None:
             # At most one `airflow db migrate` away; a component spawned meanwhile is stopped below.
             self._starter.join()
