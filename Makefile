@@ -31,6 +31,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	@touch $@
 	@echo ">>> $(VENV) ready"
 
+# Real DAG runs on an Airflow it starts and stops; one line per step, the libraries' output in var/demo.log.
 demo: venv
 	@$(PY) -m tasks.demo
 
@@ -54,9 +55,11 @@ bench: venv
 jvm-archive: venv
 	@$(PY) -m spark_jobs.class_archive
 
+# Processes sized by `services` in conf/pipeline.yaml; another port: AIRFLOW__API__PORT=8081 make airflow.
 airflow: venv
 	@$(PY) -m tasks.airflow_env standalone
 
+# Workers sized by `services` in conf/pipeline.yaml; another port: MLFLOW_UI_PORT=5001 make mlflow-ui.
 mlflow-ui: venv
 	@$(PY) -m tasks.mlflow_ui
 

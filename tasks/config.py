@@ -349,6 +349,39 @@ class QualityConfig(_Section):
         return v
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (a container's or taskset's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class ServicesConfig(_Section):
+    # None: sized from usable_cores() (conf/pipeline.yaml says how).
+    airflow_parallelism: int | None = Field(gt=0)
+    airflow_api_workers: int | None = Field(gt=0)
+    airflow_parsing_processes: int | None = Field(gt=0)
+    mlflow_ui_workers: int | None = Field(gt=0)
+
+    @staticmethod
+    def _half_cores(upper: int) -> int:
+        return max(1, min(upper, usable_cores() // 2))
+
+    @property
+    def parallelism(self) -> int:
+        return self.airflow_parallelism or usable_cores()
+
+    @property
+    def api_workers(self) -> int:
+        return self.airflow_api_workers or self._half_cores(4)
+
+    @property
+    def parsing_processes(self) -> int:
+        return self.airflow_parsing_processes or self._half_cores(2)
+
+    @property
+    def mlflow_workers(self) -> int:
+        return self.mlflow_ui_workers or self._half_cores(4)
+
+
 class PipelineConfig(_Section):
     paths: PathsConfig
     pipeline: PipelineSection
@@ -366,6 +399,7 @@ class PipelineConfig(_Section):
     scoring: ScoringConfig
     warehouse: WarehouseConfig
     quality: QualityConfig
+    services: ServicesConfig
 
     @field_validator("models")
     @classmethod

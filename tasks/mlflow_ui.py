@@ -1,4 +1,9 @@
-"""`make mlflow-ui`: the MLflow UI on the project's tracking and registry store."""
+"""`make mlflow-ui`: the MLflow UI on the project's tracking and registry store.
+
+Its worker processes follow ``services.mlflow_ui_workers`` (the machine's cores by default), and the server's
+job runner (GenAI jobs such as scorers and prompt optimisation, which this project never submits; seven
+resident consumer processes) is off.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,40 @@ import os
 import sys
 from pathlib import Path
 
-from tasks.config import add_common_args, config_from_args
+from tasks.config import PipelineConfig, add_common_args, config_from_args
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = add_common_args(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    uri = cfg.mlflow.resolved_tracking_uri
-    print(f"MLflow UI on http://{args.host}:{args.port} (store: {uri}); Ctrl-C stops it.", flush=True)
+def command(cfg: PipelineConfig, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow ui`` command line and its environment."""
     cmd = [
         str(Path(sys.executable).parent / "mlflow"),
         "ui",
         "--backend-store-uri",
-        uri,
+        cfg.mlflow.resolved_tracking_uri,
         "--default-artifact-root",
         cfg.mlflow.artifact_location,
         "--host",
-        args.host,
+        host,
         "--port",
-        str(args.port),
+        str(port),
+        "--workers",
+        str(cfg.services.mlflow_workers),
     ]
-    os.execv(cmd[0], cmd)
+    return cmd, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_UI_PORT", "5000")))
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    print(
+        f"MLflow UI on http://{args.host}:{args.port} (store: {cfg.mlflow.resolved_tracking_uri}); Ctrl-C stops it.",
+        flush=True,
+    )
+    cmd, env = command(cfg, args.host, args.port)
+    os.execve(cmd[0], cmd, env)
     return 0
 
 

@@ -27,10 +27,12 @@ import contextlib
 import datetime as dt
 import io
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -514,6 +516,70 @@ def load_scores(cfg: PipelineConfig, ds: dt.date) -> LoadReport:
     )
 
 
+class QueryError(WarehouseError):
+    """A read-only query the warehouse refused (bad SQL, a write, an unknown table)."""
+
+
+def query_readonly(cfg: PipelineConfig, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run one query read-only: DuckDB opened ``read_only`` (no writer is blocked for longer than the query;
+    a write fails), PostgreSQL in a read-only transaction. Returns the column names and the rows."""
+    if cfg.warehouse.backend == "duckdb":
+        import duckdb
+
+        path = cfg.warehouse.duckdb_path
+        if not path.is_file():
+            raise WarehouseError(f"no DuckDB warehouse at {path} (make demo or a nightly run creates it)")
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as e:
+            raise WarehouseError(f"cannot open DuckDB warehouse {path} read-only: {e}") from e
+        try:
+            cur = con.execute(sql)
+            return [d[0] for d in cur.description or []], cur.fetchall() if cur.description else []
+        except duckdb.Error as e:
+            raise QueryError(str(e)) from e
+        finally:
+            con.close()
+    import psycopg
+
+    try:
+        pg = psycopg.connect(PostgresWarehouse(cfg).conninfo, connect_timeout=10)
+    except psycopg.OperationalError as e:
+        raise WarehouseError(f"cannot connect to PostgreSQL warehouse {cfg.warehouse.url}: {e}") from e
+    try:
+        pg.read_only = True
+        with pg.cursor() as pcur:
+            pcur.execute(sql)
+            return [d.name for d in pcur.description or []], pcur.fetchall() if pcur.description else []
+    except psycopg.Error as e:
+        raise QueryError(str(e)) from e
+    finally:
+        pg.rollback()
+        pg.close()
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    text = "NULL" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_table(columns: list[str], rows: list[tuple]) -> str:
+    """An aligned text table: numbers right-aligned, long cells cut, and the row count last."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float | Decimal | None) for r in rows) for i in range(len(columns))
+    ]
+
+    def fit(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True))
+
+    lines = [fit(columns), "  ".join("-" * w for w in widths), *(fit(r) for r in cells)]
+    lines.append(f"({len(rows)} row{'' if len(rows) == 1 else 's'})")
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = add_common_args(
         argparse.ArgumentParser(prog="python -m tasks.warehouse", description=__doc__.splitlines()[0])
@@ -525,9 +591,19 @@ def main(argv: list[str] | None = None) -> int:
     p_top.add_argument("--ds", type=parse_ds, required=True)
     p_top.add_argument("-n", type=int, default=5)
     sub.add_parser("init", help="create the table and views if missing")
+    p_sql = sub.add_parser("sql", help="run one read-only SQL query and print the result as a table")
+    p_sql.add_argument("query", help='SQL, e.g. "select ds, count(*) from intent_scores group by ds order by ds"')
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    if args.command == "load":
+    if args.command == "sql":
+        try:
+            columns, rows = query_readonly(cfg, args.query)
+        except WarehouseError as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"sql error: {reason}", file=sys.stderr)
+            return 2
+        print(format_table(columns, rows) if columns else "(no result rows)")
+    elif args.command == "load":
         report = load_scores(cfg, args.ds)
         print(f"loaded {report.rows} rows for ds={report.ds} into {report.backend}:{report.table} from {report.source}")
     elif args.command == "top":

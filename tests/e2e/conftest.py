@@ -1,7 +1,8 @@
 """The e2e tier's shared state: one tiny generated log and one `make demo` run (`tasks.demo`) per session.
 
 Every e2e module reads the demo's outputs (`demo`, its stdout) and may run more DAG runs against the same
-state (`env`: the environment and config the demo ran with).
+state (`env`: the environment and config the demo ran with; `airflow`: Airflow's components running on the
+demo's metadata, which triggers real runs; it starts once the demo, which runs its own, has stopped).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import os
 import pytest
 import yaml
 
+from tasks.airflow_env import AirflowStack
 from tasks.config import DEFAULT_CONFIG, REPO_ROOT, load_config
-from tests.helpers.e2e import overlay_sections, run
+from tests.helpers.e2e import NIGHTLY_DAG, overlay_sections, run
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +37,13 @@ def demo(env):
     environ, cfg = env
     proc = run(environ, "-m", "tasks.demo")
     return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def airflow(env, demo):
+    environ, cfg = env
+    log = cfg.paths.airflow_home / "logs" / "e2e-services.log"
+    with open(log, "w", buffering=1) as out, AirflowStack(cfg, out, environ) as stack:
+        stack.wait_ready((NIGHTLY_DAG,))
+        stack.unpause_for_block(NIGHTLY_DAG)
+        yield stack

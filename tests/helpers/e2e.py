@@ -48,3 +48,17 @@ def run(environ, *args, check=True) -> subprocess.CompletedProcess:
 
 
 LAST_DS = START + dt.timedelta(days=N_DAYS)  # the day after the last generated one
+NIGHTLY_DAG = "purchase_intent_nightly"
+TRAINING_DAG = "purchase_intent_training"
+
+
+def nightly(stack, ds: dt.date, timeout_s: float = 1200):
+    """A real manual nightly run for ``ds`` on the running ``airflow`` fixture, waited for (a RunResult)."""
+    run_id = stack.start_run(NIGHTLY_DAG, ds)
+    return stack.wait_run(NIGHTLY_DAG, run_id, timeout_s=timeout_s)
+
+
+def task_log(cfg, dag_id: str, ds: dt.date, task_id: str, attempt: int = 1) -> str:
+    """The text of one task's log in the run the demo or ``nightly`` made for ``ds``."""
+    path = cfg.paths.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id=demo__{ds}" / f"task_id={task_id}"
+    return (path / f"attempt={attempt}.log").read_text()
