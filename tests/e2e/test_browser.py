@@ -85,9 +85,7 @@ def uis(demo, env, tmp_path_factory):
             timeout=300,
         )
         passwords = cfg.paths.airflow_home / "simple_auth_manager_passwords.json.generated"
-        yield UIs(
-            airflow, json.loads(passwords.read_text())["admin"], logs / "airflow.log", mlflow, logs / "mlflow.log"
-        )
+        yield UIs(airflow, json.loads(passwords.read_text())["admin"], mlflow, logs)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +100,9 @@ def browser(chromium):
 
 @pytest.fixture
 def steps(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
@@ -124,6 +125,8 @@ def test_training_triggered_with_defaults_ends_within_a_minute_with_its_reason(c
         page.goto(f"{uis.airflow}/dags")
         page.get_by_role("link", name=TRAINING_DAG, exact=True).first.click()
         page.wait_for_url(f"**/dags/{TRAINING_DAG}")
+        # The DAG's own page (its tasks), not the list it was opened from.
+        expect(page.get_by_text("check_new_data", exact=True).first).to_be_visible()
         steps.shot("dag-page")
 
         # The page also holds a hidden copy of the header's buttons (the narrow layout).
