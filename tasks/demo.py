@@ -34,6 +34,7 @@ from typing import IO
 
 from tasks.config import REPO_ROOT, PipelineConfig, add_common_args, config_from_args
 from tasks.layers import class_archive_path, incoming_dir
+from tasks.mlflow_ui import runs_link
 
 TRAINING_DAG = "purchase_intent_training"
 NIGHTLY_DAG = "purchase_intent_nightly"
@@ -310,6 +311,7 @@ def run(cfg: PipelineConfig, console: Console, config_args: list[Path] | None = 
         f" (MLflow run {current.run_id})"
     )
     console.line(f"  Airflow: runs {', '.join(runs)}; Clear a run in the UI to run its date again")
+    console.line(f"  MLflow:  training runs at {runs_link(cfg, cfg.mlflow.ui_url)} (with make mlflow-ui running)")
     console.line("next:")
     for command in summary_commands(cfg, ds, config_args):
         console.line(f"  $ {command}")

@@ -34,6 +34,17 @@ def command(cfg: PipelineConfig, host: str, port: int) -> tuple[list[str], dict[
     return cmd, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
+def runs_link(cfg: PipelineConfig, ui_url: str) -> str | None:
+    """The link that opens the training experiment on its runs. MLflow 3.17's UI opens every experiment on
+    its GenAI view, whatever the experiment's kind tag, unless the link carries the workflow type."""
+    from mlflow import MlflowClient
+
+    from tasks.experiments import experiment_runs_url
+
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    return experiment_runs_url(client, cfg.mlflow.experiment, ui_url)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_UI_PORT", "5000")))
@@ -44,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         f"MLflow UI on http://{args.host}:{args.port} (store: {cfg.mlflow.resolved_tracking_uri}); Ctrl-C stops it.",
         flush=True,
     )
+    link = runs_link(cfg, f"http://{args.host}:{args.port}")
+    if link:
+        print(f"training runs of experiment {cfg.mlflow.experiment}: {link}", flush=True)
     cmd, env = command(cfg, args.host, args.port)
     os.execve(cmd[0], cmd, env)
     return 0
