@@ -51,7 +51,6 @@ NOT_RUN = {
     "make jvm-archive": "rebuilds the class archive, which the `demo` fixture's step 2 built with the same command",
     "make bench": "benchmarks on generated logs of millions of events, for many minutes (see bench/README.md)",
     "make clean": "deletes var/ of the working tree, which holds the developer's own state",
-    "airflow dags test": "names the Airflow command tasks.demo runs; no DAG or date given",
     "python -m tasks.train --launch --search": "an Optuna search plus a full training under torchrun (many minutes)",
     "torchrun --nnodes N --nproc-per-node G --rdzv-endpoint host:29400 -m tasks.train ...": (
         "a template for several machines (N, G and host are placeholders)"
@@ -61,7 +60,7 @@ NOT_RUN = {
     "--to-date 2026-01-15 --max-active-runs 1": _SCHEDULER,
     ".venv/bin/python -m tasks.airflow_env dags unpause purchase_intent_nightly": _SCHEDULER,
     ".venv/bin/python -m tasks.airflow_env dags test purchase_intent_nightly 2026-01-15": (
-        "a whole nightly DAG run (minutes); tests/e2e/test_pipeline_dags.py runs this command"
+        "a whole nightly DAG run (minutes); the `demo` fixture runs the same DAG for this date"
     ),
 }
 
