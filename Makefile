@@ -41,10 +41,8 @@ lint: venv
 	@$(VENV)/bin/ruff format --check --quiet .
 	@$(VENV)/bin/mypy
 
-# Two workers: the e2e tier (one group, one shared demo) runs beside the Spark and torchrun tiers, whose JVM and
-# process start-ups leave a core idle much of the time (tests/conftest.py groups the tiers).
 test: lint
-	@$(PY) -m pytest -n 2 --dist loadgroup
+	@$(PY) -m pytest
 
 # The tier that needs no JVM and no torchrun (tests/unit, tests/dags; tiers: tests/conftest.py), one worker per core.
 test-fast: venv

@@ -22,9 +22,6 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TIER_FOLDERS = {"spark": "spark", "torchrun": "torchrun", "e2e": "e2e"}
 # Tiers whose tests must start neither a JVM nor torchrun.
 FAST_FOLDERS = {"unit", "dags"}
-# Under `pytest -n N --dist loadgroup` (make test) each of these tiers runs on one worker: the e2e modules share
-# one session-scoped demo run, and two torchrun launches at once would each get half the cores they are sized for.
-SERIAL_FOLDERS = {"e2e", "torchrun"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -32,8 +29,6 @@ def pytest_collection_modifyitems(config, items):
         folder = Path(str(item.path)).relative_to(Path(__file__).parent).parts[0]
         if folder in TIER_FOLDERS:
             item.add_marker(TIER_FOLDERS[folder])
-        if folder in SERIAL_FOLDERS:
-            item.add_marker(pytest.mark.xdist_group(folder))
         if "spark" in getattr(item, "fixturenames", ()):
             if folder in FAST_FOLDERS:
                 raise pytest.UsageError(f"{item.nodeid} uses the spark fixture: it belongs in tests/spark/")
