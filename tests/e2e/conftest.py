@@ -8,13 +8,14 @@ demo's metadata, which triggers real runs; it starts once the demo, which runs i
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import yaml
 
 from tasks.airflow_env import AirflowStack
 from tasks.config import DEFAULT_CONFIG, REPO_ROOT, load_config
-from tests.helpers.e2e import NIGHTLY_DAG, overlay_sections, run
+from tests.helpers.e2e import NIGHTLY_DAG, demo_airflow_db, overlay_sections, run
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +37,8 @@ def env(tmp_path_factory):
 def demo(env):
     environ, cfg = env
     proc = run(environ, "-m", "tasks.demo")
+    # Later modules trigger and unpause DAGs (the browser test, as a user would): keep the state the demo left.
+    shutil.copyfile(cfg.paths.airflow_home / "airflow.db", demo_airflow_db(cfg))
     return proc.stdout
 
 

@@ -23,7 +23,7 @@ import pytest
 from tasks.airflow_env import free_port
 from tasks.config import REPO_ROOT
 from tasks.layers import events_partition, features_partition, training_set_dir
-from tests.helpers.e2e import LAST_DS, NIGHTLY_DAG, TRAINING_DAG, nightly, task_log
+from tests.helpers.e2e import LAST_DS, NIGHTLY_DAG, TRAINING_DAG, demo_airflow_db, nightly, task_log
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,7 @@ def test_demo_prints_a_short_summary(demo, env):
 
 def test_demo_runs_are_real_dag_runs(demo, env):
     _, cfg = env
-    con = sqlite3.connect(cfg.paths.airflow_home / "airflow.db")
+    con = sqlite3.connect(demo_airflow_db(cfg))
     try:
         runs = con.execute(
             "select dag_id, run_id, run_type, state, logical_date, start_date, end_date from dag_run order by dag_id"

@@ -62,3 +62,8 @@ def task_log(cfg, dag_id: str, ds: dt.date, task_id: str, attempt: int = 1) -> s
     """The text of one task's log in the run the demo or ``nightly`` made for ``ds``."""
     path = cfg.paths.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id=demo__{ds}" / f"task_id={task_id}"
     return (path / f"attempt={attempt}.log").read_text()
+
+
+def demo_airflow_db(cfg):
+    """A copy of Airflow's metadata database as the demo left it (the `demo` fixture writes it)."""
+    return cfg.paths.airflow_home / "airflow-after-demo.db"
