@@ -27,6 +27,7 @@ from tasks.warehouse import (
     main,
 )
 from tests.helpers.config import isolated_config
+from tests.helpers.postgres import fresh_database
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 D1 = dt.date(2026, 1, 10)
@@ -57,21 +58,8 @@ def make_rows(ds: dt.date, n: int, *, version: str = "1", seed: float = 0.0, exp
 
 @pytest.fixture(scope="session")
 def pg_url():
-    import psycopg
-
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 does not answer and CI=true: {e}")
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 does not answer (user postgres, trust auth): {e}")
-    name = f"pytest_wh_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_database("pytest_wh") as url:
+        yield url
 
 
 def _cfg(tmp_path: Path, url: str, **warehouse) -> PipelineConfig:
