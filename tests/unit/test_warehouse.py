@@ -29,7 +29,6 @@ from tasks.warehouse import (
 from tests.helpers.config import isolated_config
 from tests.helpers.postgres import fresh_database
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 D1 = dt.date(2026, 1, 10)
 D2 = dt.date(2026, 1, 11)
 
