@@ -1,4 +1,5 @@
-"""purchase_intent_training: build a time-split training set, train with torchrun (DDP), gate against @champion."""
+"""purchase_intent_training: build a time-split training set, train every candidate family on it, select one on
+validation, gate it against @champion."""
 
 from __future__ import annotations
 
@@ -25,11 +26,14 @@ DOC = """
 ### Weekly (and on-demand) training
 
 The logical date is the day after the newest cleaned events. The training set uses the latest cutoffs
-whose label window has fully passed, split by cutoff into train / validation / test. Training runs under
-`torchrun` (DDP; processes from the `nproc` parameter) and registers a new version of
-`purchase_intent`; the gate compares it with the current `@champion` on the same test set and moves
-`@champion` only when it is good enough (otherwise it becomes `@challenger`). Scoring always loads
-`@champion`, so a run that is not promoted changes nothing downstream.
+whose label window has fully passed, split by cutoff into train / validation / test. Every family in the
+`candidates` parameter trains on those splits, one `train` task each: `lstm` and `bert` under `torchrun`
+(DDP; processes from the `nproc` parameter), `lr` and `lightgbm` in one process. `select` picks one on the
+validation split only (`training.selection`: purchase PR-AUC, category NDCG@5 among near-ties) and
+registers it as a new version of `purchase_intent`, tagged with every candidate's metrics and why it won;
+the other candidates stay MLflow runs. The gate compares the chosen version with the current `@champion`
+on the same test set and moves `@champion` only when it is good enough (otherwise it becomes
+`@challenger`). Scoring always loads `@champion`, so a run that is not promoted changes nothing downstream.
 
 **Which logical date to choose.** The trigger form proposes "now"; pick the day after the newest
 cleaned events day instead (`ls var/data/events/`: with `dt=2026-01-14` the newest, choose
@@ -41,13 +45,14 @@ landed ...; newest cleaned day is 2026-01-14; choose a logical date up to 2026-0
 **Unpausing** schedules a run at once for the latest Sunday midnight (`catchup=False`), which stops at
 `check_new_data` unless the events layer reaches the day before it.
 
-Parameters (defaults from `conf/pipeline.yaml`): `model_type`, `epochs`, `nproc`, `horizon` (label
-horizon in days: the last cutoff is `ds - horizon`, and the set id carries it, e.g. `2026-01-10-h1`),
-`force_retrain` and `search` (an Optuna search, trials as nested MLflow runs, before the registered
-training). Without `force_retrain`, `check_new_data` skips the whole run when the champion was
-trained on the same cutoffs with the same horizon: there is nothing new to learn from. Numbers outside
-their range (epochs 1-200, nproc 1-64, horizon 1-30) are refused when the run is triggered, with the
-reason shown in the form.
+Parameters (defaults from `conf/pipeline.yaml`): `candidates` (families to train; one of them is a plain
+single-family training), `epochs`, `nproc` and `search` (an Optuna search, trials as nested MLflow runs,
+before each sequence model's training; not for `lr`/`lightgbm`), `horizon` (label horizon in days: the
+last cutoff is `ds - horizon`, and the set id carries it, e.g. `2026-01-10-h1`) and `force_retrain`.
+Without `force_retrain`, `check_new_data` skips the whole run when the champion was trained on the same
+cutoffs with the same horizon: there is nothing new to learn from. Values outside their range (epochs
+1-200, nproc 1-64, horizon 1-30, candidates from the known families, at least one) are refused when the
+run is triggered, with the reason shown in the form.
 
 A failed task ends its log with one line saying why; `python -m tasks.run_summary` prints each DAG's
 latest run with its failed tasks and where to look (`var/runs/summary/<dag_id>/<ds>.json`). The `train`
@@ -75,12 +80,19 @@ def check_new_data(training_set_id: str, last_cutoff: str, params: dict | None =
     return decision.train
 
 
+@task(doc_md="The families to train: the `candidates` param.")
+def candidates(params: dict | None = None) -> list[str]:
+    return list((params or {})["candidates"])
+
+
 @task(
-    doc_md="Train under torchrun (DDP, gloo on CPU / NCCL on GPU); returns the exact registered version. "
-    "A retry resumes from the last complete epoch's checkpoint; an unvalidated training set fails at once."
+    doc_md="Train one candidate family (map index = position in `candidates`): lstm/bert under torchrun (DDP, "
+    "gloo on CPU / NCCL on GPU), lr/lightgbm in this process; its model is logged to its MLflow run, not "
+    "registered. A retry resumes from the last complete epoch's checkpoint; an unvalidated training set fails "
+    "at once."
 )
 @fail_fast_on_data_errors
-def train(training_set: str, params: dict | None = None) -> dict:
+def train(training_set: str, model_type: str, params: dict | None = None) -> dict:
     from pathlib import Path
 
     from tasks.training.launcher import launch
@@ -89,13 +101,26 @@ def train(training_set: str, params: dict | None = None) -> dict:
     result = launch(
         config(),
         Path(training_set),
-        model_type=params.get("model_type"),
+        model_type=model_type,
         epochs=params.get("epochs"),
         nproc=params.get("nproc"),
         search=params.get("search"),
+        register=False,
     )
     record_mlflow_run(result.run_id)
-    return {"run_id": result.run_id, "model_version": result.model_version, "model_uri": result.model_uri}
+    return {"run_id": result.run_id, "model_type": result.model_type, "model_uri": result.model_uri}
+
+
+@task(
+    doc_md="Choose one candidate on the validation split (training.selection) and register it; returns the exact "
+    "version. Every candidate's metrics and the reason are tags of that version."
+)
+def select(trained: list[dict]) -> dict:
+    from tasks.registry import select as run_select
+
+    chosen = run_select(config(), [t["run_id"] for t in trained])
+    print(f"select: {chosen.model_type} -> version {chosen.version}: {chosen.reason}")
+    return {"model_version": chosen.version, "model_type": chosen.model_type, "run_id": chosen.run_id}
 
 
 @task(doc_md="Champion/challenger gate on the same test set; moves aliases and tags the version with the decision.")
@@ -123,8 +148,13 @@ with DAG(
     user_defined_macros=USER_DEFINED_MACROS,
     **DAG_CALLBACKS,
     params={
-        "model_type": Param(
-            _cfg.training.model_type, type="string", enum=list(family_names()), description="Architecture to train"
+        "candidates": Param(
+            list(_cfg.training.candidates),
+            type="array",
+            items={"type": "string", "enum": list(family_names())},
+            minItems=1,
+            uniqueItems=True,
+            description="Model families to train on the same splits; the best on validation is registered and gated",
         ),
         "epochs": Param(_cfg.training.epochs, **int_range(1, 200), description="Passes over the training set (1-200)"),
         "nproc": Param(
@@ -141,7 +171,7 @@ with DAG(
         "search": Param(
             _cfg.training.search.enabled,
             type="boolean",
-            description="Run the Optuna hyperparameter search (training.search) before the registered training",
+            description="Run the Optuna hyperparameter search (training.search) before each lstm/bert training",
         ),
     },
     tags=["purchase_intent", "training"],
@@ -168,6 +198,12 @@ with DAG(
     )
     # One retry: a crashed training resumes from its last epoch checkpoint (training.checkpoints) instead of
     # starting over; bad data fails without retry (fail_fast_on_data_errors).
-    trained = train.override(task_id="train", retries=1, max_active_tis_per_dag=1)(training_set_dir)
-    gated = gate.override(task_id="gate", max_active_tis_per_dag=1)(training_set_dir, trained)
-    new_data >> build >> validate_training_set >> trained
+    families = candidates.override(task_id="candidates")()
+    trained = (
+        train.override(task_id="train", retries=1, max_active_tis_per_dag=1)
+        .partial(training_set=training_set_dir)
+        .expand(model_type=families)
+    )
+    chosen = select.override(task_id="select", max_active_tis_per_dag=1)(trained)
+    gated = gate.override(task_id="gate", max_active_tis_per_dag=1)(training_set_dir, chosen)
+    new_data >> build >> validate_training_set >> families

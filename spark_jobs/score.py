@@ -151,7 +151,7 @@ def model_predictor(model: Any) -> tuple[Callable[[pd.DataFrame, dict[str, Any]]
     mlflow's ``PyFuncModel.predict`` re-checks every element of every array column against the
     signature, one pandas Series per row and column: most of a worker's time for the seq_* and
     candidate arrays. The job checks the Spark schema against the signature once, on the
-    driver (``check_input_types``), so the project's own pyfunc (recognised by its packaged encoder) is
+    driver (``check_input_types``), so the project's own pyfunc (recognised by its packaged predictor) is
     called directly, and reads list columns straight from their Arrow buffers; any other pyfunc goes
     through mlflow's checked predict with plain pandas rows.
     """
@@ -161,7 +161,7 @@ def model_predictor(model: Any) -> tuple[Callable[[pd.DataFrame, dict[str, Any]]
         inner = model.unwrap_python_model()
     except (AttributeError, MlflowException):  # not a PythonModel-based pyfunc
         inner = None
-    if inner is not None and getattr(inner, "encoder", None) is not None and hasattr(inner, "predict"):
+    if inner is not None and getattr(inner, "predictor", None) is not None and hasattr(inner, "predict"):
         return (lambda rows, params: inner.predict(None, rows, params=params)), True
     return (lambda rows, params: model.predict(rows, params=params)), False
 

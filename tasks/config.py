@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasks.errors import EXIT_CONFIG_ERROR, ConfigError
 from tasks.models.families import family_names
+from tasks.schema import INTENTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "pipeline.yaml"
@@ -31,6 +32,10 @@ ENV_OVERRIDES = {
     "PIPELINE_WAREHOUSE_URL": ("warehouse", "url"),
     "SPARK_MASTER": ("spark", "master"),
 }
+
+
+# Validation metrics where higher is better (names of tasks.evaluate.split_metrics).
+_SELECTION_METRIC = re.compile(rf"^(({'|'.join(INTENTS)})_(roc_auc|pr_auc)|category_(hit_rate|ndcg)_at_\d+)$")
 
 
 class _Section(BaseModel):
@@ -206,9 +211,31 @@ class SearchConfig(_Section):
         return v
 
 
+class SelectionConfig(_Section):
+    # Validation metric (higher is better) that picks the candidate: <intent>_roc_auc / <intent>_pr_auc or a
+    # category ranking metric category_hit_rate_at_<k> / category_ndcg_at_<k>.
+    metric: str
+    # Metric that decides among candidates within tie_margin of the best.
+    tie_break: str
+    tie_margin: float = Field(ge=0.0, lt=1.0)
+
+    @field_validator("metric", "tie_break")
+    @classmethod
+    def _higher_is_better(cls, v: str) -> str:
+        if not _SELECTION_METRIC.match(v):
+            raise ValueError(
+                f"{v!r} is not a validation metric where higher is better: use <intent>_roc_auc, <intent>_pr_auc "
+                f"(intent one of {', '.join(INTENTS)}), category_hit_rate_at_<k> or category_ndcg_at_<k>"
+            )
+        return v
+
+
 class TrainingConfig(_Section):
     # One of tasks.models.families.family_names(): the modules in tasks/models/families/.
     model_type: str
+    # Families the training DAG trains on the same splits; the selection picks one on validation.
+    candidates: list[str] = Field(min_length=1)
+    selection: SelectionConfig
     nproc_per_node: int = Field(gt=0)
     epochs: int = Field(gt=0)
     batch_size: int = Field(gt=0)
@@ -248,6 +275,26 @@ class TrainingConfig(_Section):
         if v not in family_names():
             raise ValueError(f"unknown model family {v!r}; known: {', '.join(family_names())}")
         return v
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_families(cls, v: list[str]) -> list[str]:
+        unknown = [c for c in v if c not in family_names()]
+        if unknown:
+            raise ValueError(f"unknown model families {unknown}; known: {', '.join(family_names())}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"candidates repeat a family: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _selection_k(self) -> TrainingConfig:
+        for name in (self.selection.metric, self.selection.tie_break):
+            if name.startswith("category_") and not name.endswith(f"_at_{self.category_eval_k}"):
+                raise ValueError(
+                    f"training.selection: {name!r} is not measured; category metrics are at k = "
+                    f"training.category_eval_k = {self.category_eval_k}"
+                )
+        return self
 
 
 class GateConfig(_Section):

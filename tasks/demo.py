@@ -287,7 +287,11 @@ def run(cfg: PipelineConfig, console: Console, config_args: list[Path] | None = 
                         "training finished but no model is @champion: the candidate did not pass the gate "
                         f"(gate.min_auc={cfg.gate.min_auc}); see the gate task's log and the version tags in MLflow"
                     )
-                r["done"] = f"success, version {current.version} is @{cfg.mlflow.champion_alias}"
+                family = (current.tags or {}).get("model_type", "?")
+                r["done"] = (
+                    f"success, version {current.version} ({family}, chosen on validation of "
+                    f"{', '.join(cfg.training.candidates)}) is @{cfg.mlflow.champion_alias}"
+                )
         else:
             with console.step(f"{TRAINING_DAG} skipped") as r:
                 r["done"] = f"version {current.version} is already @{cfg.mlflow.champion_alias}"
@@ -308,7 +312,7 @@ def run(cfg: PipelineConfig, console: Console, config_args: list[Path] | None = 
     console.line(f"  scores:  {rows} rows for ds={ds} in {where}, table {cfg.warehouse.table}; top: {top}")
     console.line(
         f"  model:   models:/{cfg.mlflow.model_name}@{cfg.mlflow.champion_alias} = version {current.version}"
-        f" (MLflow run {current.run_id})"
+        f" ({(current.tags or {}).get('model_type', '?')}; MLflow run {current.run_id})"
     )
     console.line(f"  Airflow: runs {', '.join(runs)}; Clear a run in the UI to run its date again")
     console.line(f"  MLflow:  training runs at {runs_link(cfg, cfg.mlflow.ui_url)} (with make mlflow-ui running)")

@@ -183,11 +183,32 @@ def category_ranking_metrics(groups: np.ndarray, labels: np.ndarray, scores: np.
     }
 
 
+def split_metrics(
+    y: np.ndarray,
+    p: np.ndarray,
+    cand_groups: np.ndarray,
+    cand_y: np.ndarray,
+    cand_p: np.ndarray,
+    *,
+    threshold: float,
+    top_k_fraction: float,
+    k: int,
+) -> dict[str, float]:
+    """Metrics of one evaluated split: ``evaluate_intents`` of the users (y, p [N, 3]) plus
+    ``category_ranking_metrics`` of their candidates (cand_groups [C] the user of each, cand_y, cand_p [C])."""
+    metrics = evaluate_intents(y, p, threshold=threshold, top_k_fraction=top_k_fraction)
+    metrics.update(category_ranking_metrics(cand_groups, cand_y, cand_p, k=k))
+    return metrics
+
+
 # MLflow metric names of a training run. The UI puts a run's charts in one section per key prefix up
 # to the last "/", so every name is "<group>/<metric>": train/ and val/ per epoch, test/ and
 # test_<user group>/ for the candidate, yardstick/<name>/test.../ for each yardstick, and data/ for
 # facts of the splits themselves (positive rates, row and user counts), logged once rather than once
 # per model that was evaluated on the same rows.
+# The validation metrics of the weights a training kept (its best epoch; the fitted tabular model): what the
+# selection among candidate families reads.
+VAL_KEPT = "val_kept"
 TRAIN_LOSS = "train/loss"
 TRAIN_LR = "train/lr"
 TRAIN_SAMPLES_PER_S = "train/samples_per_s"

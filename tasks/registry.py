@@ -7,7 +7,11 @@ it becomes ``challenger``. The decision, both metrics and the reason are written
 Before any of that, ``training_decision`` tells the training DAG whether a run would learn from anything
 the champion has not seen (other cutoffs or another label horizon); if not, training is skipped.
 
+``select`` comes first when the training DAG trains several candidate families: it picks one on the
+validation split (``training.selection``) and registers it; the gate then judges that version.
+
 CLI:
+    python -m tasks.registry select --run-id R1 --run-id R2 ...
     python -m tasks.registry gate --version V --training-set DIR
     python -m tasks.registry show
     python -m tasks.registry should-train --training-set-id ID --last-cutoff D [--horizon H] [--force]
@@ -307,6 +311,141 @@ def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecis
     )
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate family's training run as the selection reads it."""
+
+    run_id: str
+    model_type: str
+    val: dict[str, float]  # the kept model's validation metrics (tasks.evaluate.VAL_KEPT)
+    test: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Selection:
+    version: str
+    run_id: str
+    model_type: str
+    reason: str
+    # Per candidate: family, run id, its selection and tie-break metrics on validation, ROC-AUC / PR-AUC on test.
+    candidates: list[dict]
+
+
+def choose(candidates: list[Candidate], metric: str, tie_break: str, tie_margin: float) -> tuple[Candidate, str]:
+    """The candidate with the best validation ``metric``; among those within ``tie_margin`` of it, the one with
+    the best ``tie_break`` (then the best ``metric``, then the order given). Returns it and why, in words.
+    A metric a candidate could not measure (one class in validation) counts as worst."""
+    if not candidates:
+        raise GateError("no candidates to choose from")
+
+    def value(c: Candidate, name: str) -> float:
+        v = c.val.get(name, math.nan)
+        return v if math.isfinite(v) else -math.inf
+
+    best = max(value(c, metric) for c in candidates)
+    if best == -math.inf:
+        raise GateError(f"no candidate has a validation {metric}: " + ", ".join(c.run_id for c in candidates))
+    tied = [c for c in candidates if value(c, metric) >= best - tie_margin]
+    chosen = max(tied, key=lambda c: (value(c, tie_break), value(c, metric)))
+    ranking = ", ".join(
+        f"{c.model_type} {value(c, metric):.4f}" for c in sorted(candidates, key=lambda c: -value(c, metric))
+    )
+    reason = f"best validation {metric} ({ranking})"
+    if len(tied) > 1:
+        others = ", ".join(f"{c.model_type} {value(c, tie_break):.4f}" for c in tied)
+        reason = (
+            f"{len(tied)} within {tie_margin} of the best validation {metric} ({ranking}); "
+            f"best {tie_break} of them ({others})"
+        )
+    return chosen, reason
+
+
+def _candidate(client, run_id: str) -> tuple[Candidate, str]:
+    """The candidate logged by training run ``run_id`` and its training-set id."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.evaluate import VAL_KEPT
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        raise GateError(f"no training run {run_id!r}: {e.message}") from None
+    metrics = run.data.metrics
+    val = {k.removeprefix(f"{VAL_KEPT}/"): v for k, v in metrics.items() if k.startswith(f"{VAL_KEPT}/")}
+    if not val:
+        raise GateError(f"run {run_id} has no {VAL_KEPT}/ metrics: it is not a finished candidate training")
+    test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
+    model_type = run.data.params.get("model_type", "?")
+    return Candidate(run_id, model_type, val, test), run.data.tags.get("training_set_id", "")
+
+
+def select(cfg: PipelineConfig, run_ids: list[str]) -> Selection:
+    """Choose among the candidate training runs ``run_ids`` (one training set, models logged, not registered)
+    by ``training.selection`` on validation, register the chosen run's model as a new version and tag it with
+    every candidate's metrics and the reason; each candidate run is tagged chosen / not chosen.
+
+    Rerunning it registers nothing new: a run whose model is already a version keeps that version."""
+    import mlflow
+
+    from tasks.models.pyfunc import MODEL_ARTIFACT
+
+    s = cfg.training.selection
+    client = _client(cfg)
+    read = [_candidate(client, r) for r in dict.fromkeys(run_ids)]
+    set_ids = {set_id for _, set_id in read}
+    if len(set_ids) > 1:
+        raise GateError(f"candidates were trained on different training sets {sorted(set_ids)}; compare like with like")
+    candidates = [c for c, _ in read]
+    chosen, reason = choose(candidates, s.metric, s.tie_break, s.tie_margin)
+    name = cfg.mlflow.model_name
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{chosen.run_id}'")
+    if existing:
+        version = str(existing[0].version)
+    else:
+        with mlflow_store(cfg):
+            version = str(mlflow.register_model(f"runs:/{chosen.run_id}/{MODEL_ARTIFACT}", name).version)
+    table = [
+        {
+            "model_type": c.model_type,
+            "run_id": c.run_id,
+            f"val_{s.metric}": c.val.get(s.metric),
+            f"val_{s.tie_break}": c.val.get(s.tie_break),
+            "test_purchase_roc_auc": c.test.get("purchase_roc_auc"),
+            "test_purchase_pr_auc": c.test.get("purchase_pr_auc"),
+        }
+        for c in candidates
+    ]
+    tag_version(cfg, version, set_ids.pop(), chosen.model_type, chosen.test)
+    tags = {
+        "selection_metric": s.metric,
+        "selection_reason": reason,
+        "selection_candidates": json.dumps(table),
+    }
+    tags.update(
+        {f"candidate.{c.model_type}.val_{s.metric}": f"{c.val.get(s.metric, math.nan):.6f}" for c in candidates}
+    )
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    for c in candidates:
+        client.set_tag(c.run_id, "selection", "chosen" if c is chosen else "not chosen")
+        client.set_tag(c.run_id, "selection_version", version)
+    log.info("select: %s (run %s) -> version %s: %s", chosen.model_type, chosen.run_id, version, reason)
+    return Selection(version, chosen.run_id, chosen.model_type, reason, table)
+
+
+def tag_version(
+    cfg: PipelineConfig, version: str, training_set_id: str, model_type: str, test_metrics: dict[str, float]
+) -> None:
+    """The tags every registered version carries: its training set, family and test ROC-AUC."""
+    client = _client(cfg)
+    for key, value in {
+        "training_set_id": training_set_id,
+        "model_type": model_type,
+        "test_purchase_roc_auc": f"{test_metrics.get('purchase_roc_auc', math.nan):.6f}",
+    }.items():
+        client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
+
+
 def show(cfg: PipelineConfig) -> list[dict]:
     """Every version of the registered model with its aliases and gate tags, newest first."""
     from mlflow.exceptions import MlflowException
@@ -340,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--version", required=True, help="candidate model version (as registered by training)")
     g.add_argument("--training-set", type=Path, required=True, help="training-set folder whose test/ split is used")
     add_common_args(sub.add_parser("show", help="list versions, aliases and gate tags as JSON"))
+    sel = add_common_args(sub.add_parser("select", help="register the best of candidate training runs"))
+    sel.add_argument("--run-id", action="append", required=True, help="a candidate's training run (repeatable)")
     d = add_common_args(sub.add_parser("should-train", help="whether a training set would bring anything new"))
     d.add_argument("--training-set-id", required=True, help="id the training set would be built under")
     d.add_argument("--last-cutoff", type=parse_ds, required=True, help="its last cutoff (YYYY-MM-DD)")
@@ -349,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     if args.command == "gate":
         print(json.dumps(asdict(gate(cfg, args.version, args.training_set)), indent=2))
+    elif args.command == "select":
+        print(json.dumps(asdict(select(cfg, args.run_id)), indent=2))
     elif args.command == "should-train":
         if args.horizon is not None:
             try:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tasks.config import add_common_args, config_from_args
 from tasks.errors import run_cli
+from tasks.models.base import model_class
 from tasks.models.families import family_names
 from tasks.training.launcher import launch
 from tasks.training.worker import train_distributed
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fault-after-epoch", type=int, help="crash drill: rank 0 kills itself after writing that epoch's checkpoint"
     )
+    parser.add_argument(
+        "--no-register",
+        dest="register",
+        action="store_false",
+        help="log the model to its run without registering a version (a candidate for `tasks.registry select`)",
+    )
     parser.add_argument("--parent-run-id", help="nest this training's MLflow run under that run (search)")
     parser.add_argument(
         "--trial",
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             search=args.search,
             allow_unvalidated=args.allow_unvalidated,
             fault_after_epoch=args.fault_after_epoch,
+            register=args.register,
         )
         print(
             json.dumps(
@@ -83,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.output is None:
         parser.error("--output is required (or use --launch)")
+    family = args.model_type or cfg.training.model_type
+    if model_class(family).trainer != "torchrun":
+        parser.error(f"{family!r} is fitted in one process, not under torchrun: use --launch")
     train_distributed(
         cfg,
         args.training_set,
@@ -93,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         fault_after_epoch=args.fault_after_epoch,
         parent_run_id=args.parent_run_id,
         trial=args.trial,
+        register=args.register,
     )
     return 0
 

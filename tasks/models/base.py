@@ -13,6 +13,12 @@ Optional candidate keys (``FeatureEncoder.encode_candidates``), the user x categ
 Every model maps a batch to an ``IntentOutput``: user-level logits [B, len(INTENTS)] in
 ``tasks.schema.INTENTS`` order from its own sequence encoder, and candidate logits [C] from the shared
 category head. Training, evaluation and scoring call the same methods whatever the architecture.
+
+A family is any class registered with ``register_model``: an ``IntentModel`` here (trained by the DDP
+loop under torchrun) or a ``tasks.models.tabular.TabularIntentModel`` (fitted in one process). What
+scoring, the gate and training's evaluation see of either is a ``Predictor``: one chunk of user rows
+(and their candidates) in, a ``Prediction`` out; its ``save`` writes the artifacts that the family's
+``from_artifacts`` reads back inside the packaged pyfunc.
 """
 
 from __future__ import annotations
@@ -23,13 +29,17 @@ import importlib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple, Protocol
 
+import numpy as np
+import pandas as pd
 import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import Tensor, nn
 
 from tasks.models import families
+from tasks.models.encoding import FeatureEncoder
 from tasks.models.families import family_names
 from tasks.schema import INTENTS
 
@@ -46,6 +56,37 @@ SEQUENCE_FIELDS = (
 )
 BATCH_KEYS = (*SEQUENCE_FIELDS, "seq_mask", "tabular")
 CANDIDATE_KEYS = ("cand_row", "cand_category", "cand_tabular")
+
+
+class Prediction(NamedTuple):
+    """What a ``Predictor`` returns for one chunk of user rows."""
+
+    intent: np.ndarray  # [B, len(INTENTS)] probabilities, INTENTS order
+    category: np.ndarray  # [C] probability of each given candidate, in the order given
+    reasons: list[list[str]] | None  # per user row, the f_* features that most raise p_purchase; None if not asked
+
+
+class Predictor(Protocol):
+    """A trained model of any family as the packaged pyfunc and training's evaluation use it."""
+
+    model_type: str
+    feature_columns: list[str]
+    pair_feature_columns: list[str]
+
+    def predict_chunk(
+        self, users: pd.DataFrame, cand_rows: np.ndarray | None, cand: pd.DataFrame | None, reasons_k: int
+    ) -> Prediction:
+        """Probabilities of ``users`` (f_* and seq_* columns) and of their candidates: ``cand`` holds
+        category_id and the pair features, ``cand_rows`` [C] the (ascending) row of each one's user."""
+        ...
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description (model_type, model_config) stored beside the artifacts."""
+        ...
+
+    def save(self, folder: Path) -> dict[str, str]:
+        """Write the artifacts into ``folder``; returns {artifact name: path}."""
+        ...
 
 
 class IntentOutput(NamedTuple):
@@ -99,14 +140,18 @@ class IntentModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IntentModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-        data = dict(data)
+        data = known_fields(cls, data)
         if "pos_weight" in data:
             data["pos_weight"] = tuple(float(w) for w in data["pos_weight"])
         return cls(**data)
+
+
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` for the dataclass ``cls``; a key that is not one of its fields is an error."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return dict(data)
 
 
 class FieldEmbedding(nn.Module):
@@ -137,6 +182,10 @@ class IntentModel(nn.Module):
     read by the user-level 3-head MLP and by the shared category-intent head."""
 
     config_class: ClassVar[type[IntentModelConfig]] = IntentModelConfig
+    # The config fields every family of this kind shares (set from `training`, not from `models.<name>`).
+    shared_config: ClassVar[type] = IntentModelConfig
+    # tasks.training.launcher runs a family by its trainer: "torchrun" (DDP) here, "local" for tabular families.
+    trainer: ClassVar[str] = "torchrun"
 
     def __init__(self, cfg: IntentModelConfig):
         super().__init__()
@@ -272,14 +321,70 @@ class IntentModel(nn.Module):
         """d logit[:, head] / d tabular, [B, F], in eval mode, without backward through the encoder."""
         return self.predict_with_tabular_gradient(batch, head)[1]
 
+    @classmethod
+    def from_artifacts(cls, spec: dict[str, Any], artifacts: dict[str, str]) -> TorchPredictor:
+        """The ``Predictor`` that ``TorchPredictor.save`` wrote (weights, encoder) under ``spec``."""
+        encoder = FeatureEncoder.from_json(Path(artifacts["encoder"]).read_text())
+        model = cls(cls.config_class.from_dict(spec["model_config"]))
+        model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu", weights_only=True))
+        return TorchPredictor(model.eval(), encoder, spec["model_type"])
 
-_REGISTRY: dict[str, type[IntentModel]] = {}
+
+def reasons_from_gradient(grad: Tensor, tabular: Tensor, names: list[str], top_k: int) -> list[list[str]]:
+    """Per row, the features whose gradient x input (grad, tabular [B, F]) is largest, positive ones
+    only, strongest first. Inputs are standardised, so 0 is the training mean and the product is the
+    feature's first-order push away from an average user."""
+    return top_positive((grad * tabular).detach().numpy(), names, top_k)
 
 
-def register_model(name: str) -> Callable[[type[IntentModel]], type[IntentModel]]:
+def top_positive(contrib: np.ndarray, names: list[str], top_k: int) -> list[list[str]]:
+    """Per row of ``contrib`` [B, F] (each feature's push on the purchase logit), the names of the ``top_k``
+    largest positive ones, strongest first."""
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, :top_k]  # [B, k]
+    return [[names[j] for j in row if contrib[i, j] > 0] for i, row in enumerate(order)]
+
+
+class TorchPredictor:
+    """An ``IntentModel`` with the encoder it was trained with, as a ``Predictor``."""
+
+    def __init__(self, model: IntentModel, encoder: FeatureEncoder, model_type: str):
+        self.model = model
+        self.encoder = encoder
+        self.model_type = model_type
+        self.feature_columns = encoder.feature_columns
+        self.pair_feature_columns = encoder.pair_feature_columns
+
+    def predict_chunk(
+        self, users: pd.DataFrame, cand_rows: np.ndarray | None, cand: pd.DataFrame | None, reasons_k: int
+    ) -> Prediction:
+        batch = self.encoder.encode(users)
+        if cand is not None and cand_rows is not None:
+            batch.update(self.encoder.encode_candidates(cand_rows, cand))
+        reasons = None
+        if reasons_k:
+            out, grad = self.model.predict_with_tabular_gradient(batch)
+            reasons = reasons_from_gradient(grad, batch["tabular"], self.encoder.feature_columns, reasons_k)
+        else:
+            out = self.model.predict_output(batch)
+        return Prediction(out.intent.numpy(), out.category.numpy(), reasons)
+
+    def spec(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, "model_config": self.model.cfg.to_dict()}
+
+    def save(self, folder: Path) -> dict[str, str]:
+        torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, folder / "weights.pt")
+        (folder / "encoder.json").write_text(self.encoder.to_json())
+        return {"weights": str(folder / "weights.pt"), "encoder": str(folder / "encoder.json")}
+
+
+# A family class: an IntentModel subclass or a tasks.models.tabular.TabularIntentModel subclass.
+_REGISTRY: dict[str, type] = {}
+
+
+def register_model(name: str) -> Callable[[type], type]:
     """Register a family's model class under its name, which must be the name of its file in ``families/``."""
 
-    def deco(cls: type[IntentModel]) -> type[IntentModel]:
+    def deco(cls: type) -> type:
         module = cls.__module__.rsplit(".", 1)[-1]
         if module != name:
             raise ValueError(
@@ -287,6 +392,7 @@ def register_model(name: str) -> Callable[[type[IntentModel]], type[IntentModel]
             )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"model type {name!r} registered twice")
+        cls.model_type = name  # type: ignore[attr-defined]
         _REGISTRY[name] = cls
         return cls
 
@@ -297,7 +403,7 @@ def model_types() -> tuple[str, ...]:
     return family_names()
 
 
-def model_class(model_type: str) -> type[IntentModel]:
+def model_class(model_type: str) -> Any:
     if model_type not in family_names():
         raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(family_names())}")
     # Importing the family module registers it; done here so base.py has no import cycle with the families.
@@ -313,8 +419,9 @@ def family_settings(model_type: str, section: dict[str, Any]) -> dict[str, Any]:
     A section holds only the family's own keys (the fields ``IntentModelConfig`` lacks; the shared sizes
     come from ``training``), each of its declared type; value rules are the dataclass's ``__post_init__``.
     """
-    cls = model_class(model_type).config_class
-    shared = {f.name for f in dataclasses.fields(IntentModelConfig)}
+    family = model_class(model_type)
+    cls = family.config_class
+    shared = {f.name for f in dataclasses.fields(family.shared_config)}
     own = [f.name for f in dataclasses.fields(cls) if f.name not in shared]
     unknown = sorted(set(section) - set(own))
     if unknown:

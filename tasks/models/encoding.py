@@ -276,6 +276,15 @@ class FeatureEncoder:
         x = _tabular_matrix(pdf, self.feature_columns)  # [B, F]
         return _standardise(x, self.impute_values, self.log_transform, self.means, self.stds)
 
+    def encode_pair_tabular(self, cand: pd.DataFrame) -> np.ndarray:
+        """Pair features of candidate rows -> imputed, log-scaled, standardised float32 [C, P]."""
+        x = _tabular_matrix(cand, self.pair_feature_columns)  # [C, P]
+        return _standardise(x, self.pair_impute_values, self.pair_log_transform, self.pair_means, self.pair_stds)
+
+    def raw_tabular(self, pdf: pd.DataFrame, *, pair: bool = False) -> np.ndarray:
+        """The f_* (or, with ``pair``, f_uc_*) columns as float64 [N, F], missing values NaN, unscaled."""
+        return _tabular_matrix(pdf, self.pair_feature_columns if pair else self.feature_columns)
+
     def category_indices(self, categories) -> np.ndarray:
         """Raw category ids -> seq_category vocabulary indices, OOV for unseen or missing ones."""
         values = pd.Series(np.asarray(categories, dtype=object), dtype=object)
@@ -301,13 +310,10 @@ class FeatureEncoder:
         keep = np.flatnonzero(rows >= 0)
         keep = keep[np.argsort(rows[keep], kind="stable")]
         sub = cand.iloc[keep]
-        x = _tabular_matrix(sub, self.pair_feature_columns)  # [C, P]
         out = {
             "cand_row": torch.from_numpy(rows[keep].copy()),
             "cand_category": torch.from_numpy(self.category_indices(sub[CANDIDATE_CATEGORY_COLUMN].tolist())),
-            "cand_tabular": torch.from_numpy(
-                _standardise(x, self.pair_impute_values, self.pair_log_transform, self.pair_means, self.pair_stds)
-            ),
+            "cand_tabular": torch.from_numpy(self.encode_pair_tabular(sub)),
         }
         if with_labels:
             _require_columns(cand, [USER_CATEGORY_LABEL], "candidate label")

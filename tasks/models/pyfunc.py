@@ -1,4 +1,5 @@
-"""MLflow pyfunc packaging of an intent model: weights, encoder and architecture spec as artifacts.
+"""MLflow pyfunc packaging of an intent model of any family: the family's artifacts (weights or fitted
+classifiers, the encoder) and a spec naming the family, which loads them back as a ``Predictor``.
 
 The contract scoring relies on: ``mlflow.pyfunc.load_model(uri).predict(pdf)`` with ``user_id``, the
 model's f_* columns and the seq_* columns (lists or numpy arrays) returns a DataFrame with
@@ -7,9 +8,9 @@ candidate categories as parallel arrays (``cand_category_id`` and ``cand_<f_uc_*
 ``tasks.schema.CANDIDATE_ARRAY_PREFIX``), the output adds ``top_categories``: the ``top_k_categories``
 (a predict param) most likely categories as "<category_id>:<probability>", best first (None for a user
 without candidates). With the predict param ``reasons_top_k`` > 0 it also adds ``reasons``: the f_*
-features whose gradient x input most raises the purchase logit (``tabular_reasons``), computed in the
-same pass as the probabilities. The project code travels with the model (``code_paths``), so the URI
-is all a consumer needs.
+features that most raise the purchase logit (gradient x input for a sequence model, coefficient x value
+for logistic regression, LightGBM's per-row contributions), computed in the same pass as the probabilities.
+The project code travels with the model (``code_paths``), so the URI is all a consumer needs.
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from tasks.config import REPO_ROOT
-from tasks.models.base import IntentModel, build_model
-from tasks.models.encoding import FeatureEncoder
+from tasks.models.base import Predictor, model_class
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
     CANDIDATE_ARRAY_PREFIX,
@@ -40,64 +39,66 @@ from tasks.schema import (
     TOP_CATEGORIES_COLUMN,
 )
 
+# Artifact path of the packaged model inside its training run (runs:/<run_id>/model).
+MODEL_ARTIFACT = "model"
 # Rows per forward pass inside predict; bounds memory whatever batch the caller hands in.
 PREDICT_CHUNK = 4096
 # Default of the top_k_categories predict param (scoring passes scoring.top_k_categories).
 DEFAULT_TOP_K_CATEGORIES = 5
-_RUNTIME_PACKAGES = ("torch", "transformers", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml", "scikit-learn")
+_RUNTIME_PACKAGES = (
+    "torch",
+    "transformers",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "scikit-learn",
+    "lightgbm",
+)
 
 
 class IntentPyfunc(mlflow.pyfunc.PythonModel):
-    """Loads the artifacts once per process; predict encodes with the packaged encoder."""
+    """Loads the family's ``Predictor`` once per process; predict hands it chunks of rows."""
 
     def load_context(self, context) -> None:
         spec = json.loads(Path(context.artifacts["model_spec"]).read_text())
         self.model_type = spec["model_type"]
-        self.encoder = FeatureEncoder.from_json(Path(context.artifacts["encoder"]).read_text())
-        self.model = build_model(self.model_type, spec["model_config"])
-        state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state)
-        self.model.eval()
+        self.predictor = model_class(self.model_type).from_artifacts(spec, context.artifacts)
 
     def predict(self, context, model_input, params=None):
-        if not isinstance(model_input, pd.DataFrame):
-            raise TypeError(f"expected a pandas DataFrame, got {type(model_input).__name__}")
-        top_k = int((params or {}).get("top_k_categories", DEFAULT_TOP_K_CATEGORIES))
-        reasons_k = int((params or {}).get("reasons_top_k", 0))
-        with_candidates = CANDIDATE_ARRAY_CATEGORY in model_input.columns
-        parts, tops, reasons = [], [], []
-        for start in range(0, len(model_input), PREDICT_CHUNK):
-            chunk = model_input.iloc[start : start + PREDICT_CHUNK]
-            batch = self.encoder.encode(chunk)
-            cats = None
-            if with_candidates:
-                rows, cand = explode_candidates(chunk, self.encoder.pair_feature_columns)
-                batch.update(self.encoder.encode_candidates(rows, cand))
-                cats = cand[CANDIDATE_CATEGORY_COLUMN].to_numpy(dtype=object)  # rows ascending, as encoded
-            if reasons_k:
-                out, grad = self.model.predict_with_tabular_gradient(batch)
-                reasons.extend(reasons_from_gradient(grad, batch["tabular"], self.encoder.feature_columns, reasons_k))
-            else:
-                out = self.model.predict_output(batch)
-            if cats is not None:
-                tops.extend(top_categories(out.category_row.numpy(), cats, out.category.numpy(), len(chunk), top_k))
-            parts.append(out.intent.numpy())  # [b, 3]
-        probs = np.concatenate(parts) if parts else np.zeros((0, len(PROBABILITY_COLUMNS)))
-        result = pd.DataFrame(probs.astype(np.float64), columns=list(PROBABILITY_COLUMNS), index=model_input.index)
+        return predict_frame(self.predictor, model_input, params)
+
+
+def predict_frame(
+    predictor: Predictor, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """The pyfunc contract (module doc) over any ``Predictor``, ``PREDICT_CHUNK`` rows per call."""
+    if not isinstance(model_input, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(model_input).__name__}")
+    top_k = int((params or {}).get("top_k_categories", DEFAULT_TOP_K_CATEGORIES))
+    reasons_k = int((params or {}).get("reasons_top_k", 0))
+    with_candidates = CANDIDATE_ARRAY_CATEGORY in model_input.columns
+    parts, tops, reasons = [], [], []
+    for start in range(0, len(model_input), PREDICT_CHUNK):
+        chunk = model_input.iloc[start : start + PREDICT_CHUNK]
+        rows = cand = None
         if with_candidates:
-            result[TOP_CATEGORIES_COLUMN] = pd.Series(tops, index=model_input.index, dtype=object)
-        if reasons_k:
-            result[REASONS_COLUMN] = pd.Series(reasons, index=model_input.index, dtype=object)
-        return result
-
-
-def reasons_from_gradient(grad, tabular, names: list[str], top_k: int) -> list[list[str]]:
-    """Per row, the features whose gradient x input (grad, tabular [B, F]) is largest, positive ones
-    only, strongest first. Inputs are standardised, so 0 is the training mean and the product is the
-    feature's first-order push away from an average user."""
-    contrib = (grad * tabular).detach().numpy()  # [B, F]
-    order = np.argsort(-contrib, axis=1, kind="stable")[:, :top_k]  # [B, k]
-    return [[names[j] for j in row if contrib[i, j] > 0] for i, row in enumerate(order)]
+            rows, cand = explode_candidates(chunk, predictor.pair_feature_columns)
+        out = predictor.predict_chunk(chunk, rows, cand, reasons_k)
+        if out.reasons is not None:
+            reasons.extend(out.reasons)
+        if rows is not None and cand is not None:
+            cats = cand[CANDIDATE_CATEGORY_COLUMN].to_numpy(dtype=object)
+            tops.extend(top_categories(rows, cats, out.category, len(chunk), top_k))
+        parts.append(out.intent)  # [b, 3]
+    probs = np.concatenate(parts) if parts else np.zeros((0, len(PROBABILITY_COLUMNS)))
+    result = pd.DataFrame(probs.astype(np.float64), columns=list(PROBABILITY_COLUMNS), index=model_input.index)
+    if with_candidates:
+        result[TOP_CATEGORIES_COLUMN] = pd.Series(tops, index=model_input.index, dtype=object)
+    if reasons_k:
+        result[REASONS_COLUMN] = pd.Series(reasons, index=model_input.index, dtype=object)
+    return result
 
 
 def explode_candidates(pdf: pd.DataFrame, pair_columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
@@ -192,33 +193,25 @@ def input_example(pdf: pd.DataFrame, feature_columns: list[str], n: int = 3) -> 
 
 
 def log_intent_model(
-    model: IntentModel,
-    encoder: FeatureEncoder,
-    model_type: str,
+    predictor: Predictor,
     example: pd.DataFrame,
     *,
-    name: str = "model",
+    name: str = MODEL_ARTIFACT,
     registered_model_name: str | None = None,
     metadata: dict[str, Any] | None = None,
 ):
     """Log the packaged model to the active run (and register it); returns mlflow's ModelInfo."""
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmpdir / "weights.pt")
-        (tmpdir / "encoder.json").write_text(encoder.to_json())
-        spec = {"model_type": model_type, "model_config": model.cfg.to_dict()}
-        (tmpdir / "model_spec.json").write_text(json.dumps(spec, sort_keys=True))
+        artifacts = predictor.save(tmpdir)
+        (tmpdir / "model_spec.json").write_text(json.dumps(predictor.spec(), sort_keys=True))
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=IntentPyfunc(),
-            artifacts={
-                "weights": str(tmpdir / "weights.pt"),
-                "encoder": str(tmpdir / "encoder.json"),
-                "model_spec": str(tmpdir / "model_spec.json"),
-            },
+            artifacts={**artifacts, "model_spec": str(tmpdir / "model_spec.json")},
             code_paths=[str(REPO_ROOT / "tasks")],
-            signature=signature_for(encoder.feature_columns, encoder.pair_feature_columns),
-            input_example=input_example(example, encoder.feature_columns),
+            signature=signature_for(predictor.feature_columns, predictor.pair_feature_columns),
+            input_example=input_example(example, predictor.feature_columns),
             pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,
             metadata=metadata,

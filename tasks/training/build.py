@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tasks.config import ConfigError, PipelineConfig
-from tasks.models.base import SEQUENCE_FIELDS, IntentModelConfig, family_settings, model_config
+from tasks.models.base import SEQUENCE_FIELDS, IntentModelConfig, family_settings, model_class, model_config
 from tasks.models.encoding import FeatureEncoder
 from tasks.schema import INTENTS
 
@@ -65,9 +65,18 @@ def check_model_settings(cfg: PipelineConfig, model_type: str, sequence_length: 
     """Fail before any process starts when ``models.<model_type>`` or its combination with ``training`` is
     invalid; the vocabularies are placeholders (the encoder fixes them from the data)."""
     try:
-        _model_config(
-            cfg, model_type, vocab_sizes={f: 2 for f in SEQUENCE_FIELDS}, n_tabular=0, sequence_length=sequence_length
-        )
+        if model_class(model_type).shared_config is IntentModelConfig:
+            _model_config(
+                cfg,
+                model_type,
+                vocab_sizes={f: 2 for f in SEQUENCE_FIELDS},
+                n_tabular=0,
+                sequence_length=sequence_length,
+            )
+        else:
+            model_config(
+                model_type, seed=cfg.training.seed, **family_settings(model_type, cfg.models.get(model_type, {}))
+            )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"invalid model settings of {model_type!r}: {e}") from None
 

@@ -1,17 +1,22 @@
-"""``launch``: train under torchrun and return the exact model version it registered.
+"""``launch``: train a model family and return the exact model version it registered.
 
-The checks that need no process group run here first (manifest, file count, validation gate, model
-settings), then the optional Optuna search of ``tasks.search``, then the registered training. The
+The checks that need no process group run here first (manifest, validation gate, model settings). A
+family's ``trainer`` says how it trains: "torchrun" (the sequence models: file count check, the optional
+Optuna search of ``tasks.search``, then the registered DDP training) or "local" (the tabular models,
+fitted in this process by ``tasks.training.tabular``). The
 dependency runs one way: this module uses the search, the search uses ``tasks.training.torchrun``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.config import PipelineConfig
+from tasks.models.base import model_class
 from tasks.run_summary import metrics_text, mlflow_run_url
 from tasks.search import run_search
 from tasks.training.build import check_model_settings
@@ -25,10 +30,25 @@ log = logging.getLogger(__name__)
 class TrainResult:
     run_id: str
     model_name: str
-    model_version: str
-    model_uri: str
+    model_type: str
+    model_version: str | None  # None when launched with register=False
+    model_uri: str  # models:/<name>/<version>, or runs:/<run_id>/model when not registered
+    val_metrics: dict[str, float] = field(hash=False)
     test_metrics: dict[str, float] = field(hash=False)
     output: Path
+
+
+def _train_local(
+    cfg: PipelineConfig, training_set_dir: Path, model_type: str, allow_unvalidated: bool, register: bool
+) -> dict:
+    """A family fitted in this process (``trainer = "local"``); its result file sits where torchrun's would."""
+    from tasks.training.tabular import train_tabular
+
+    output = cfg.paths.runs_dir / f"train-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
+    payload = train_tabular(
+        cfg, training_set_dir, output, model_type=model_type, allow_unvalidated=allow_unvalidated, register=register
+    )
+    return {**payload, "output": str(output)}
 
 
 def launch(
@@ -41,52 +61,72 @@ def launch(
     search: bool | None = None,
     allow_unvalidated: bool = False,
     fault_after_epoch: int | None = None,
+    register: bool = True,
 ) -> TrainResult:
-    """Run training under torchrun as a subprocess (output streamed) and return the version it registered.
-
-    The child gets exactly ``cfg`` (dumped to a YAML file under ``paths.runs_dir``), not whatever
-    the environment would load. ``search`` (default ``training.search.enabled``) first runs the Optuna
-    search of ``tasks.search``; the best trial's settings then train the registered model.
-    ``allow_unvalidated`` skips the check for a passing validation result (ad-hoc runs only);
-    ``fault_after_epoch`` is the crash drill of ``tasks.training.worker.train_distributed``.
+    """Train ``model_type`` (default ``training.model_type``) by its family's trainer and return the version
+    it registered. A "torchrun" family trains in a torchrun subprocess (output streamed); ``nproc``,
+    ``epochs``, ``search`` and ``fault_after_epoch`` apply to it only. The child gets exactly ``cfg``
+    (dumped to a YAML file under ``paths.runs_dir``), not whatever the environment would load. ``search``
+    (default ``training.search.enabled``) first runs the Optuna search of ``tasks.search``; the best
+    trial's settings then train the registered model. ``allow_unvalidated`` skips the check for a passing
+    validation result (ad-hoc runs only); ``fault_after_epoch`` is the crash drill of
+    ``tasks.training.worker.train_distributed``. ``register`` off logs the model to its run without
+    registering a version: a candidate that ``tasks.registry.select`` may register.
     """
     training_set_dir = Path(training_set_dir).resolve()
     manifest = read_manifest(training_set_dir)
-    nproc = nproc or cfg.training.nproc_per_node
-    n_train_files = len(split_files(training_set_dir, "train"))
-    if n_train_files < nproc:
-        raise TrainingError(
-            f"train split of {training_set_dir} has {n_train_files} file(s), fewer than the {nproc} processes"
-        )
+    model_type = model_type or cfg.training.model_type
     if cfg.training.require_validation and not allow_unvalidated:
-        # Fail here, before torchrun starts, with the same message the workers would give.
+        # Fail here, before any process starts, with the same message the workers would give.
         require_validation(cfg, training_set_dir, manifest)
-    check_model_settings(cfg, model_type or cfg.training.model_type, int(manifest["sequence_length"]))
-    parent_run_id = None
-    if cfg.training.search.enabled if search is None else search:
-        cfg, parent_run_id = run_search(
-            cfg, training_set_dir, manifest, model_type=model_type, nproc=nproc, allow_unvalidated=allow_unvalidated
+    check_model_settings(cfg, model_type, int(manifest["sequence_length"]))
+    trainer = model_class(model_type).trainer
+    if trainer == "local":
+        if cfg.training.search.enabled if search is None else search:
+            log.warning(
+                "train: no search for %s: the search tunes the torchrun families' training settings; %s is fitted "
+                "with its models.%s settings",
+                model_type,
+                model_type,
+                model_type,
+            )
+        result = _train_local(cfg, training_set_dir, model_type, allow_unvalidated, register)
+    else:
+        nproc = nproc or cfg.training.nproc_per_node
+        n_train_files = len(split_files(training_set_dir, "train"))
+        if n_train_files < nproc:
+            raise TrainingError(
+                f"train split of {training_set_dir} has {n_train_files} file(s), fewer than the {nproc} processes"
+            )
+        parent_run_id = None
+        if cfg.training.search.enabled if search is None else search:
+            cfg, parent_run_id = run_search(
+                cfg, training_set_dir, manifest, model_type=model_type, nproc=nproc, allow_unvalidated=allow_unvalidated
+            )
+        result = run_torchrun(
+            cfg,
+            training_set_dir,
+            model_type=model_type,
+            epochs=epochs,
+            nproc=nproc,
+            allow_unvalidated=allow_unvalidated,
+            fault_after_epoch=fault_after_epoch,
+            parent_run_id=parent_run_id,
+            register=register,
         )
-    result = run_torchrun(
-        cfg,
-        training_set_dir,
-        model_type=model_type,
-        epochs=epochs,
-        nproc=nproc,
-        allow_unvalidated=allow_unvalidated,
-        fault_after_epoch=fault_after_epoch,
-        parent_run_id=parent_run_id,
-    )
+    version = result["model_version"]
     trained = TrainResult(
         run_id=result["run_id"],
         model_name=result["model_name"],
-        model_version=str(result["model_version"]),
+        model_type=result["model_type"],
+        model_version=None if version is None else str(version),
         model_uri=result["model_uri"],
+        val_metrics=result["val_metrics"],
         test_metrics=result["test_metrics"],
         output=Path(result["output"]),
     )
     # The log ends with what the gate will judge and where to see the run.
-    log.info("train: registered %s (run %s)", trained.model_uri, trained.run_id)
+    log.info("train: %s %s (run %s)", "registered" if register else "logged", trained.model_uri, trained.run_id)
     log.info("train: test metrics: %s", metrics_text(trained.test_metrics))
     log.info("train: MLflow run: %s", mlflow_run_url(cfg, trained.run_id))
     return trained

@@ -40,6 +40,8 @@ class TrainingJob:
     fault_after_epoch: int | None = None
     parent_run_id: str | None = None
     trial: bool = False
+    # Register the trained model as a new version (off for a candidate that the selection may register).
+    register: bool = True
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from tasks.config import PipelineConfig
-from tasks.evaluate import EARLY_STOPPING_METRIC, category_ranking_metrics, evaluate_intents
+from tasks.evaluate import EARLY_STOPPING_METRIC, split_metrics
 from tasks.models.base import IntentModel
 from tasks.schema import INTENTS
 from tasks.training.collectives import gather_objects
@@ -110,17 +110,18 @@ def evaluate_split(
         raise TrainingError("split has no rows on any rank")
     y = np.concatenate([p[0] for p in parts])
     p = np.concatenate([p[1] for p in parts])
-    metrics = evaluate_intents(y, p, threshold=cfg.training.threshold, top_k_fraction=cfg.training.top_k_fraction)
     # Users are disjoint across ranks; offset each rank's rows so every user is one group.
     offsets = np.cumsum([0] + [len(q[0]) for q in parts])[:-1]
     groups = np.concatenate([q[2] + off for q, off in zip(parts, offsets, strict=True)])
-    metrics.update(
-        category_ranking_metrics(
-            groups,
-            np.concatenate([q[3] for q in parts]),
-            np.concatenate([q[4] for q in parts]),
-            k=cfg.training.category_eval_k,
-        )
+    metrics = split_metrics(
+        y,
+        p,
+        groups,
+        np.concatenate([q[3] for q in parts]),
+        np.concatenate([q[4] for q in parts]),
+        threshold=cfg.training.threshold,
+        top_k_fraction=cfg.training.top_k_fraction,
+        k=cfg.training.category_eval_k,
     )
     return metrics, y, p
 

@@ -42,6 +42,7 @@ def run_torchrun(
     fault_after_epoch: int | None = None,
     parent_run_id: str | None = None,
     trial: bool = False,
+    register: bool = True,
 ) -> dict[str, Any]:
     """One torchrun training (``trial``: scored on validation only, nothing registered); its result JSON."""
     runs = cfg.paths.runs_dir
@@ -80,6 +81,8 @@ def run_torchrun(
         cmd += ["--parent-run-id", parent_run_id]
     if trial:
         cmd += ["--trial"]
+    if not register:
+        cmd += ["--no-register"]
     env = {k: v for k, v in os.environ.items() if k not in ENV_OVERRIDES and k != "PIPELINE_CONFIG"}
     inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *inherited])

@@ -21,13 +21,14 @@ from tasks.evaluate import (
     TRAIN_LOSS,
     TRAIN_LR,
     TRAIN_SAMPLES_PER_S,
+    VAL_KEPT,
     data_facts,
     evaluate_user_groups,
     finite,
     model_metrics,
 )
 from tasks.experiments import ensure_experiment as ensure_named_experiment
-from tasks.registry import mlflow_store
+from tasks.registry import mlflow_store, tag_version
 from tasks.schema import INTENTS, LABEL_COLUMNS, USER_CATEGORY_LABEL
 from tasks.training.collectives import rank0_print
 from tasks.training.data import CANDIDATE_KEY, read_candidates, read_files, training_set_dir_of
@@ -35,7 +36,11 @@ from tasks.training.state import EncodedData, Fitting, Progress, TrainingJob
 from tasks.validation_results import partition_fingerprint
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import ActiveRun
+
+    from tasks.models.base import Predictor
+    from tasks.models.encoding import FeatureEncoder
 
 
 def git_commit() -> str | None:
@@ -65,7 +70,7 @@ def start_run(job: TrainingJob, data: EncodedData, fit: Fitting, store: contextl
     tags and training-set lineage. ``store`` keeps the tracking store open until training ends."""
     import mlflow
 
-    cfg, t = job.cfg, job.cfg.training
+    cfg = job.cfg
     if fit.resume is not None:
         store.enter_context(mlflow_store(cfg))
         # The resumed training continues the interrupted MLflow run: one run, complete per-epoch history.
@@ -73,33 +78,63 @@ def start_run(job: TrainingJob, data: EncodedData, fit: Fitting, store: contextl
         mlflow.set_tag("resumed_after_epoch", str(fit.resume["epoch"]))
         rank0_print(f"resumed from checkpoint {fit.ckpt_dir} after epoch {fit.resume['epoch']}, run {run.info.run_id}")
         return run
-    manifest, model_type = job.manifest, job.model_type
+    run = begin_run(
+        cfg,
+        store,
+        manifest=job.manifest,
+        model_type=job.model_type,
+        training_set_dir=job.training_set_dir,
+        validation=job.validation,
+        run_name=f"{'trial' if job.trial else job.model_type}-{job.manifest['id']}",
+        parent_run_id=job.parent_run_id,
+        params=dict(
+            epochs_requested=job.epochs,
+            world_size=job.world,
+            device=job.device.type,
+            n_train_rows=data.n_train,
+            pos_weight=list(data.pos_weight),
+            category_pos_weight=data.category_pos_weight,
+            n_train_candidate_rows=data.n_train_candidates,
+            category_vocab_size=len(data.encoder.category_index),
+            n_parameters=sum(p.numel() for p in fit.model.parameters()),
+            local_batch_size=fit.local_bs,
+            steps_per_epoch=fit.steps,
+        ),
+    )
+    rank0_print(
+        f"{job.model_type} on {job.world} process(es), {job.device.type}; {data.n_train} train rows, "
+        f"run {run.info.run_id}"
+    )
+    return run
+
+
+def begin_run(
+    cfg: PipelineConfig,
+    store: contextlib.ExitStack,
+    *,
+    manifest: dict[str, Any],
+    model_type: str,
+    training_set_dir: Path,
+    validation: dict[str, Any] | None,
+    params: dict[str, Any],
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+) -> ActiveRun:
+    """A new MLflow run of any family's training: the config and ``params``, tags and training-set lineage.
+    ``store`` keeps the tracking store open until training ends."""
+    import mlflow
+
     exp_id = ensure_experiment(cfg, store.enter_context(mlflow_store(cfg)))
     run = mlflow.start_run(
-        experiment_id=exp_id,
-        run_name=f"{'trial' if job.trial else model_type}-{manifest['id']}",
-        parent_run_id=job.parent_run_id,
+        experiment_id=exp_id, run_name=run_name or f"{model_type}-{manifest['id']}", parent_run_id=parent_run_id
     )
-    params = {f"training.{k}": v for k, v in t.model_dump().items()}
-    params.update({f"models.{name}.{k}": v for name, section in cfg.models.items() for k, v in section.items()})
-    params.update(
-        model_type=model_type,
-        epochs_requested=job.epochs,
-        world_size=job.world,
-        device=job.device.type,
-        training_set_id=manifest["id"],
-        training_set_dir=str(job.training_set_dir),
-        n_train_rows=data.n_train,
-        pos_weight=list(data.pos_weight),
-        category_pos_weight=data.category_pos_weight,
-        n_train_candidate_rows=data.n_train_candidates,
-        category_vocab_size=len(data.encoder.category_index),
-        n_parameters=sum(p.numel() for p in fit.model.parameters()),
-        local_batch_size=fit.local_bs,
-        steps_per_epoch=fit.steps,
+    logged = {f"training.{k}": v for k, v in cfg.training.model_dump().items()}
+    logged.update({f"models.{name}.{k}": v for name, section in cfg.models.items() for k, v in section.items()})
+    logged.update(
+        model_type=model_type, training_set_id=manifest["id"], training_set_dir=str(training_set_dir), **params
     )
-    params["training.model_type"] = model_type
-    mlflow.log_params(params)
+    logged["training.model_type"] = model_type
+    mlflow.log_params(logged)
     tags = {"training_set_id": str(manifest["id"]), "model_type": model_type}
     if commit := git_commit():
         tags["git_commit"] = commit
@@ -108,12 +143,7 @@ def start_run(job: TrainingJob, data: EncodedData, fit: Fitting, store: contextl
     mlflow.log_dict(manifest, "training_set/manifest.json")
     from tasks.lineage import log_training_set_lineage
 
-    log_training_set_lineage(
-        manifest, job.training_set_dir, partition_fingerprint(job.training_set_dir), job.validation
-    )
-    rank0_print(
-        f"{model_type} on {job.world} process(es), {job.device.type}; {data.n_train} train rows, run {run.info.run_id}"
-    )
+    log_training_set_lineage(manifest, training_set_dir, partition_fingerprint(training_set_dir), validation)
     return run
 
 
@@ -166,72 +196,120 @@ def log_results(
     test_y: np.ndarray,
     test_p: np.ndarray,
 ) -> dict[str, Any]:
-    """Test metrics, yardsticks, plots and the packaged model; registers a version and writes ``job.output``."""
+    """A DDP training's end: the validation facts and kept epoch, then ``register_trained``."""
     import mlflow
-    from mlflow import MlflowClient
 
-    from tasks.models.pyfunc import log_intent_model
+    from tasks.models.base import TorchPredictor
 
-    cfg, manifest, files, model_type, encoder = job.cfg, job.manifest, job.files, job.model_type, data.encoder
-    model = fit.model.to("cpu").eval()
     last_val = {k.removeprefix("val_"): v for k, v in progress.history[-1].items() if k.startswith("val_")}
+    kept = progress.history[progress.best_epoch - 1] if progress.best_epoch else progress.history[-1]
+    val_metrics = {k.removeprefix("val_"): v for k, v in kept.items() if k.startswith("val_")}
+    mlflow.log_metrics({**data_facts("val", last_val), BEST_EPOCH: float(progress.best_epoch)})
+    local = data.local
+    return register_trained(
+        job.cfg,
+        files=job.files,
+        manifest=job.manifest,
+        predictor=TorchPredictor(fit.model.to("cpu").eval(), data.encoder, job.model_type),
+        encoder=data.encoder,
+        val_metrics=val_metrics,
+        test_metrics=test_metrics,
+        test_y=test_y,
+        test_p=test_p,
+        example=local["test"] if not local["test"].empty else local["train"],
+        run_id=fit.run_id,
+        output=Path(job.output),
+        history=progress.history,
+        best_epoch=progress.best_epoch,
+        register=job.register,
+    )
+
+
+def register_trained(
+    cfg: PipelineConfig,
+    *,
+    files: dict[str, list[Path]],
+    manifest: dict[str, Any],
+    predictor: Predictor,
+    encoder: FeatureEncoder,
+    val_metrics: dict[str, float],
+    test_metrics: dict[str, float],
+    test_y: np.ndarray,
+    test_p: np.ndarray,
+    example: pd.DataFrame,
+    run_id: str,
+    output: Path,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    register: bool = True,
+) -> dict[str, Any]:
+    """Any family's end of training in its active MLflow run: the kept model's validation metrics, test
+    metrics, yardsticks, plots and the packaged model; registers a version (unless ``register`` is off: a
+    candidate that ``tasks.registry.select`` may register later), ends the run and writes the result to
+    ``output``: run_id, model_type, model_uri, model_version (None when not registered), val and test metrics."""
+    import mlflow
+
+    from tasks.models.pyfunc import MODEL_ARTIFACT, log_intent_model
+
+    model_type = predictor.model_type
     mlflow.log_metrics(
         {
+            **model_metrics(VAL_KEPT, val_metrics),
             **model_metrics("test", test_metrics),
             **data_facts("test", test_metrics),
-            **data_facts("val", last_val),
-            BEST_EPOCH: float(progress.best_epoch),
         }
     )
     if cfg.training.baselines:
-        from tasks.models.baselines import evaluate_baselines, evaluate_category_baseline
-
-        train_cols = [*encoder.feature_columns, *LABEL_COLUMNS, "weight"]
-        for name, m in evaluate_baselines(
-            cfg, encoder, read_files(files["train"], train_cols), read_files(files["test"], train_cols)
-        ).items():
-            # Their data facts are the candidate's: the same test rows and user groups.
-            mlflow.log_metrics(model_metrics("test", m, yardstick=name))
-        # The pair yardstick sees the candidates of exactly the users the model is evaluated on.
-        cand_cols = [*encoder.pair_feature_columns, USER_CATEGORY_LABEL]
-        set_dir = training_set_dir_of(files)
-        m = evaluate_category_baseline(
-            cfg,
-            read_candidates(set_dir, "train", read_files(files["train"], list(CANDIDATE_KEY)), cand_cols),
-            read_candidates(set_dir, "test", read_files(files["test"], list(CANDIDATE_KEY)), cand_cols),
-            encoder.pair_feature_columns,
-        )
-        mlflow.log_metrics(model_metrics("test", m, yardstick="lgbm"))
-    log_plots(progress.history, progress.best_epoch, test_y, test_p)
-    local = data.local
-    example = local["test"] if not local["test"].empty else local["train"]
+        log_yardsticks(cfg, files, encoder)
+    log_plots(history, best_epoch, test_y, test_p)
     info = log_intent_model(
-        model,
-        encoder,
-        model_type,
+        predictor,
         example,
-        registered_model_name=cfg.mlflow.model_name,
+        registered_model_name=cfg.mlflow.model_name if register else None,
         metadata={"training_set_id": str(manifest["id"]), "model_type": model_type},
     )
-    version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
-    for key, value in {
-        "training_set_id": str(manifest["id"]),
-        "model_type": model_type,
-        "test_purchase_roc_auc": f"{test_metrics['purchase_roc_auc']:.6f}",
-    }.items():
-        client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
     payload = {
-        "run_id": fit.run_id,
+        "run_id": run_id,
         "model_name": cfg.mlflow.model_name,
-        "model_version": version,
-        "model_uri": f"models:/{cfg.mlflow.model_name}/{version}",
+        "model_type": model_type,
+        "model_version": None,
+        "model_uri": f"runs:/{run_id}/{MODEL_ARTIFACT}",
+        "val_metrics": finite(val_metrics),
         "test_metrics": finite(test_metrics),
     }
+    if register:
+        version = str(info.registered_model_version)
+        tag_version(cfg, version, str(manifest["id"]), model_type, test_metrics)
+        payload.update(model_version=version, model_uri=f"models:/{cfg.mlflow.model_name}/{version}")
     mlflow.end_run()
-    write_json_atomic(Path(job.output), payload)
-    print(f"[train] registered {payload['model_uri']} (run {payload['run_id']})", flush=True)
+    write_json_atomic(output, payload)
+    print(f"[train] {'registered' if register else 'logged'} {payload['model_uri']} (run {run_id})", flush=True)
     return payload
+
+
+def log_yardsticks(cfg: PipelineConfig, files: dict[str, list[Path]], encoder: FeatureEncoder) -> None:
+    """Test metrics of the LR and LightGBM yardsticks fitted on the same train split, beside the candidate's."""
+    import mlflow
+
+    from tasks.models.baselines import evaluate_baselines, evaluate_category_baseline
+
+    train_cols = [*encoder.feature_columns, *LABEL_COLUMNS, "weight"]
+    for name, m in evaluate_baselines(
+        cfg, encoder, read_files(files["train"], train_cols), read_files(files["test"], train_cols)
+    ).items():
+        # Their data facts are the candidate's: the same test rows and user groups.
+        mlflow.log_metrics(model_metrics("test", m, yardstick=name))
+    # The pair yardstick sees the candidates of exactly the users the model is evaluated on.
+    cand_cols = [*encoder.pair_feature_columns, USER_CATEGORY_LABEL]
+    set_dir = training_set_dir_of(files)
+    pair = evaluate_category_baseline(
+        cfg,
+        read_candidates(set_dir, "train", read_files(files["train"], list(CANDIDATE_KEY)), cand_cols),
+        read_candidates(set_dir, "test", read_files(files["test"], list(CANDIDATE_KEY)), cand_cols),
+        encoder.pair_feature_columns,
+    )
+    for name, m in pair.items():
+        mlflow.log_metrics(model_metrics("test", m, yardstick=name))
 
 
 def loss_figure(history: list[dict[str, float]], best_epoch: int):
@@ -280,9 +358,10 @@ def log_plots(history: list[dict[str, float]], best_epoch: int, y: np.ndarray, p
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    fig = loss_figure(history, best_epoch)
-    mlflow.log_figure(fig, "plots/loss.png")
-    plt.close(fig)
+    if history:  # families fitted without epochs have no learning curves
+        fig = loss_figure(history, best_epoch)
+        mlflow.log_figure(fig, "plots/loss.png")
+        plt.close(fig)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for j, intent in enumerate(INTENTS):
         if len(np.unique(y[:, j])) < 2:

@@ -66,11 +66,13 @@ def train_distributed(
     fault_after_epoch: int | None = None,
     parent_run_id: str | None = None,
     trial: bool = False,
+    register: bool = True,
 ) -> dict[str, Any] | None:
     """Body of every torchrun process; returns the output payload on rank 0, None elsewhere.
 
     ``trial`` (a search trial): the MLflow run is nested under ``parent_run_id``, the result is the best
-    validation score, and neither test metrics nor a model are logged.
+    validation score, and neither test metrics nor a model are logged. ``register`` off: the model is logged
+    to the run but not registered (a candidate of ``tasks.registry.select``).
 
     ``fault_after_epoch``: crash drill; rank 0 kills its own process (SIGKILL) right after writing the
     checkpoint of that epoch, as a machine loss would. Only a process that trained that epoch itself
@@ -110,6 +112,7 @@ def train_distributed(
         fault_after_epoch=fault_after_epoch,
         parent_run_id=parent_run_id,
         trial=trial,
+        register=register,
     )
     try:
         return _train(job)

@@ -65,7 +65,17 @@ print("@@" + json.dumps(out))
 """
 
 # Run confs the trigger probe validates (test_trigger_refuses_out_of_range_params).
-TRIGGER_CONFS = [{"epochs": -1}, {"epochs": 1000}, {"epochs": 7}, {"nproc": 0}, {"horizon": 31}, {"epochs": 1.5}]
+TRIGGER_CONFS = [
+    {"epochs": -1},
+    {"epochs": 1000},
+    {"epochs": 7},
+    {"nproc": 0},
+    {"horizon": 31},
+    {"epochs": 1.5},
+    {"candidates": ["lr", "gru"]},
+    {"candidates": []},
+    {"candidates": ["lr"]},
+]
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +169,13 @@ def test_training_order(parsed):
         "check_new_data",
         "build_training_set",
         "validate_training_set",
+        "candidates",
         "train",
+        "select",
         "gate",
     ]
+    # One train task per candidate family, mapped at run time over the `candidates` param.
+    assert dag["tasks"]["train"]["type"] == "DecoratedMappedOperator"
     assert dag["tasks"]["check_new_data"]["type"] == "_ShortCircuitDecoratedOperator"
     build = dag["tasks"]["build_training_set"]
     assert build["args"] == [
@@ -179,8 +193,9 @@ def test_a_triggered_training_does_not_queue_behind_the_scheduled_one(parsed):
     # runs never build, train or gate at once.
     dag = parsed["dags"]["purchase_intent_training"]
     assert dag["max_active_runs"] == 2
-    limits = {task: dag["tasks"][task]["max_active_tis_per_dag"] for task in ("build_training_set", "train", "gate")}
-    assert limits == {"build_training_set": 1, "train": 1, "gate": 1}
+    serial = ("build_training_set", "train", "select", "gate")
+    limits = {task: dag["tasks"][task]["max_active_tis_per_dag"] for task in serial}
+    assert limits == dict.fromkeys(serial, 1)
 
 
 def test_training_params_defaults_from_config_and_schemas(parsed):
@@ -188,9 +203,9 @@ def test_training_params_defaults_from_config_and_schemas(parsed):
 
     cfg = load_config()
     params = parsed["dags"]["purchase_intent_training"]["params"]
-    assert set(params) == {"model_type", "epochs", "nproc", "horizon", "force_retrain", "search"}
+    assert set(params) == {"candidates", "epochs", "nproc", "horizon", "force_retrain", "search"}
     assert {k: p["default"] for k, p in params.items()} == {
-        "model_type": cfg.training.model_type,
+        "candidates": cfg.training.candidates,
         "epochs": cfg.training.epochs,
         "nproc": cfg.training.nproc_per_node,
         "horizon": cfg.features.horizon_days,
@@ -198,7 +213,12 @@ def test_training_params_defaults_from_config_and_schemas(parsed):
         "search": cfg.training.search.enabled,
     }
     assert {k: p["schema"] for k, p in params.items()} == {
-        "model_type": {"type": "string", "enum": list(family_names())},
+        "candidates": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(family_names())},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
         "epochs": {"type": "integer", "allOf": [{"minimum": 1, "maximum": 200}]},
         "nproc": {"type": "integer", "allOf": [{"minimum": 1, "maximum": 64}]},
         "horizon": {"type": "integer", "allOf": [{"minimum": 1, "maximum": 30}]},
@@ -226,7 +246,12 @@ def test_params_schemas_refuse_out_of_range_values(parsed):
 
 def test_trigger_refuses_out_of_range_params(parsed):
     refused = "ParamValidationError: Invalid input for param "
-    outcome = {json.loads(k).popitem(): v.removeprefix(refused) for k, v in parsed["trigger"].items()}
+
+    def key(conf: str) -> tuple:
+        name, value = json.loads(conf).popitem()
+        return name, tuple(value) if isinstance(value, list) else value
+
+    outcome = {key(k): v.removeprefix(refused) for k, v in parsed["trigger"].items()}
     assert outcome == {
         ("epochs", -1): "epochs: -1 is less than the minimum of 1",
         ("epochs", 1000): "epochs: 1000 is greater than the maximum of 200",
@@ -234,6 +259,9 @@ def test_trigger_refuses_out_of_range_params(parsed):
         ("nproc", 0): "nproc: 0 is less than the minimum of 1",
         ("horizon", 31): "horizon: 31 is greater than the maximum of 30",
         ("epochs", 1.5): "epochs: 1.5 is not of type 'integer'",
+        ("candidates", ("lr", "gru")): f"candidates: 'gru' is not one of {list(family_names())}",
+        ("candidates", ()): "candidates: [] should be non-empty",
+        ("candidates", ("lr",)): "accepted",
     }
 
 

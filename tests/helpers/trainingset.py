@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -170,3 +171,21 @@ def write_training_set(
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return directory
+
+
+def with_candidate_arrays(ts: Path, users: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``users`` (rows of the test split of ``ts``) with their test candidates as the parallel arrays scoring
+    hands the model (cand_category_id, cand_<f_uc_*>; a null array without candidates), and a "_key" column
+    "<ds>|<user_id>"; plus the candidate rows themselves with the same key."""
+    cand = pd.read_parquet(ts / "user_category" / "test").sort_values(["ds", "user_id", "category_id"])
+    out = users.copy()
+    out["_key"] = out["ds"].astype(str) + "|" + out["user_id"]
+    cand["_key"] = cand["ds"].astype(str) + "|" + cand["user_id"]
+    grouped = cand.groupby("_key")
+    arrays = {"cand_category_id": grouped["category_id"].apply(list)}
+    for c in json.loads((ts / "manifest.json").read_text())["user_category"]["feature_columns"]:
+        arrays["cand_" + c] = grouped[c].apply(list)
+    out = out.join(pd.DataFrame(arrays), on="_key")
+    for c in arrays:  # users without candidates: a null array, as Spark hands it over
+        out[c] = out[c].map(lambda v: v if isinstance(v, list) else None)
+    return out, cand

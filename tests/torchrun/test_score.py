@@ -175,7 +175,7 @@ def test_rerun_replaces_only_its_partition_and_loads_into_warehouse(spark, champ
 
 def test_pyfunc_reasons_match_the_standalone_gradient(champion):
     """Reasons from the predict pass (shared encoder output) equal those of the late fusion's gradient alone."""
-    from tasks.models.pyfunc import reasons_from_gradient
+    from tasks.models.base import reasons_from_gradient
 
     cfg, ts, result = champion
     rows = pd.read_parquet(ts / "test").head(40)
@@ -183,7 +183,7 @@ def test_pyfunc_reasons_match_the_standalone_gradient(champion):
         model = mlflow.pyfunc.load_model(result.model_uri)
     out = model.predict(rows, params={"reasons_top_k": 3})
     assert list(out.columns) == [*PROBABILITY_COLUMNS, REASONS_COLUMN]
-    inner = model.unwrap_python_model()
+    inner = model.unwrap_python_model().predictor
     batch = inner.encoder.encode(rows)
     standalone = reasons_from_gradient(
         inner.model.tabular_gradient(batch), batch["tabular"], list(inner.encoder.feature_columns), 3

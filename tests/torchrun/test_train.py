@@ -30,7 +30,7 @@ from tasks.training.build import lr_lambda, positive_weights
 from tasks.training.data import TrainingError, UnvalidatedTrainingSetError, read_manifest, require_validation
 from tasks.training.launcher import launch
 from tests.helpers.config import isolated_config
-from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
+from tests.helpers.trainingset import FEATURE_COLUMNS, with_candidate_arrays, write_training_set
 
 
 def _cfg(var: Path, **training):
@@ -94,6 +94,9 @@ def test_torchrun_two_processes_register_a_version(trained):
         "val/category_ndcg_at_5",
         "yardstick/lgbm/test/category_hit_rate_at_5",
         "yardstick/lgbm/test/category_ndcg_at_5",
+        "yardstick/lgbm/test/category_pair_roc_auc",
+        "yardstick/lr/test/category_ndcg_at_5",
+        "val_kept/purchase_pr_auc",
         "train/samples_per_s",
         "train/lr",
         BEST_EPOCH,
@@ -109,6 +112,7 @@ def test_torchrun_two_processes_register_a_version(trained):
     assert sections == {
         "train",
         "val",
+        "val_kept",
         "test",
         "test_new_users",
         "test_returning_users",
@@ -291,17 +295,8 @@ def test_pyfunc_contract_in_a_fresh_process(trained, tmp_path):
         result.test_metrics["purchase_roc_auc"], abs=1e-3
     )
     # With candidate arrays it ranks every candidate (k = all) as training's category metrics did.
-    cand = pd.read_parquet(ts / "user_category" / "test")
-    cand = cand.sort_values(["ds", "user_id", "category_id"])
-    test["_key"] = test["ds"].astype(str) + "|" + test["user_id"]
-    cand["_key"] = cand["ds"].astype(str) + "|" + cand["user_id"]
-    grouped = cand.groupby("_key")
-    arrays = {"cand_category_id": grouped["category_id"].apply(list)}
-    for c in json.loads((ts / "manifest.json").read_text())["user_category"]["feature_columns"]:
-        arrays["cand_" + c] = grouped[c].apply(list)
-    with_cand = test.join(pd.DataFrame(arrays), on="_key")
-    for c in arrays:  # users without candidates: a null array, as Spark hands it over
-        with_cand[c] = with_cand[c].map(lambda v: v if isinstance(v, list) else None)
+    with_cand, cand = with_candidate_arrays(ts, test)
+    test["_key"] = with_cand["_key"]
     with mlflow_store(cfg):
         ranked = mlflow.pyfunc.load_model(result.model_uri).predict(with_cand, params={"top_k_categories": 100})
     assert list(ranked.columns) == [*PROBABILITY_COLUMNS, "top_categories"]

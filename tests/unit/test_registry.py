@@ -13,7 +13,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tasks.evaluate import evaluate_intents
-from tasks.models.base import build_model, model_config
+from tasks.models.base import TorchPredictor, build_model, model_config
 from tasks.models.encoding import FeatureEncoder, encode_targets
 from tasks.models.pyfunc import log_intent_model
 from tasks.registry import CHALLENGER_ALIAS, GateError, champion, gate, main, mlflow_store, show
@@ -60,7 +60,9 @@ def assets(tmp_path_factory):
 
 def _register(cfg, model, enc, example) -> str:
     with mlflow_store(cfg) as client, mlflow.start_run(experiment_id=ensure_experiment(cfg, client)):
-        info = log_intent_model(model, enc, "lstm", example, registered_model_name=cfg.mlflow.model_name)
+        info = log_intent_model(
+            TorchPredictor(model, enc, "lstm"), example, registered_model_name=cfg.mlflow.model_name
+        )
     return str(info.registered_model_version)
 
 
@@ -131,7 +133,7 @@ def test_gate_evaluates_a_champion_logged_under_the_old_flat_metric_names(cfg, a
     with mlflow_store(cfg) as client, mlflow.start_run(experiment_id=ensure_experiment(cfg, client)):
         # Deliberately wrong values: were they read, the candidate below would be rejected.
         mlflow.log_metrics({"test_purchase_roc_auc": 0.999, "baseline_lr_test_purchase_roc_auc": 0.999})
-        info = log_intent_model(good, enc, "lstm", train, registered_model_name=cfg.mlflow.model_name)
+        info = log_intent_model(TorchPredictor(good, enc, "lstm"), train, registered_model_name=cfg.mlflow.model_name)
     old = str(info.registered_model_version)
     assert gate(cfg, old, ts).promoted
     new = _register(cfg, good, enc, train)

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from spark_jobs.score import ChampionArtifactError, check_champion, main, resolve_champion, run
 from tasks.errors import EXIT_DATA_ERROR, run_cli
 from tasks.layers import features_partition
-from tasks.models.base import build_model, model_config
+from tasks.models.base import TorchPredictor, build_model, model_config
 from tasks.models.encoding import FeatureEncoder
 from tasks.models.pyfunc import log_intent_model
 from tasks.registry import mlflow_store
@@ -37,7 +37,7 @@ def champion(cfg, tmp_path):
         "lstm", model_config("lstm", vocab_sizes=enc.vocab_sizes, n_tabular=len(FEATURE_COLUMNS), **settings)
     )
     with mlflow_store(cfg) as client, mlflow.start_run(experiment_id=ensure_experiment(cfg, client)):
-        info = log_intent_model(model, enc, "lstm", train, registered_model_name=cfg.mlflow.model_name)
+        info = log_intent_model(TorchPredictor(model, enc, "lstm"), train, registered_model_name=cfg.mlflow.model_name)
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
     client.set_registered_model_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias, version)

@@ -1,0 +1,175 @@
+"""Training of a tabular family (``trainer = "local"``: ``lr``, ``lightgbm``) in this process.
+
+The same contract as the DDP trainer: the same splits, encoder statistics of the train split, validation
+metrics (the learners that stop early watch the validation split), test metrics through the packaged
+``Predictor`` exactly as scoring calls it, the same MLflow run layout, yardsticks and registration, and
+the same result file ``{run_id, model_version, model_uri, test_metrics}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import PipelineConfig
+from tasks.evaluate import data_facts, model_metrics, new_user_mask, split_metrics
+from tasks.models.base import build_model, family_settings, model_config
+from tasks.models.encoding import FeatureEncoder, encode_targets
+from tasks.models.tabular import TabularIntentModel, TabularSplit
+from tasks.schema import USER_CATEGORY_LABEL
+from tasks.training import tracking
+from tasks.training.data import (
+    SPLITS,
+    TrainingError,
+    candidate_rows,
+    read_candidates,
+    read_files,
+    read_manifest,
+    require_validation,
+    split_files,
+)
+
+
+def tabular_split(users: pd.DataFrame, cand: pd.DataFrame) -> TabularSplit:
+    """User rows with their labels and weights, and their candidates ordered by user row."""
+    y, w = encode_targets(users)
+    rows = candidate_rows(users, cand)
+    keep = np.flatnonzero(rows >= 0)
+    keep = keep[np.argsort(rows[keep], kind="stable")]
+    sub = cand.iloc[keep].reset_index(drop=True)
+    return TabularSplit(
+        users=users,
+        labels=y.numpy().astype(np.int64),
+        weights=w.numpy().astype(np.float64),
+        cand_rows=rows[keep],
+        cand=sub,
+        cand_labels=sub[USER_CATEGORY_LABEL].to_numpy(dtype=np.float64),
+    )
+
+
+def evaluate_tabular(
+    cfg: PipelineConfig, model: TabularIntentModel, split: TabularSplit
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """(metrics, labels [N, 3], probabilities [N, 3]) of ``split``, predicted as the packaged model predicts."""
+    if not len(split.users):
+        raise TrainingError("split has no rows")
+    pred = model.predict_chunk(split.users, split.cand_rows, split.cand, 0)
+    t = cfg.training
+    metrics = split_metrics(
+        split.labels,
+        pred.intent,
+        split.cand_rows,
+        split.cand_labels,
+        pred.category,
+        threshold=t.threshold,
+        top_k_fraction=t.top_k_fraction,
+        k=t.category_eval_k,
+    )
+    return metrics, split.labels, pred.intent
+
+
+def train_tabular(
+    cfg: PipelineConfig,
+    training_set_dir: Path,
+    output: Path,
+    *,
+    model_type: str,
+    allow_unvalidated: bool = False,
+    register: bool = True,
+) -> dict[str, Any]:
+    """Fit ``model_type`` on the training set, log it (and register it, unless ``register`` is off); returns
+    (and writes to ``output``) the result."""
+    t = cfg.training
+    training_set_dir = Path(training_set_dir).resolve()
+    manifest = read_manifest(training_set_dir)
+    validation = None
+    if t.require_validation and not allow_unvalidated:
+        validation = require_validation(cfg, training_set_dir, manifest)
+    files = {s: split_files(training_set_dir, s) for s in SPLITS}
+    feats = [str(c) for c in manifest["feature_columns"]]
+    pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
+    users = {s: read_files(files[s]) for s in SPLITS}
+    if users["train"].empty:
+        raise TrainingError(f"train split of {training_set_dir} holds no rows")
+    cands = {s: read_candidates(training_set_dir, s, users[s], [*pair_feats, USER_CATEGORY_LABEL]) for s in SPLITS}
+    encoder = FeatureEncoder.fit(
+        users["train"],
+        feats,
+        sequence_length=int(manifest["sequence_length"]),
+        item_buckets=int(manifest["item_buckets"]),
+        gap_buckets=t.gap_buckets,
+        max_categories=t.max_categories,
+        category_min_count=t.category_min_count,
+    ).with_pair_stats(FeatureEncoder.partial_tabular_stats(cands["train"], pair_feats))
+    splits = {s: tabular_split(users[s], cands[s]) for s in SPLITS}
+    settings = family_settings(model_type, cfg.models.get(model_type, {}))
+    model = build_model(model_type, model_config(model_type, seed=t.seed, **settings))
+    with contextlib.ExitStack() as store:
+        run = tracking.begin_run(
+            cfg,
+            store,
+            manifest=manifest,
+            model_type=model_type,
+            training_set_dir=training_set_dir,
+            validation=validation,
+            params=dict(
+                n_train_rows=len(users["train"]), n_train_candidate_rows=len(splits["train"].cand), world_size=1
+            ),
+        )
+        print(f"{model_type} in one process; {len(users['train'])} train rows, run {run.info.run_id}", flush=True)
+        try:
+            return _fit_and_register(cfg, model, encoder, splits, manifest, files, run.info.run_id, output, register)
+        except BaseException:
+            import mlflow
+
+            mlflow.end_run(status="FAILED")
+            raise
+
+
+def _fit_and_register(
+    cfg: PipelineConfig,
+    model: Any,
+    encoder: FeatureEncoder,
+    splits: dict[str, TabularSplit],
+    manifest: dict[str, Any],
+    files: dict[str, list[Path]],
+    run_id: str,
+    output: Path,
+    register: bool,
+) -> dict[str, Any]:
+    import mlflow
+
+    started = time.perf_counter()
+    model.fit(encoder, splits["train"], splits["val"] if len(splits["val"].users) else None)
+    fit_s = time.perf_counter() - started
+    mlflow.log_metrics({"train/fit_seconds": fit_s, **{f"train/{k}": v for k, v in model.fit_info.items()}})
+    val_metrics, _, _ = evaluate_tabular(cfg, model, splits["val"])
+    mlflow.log_metrics({**model_metrics("val", val_metrics), **data_facts("val", val_metrics)})
+    test_metrics, test_y, test_p = evaluate_tabular(cfg, model, splits["test"])
+    test_users = splits["test"].users
+    tracking.log_user_group_metrics(
+        cfg, test_y, test_p, new_user_mask(test_users, encoder.feature_columns, cfg.training.new_user_days)
+    )
+    print(f"fitted in {fit_s:.1f}s; val purchase_pr_auc {val_metrics['purchase_pr_auc']:.4f}", flush=True)
+    return tracking.register_trained(
+        cfg,
+        files=files,
+        manifest=manifest,
+        predictor=model,
+        encoder=encoder,
+        val_metrics=val_metrics,
+        test_metrics=test_metrics,
+        test_y=test_y,
+        test_p=test_p,
+        example=test_users,
+        run_id=run_id,
+        output=output,
+        history=[],
+        best_epoch=0,
+        register=register,
+    )
