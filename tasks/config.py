@@ -235,6 +235,8 @@ class TrainingConfig(_Section):
     model_type: str
     # Families the training DAG trains on the same splits; the selection picks one on validation.
     candidates: list[str] = Field(min_length=1)
+    # How every trained model's probabilities are calibrated on the validation split (tasks.models.calibration).
+    calibration: Literal["platt", "isotonic", "none"]
     selection: SelectionConfig
     nproc_per_node: int = Field(gt=0)
     epochs: int = Field(gt=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.metrics import (
@@ -23,10 +24,24 @@ GATE_METRIC = "purchase_roc_auc"
 EARLY_STOPPING_METRIC = "purchase_pr_auc"
 
 
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed rate - mean prediction| over ``bins`` equal-mass bins of the sorted predictions,
+    weighted by bin size (ties may straddle a bin edge)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if len(y) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    return float(
+        sum(len(b) * abs(y[b].mean() - p[b].mean()) for b in np.array_split(order, min(bins, len(y)))) / len(y)
+    )
+
+
 def binary_metrics(
     y_true: np.ndarray, p: np.ndarray, *, threshold: float = 0.5, top_k_fraction: float = 0.1
 ) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, log loss, Brier, precision/recall/F1 at ``threshold``, recall of positives in the top k%.
+    """ROC-AUC, PR-AUC, log loss, Brier, expected calibration error (10 equal-mass bins), precision/recall/F1
+    at ``threshold``, recall of positives in the top k%.
 
     Ranking metrics are NaN when ``y_true`` has a single class (undefined, not zero).
     """
@@ -50,6 +65,7 @@ def binary_metrics(
         "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
         "log_loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
         "precision": float(precision_score(y, pred, zero_division=0)),
         "recall": float(recall_score(y, pred, zero_division=0)),
         "f1": float(f1_score(y, pred, zero_division=0)),
@@ -183,6 +199,17 @@ def category_ranking_metrics(groups: np.ndarray, labels: np.ndarray, scores: np.
     }
 
 
+class SplitEval(NamedTuple):
+    """One split's predictions and their metrics (``split_metrics``)."""
+
+    metrics: dict[str, float]
+    y: np.ndarray  # [N, len(INTENTS)] labels
+    p: np.ndarray  # [N, len(INTENTS)] probabilities
+    cand_groups: np.ndarray  # [C] the user (row) of each candidate
+    cand_y: np.ndarray  # [C] 0/1
+    cand_p: np.ndarray  # [C] probabilities
+
+
 def split_metrics(
     y: np.ndarray,
     p: np.ndarray,
@@ -209,6 +236,9 @@ def split_metrics(
 # The validation metrics of the weights a training kept (its best epoch; the fitted tabular model): what the
 # selection among candidate families reads.
 VAL_KEPT = "val_kept"
+# The test split before calibration (tasks.models.calibration): the metrics calibration changes.
+UNCALIBRATED = "test_uncalibrated"
+CALIBRATION_METRICS = ("_ece", "_log_loss", "_brier")
 TRAIN_LOSS = "train/loss"
 TRAIN_LR = "train/lr"
 TRAIN_SAMPLES_PER_S = "train/samples_per_s"

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from tasks.config import PipelineConfig
-from tasks.evaluate import EARLY_STOPPING_METRIC, split_metrics
+from tasks.evaluate import EARLY_STOPPING_METRIC, SplitEval, split_metrics
 from tasks.models.base import IntentModel
+from tasks.models.calibration import Calibration
 from tasks.schema import INTENTS
 from tasks.training.collectives import gather_objects
 from tasks.training.data import TrainingError
@@ -95,8 +96,8 @@ def evaluate_split(
     encoded: dict[str, torch.Tensor] | None,
     labels: np.ndarray | None,
     device: torch.device,
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Metrics of one split whose files are sharded over ranks; identical on every rank.
+) -> SplitEval:
+    """Predictions and metrics of one split whose files are sharded over ranks; identical on every rank.
 
     User-level metrics over all users, plus category HitRate@k/NDCG@k over each user's candidates.
     """
@@ -113,17 +114,30 @@ def evaluate_split(
     # Users are disjoint across ranks; offset each rank's rows so every user is one group.
     offsets = np.cumsum([0] + [len(q[0]) for q in parts])[:-1]
     groups = np.concatenate([q[2] + off for q, off in zip(parts, offsets, strict=True)])
+    cand_y, cand_p = np.concatenate([q[3] for q in parts]), np.concatenate([q[4] for q in parts])
+    return evaluation(cfg, y, p, groups, cand_y, cand_p)
+
+
+def evaluation(
+    cfg: PipelineConfig, y: np.ndarray, p: np.ndarray, groups: np.ndarray, cand_y: np.ndarray, cand_p: np.ndarray
+) -> SplitEval:
+    """``SplitEval`` of these predictions under the config's threshold, top-k fraction and category k."""
+    t = cfg.training
     metrics = split_metrics(
-        y,
-        p,
-        groups,
-        np.concatenate([q[3] for q in parts]),
-        np.concatenate([q[4] for q in parts]),
-        threshold=cfg.training.threshold,
-        top_k_fraction=cfg.training.top_k_fraction,
-        k=cfg.training.category_eval_k,
+        y, p, groups, cand_y, cand_p, threshold=t.threshold, top_k_fraction=t.top_k_fraction, k=t.category_eval_k
     )
-    return metrics, y, p
+    return SplitEval(metrics, y, p, groups, cand_y, cand_p)
+
+
+def calibrate(cfg: PipelineConfig, val: SplitEval, test: SplitEval) -> tuple[Calibration, SplitEval, SplitEval]:
+    """Fit ``training.calibration`` on the validation predictions; both splits' evaluations, calibrated."""
+    cal = Calibration.fit(cfg.training.calibration, val.p, val.y, val.cand_p, val.cand_y)
+
+    def apply(e: SplitEval) -> SplitEval:
+        p, cand_p = cal.apply(e.p, e.cand_p)
+        return evaluation(cfg, e.y, p, e.cand_groups, e.cand_y, cand_p)
+
+    return cal, apply(val), apply(test)
 
 
 def score(metrics: dict[str, float]) -> float:

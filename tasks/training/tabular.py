@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig
-from tasks.evaluate import data_facts, model_metrics, new_user_mask, split_metrics
+from tasks.evaluate import SplitEval, data_facts, model_metrics, new_user_mask
 from tasks.models.base import build_model, family_settings, model_config
 from tasks.models.encoding import FeatureEncoder, encode_targets
 from tasks.models.tabular import TabularIntentModel, TabularSplit
@@ -33,6 +33,7 @@ from tasks.training.data import (
     require_validation,
     split_files,
 )
+from tasks.training.steps import calibrate, evaluation
 
 
 def tabular_split(users: pd.DataFrame, cand: pd.DataFrame) -> TabularSplit:
@@ -52,25 +53,12 @@ def tabular_split(users: pd.DataFrame, cand: pd.DataFrame) -> TabularSplit:
     )
 
 
-def evaluate_tabular(
-    cfg: PipelineConfig, model: TabularIntentModel, split: TabularSplit
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """(metrics, labels [N, 3], probabilities [N, 3]) of ``split``, predicted as the packaged model predicts."""
+def evaluate_tabular(cfg: PipelineConfig, model: TabularIntentModel, split: TabularSplit) -> SplitEval:
+    """Predictions and metrics of ``split``, predicted as the packaged model predicts."""
     if not len(split.users):
         raise TrainingError("split has no rows")
     pred = model.predict_chunk(split.users, split.cand_rows, split.cand, 0)
-    t = cfg.training
-    metrics = split_metrics(
-        split.labels,
-        pred.intent,
-        split.cand_rows,
-        split.cand_labels,
-        pred.category,
-        threshold=t.threshold,
-        top_k_fraction=t.top_k_fraction,
-        k=t.category_eval_k,
-    )
-    return metrics, split.labels, pred.intent
+    return evaluation(cfg, split.labels, pred.intent, split.cand_rows, split.cand_labels, pred.category)
 
 
 def train_tabular(
@@ -148,24 +136,25 @@ def _fit_and_register(
     model.fit(encoder, splits["train"], splits["val"] if len(splits["val"].users) else None)
     fit_s = time.perf_counter() - started
     mlflow.log_metrics({"train/fit_seconds": fit_s, **{f"train/{k}": v for k, v in model.fit_info.items()}})
-    val_metrics, _, _ = evaluate_tabular(cfg, model, splits["val"])
-    mlflow.log_metrics({**model_metrics("val", val_metrics), **data_facts("val", val_metrics)})
-    test_metrics, test_y, test_p = evaluate_tabular(cfg, model, splits["test"])
+    val = evaluate_tabular(cfg, model, splits["val"])
+    mlflow.log_metrics({**model_metrics("val", val.metrics), **data_facts("val", val.metrics)})
+    test = evaluate_tabular(cfg, model, splits["test"])
+    calibration, val_cal, test_cal = calibrate(cfg, val, test)
     test_users = splits["test"].users
     tracking.log_user_group_metrics(
-        cfg, test_y, test_p, new_user_mask(test_users, encoder.feature_columns, cfg.training.new_user_days)
+        cfg, test_cal.y, test_cal.p, new_user_mask(test_users, encoder.feature_columns, cfg.training.new_user_days)
     )
-    print(f"fitted in {fit_s:.1f}s; val purchase_pr_auc {val_metrics['purchase_pr_auc']:.4f}", flush=True)
+    print(f"fitted in {fit_s:.1f}s; val purchase_pr_auc {val.metrics['purchase_pr_auc']:.4f}", flush=True)
     return tracking.register_trained(
         cfg,
         files=files,
         manifest=manifest,
         predictor=model,
         encoder=encoder,
-        val_metrics=val_metrics,
-        test_metrics=test_metrics,
-        test_y=test_y,
-        test_p=test_p,
+        calibration=calibration,
+        val=val_cal,
+        uncalibrated=test,
+        test=test_cal,
         example=test_users,
         run_id=run_id,
         output=output,

@@ -17,17 +17,21 @@ from tasks.config import REPO_ROOT, PipelineConfig
 from tasks.evaluate import (
     BEST_EPOCH,
     BEST_VAL_SCORE,
+    CALIBRATION_METRICS,
     EARLY_STOPPING_METRIC,
     TRAIN_LOSS,
     TRAIN_LR,
     TRAIN_SAMPLES_PER_S,
+    UNCALIBRATED,
     VAL_KEPT,
+    SplitEval,
     data_facts,
     evaluate_user_groups,
     finite,
     model_metrics,
 )
 from tasks.experiments import ensure_experiment as ensure_named_experiment
+from tasks.models.calibration import CalibratedPredictor, Calibration
 from tasks.registry import mlflow_store, tag_version
 from tasks.schema import INTENTS, LABEL_COLUMNS, USER_CATEGORY_LABEL
 from tasks.training.collectives import rank0_print
@@ -192,9 +196,10 @@ def log_results(
     data: EncodedData,
     fit: Fitting,
     progress: Progress,
-    test_metrics: dict[str, float],
-    test_y: np.ndarray,
-    test_p: np.ndarray,
+    calibration: Calibration,
+    val: SplitEval,
+    uncalibrated: SplitEval,
+    test: SplitEval,
 ) -> dict[str, Any]:
     """A DDP training's end: the validation facts and kept epoch, then ``register_trained``."""
     import mlflow
@@ -202,8 +207,6 @@ def log_results(
     from tasks.models.base import TorchPredictor
 
     last_val = {k.removeprefix("val_"): v for k, v in progress.history[-1].items() if k.startswith("val_")}
-    kept = progress.history[progress.best_epoch - 1] if progress.best_epoch else progress.history[-1]
-    val_metrics = {k.removeprefix("val_"): v for k, v in kept.items() if k.startswith("val_")}
     mlflow.log_metrics({**data_facts("val", last_val), BEST_EPOCH: float(progress.best_epoch)})
     local = data.local
     return register_trained(
@@ -212,10 +215,10 @@ def log_results(
         manifest=job.manifest,
         predictor=TorchPredictor(fit.model.to("cpu").eval(), data.encoder, job.model_type),
         encoder=data.encoder,
-        val_metrics=val_metrics,
-        test_metrics=test_metrics,
-        test_y=test_y,
-        test_p=test_p,
+        calibration=calibration,
+        val=val,
+        uncalibrated=uncalibrated,
+        test=test,
         example=local["test"] if not local["test"].empty else local["train"],
         run_id=fit.run_id,
         output=Path(job.output),
@@ -232,10 +235,10 @@ def register_trained(
     manifest: dict[str, Any],
     predictor: Predictor,
     encoder: FeatureEncoder,
-    val_metrics: dict[str, float],
-    test_metrics: dict[str, float],
-    test_y: np.ndarray,
-    test_p: np.ndarray,
+    calibration: Calibration,
+    val: SplitEval,
+    uncalibrated: SplitEval,
+    test: SplitEval,
     example: pd.DataFrame,
     run_id: str,
     output: Path,
@@ -244,26 +247,35 @@ def register_trained(
     register: bool = True,
 ) -> dict[str, Any]:
     """Any family's end of training in its active MLflow run: the kept model's validation metrics, test
-    metrics, yardsticks, plots and the packaged model; registers a version (unless ``register`` is off: a
-    candidate that ``tasks.registry.select`` may register later), ends the run and writes the result to
-    ``output``: run_id, model_type, model_uri, model_version (None when not registered), val and test metrics."""
+    metrics (``val`` and ``test`` with ``calibration`` applied; ``uncalibrated`` is the test split before
+    it), yardsticks, plots and the packaged model (``predictor`` behind the calibration); registers a
+    version (unless ``register`` is off: a candidate that ``tasks.registry.select`` may register later),
+    ends the run and writes the result to ``output``: run_id, model_type, model_uri, model_version (None
+    when not registered), val and test metrics."""
     import mlflow
 
     from tasks.models.pyfunc import MODEL_ARTIFACT, log_intent_model
 
     model_type = predictor.model_type
+    val_metrics, test_metrics = val.metrics, test.metrics
+    before = {k: v for k, v in uncalibrated.metrics.items() if k.endswith(CALIBRATION_METRICS)}
     mlflow.log_metrics(
         {
             **model_metrics(VAL_KEPT, val_metrics),
             **model_metrics("test", test_metrics),
+            **model_metrics(UNCALIBRATED, before),
             **data_facts("test", test_metrics),
         }
     )
+    notes = [f"{name}: {c.note}" for name, c in calibration.named() if c.note]
+    mlflow.set_tag("calibration", cfg.training.calibration)
+    if notes:
+        mlflow.set_tag("calibration_notes", "; ".join(notes))
     if cfg.training.baselines:
         log_yardsticks(cfg, files, encoder)
-    log_plots(history, best_epoch, test_y, test_p)
+    log_plots(history, best_epoch, test.y, test.p, uncalibrated.p)
     info = log_intent_model(
-        predictor,
+        CalibratedPredictor(predictor, calibration),
         example,
         registered_model_name=cfg.mlflow.model_name if register else None,
         metadata={"training_set_id": str(manifest["id"]), "model_type": model_type},
@@ -348,8 +360,11 @@ def loss_figure(history: list[dict[str, float]], best_epoch: int):
     return fig
 
 
-def log_plots(history: list[dict[str, float]], best_epoch: int, y: np.ndarray, p: np.ndarray) -> None:
-    """ROC, PR and calibration curves per head and the learning curves, as PNG artifacts of the run."""
+def log_plots(
+    history: list[dict[str, float]], best_epoch: int, y: np.ndarray, p: np.ndarray, uncalibrated: np.ndarray
+) -> None:
+    """ROC, PR and calibration curves per head (of ``p``; the calibration panel also shows ``uncalibrated``,
+    dashed) and the learning curves, as PNG artifacts of the run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,10 +383,12 @@ def log_plots(history: list[dict[str, float]], best_epoch: int, y: np.ndarray, p
             continue
         fpr, tpr, _ = roc_curve(y[:, j], p[:, j])
         prec, rec, _ = precision_recall_curve(y[:, j], p[:, j])
-        frac_pos, mean_pred = calibration_curve(y[:, j], p[:, j], n_bins=10, strategy="quantile")
         axes[0].plot(fpr, tpr, label=intent)
-        axes[1].plot(rec, prec, label=intent)
-        axes[2].plot(mean_pred, frac_pos, marker="o", label=intent)
+        (line,) = axes[1].plot(rec, prec, label=intent)
+        frac_pos, mean_pred = calibration_curve(y[:, j], p[:, j], n_bins=10, strategy="quantile")
+        axes[2].plot(mean_pred, frac_pos, marker="o", c=line.get_color(), label=f"{intent} (calibrated)")
+        frac_pos, mean_pred = calibration_curve(y[:, j], uncalibrated[:, j], n_bins=10, strategy="quantile")
+        axes[2].plot(mean_pred, frac_pos, ls=":", marker=".", c=line.get_color(), label=f"{intent} (before)")
     for ax, (title, xl, yl) in zip(
         axes,
         [

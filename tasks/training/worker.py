@@ -49,7 +49,7 @@ from tasks.training.data import (
     split_files,
 )
 from tasks.training.state import EncodedData, Fitting, Progress, TrainingJob
-from tasks.training.steps import evaluate_split, score, take, to_device, train_step
+from tasks.training.steps import calibrate, evaluate_split, score, take, to_device, train_step
 
 # Settings that change how a training is run or checked, not what it computes: a relaunch may alter them and resume.
 NOT_IN_CHECKPOINT_KEY = {"nproc_per_node", "checkpoints", "max_restarts", "require_validation", "search"}
@@ -287,12 +287,14 @@ def _fit_and_log(job: TrainingJob, data: EncodedData, fit: Fitting) -> dict[str,
             ckpt_io.remove(fit.ckpt_dir)
         return payload
     fit.model.load_state_dict(progress.best_state)
-    test_metrics, test_y, test_p = evaluate_split(job.cfg, fit.model, *data.evals["test"], job.device)
+    val = evaluate_split(job.cfg, fit.model, *data.evals["val"], job.device)
+    test = evaluate_split(job.cfg, fit.model, *data.evals["test"], job.device)
     test_new = _gather_new_user_mask(job.cfg, job.manifest, data.local["test"])
     if job.rank != 0:
         return None
-    tracking.log_user_group_metrics(job.cfg, test_y, test_p, test_new)
-    payload = tracking.log_results(job, data, fit, progress, test_metrics, test_y, test_p)
+    calibration, val_cal, test_cal = calibrate(job.cfg, val, test)
+    tracking.log_user_group_metrics(job.cfg, test_cal.y, test_cal.p, test_new)
+    payload = tracking.log_results(job, data, fit, progress, calibration, val_cal, test, test_cal)
     if fit.ckpt_dir is not None:
         # The version is registered: the same training launched again is a new run, not a resume.
         ckpt_io.remove(fit.ckpt_dir)
@@ -324,7 +326,7 @@ def _run_epoch(job: TrainingJob, data: EncodedData, fit: Fitting, progress: Prog
     elapsed = time.perf_counter() - started
     train_loss = all_mean(loss_sum / steps, device)
     samples_per_s = steps * local_bs * job.world / max(elapsed, 1e-9)
-    val_metrics, _, _ = evaluate_split(job.cfg, fit.model, *data.evals["val"], device)
+    val_metrics = evaluate_split(job.cfg, fit.model, *data.evals["val"], device).metrics
     val_score = score(val_metrics)
     improved = val_score > progress.best_score
     if improved:

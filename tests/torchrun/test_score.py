@@ -183,7 +183,7 @@ def test_pyfunc_reasons_match_the_standalone_gradient(champion):
         model = mlflow.pyfunc.load_model(result.model_uri)
     out = model.predict(rows, params={"reasons_top_k": 3})
     assert list(out.columns) == [*PROBABILITY_COLUMNS, REASONS_COLUMN]
-    inner = model.unwrap_python_model().predictor
+    inner = model.unwrap_python_model().predictor.inner  # behind the packaged calibration
     batch = inner.encoder.encode(rows)
     standalone = reasons_from_gradient(
         inner.model.tabular_gradient(batch), batch["tabular"], list(inner.encoder.feature_columns), 3

@@ -106,6 +106,12 @@ def test_torchrun_two_processes_register_a_version(trained):
     ):
         assert key in run.data.metrics, key
     assert run.data.metrics["test/purchase_roc_auc"] == pytest.approx(result.test_metrics["purchase_roc_auc"])
+    # Positive weighting inflates the raw probabilities; the packaged Platt calibration (fitted on validation)
+    # brings them back without touching the ranking.
+    m = run.data.metrics
+    assert run.data.tags["calibration"] == "platt"
+    assert m["test/purchase_ece"] < m["test_uncalibrated/purchase_ece"]
+    assert m["test/purchase_log_loss"] < m["test_uncalibrated/purchase_log_loss"]
     # Every metric sits in a group (the MLflow UI's chart sections: the key up to its last "/").
     sections = {k.rsplit("/", 1)[0] for k in run.data.metrics if "/" in k}
     assert set(run.data.metrics) == {k for k in run.data.metrics if "/" in k}
@@ -114,6 +120,7 @@ def test_torchrun_two_processes_register_a_version(trained):
         "val",
         "val_kept",
         "test",
+        "test_uncalibrated",
         "test_new_users",
         "test_returning_users",
         "data",

@@ -47,7 +47,7 @@ def test_model_metrics_are_grouped_by_split_user_group_and_yardstick(evaluation)
     names = model_metrics("test", metrics)
     sections = {k.rsplit("/", 1)[0] for k in names}
     assert sections == {"test", "test_new_users", "test_returning_users"}
-    per_model = 8  # roc_auc, pr_auc, log_loss, brier, precision, recall, f1, recall_top_10pct
+    per_model = 9  # roc_auc, pr_auc, log_loss, brier, ece, precision, recall, f1, recall_top_10pct
     assert sum(k.startswith("test/purchase_") for k in names) == per_model
     assert names["test/purchase_roc_auc"] == metrics["purchase_roc_auc"]
     assert names["test_new_users/cart_pr_auc"] == metrics["new_users_cart_pr_auc"]

@@ -78,11 +78,11 @@ def test_reasons_are_the_features_that_push_the_purchase_logit_up(trained):
         model = mlflow.pyfunc.load_model(result.model_uri)
     out = model.predict(rows, params={"reasons_top_k": 3})
     assert list(out.columns) == [*PROBABILITY_COLUMNS, REASONS_COLUMN]
-    inner = model.unwrap_python_model().predictor
+    inner = model.unwrap_python_model().predictor.inner  # the family's model behind the packaged calibration
     x = inner.user_matrix(rows)
     contrib = inner.contributions(x)  # [B, F]
-    # Contributions are additive: with the intercept (bias) they give the purchase logit itself.
-    p = out["p_purchase"].to_numpy()
+    # Contributions are additive: with the intercept (bias) they give the model's purchase logit itself.
+    p = inner.predict_chunk(rows, None, None, 0).intent[:, 0]
     logit = np.log(p / (1 - p))
     head = inner.heads[0]
     bias = head.intercept_[0] if family == "lr" else head.predict(x, pred_contrib=True)[:, -1]
