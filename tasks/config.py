@@ -235,6 +235,8 @@ class TrainingConfig(_Section):
     model_type: str
     # Families the training DAG trains on the same splits; the selection picks one on validation.
     candidates: list[str] = Field(min_length=1)
+    # Early stopping (and the search) maximise the weighted sum of these validation metrics (higher is better).
+    early_stopping: dict[str, float] = Field(min_length=1)
     # How every trained model's probabilities are calibrated on the validation split (tasks.models.calibration).
     calibration: Literal["platt", "isotonic", "none"]
     selection: SelectionConfig
@@ -288,9 +290,18 @@ class TrainingConfig(_Section):
             raise ValueError(f"candidates repeat a family: {v}")
         return v
 
+    @field_validator("early_stopping")
+    @classmethod
+    def _weighted_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, weight in v.items():
+            SelectionConfig._higher_is_better(name)
+            if not weight > 0:
+                raise ValueError(f"early_stopping.{name}: weight must be > 0, got {weight}")
+        return v
+
     @model_validator(mode="after")
     def _selection_k(self) -> TrainingConfig:
-        for name in (self.selection.metric, self.selection.tie_break):
+        for name in (self.selection.metric, self.selection.tie_break, *self.early_stopping):
             if name.startswith("category_") and not name.endswith(f"_at_{self.category_eval_k}"):
                 raise ValueError(
                     f"training.selection: {name!r} is not measured; category metrics are at k = "

@@ -19,9 +19,8 @@ from sklearn.metrics import (
 
 from tasks.schema import INTENTS
 
-# The metric the gate and early stopping read.
+# The metric the gate reads.
 GATE_METRIC = "purchase_roc_auc"
-EARLY_STOPPING_METRIC = "purchase_pr_auc"
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

@@ -134,8 +134,9 @@ def run(args: argparse.Namespace) -> dict:
         "LR and LightGBM fits every training logs on the same splits (yardstick/*/test/*); lstm, bert, lr and "
         "lightgbm are the model families as tasks.training.launcher.launch trains them: lstm and bert under "
         f"torchrun ({cfg.training.nproc_per_node} processes, {epochs or cfg.training.epochs} epochs max, early "
-        "stopping on val PR-AUC, best epoch kept), lr and lightgbm in one process (lightgbm stops adding trees "
-        "on the validation log loss)."
+        "stopping on the validation score of both heads (training.early_stopping), best epoch kept), lr and "
+        "lightgbm in one process (lightgbm stops adding trees on the validation log loss); every family's "
+        "probabilities calibrated on validation (training.calibration)."
     )
     notes += signal_notes(signal, manifests["synthetic"]["cutoffs"]["test"])
     return {

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from tasks.config import PipelineConfig
-from tasks.evaluate import EARLY_STOPPING_METRIC, SplitEval, split_metrics
+from tasks.evaluate import SplitEval, split_metrics
 from tasks.models.base import IntentModel
 from tasks.models.calibration import Calibration
 from tasks.schema import INTENTS
@@ -140,8 +140,9 @@ def calibrate(cfg: PipelineConfig, val: SplitEval, test: SplitEval) -> tuple[Cal
     return cal, apply(val), apply(test)
 
 
-def score(metrics: dict[str, float]) -> float:
-    """Validation score that early stopping and the search maximise."""
-    # PR-AUC is undefined when the validation split has one class; fall back to (negated) log loss.
-    v = metrics[EARLY_STOPPING_METRIC]
-    return v if math.isfinite(v) else -metrics["purchase_log_loss"]
+def score(cfg: PipelineConfig, metrics: dict[str, float]) -> float:
+    """Validation score that early stopping and the search maximise: the ``training.early_stopping``
+    weighted sum of metrics, over those defined on this split."""
+    parts = [w * metrics[m] for m, w in cfg.training.early_stopping.items() if math.isfinite(metrics.get(m, math.nan))]
+    # Ranking metrics are undefined when the validation split has one class; fall back to (negated) log loss.
+    return float(sum(parts)) if parts else -metrics["purchase_log_loss"]

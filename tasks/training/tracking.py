@@ -18,7 +18,6 @@ from tasks.evaluate import (
     BEST_EPOCH,
     BEST_VAL_SCORE,
     CALIBRATION_METRICS,
-    EARLY_STOPPING_METRIC,
     TRAIN_LOSS,
     TRAIN_LR,
     TRAIN_SAMPLES_PER_S,
@@ -343,7 +342,8 @@ def loss_figure(history: list[dict[str, float]], best_epoch: int):
         loss_ax.plot(epochs, [h.get(f"val_{intent}_log_loss", np.nan) for h in history], marker="o", label=intent)
     loss_ax.set(title="validation log loss per head", ylabel="log loss")
     ranking = {
-        f"val_{EARLY_STOPPING_METRIC}": f"{EARLY_STOPPING_METRIC} (early stopping)",
+        "val_score": "early-stopping score (training.early_stopping)",
+        "val_purchase_pr_auc": "purchase_pr_auc",
         "val_purchase_roc_auc": "purchase_roc_auc",
     }
     ranking.update({k: k.removeprefix("val_") for k in history[-1] if k.startswith("val_category_ndcg_at_")})

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from tasks import checkpoint as ckpt_io
 from tasks.config import PipelineConfig
-from tasks.evaluate import EARLY_STOPPING_METRIC, new_user_mask
+from tasks.evaluate import new_user_mask
 from tasks.models.base import build_model
 from tasks.models.encoding import EncoderStats, FeatureEncoder, encode_targets
 from tasks.schema import USER_CATEGORY_LABEL
@@ -327,7 +327,8 @@ def _run_epoch(job: TrainingJob, data: EncodedData, fit: Fitting, progress: Prog
     train_loss = all_mean(loss_sum / steps, device)
     samples_per_s = steps * local_bs * job.world / max(elapsed, 1e-9)
     val_metrics = evaluate_split(job.cfg, fit.model, *data.evals["val"], device).metrics
-    val_score = score(val_metrics)
+    val_score = score(job.cfg, val_metrics)
+    val_metrics["score"] = val_score
     improved = val_score > progress.best_score
     if improved:
         progress.best_score, progress.best_epoch, progress.since_best = val_score, epoch + 1, 0
@@ -338,8 +339,10 @@ def _run_epoch(job: TrainingJob, data: EncodedData, fit: Fitting, progress: Prog
         {"epoch": epoch + 1, "train_loss": train_loss, **{f"val_{k}": v for k, v in val_metrics.items()}}
     )
     rank0_print(
-        f"epoch {epoch + 1}/{job.epochs} loss {train_loss:.4f} val {EARLY_STOPPING_METRIC} "
-        f"{val_metrics[EARLY_STOPPING_METRIC]:.4f} samples/s {samples_per_s:.0f}" + (" *" if improved else ""),
+        f"epoch {epoch + 1}/{job.epochs} loss {train_loss:.4f} val score {val_score:.4f} ("
+        + ", ".join(f"{m} {val_metrics.get(m, float('nan')):.4f}" for m in t.early_stopping)
+        + f") samples/s {samples_per_s:.0f}"
+        + (" *" if improved else ""),
     )
     if job.rank == 0:
         tracking.log_epoch(train_loss, samples_per_s, fit.scheduler.get_last_lr()[0], val_metrics, epoch + 1)

@@ -63,11 +63,28 @@ def test_an_unmeasured_metric_counts_as_worst_and_none_at_all_is_an_error():
             {"selection": {"tie_break": "category_ndcg_at_10"}},
             "category metrics are at k = training.category_eval_k = 5",
         ),
+        ({"early_stopping": {"purchase_brier": 1.0}}, "not a validation metric where higher is better"),
+        ({"early_stopping": {"purchase_pr_auc": 0.0}}, "weight must be > 0"),
     ],
 )
 def test_config_refuses_bad_candidates_and_selection(tmp_path, training, message):
     with pytest.raises(ConfigError, match=message):
         isolated_config(tmp_path / "var", training=training)
+
+
+def test_early_stopping_scores_both_heads_by_their_weights(tmp_path):
+    from tasks.training.steps import score
+
+    cfg = isolated_config(
+        tmp_path / "var", training={"early_stopping": {"purchase_pr_auc": 1.0, "category_ndcg_at_5": 0.5}}
+    )
+    metrics = {"purchase_pr_auc": 0.4, "category_ndcg_at_5": 0.6, "purchase_log_loss": 0.3}
+    assert score(cfg, metrics) == pytest.approx(0.4 + 0.5 * 0.6)
+    # An undertrained category head lowers the score even when the purchase head is as good.
+    assert score(cfg, {**metrics, "category_ndcg_at_5": 0.2}) < score(cfg, metrics)
+    # A metric undefined on this split drops out; with none defined, the negated log loss decides.
+    assert score(cfg, {**metrics, "category_ndcg_at_5": math.nan}) == pytest.approx(0.4)
+    assert score(cfg, {"purchase_pr_auc": math.nan, "purchase_log_loss": 0.3}) == pytest.approx(-0.3)
 
 
 @pytest.fixture(scope="module")
