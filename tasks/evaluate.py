@@ -39,8 +39,8 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
 def binary_metrics(
     y_true: np.ndarray, p: np.ndarray, *, threshold: float = 0.5, top_k_fraction: float = 0.1
 ) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, log loss, Brier, expected calibration error (10 equal-mass bins), precision/recall/F1
-    at ``threshold``, recall of positives in the top k%.
+    """ROC-AUC, PR-AUC, log loss, Brier, expected calibration error (10 equal-mass bins), expected over
+    observed positives, precision/recall/F1 at ``threshold``, recall of positives in the top k%.
 
     Ranking metrics are NaN when ``y_true`` has a single class (undefined, not zero).
     """
@@ -65,6 +65,8 @@ def binary_metrics(
         "log_loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
         "ece": expected_calibration_error(y, p),
+        # Expected positives (the sum of probabilities) over observed ones: 1 when the scores count buyers right.
+        "predicted_over_observed": float(p.sum() / n_pos) if n_pos else float("nan"),
         "precision": float(precision_score(y, pred, zero_division=0)),
         "recall": float(recall_score(y, pred, zero_division=0)),
         "f1": float(f1_score(y, pred, zero_division=0)),
@@ -237,7 +239,7 @@ def split_metrics(
 VAL_KEPT = "val_kept"
 # The test split before calibration (tasks.models.calibration): the metrics calibration changes.
 UNCALIBRATED = "test_uncalibrated"
-CALIBRATION_METRICS = ("_ece", "_log_loss", "_brier")
+CALIBRATION_METRICS = ("_ece", "_log_loss", "_brier", "_predicted_over_observed")
 TRAIN_LOSS = "train/loss"
 TRAIN_LR = "train/lr"
 TRAIN_SAMPLES_PER_S = "train/samples_per_s"

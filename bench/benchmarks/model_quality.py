@@ -49,6 +49,8 @@ def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | 
             # Expected calibration error of p_purchase (10 equal-mass bins) after and before calibration.
             "test ECE": r(m[name("purchase_ece")], 4) if name("purchase_ece") in m else "",
             "ECE uncalibrated": r(m[uncal], 4) if not yardstick and uncal in m else "",
+            # Sum of p_purchase over the test day / its buyers: 1.0 when the scores count the buyers right.
+            "sum p / buyers": r(m[ratio], 3) if (ratio := name("purchase_predicted_over_observed")) in m else "",
         }
 
     rows, raw = [], {}

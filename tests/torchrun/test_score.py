@@ -98,12 +98,38 @@ def test_resolve_pins_the_version(champion):
     assert ref.tracking_uri == cfg.mlflow.resolved_tracking_uri
 
 
+@pytest.fixture(scope="module", params=["lr", "lightgbm"])
+def tabular_champion(request, tmp_path_factory):
+    """A tabular family trained as a candidate, registered by the selection and promoted by the gate."""
+    from tasks.registry import gate, select
+
+    root = tmp_path_factory.mktemp(f"score_{request.param}")
+    ts = write_training_set(root / "ts", n_users=120, seed=3)
+    cfg = _cfg(root / "var")
+    trained = launch(cfg, ts, model_type=request.param, register=False, allow_unvalidated=True)
+    chosen = select(cfg, [trained.run_id])
+    assert gate(cfg, chosen.version, ts).promoted
+    return cfg, ts, chosen
+
+
 def test_run_scores_every_feature_row_once(spark, champion):
     cfg, ts, result = champion
+    _check_scoring_run(spark, cfg, ts, result.model_version, result.run_id, result.model_uri)
+
+
+def test_a_tabular_champion_scores_through_the_same_job(spark, tabular_champion):
+    """Whatever family the selection and the gate promote, the nightly job scores with it, reasons and
+    top categories included."""
+    cfg, ts, chosen = tabular_champion
+    uri = f"models:/{cfg.mlflow.model_name}/{chosen.version}"
+    _check_scoring_run(spark, cfg, ts, chosen.version, chosen.run_id, uri)
+
+
+def _check_scoring_run(spark, cfg, ts, version: str, run_id: str, model_uri: str) -> None:
     features = _write_features(cfg, ts, DS)
     report = run(cfg, DS, "scheduled__2026-01-20", spark=spark)
     assert report.rows == len(features)
-    assert (report.model_version, report.model_run_id) == (result.model_version, result.run_id)
+    assert (report.model_version, report.model_run_id) == (version, run_id)
     # One load per Python worker, however many batches each scored.
     assert report.model_loads == report.workers >= 1
     assert report.batches >= len(features) // cfg.scoring.batch_size > report.model_loads
@@ -114,8 +140,8 @@ def test_run_scores_every_feature_row_once(spark, champion):
     assert set(scores["user_id"]) == set(features["user_id"])
     for c in PROBABILITY_COLUMNS:
         assert scores[c].between(0.0, 1.0).all(), c
-    assert set(scores["model_version"]) == {result.model_version}
-    assert set(scores["model_run_id"]) == {result.run_id}
+    assert set(scores["model_version"]) == {version}
+    assert set(scores["model_run_id"]) == {run_id}
     assert set(scores["model_name"]) == {cfg.mlflow.model_name}
     assert set(scores["pipeline_run_id"]) == {"scheduled__2026-01-20"}
     scored_at = pd.to_datetime(scores["scored_at"], utc=True).unique()
@@ -123,7 +149,7 @@ def test_run_scores_every_feature_row_once(spark, champion):
 
     # Same numbers as the pyfunc on the driver, matched by user.
     with mlflow_store(cfg):
-        expected = mlflow.pyfunc.load_model(result.model_uri).predict(features)
+        expected = mlflow.pyfunc.load_model(model_uri).predict(features)
     expected.index = features["user_id"]
     got = scores.set_index("user_id").loc[features["user_id"], list(PROBABILITY_COLUMNS)]
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.evaluate import expected_calibration_error
+from tasks.evaluate import binary_metrics, expected_calibration_error
 from tasks.models.base import Prediction
 from tasks.models.calibration import (
     CALIBRATION_ARTIFACT,
@@ -25,6 +25,9 @@ def test_ece_on_hand_computed_bins():
     assert expected_calibration_error(y, p, bins=2) == pytest.approx((2 * 0.35 + 2 * 0.15) / 4)
     assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0]), bins=2) == 0.0
     assert np.isnan(expected_calibration_error(np.zeros(0), np.zeros(0)))
+    m = binary_metrics(y, p)
+    assert m["predicted_over_observed"] == pytest.approx(2.0 / 3.0)
+    assert np.isnan(binary_metrics(np.zeros(4, dtype=int), p)["predicted_over_observed"])
 
 
 def _inflated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

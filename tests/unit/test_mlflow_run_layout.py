@@ -47,7 +47,8 @@ def test_model_metrics_are_grouped_by_split_user_group_and_yardstick(evaluation)
     names = model_metrics("test", metrics)
     sections = {k.rsplit("/", 1)[0] for k in names}
     assert sections == {"test", "test_new_users", "test_returning_users"}
-    per_model = 9  # roc_auc, pr_auc, log_loss, brier, ece, precision, recall, f1, recall_top_10pct
+    # roc_auc, pr_auc, log_loss, brier, ece, predicted_over_observed, precision, recall, f1, recall_top_10pct
+    per_model = 10
     assert sum(k.startswith("test/purchase_") for k in names) == per_model
     assert names["test/purchase_roc_auc"] == metrics["purchase_roc_auc"]
     assert names["test_new_users/cart_pr_auc"] == metrics["new_users_cart_pr_auc"]
@@ -86,6 +87,7 @@ def test_loss_figure_has_a_titled_labelled_panel_per_quantity_with_whole_epochs(
             "val_purchase_pr_auc": 0.3 + 0.01 * e,
             "val_purchase_roc_auc": 0.7 + 0.01 * e,
             "val_category_ndcg_at_5": 0.4,
+            "val_score": 0.7 + 0.01 * e,
         }
         for e in (1, 2)
     ]
@@ -105,7 +107,8 @@ def test_loss_figure_has_a_titled_labelled_panel_per_quantity_with_whole_epochs(
     assert {line.get_label() for line in curves[loss_ax]} == set(INTENTS)
     assert max(max(line.get_ydata()) for line in curves[loss_ax]) < 1
     assert {line.get_label() for line in curves[rank_ax]} == {
-        "purchase_pr_auc (early stopping)",
+        "early-stopping score (training.early_stopping)",
+        "purchase_pr_auc",
         "purchase_roc_auc",
         "category_ndcg_at_5",
     }
