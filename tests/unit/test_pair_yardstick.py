@@ -1,4 +1,4 @@
-"""The user x category pair yardsticks (issue 25): LightGBM with early-stopped trees and LR on encoder-scaled features.
+"""The user x category pair yardsticks: LightGBM with early-stopped trees and LR on encoder-scaled features.
 
 Candidate rows are built by hand (no JVM): per cutoff ``ds`` and user a few categories whose purchase
 probability is a monotone function of a heavy-tailed view count, beside an unrelated recency column.
@@ -18,11 +18,8 @@ from tasks.evaluate import category_ranking_metrics
 from tasks.models.baselines import (
     PAIR_DEFAULT_TREES,
     _pair_holdout,
-    evaluate_baselines,
     evaluate_category_baseline,
     fit_lgbm_pair,
-    fit_predict,
-    lgbm_classifier,
     pair_lr_features,
 )
 from tasks.models.encoding import TABULAR_CLIP
@@ -74,12 +71,6 @@ def random_ndcg(test: pd.DataFrame, seed: int = 0) -> float:
     groups = (test["ds"].astype(str) + "|" + test["user_id"]).to_numpy()
     scores = np.random.default_rng(seed).random(len(test))
     return category_ranking_metrics(groups, test[USER_CATEGORY_LABEL].to_numpy(), scores, k=5)["category_ndcg_at_5"]
-
-
-def test_public_names_still_import():
-    # bench/signal_study and tasks.training.tracking import these.
-    assert callable(fit_predict) and callable(evaluate_baselines)
-    assert lgbm_classifier(0).get_params()["n_estimators"] == 100
 
 
 @pytest.mark.parametrize("seed", [0, 1])
