@@ -23,9 +23,7 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +33,7 @@ from typing import IO
 from tasks.config import REPO_ROOT, PipelineConfig, add_common_args, config_from_args
 from tasks.layers import class_archive_path, incoming_dir
 from tasks.mlflow_ui import runs_link
+from tasks.process import run_step
 
 TRAINING_DAG = "purchase_intent_training"
 NIGHTLY_DAG = "purchase_intent_nightly"
@@ -152,25 +151,6 @@ def generate_if_needed(cfg: PipelineConfig) -> str:
     stamp.write_text(_generator_stamp(cfg))
     print(report)
     return f"{report.n_events:,} events of {report.n_active_users:,} active users"
-
-
-def run_step(cfg: PipelineConfig, module: str, *args: str) -> subprocess.CompletedProcess:
-    """Run one step's CLI (``python -m <module> ...``) in its own process with exactly ``cfg``, the way the
-    DAGs run a Spark job: the demo orchestrates and imports no Spark job. Its stdout is returned, its
-    stderr (the step's log) goes to the demo's log."""
-    with tempfile.TemporaryDirectory(prefix="demo-config-") as tmp:
-        config_file = Path(tmp) / "pipeline.json"
-        # JSON is YAML: the step loads this as its --config, so it sees the demo's config, overrides included.
-        config_file.write_text(json.dumps(cfg.model_dump(mode="json")))
-        pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        return subprocess.run(
-            [sys.executable, "-m", module, *args, "--config", str(config_file)],
-            cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONPATH": pythonpath},
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
 
 
 def backfill_events(cfg: PipelineConfig, first: dt.date, last: dt.date) -> None:

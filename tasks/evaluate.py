@@ -164,6 +164,22 @@ def category_ranking_metrics(groups: np.ndarray, labels: np.ndarray, scores: np.
     among the top k. NDCG: binary gains, log2 discount, divided by the ideal DCG of that user.
     Ties in score keep the input order.
     """
+    _, hit, ndcg = category_ranking_per_user(groups, labels, scores, k=k)
+    n = len(hit)
+    if n == 0:
+        return {f"category_hit_rate_at_{k}": float("nan"), f"category_ndcg_at_{k}": float("nan"), "category_users": 0.0}
+    return {
+        f"category_hit_rate_at_{k}": float(hit.mean()),
+        f"category_ndcg_at_{k}": float(ndcg.mean()),
+        "category_users": float(n),
+    }
+
+
+def category_ranking_per_user(
+    groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, *, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per user with a positive candidate (see ``category_ranking_metrics``): (the user's ``groups`` value,
+    hit 0/1, NDCG@k), each [U]; users in sorted order of ``groups``."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     g = np.asarray(groups).ravel()
@@ -175,11 +191,13 @@ def category_ranking_metrics(groups: np.ndarray, labels: np.ndarray, scores: np.
         raise ValueError("candidate labels must be 0/1")
     if np.isnan(s).any():
         raise ValueError("candidate scores must not be NaN")
-    _, gid = np.unique(g, return_inverse=True) if len(g) else (None, np.zeros(0, dtype=np.int64))
+    if not len(g):
+        return g, np.zeros(0), np.zeros(0)
+    keys, gid = np.unique(g, return_inverse=True)
     # Sort by user, then score descending, keeping input order among ties.
     order = np.lexsort((np.arange(len(s)), -s, gid))
     gid, y = gid[order], y[order]
-    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]]) if len(gid) else np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
     rank = np.arange(len(gid)) - np.repeat(starts, np.diff(np.r_[starts, len(gid)]))  # 0-based rank in user
     discount = 1.0 / np.log2(rank + 2.0)
     in_top = rank < k
@@ -189,15 +207,8 @@ def category_ranking_metrics(groups: np.ndarray, labels: np.ndarray, scores: np.
     positives = np.bincount(gid, weights=y, minlength=n_groups)
     ideal_disc = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))  # IDCG of a user with n positives: ideal_disc[min(n,k)-1]
     eligible = positives > 0
-    n = int(eligible.sum())
-    if n == 0:
-        return {f"category_hit_rate_at_{k}": float("nan"), f"category_ndcg_at_{k}": float("nan"), "category_users": 0.0}
     idcg = ideal_disc[np.minimum(positives[eligible], k).astype(np.int64) - 1]
-    return {
-        f"category_hit_rate_at_{k}": float((hits[eligible] > 0).mean()),
-        f"category_ndcg_at_{k}": float((dcg[eligible] / idcg).mean()),
-        "category_users": float(n),
-    }
+    return keys[eligible], (hits[eligible] > 0).astype(np.float64), dcg[eligible] / idcg
 
 
 class SplitEval(NamedTuple):

@@ -231,6 +231,19 @@ def land_day(
             f"no incoming delivery for {source} {day}: folder {folder} does not exist; "
             + newest_text(delivered, "delivered", folder.parent)
         )
+    return land_folder(cfg, source, folder, day, redeliver=redeliver, reason=reason)
+
+
+def land_folder(
+    cfg: PipelineConfig,
+    source: str,
+    folder: Path,
+    day: dt.date,
+    *,
+    redeliver: bool = False,
+    reason: str = DEFAULT_REDELIVERY_REASON,
+) -> LandReport:
+    """Land every file of ``folder`` (one day's delivery; hidden files skipped) under ``dt=<day>``."""
     files = {p.name: p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
     hidden = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.startswith("."))
     if hidden:

@@ -360,7 +360,7 @@ def choose(candidates: list[Candidate], metric: str, tie_break: str, tie_margin:
     return chosen, reason
 
 
-def _candidate(client, run_id: str) -> tuple[Candidate, str]:
+def read_candidate(client, run_id: str) -> tuple[Candidate, str]:
     """The candidate logged by training run ``run_id`` and its training-set id."""
     from mlflow.exceptions import MlflowException
 
@@ -391,7 +391,7 @@ def select(cfg: PipelineConfig, run_ids: list[str]) -> Selection:
 
     s = cfg.training.selection
     client = _client(cfg)
-    read = [_candidate(client, r) for r in dict.fromkeys(run_ids)]
+    read = [read_candidate(client, r) for r in dict.fromkeys(run_ids)]
     set_ids = {set_id for _, set_id in read}
     if len(set_ids) > 1:
         raise GateError(f"candidates were trained on different training sets {sorted(set_ids)}; compare like with like")

@@ -39,14 +39,25 @@ class TrainResult:
 
 
 def _train_local(
-    cfg: PipelineConfig, training_set_dir: Path, model_type: str, allow_unvalidated: bool, register: bool
+    cfg: PipelineConfig,
+    training_set_dir: Path,
+    model_type: str,
+    allow_unvalidated: bool,
+    register: bool,
+    parent_run_id: str | None,
 ) -> dict:
     """A family fitted in this process (``trainer = "local"``); its result file sits where torchrun's would."""
     from tasks.training.tabular import train_tabular
 
     output = cfg.paths.runs_dir / f"train-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
     payload = train_tabular(
-        cfg, training_set_dir, output, model_type=model_type, allow_unvalidated=allow_unvalidated, register=register
+        cfg,
+        training_set_dir,
+        output,
+        model_type=model_type,
+        allow_unvalidated=allow_unvalidated,
+        register=register,
+        parent_run_id=parent_run_id,
     )
     return {**payload, "output": str(output)}
 
@@ -62,6 +73,7 @@ def launch(
     allow_unvalidated: bool = False,
     fault_after_epoch: int | None = None,
     register: bool = True,
+    parent_run_id: str | None = None,
 ) -> TrainResult:
     """Train ``model_type`` (default ``training.model_type``) by its family's trainer and return the version
     it registered. A "torchrun" family trains in a torchrun subprocess (output streamed); ``nproc``,
@@ -71,7 +83,8 @@ def launch(
     trial's settings then train the registered model. ``allow_unvalidated`` skips the check for a passing
     validation result (ad-hoc runs only); ``fault_after_epoch`` is the crash drill of
     ``tasks.training.worker.train_distributed``. ``register`` off logs the model to its run without
-    registering a version: a candidate that ``tasks.registry.select`` may register.
+    registering a version: a candidate that ``tasks.registry.select`` may register. ``parent_run_id`` nests the
+    training's MLflow run under that run (a backtest's); not with ``search``, whose study is the parent.
     """
     training_set_dir = Path(training_set_dir).resolve()
     manifest = read_manifest(training_set_dir)
@@ -90,7 +103,7 @@ def launch(
                 model_type,
                 model_type,
             )
-        result = _train_local(cfg, training_set_dir, model_type, allow_unvalidated, register)
+        result = _train_local(cfg, training_set_dir, model_type, allow_unvalidated, register, parent_run_id)
     else:
         nproc = nproc or cfg.training.nproc_per_node
         n_train_files = len(split_files(training_set_dir, "train"))
@@ -98,8 +111,9 @@ def launch(
             raise TrainingError(
                 f"train split of {training_set_dir} has {n_train_files} file(s), fewer than the {nproc} processes"
             )
-        parent_run_id = None
         if cfg.training.search.enabled if search is None else search:
+            if parent_run_id is not None:
+                raise TrainingError("a search nests its trials under its own parent run: give no parent_run_id")
             cfg, parent_run_id = run_search(
                 cfg, training_set_dir, manifest, model_type=model_type, nproc=nproc, allow_unvalidated=allow_unvalidated
             )

@@ -69,9 +69,10 @@ def train_tabular(
     model_type: str,
     allow_unvalidated: bool = False,
     register: bool = True,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Fit ``model_type`` on the training set, log it (and register it, unless ``register`` is off); returns
-    (and writes to ``output``) the result."""
+    (and writes to ``output``) the result. ``parent_run_id``: the MLflow run to nest this one under."""
     t = cfg.training
     training_set_dir = Path(training_set_dir).resolve()
     manifest = read_manifest(training_set_dir)
@@ -105,6 +106,7 @@ def train_tabular(
             model_type=model_type,
             training_set_dir=training_set_dir,
             validation=validation,
+            parent_run_id=parent_run_id,
             params=dict(
                 n_train_rows=len(users["train"]), n_train_candidate_rows=len(splits["train"].cand), world_size=1
             ),

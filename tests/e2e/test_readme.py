@@ -51,6 +51,11 @@ NOT_RUN = {
     "make jvm-archive": "rebuilds the class archive, which the `demo` fixture's step 2 built with the same command",
     "make bench": "benchmarks on generated logs of millions of events, for many minutes (see bench/README.md)",
     "make clean": "deletes var/ of the working tree, which holds the developer's own state",
+    ".venv/bin/python -m tasks.backtest --source taobao --input ../shared/data/taobao_userbehavior_sample.csv "
+    "--train 2017-11-26:2017-11-29 --val 2017-11-30 --test 2017-12-01 --candidates lr,lightgbm,lstm,bert --seeds 3": (
+        "12 trainings (minutes); tests/torchrun/test_backtest.py runs the same command on the same sample with two "
+        "families, two seeds and one epoch"
+    ),
     "python -m tasks.train --launch --search": "an Optuna search plus a full training under torchrun (many minutes)",
     "torchrun --nnodes N --nproc-per-node G --rdzv-endpoint host:29400 -m tasks.train ...": (
         "a template for several machines (N, G and host are placeholders)"
