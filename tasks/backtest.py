@@ -121,7 +121,8 @@ def work_config(
                 "n_val_cutoffs": len(plan.val),
                 "n_test_cutoffs": len(plan.test),
             },
-            "training": {"search": {"enabled": False}},
+            # The backtest trains and reports every seed itself, and their ensemble.
+            "training": {"search": {"enabled": False}, "ensemble_seeds": 1},
             "mlflow": {"experiment": f"{base.mlflow.experiment}_backtest"},
         },
     )
@@ -187,15 +188,16 @@ def _run(cfg: PipelineConfig, console: Console, module: str, *args: str) -> str:
     return done.stdout
 
 
-def land(cfg: PipelineConfig, source: str, input_path: Path, days: tuple[dt.date, ...]) -> tuple[str, dt.date | None]:
+def land(cfg: PipelineConfig, source: str, input_path: Path, days: tuple[dt.date, ...]) -> tuple[str, list[str]]:
     """Land the export: one file (any days; cleaned as an import) or a folder of ``dt=YYYY-MM-DD`` day folders
-    (the days needed). Returns what was landed and the raw day of a single-file import (None for day folders)."""
+    (those of the days needed). Returns what was landed and the arguments that clean it."""
     from tasks.land import land_file, land_folder
 
     if input_path.is_file():
         raw_day = days[-1]
         report = land_file(cfg, source, input_path, raw_day)
-        return f"{input_path.name}: {report.n_bytes:,} bytes", raw_day
+        clean = ["--import", str(raw_day), "--from", str(days[0]), "--to", str(days[-1])]
+        return f"{input_path.name}: {report.n_bytes:,} bytes", clean
     if not input_path.is_dir():
         raise BacktestError(f"--input {input_path} does not exist")
     folders = {d: input_path / f"dt={d.isoformat()}" for d in days}
@@ -206,7 +208,8 @@ def land(cfg: PipelineConfig, source: str, input_path: Path, days: tuple[dt.date
             "a folder of day folders"
         )
     n_bytes = sum(land_folder(cfg, source, folders[d], d).n_bytes for d in present)
-    return f"{len(present)} day folders, {n_bytes:,} bytes", None
+    # The days before the export's first one have nothing to clean; check_data names any gap that matters.
+    return f"{len(present)} day folders, {n_bytes:,} bytes", ["--from", str(present[0]), "--to", str(present[-1])]
 
 
 def check_data(cfg: PipelineConfig, plan: CutoffPlan) -> str:
@@ -232,33 +235,6 @@ def check_data(cfg: PipelineConfig, plan: CutoffPlan) -> str:
     if reason := missing_training_events(cfg, plan.last):
         raise BacktestError(reason)
     return f"events {present[0]}..{present[-1]}"
-
-
-def predict_split(predictor: Any, split: Any, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities [N, 3] and candidate probabilities [C] of a ``TabularSplit``, ``chunk`` users at a time."""
-    intents, cats = [], []
-    for start in range(0, len(split.users), chunk):
-        stop = min(start + chunk, len(split.users))
-        lo, hi = np.searchsorted(split.cand_rows, [start, stop])
-        out = predictor.predict_chunk(
-            split.users.iloc[start:stop], split.cand_rows[lo:hi] - start, split.cand.iloc[lo:hi], 0
-        )
-        intents.append(out.intent)
-        cats.append(out.category)
-    return np.concatenate(intents), np.concatenate(cats)
-
-
-def load_predictor(cfg: PipelineConfig, run_id: str) -> tuple[Any, Any]:
-    """The packaged model of a training run as scoring loads it, and its predictor before calibration."""
-    import mlflow
-
-    from tasks.models.calibration import CalibratedPredictor
-    from tasks.models.pyfunc import MODEL_ARTIFACT
-    from tasks.registry import mlflow_store
-
-    with mlflow_store(cfg):
-        predictor = mlflow.pyfunc.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}").unwrap_python_model().predictor
-    return predictor, predictor.inner if isinstance(predictor, CalibratedPredictor) else predictor
 
 
 @dataclass
@@ -304,15 +280,14 @@ def predict_all(cfg: PipelineConfig, ts_dir: Path, trained: list[Trained]):
     """The test split and every model's predictions on it: each seed, each family's seed ensemble, the
     heuristic."""
     from tasks.backtest_report import ENSEMBLE, HEURISTIC, SINGLE, ModelPredictions, TestSplit, recency_heuristic
+    from tasks.models.calibration import CalibratedPredictor
     from tasks.models.pyfunc import PREDICT_CHUNK
-    from tasks.schema import CANDIDATE_CATEGORY_COLUMN, INTENTS, USER_CATEGORY_LABEL
-    from tasks.training.data import read_candidates, read_files, read_manifest, split_files
-    from tasks.training.tabular import tabular_split
+    from tasks.schema import CANDIDATE_CATEGORY_COLUMN, INTENTS
+    from tasks.training.data import read_manifest
+    from tasks.training.ensemble import load_run_predictor, predict_split, read_split
 
     manifest = read_manifest(ts_dir)
-    pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
-    users = read_files(split_files(ts_dir, "test"))
-    split = tabular_split(users, read_candidates(ts_dir, "test", users, [*pair_feats, USER_CATEGORY_LABEL]))
+    split = read_split(ts_dir, "test")
     test = TestSplit(
         users=split.users[["user_id", "ds"]].astype({"user_id": str, "ds": str}),
         y=split.labels,
@@ -322,7 +297,8 @@ def predict_all(cfg: PipelineConfig, ts_dir: Path, trained: list[Trained]):
     )
     preds, raw_purchase = [], []
     for t in trained:
-        predictor, raw = load_predictor(cfg, t.run_id)
+        predictor = load_run_predictor(cfg, t.run_id)
+        raw = predictor.inner if isinstance(predictor, CalibratedPredictor) else predictor
         p, cand_p = predict_split(predictor, split, PREDICT_CHUNK)
         p_raw = predict_split(raw, split, PREDICT_CHUNK)[0][:, 0] if raw is not predictor else p[:, 0]
         preds.append(ModelPredictions(t.model_type, SINGLE, t.seed, p, cand_p, p_raw, t.run_id))
@@ -416,13 +392,9 @@ def run_backtest(
     status = "FAILED"
     try:
         with console.stage("land") as r:
-            r["done"], raw_day = land(cfg, source, input_path, DayRange(first_day, last_day).days)
+            r["done"], clean_args = land(cfg, source, input_path, DayRange(first_day, last_day).days)
         with console.stage("clean (Spark)") as r:
-            if raw_day is not None:
-                args = ["--import", str(raw_day), "--source", source, "--from", str(first_day), "--to", str(last_day)]
-            else:
-                args = ["--from", str(first_day), "--to", str(last_day), "--source", source]
-            _run(cfg, console, "spark_jobs.clean_events", *args)
+            _run(cfg, console, "spark_jobs.clean_events", *clean_args, "--source", source)
             r["done"] = "events layer written"
         with console.stage("check data") as r:
             r["done"] = check_data(cfg, plan)

@@ -245,6 +245,8 @@ class TrainingConfig(_Section):
     batch_size: int = Field(gt=0)
     learning_rate: float = Field(gt=0)
     seed: int
+    # Seeds each family trains (seed, seed + 1, ...) and packages as one model of their mean probabilities.
+    ensemble_seeds: int = Field(ge=1)
     embedding_dim: int = Field(gt=0)
     hidden_dim: int = Field(gt=0)
     dropout: float = Field(ge=0.0, lt=1.0)

@@ -28,8 +28,8 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from tasks.config import REPO_ROOT
-from tasks.models.base import Predictor, model_class
-from tasks.models.calibration import with_calibration
+from tasks.models.base import Predictor
+from tasks.models.ensemble import load_predictor
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
     CANDIDATE_ARRAY_PREFIX,
@@ -65,8 +65,7 @@ class IntentPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         spec = json.loads(Path(context.artifacts["model_spec"]).read_text())
         self.model_type = spec["model_type"]
-        predictor = model_class(self.model_type).from_artifacts(spec, context.artifacts)
-        self.predictor = with_calibration(predictor, context.artifacts)
+        self.predictor = load_predictor(spec, context.artifacts)
 
     def predict(self, context, model_input, params=None):
         return predict_frame(self.predictor, model_input, params)

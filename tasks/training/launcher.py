@@ -83,7 +83,9 @@ def launch(
     trial's settings then train the registered model. ``allow_unvalidated`` skips the check for a passing
     validation result (ad-hoc runs only); ``fault_after_epoch`` is the crash drill of
     ``tasks.training.worker.train_distributed``. ``register`` off logs the model to its run without
-    registering a version: a candidate that ``tasks.registry.select`` may register. ``parent_run_id`` nests the
+    registering a version: a candidate that ``tasks.registry.select`` may register. With
+    ``training.ensemble_seeds`` > 1 the family trains that many seeds and the result is their seed ensemble
+    (``tasks.training.ensemble``). ``parent_run_id`` nests the
     training's MLflow run under that run (a backtest's); not with ``search``, whose study is the parent.
     """
     training_set_dir = Path(training_set_dir).resolve()
@@ -94,8 +96,39 @@ def launch(
         require_validation(cfg, training_set_dir, manifest)
     check_model_settings(cfg, model_type, int(manifest["sequence_length"]))
     trainer = model_class(model_type).trainer
-    if trainer == "local":
-        if cfg.training.search.enabled if search is None else search:
+    searching = cfg.training.search.enabled if search is None else search
+    if cfg.training.ensemble_seeds > 1:
+        if searching:
+            raise TrainingError(
+                "training.search with training.ensemble_seeds > 1: search first (ensemble_seeds 1), then train the "
+                "ensemble with the best trial's settings"
+            )
+        from tasks.training.ensemble import train_ensemble
+
+        def member(member_cfg: PipelineConfig, parent: str) -> TrainResult:
+            return launch(
+                member_cfg,
+                training_set_dir,
+                model_type=model_type,
+                epochs=epochs,
+                nproc=nproc,
+                search=False,
+                allow_unvalidated=True,
+                register=False,
+                parent_run_id=parent,
+            )
+
+        result = train_ensemble(
+            cfg,
+            training_set_dir,
+            model_type=model_type,
+            allow_unvalidated=allow_unvalidated,
+            register=register,
+            parent_run_id=parent_run_id,
+            train_member=member,
+        )
+    elif trainer == "local":
+        if searching:
             log.warning(
                 "train: no search for %s: the search tunes the torchrun families' training settings; %s is fitted "
                 "with its models.%s settings",
@@ -111,7 +144,7 @@ def launch(
             raise TrainingError(
                 f"train split of {training_set_dir} has {n_train_files} file(s), fewer than the {nproc} processes"
             )
-        if cfg.training.search.enabled if search is None else search:
+        if searching:
             if parent_run_id is not None:
                 raise TrainingError("a search nests its trials under its own parent run: give no parent_run_id")
             cfg, parent_run_id = run_search(
