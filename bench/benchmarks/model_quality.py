@@ -1,159 +1,190 @@
-"""bench model_quality: test ROC-AUC / PR-AUC and category HitRate@k / NDCG@k of LR, LightGBM, LSTM and
-BERT, synthetic and Taobao, and on synthetic data what the sequences could add (bench.signal_study)
-(issue 5)."""
+"""bench model_quality: every model family against the yardsticks through ``python -m tasks.backtest``, on a
+generated synthetic log and on the real exports of bench/backtests.yaml; on synthetic data also what the
+sequences could add (bench.signal_study) (issues 5, 25)."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-from functools import partial
+import json
+import math
 from pathlib import Path
 from typing import Any
 
-from bench.data import build_synthetic_training_set
-from bench.harness import r, run_metrics, spark_session, timed, workdir
+import yaml
+
+from bench.harness import r, timed, workdir
 from bench.signal_study import SIGNAL_TITLE, sequence_signal, signal_notes
-from tasks.config import REPO_ROOT, PipelineConfig
-from tasks.evaluate import BEST_EPOCH, UNCALIBRATED, metric_name
+from tasks.backtest import TRAINING_SET_ID, parse_range, plan_backtest, work_config
+from tasks.config import REPO_ROOT, PipelineConfig, with_overrides
+from tasks.layers import training_set_dir
 from tests.helpers.config import isolated_config
 
-TAOBAO_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "taobao_userbehavior_sample.csv"
+BACKTESTS = REPO_ROOT / "bench" / "backtests.yaml"
+# Families every backtest trains, and seeds per family (the spread over seeds and the seed ensembles).
+CANDIDATES = ("lr", "lightgbm", "lstm", "bert")
+SEEDS = 3
 
 
-def quality_rows(cfg: PipelineConfig, ts_dir: Path, dataset: str, epochs: int | None) -> tuple[list[dict], dict]:
-    """Train every model family (LSTM, BERT, LR, LightGBM) on one training set; rows of their test metrics and
-    of the LR and LightGBM yardsticks that each training logs.
+def backtest(cfg: PipelineConfig, work: Path, name: str, args: dict[str, Any], extra: list[str]) -> dict:
+    """One ``tasks.backtest`` run with exactly ``cfg`` (its MLflow store under the bench's work dir)."""
+    from tasks.backtest import main
 
-    User level: ROC-AUC / PR-AUC of the purchase head. Category level: HitRate@k / NDCG@k of each
-    user's candidate categories (k = training.category_eval_k), for each family's category ranking and the
-    yardsticks' pair models on the f_uc_* features.
-    """
-    from tasks.training.launcher import launch
+    config = work / f"{name}.pipeline.json"
+    config.write_text(json.dumps(cfg.model_dump(mode="json")))
+    argv = [f"--{k}={v}" for k, v in args.items()] + ["--config", str(config), "--work-dir", str(work / name), *extra]
+    print(f"  python -m tasks.backtest {' '.join(argv)}", flush=True)
+    return main(argv)
 
-    k = cfg.training.category_eval_k
-    hit, ndcg = f"category_hit_rate_at_{k}", f"category_ndcg_at_{k}"
 
-    def metric_row(model: str, m: dict[str, float], yardstick: str | None) -> dict:
-        def name(metric: str) -> str:
-            return metric_name("test", metric, yardstick=yardstick)
+def synthetic_args(cfg: PipelineConfig, export: Path, n_users: int, n_days: int) -> dict[str, Any]:
+    """Generate the log into ``export`` (dt=<day> folders); its latest labelled day is the test cutoff, the day
+    before validation, training.set's n_train_cutoffs before that."""
+    from tasks.sources.synthetic import generate
 
-        uncal = f"{UNCALIBRATED}/purchase_ece"
+    gen = cfg.generator.model_copy(update={"n_users": n_users, "n_days": n_days})
+    report = generate(gen, export, cfg.pipeline.timezone)
+    print(f"  synthetic log: {report.n_events} events, {n_users} users x {n_days} days", flush=True)
+    last = gen.start + dt.timedelta(days=n_days - 1)
+    n_train = cfg.training_set.n_train_cutoffs
+    first = last - dt.timedelta(days=n_train + 1)
+    train_last = last - dt.timedelta(days=2)
+    return {
+        "source": "synthetic",
+        "input": export,
+        "train": f"{first}:{train_last}",
+        "val": str(last - dt.timedelta(days=1)),
+        "test": str(last),
+    }
 
-        return {
-            "dataset": dataset,
-            "model": model,
-            "test ROC-AUC": r(m[name("purchase_roc_auc")], 4),
-            "test PR-AUC": r(m[name("purchase_pr_auc")], 4),
-            f"category HitRate@{k}": r(m[name(hit)], 4) if name(hit) in m else "",
-            f"category NDCG@{k}": r(m[name(ndcg)], 4) if name(ndcg) in m else "",
-            # Expected calibration error of p_purchase (10 equal-mass bins) after and before calibration.
-            "test ECE": r(m[name("purchase_ece")], 4) if name("purchase_ece") in m else "",
-            "ECE uncalibrated": r(m[uncal], 4) if not yardstick and uncal in m else "",
-            # Sum of p_purchase over the test day / its buyers: 1.0 when the scores count the buyers right.
-            "sum p / buyers": r(m[ratio], 3) if (ratio := name("purchase_predicted_over_observed")) in m else "",
-        }
 
-    rows, raw = [], {}
-    baselines = None
-    for model_type in ("lstm", "bert", "lr", "lightgbm"):
-        res, wall = timed(partial(launch, cfg, ts_dir, model_type=model_type, epochs=epochs, allow_unvalidated=True))
-        metrics, _ = run_metrics(cfg, res.run_id)
-        raw[model_type] = {"run_id": res.run_id, "model_uri": res.model_uri, "metrics": metrics, "wall_s": wall}
+def quality_rows(dataset: str, report: dict) -> list[dict]:
+    """One row per family (its seed ensemble) and the heuristic, with 95% bootstrap intervals, plus the seeds'
+    spread of ROC-AUC."""
+    k = report["k"]
+    spread = {s["model"]: s for s in report["seed_spread"] if s["metric"] == "roc_auc"}
+    selected = report["selection"]["model"]
+
+    def cell(m: dict, iv: dict, name: str, digits: int = 4) -> str | float:
+        v = m.get(name)
+        if v is None or not math.isfinite(v):
+            return ""
+        lo_hi = iv.get(name)
+        return f"{v:.{digits}f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi and None not in lo_hi else r(v, digits)
+
+    rows = []
+    for row in report["models"]:
+        if not row["headline"]:
+            continue
+        m, iv = row["metrics"], report["intervals"].get(row["label"], {})
+        s = spread.get(row["model"])
         rows.append(
             {
-                **metric_row(model_type, metrics, None),
-                "best epoch": int(metrics[BEST_EPOCH]) if BEST_EPOCH in metrics else "",
-                "train wall s": r(wall, 0),
+                "dataset": dataset,
+                "model": row["label"] + (" (selected on validation)" if row["model"] == selected else ""),
+                "test ROC-AUC": cell(m, iv, "roc_auc"),
+                "test PR-AUC": cell(m, iv, "pr_auc"),
+                "test ECE": cell(m, iv, "ece"),
+                "ECE uncalibrated": cell(m, iv, "ece_uncalibrated"),
+                "sum p / buyers": cell(m, {}, "predicted_over_observed", 3),
+                f"NDCG@{k}": cell(m, iv, "ndcg"),
+                "pair ROC-AUC": cell(m, iv, "pair_roc_auc"),
+                "ROC-AUC of single seeds": f"{s['min']:.4f}..{s['max']:.4f} (sd {s['sd']:.4f})" if s else "",
             }
         )
-        if baselines is None:
-            baselines = metrics
-    yardsticks = (
-        ("lr", "yardstick: logistic regression (f_*; categories: f_uc_*)"),
-        ("lgbm", "yardstick: LightGBM (f_*; categories: f_uc_*)"),
-    )
-    for name, label in yardsticks:
-        rows.insert(
-            0,
-            {
-                **metric_row(label, baselines, name),
-                "best epoch": "",
-                "train wall s": "",
-            },
-        )
-    return rows, raw
+    return rows
 
 
-def taobao_training_set(cfg: PipelineConfig, spark) -> Any:
-    from spark_jobs import training_set
-    from spark_jobs.clean_events import run_import
-    from tasks.land import land_file
-
-    raw_day = dt.date(2017, 12, 1)
-    land_file(cfg, "taobao", TAOBAO_SAMPLE, raw_day)
-    rep = run_import(cfg, "taobao", raw_day, dt.date(2017, 11, 25), raw_day)
-    print(f"  taobao import: {rep.n_events} events, quarantined {rep.quarantined}", flush=True)
-    return training_set.build(cfg, last_cutoff=raw_day, spark=spark)
+def comparison_rows(dataset: str, report: dict) -> list[dict]:
+    return [
+        {
+            "dataset": dataset,
+            "model": c["model"],
+            "metric": c["metric"],
+            "best yardstick": c["reference"],
+            "difference": f"{c['difference']:+.4f}",
+            "95% interval": f"[{c['low']:+.4f}, {c['high']:+.4f}]",
+        }
+        for c in report["bootstrap"]["comparisons"]
+    ]
 
 
 def run(args: argparse.Namespace) -> dict:
     n_users = 400 if args.quick else max(200, int(3000 * args.scale))
     n_days = 10 if args.quick else 14
-    epochs = 1 if args.quick else None
-    table, raw, manifests = [], {}, {}
+    seeds = 1 if args.quick else SEEDS
+    extra = ["--candidates", ",".join(CANDIDATES), "--seeds", str(seeds)]
+    if args.quick:
+        extra += ["--epochs", "1", "--bootstrap", "200"]
+    table, comparisons, reports, notes = [], [], {}, []
     with workdir("quality") as work:
-        cfg = isolated_config(work / "syn")
-        spark = spark_session(cfg)
-        info, n_events = build_synthetic_training_set(cfg, spark, n_users, n_days)
-        manifests["synthetic"] = info.manifest
-        rows, raw["synthetic"] = quality_rows(cfg, info.path, f"synthetic {n_users}u x {n_days}d", epochs)
-        table += rows
-        gen = cfg.generator.model_copy(update={"n_users": n_users, "n_days": n_days})
-        # The ablations shuffle and scramble sequences: only the sequence families read them.
-        seq_models = {k: v for k, v in raw["synthetic"].items() if k in ("lstm", "bert")}
-        signal, signal_s = timed(lambda: sequence_signal(cfg, info.path, info.manifest, gen, seq_models))
-        print(f"  sequence signal analysis ({signal_s:.0f}s)", flush=True)
-        if TAOBAO_SAMPLE.is_file():
-            tcfg = isolated_config(
-                work / "taobao",
-                pipeline={"timezone": "Asia/Shanghai", "source": "taobao"},
-                training_set={"n_train_cutoffs": 4, "n_val_cutoffs": 1, "n_test_cutoffs": 1},
-            )
-            tinfo = taobao_training_set(tcfg, spark)
-            manifests["taobao"] = tinfo.manifest
-            rows, raw["taobao"] = quality_rows(tcfg, tinfo.path, "taobao sample (814 users)", epochs)
-            table += rows
-    notes = []
-    for name, m in manifests.items():
-        notes.append(
-            f"{name}: cutoffs train {m['cutoffs']['train'][0]}..{m['cutoffs']['train'][-1]}, val "
-            f"{m['cutoffs']['val']}, test {m['cutoffs']['test']}; rows {m['rows']}; test purchase rate "
-            f"{m['positive_rate']['test']['label_purchase']:.3f}."
+        cfg = isolated_config(work / "var")
+        syn = with_overrides(cfg, {"generator": {"n_users": n_users, "n_days": n_days}})
+        syn_args = synthetic_args(syn, work / "synthetic-export", n_users, n_days)
+        (report, wall) = timed(lambda: backtest(syn, work, "synthetic", syn_args, extra))
+        name = f"synthetic {n_users}u x {n_days}d"
+        reports[name] = {**report, "wall_s": round(wall, 1)}
+
+        plan = plan_backtest(*(parse_range(syn_args[s]) for s in ("train", "val", "test")), syn.features.horizon_days)
+        wcfg = work_config(
+            syn,
+            work / "synthetic",
+            plan,
+            source="synthetic",
+            timezone=report["timezone"],
+            horizon_days=report["horizon_days"],
         )
-    for ds_name in raw:
-        rows = [x for x in table if x["dataset"].startswith(ds_name)]
-        best = max(rows, key=lambda x: x["test ROC-AUC"])
-        notes.append(f"{ds_name}: best test ROC-AUC {best['test ROC-AUC']} by {best['model']}.")
-    if not TAOBAO_SAMPLE.is_file():
-        notes.append(f"Taobao sample not found at {TAOBAO_SAMPLE}: only synthetic data measured.")
+        ts_dir = training_set_dir(wcfg, TRAINING_SET_ID)
+        manifest = json.loads((ts_dir / "manifest.json").read_text())
+        first_seed = min(report["seeds"])
+        seq_models = {
+            t["model_type"]: {"model_uri": f"runs:/{t['run_id']}/model"}
+            for t in report["training_runs"]
+            if t["model_type"] in ("lstm", "bert") and t["seed"] == first_seed
+        }
+        signal, signal_s = timed(lambda: sequence_signal(wcfg, ts_dir, manifest, syn.generator, seq_models))
+        print(f"  sequence signal analysis ({signal_s:.0f}s)", flush=True)
+
+        for key, spec in (yaml.safe_load(BACKTESTS.read_text()) or {}).items():
+            path = (REPO_ROOT / spec["input"]).resolve()
+            if not path.exists():
+                notes.append(f"{key}: {path} not found: not measured.")
+                continue
+            (report, wall) = timed(
+                lambda spec=spec, path=path, key=key: backtest(cfg, work, key, {**spec, "input": path}, extra)
+            )
+            reports[key] = {**report, "wall_s": round(wall, 1)}
+    for name, report in reports.items():
+        table += quality_rows(name, report)
+        comparisons += comparison_rows(name, report)
+        c = report["cutoffs"]
+        d = report["data"]["test"]
+        notes.append(
+            f"{name} ({Path(report['input']).name}): train cutoffs {c['train'][0]}..{c['train'][-1]}, val "
+            f"{c['val']}, test {c['test']} "
+            f"({d['rows']} user-days, {d['buyers']} buyers); selected on validation: {report['selection']['model']} "
+            f"({report['selection']['reason']}); backtest wall {report['wall_s']:.0f}s."
+        )
+        best = max((m for m in report["models"] if m["headline"]), key=lambda m: m["metrics"]["roc_auc"])
+        notes.append(f"{name}: best test ROC-AUC {best['metrics']['roc_auc']:.4f} by {best['label']}.")
     notes.append(
-        "ROC-AUC / PR-AUC of the purchase head on the held-out test cutoff. The yardstick rows are the fixed "
-        "LR and LightGBM fits every training logs on the same splits (yardstick/*/test/*); lstm, bert, lr and "
-        "lightgbm are the model families as tasks.training.launcher.launch trains them: lstm and bert under "
-        f"torchrun ({cfg.training.nproc_per_node} processes, {epochs or cfg.training.epochs} epochs max, early "
-        "stopping on the validation score of both heads (training.early_stopping), best epoch kept), lr and "
-        "lightgbm in one process (lightgbm stops adding trees on the validation log loss); every family's "
-        "probabilities calibrated on validation (training.calibration)."
+        "Every row is `python -m tasks.backtest` (the real land, clean, training set, validation and training of "
+        f"each family with {seeds} seed(s); the families' rows are their seed ensembles, the mean of the seeds' "
+        "calibrated probabilities). 95% intervals: paired bootstrap over users (a user's days and pairs together). "
+        "ECE: expected calibration error, 10 equal-mass bins, after / before the packaged calibration."
     )
-    notes += signal_notes(signal, manifests["synthetic"]["cutoffs"]["test"])
+    notes += signal_notes(signal, manifest["cutoffs"]["test"])
     return {
-        "description": "Test ROC-AUC, PR-AUC and calibration error (purchase head) and category HitRate@k / NDCG@k "
-        "of the four model families (lstm, bert, lr, lightgbm) and the LR / LightGBM yardsticks, on synthetic data "
-        "and the real Taobao sample; on synthetic data, what the sequences could add.",
+        "description": "Test ROC-AUC, PR-AUC, calibration error and category NDCG of the four model families (seed "
+        "ensembles) and a recency heuristic, through `python -m tasks.backtest` on synthetic data and the real "
+        "exports of bench/backtests.yaml, with bootstrap intervals and each family against the best yardstick; "
+        "on synthetic data, what the sequences could add.",
         "table": table,
-        "tables": [{"title": SIGNAL_TITLE, "rows": signal.pop("table")}],
+        "tables": [
+            {"title": "Each model minus the best yardstick (paired bootstrap over users)", "rows": comparisons},
+            {"title": SIGNAL_TITLE, "rows": signal.pop("table")},
+        ],
         "notes": notes,
-        "runs": raw,
+        "backtests": reports,
         "sequence_signal": signal,
-        "synthetic_events": n_events,
     }
