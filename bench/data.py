@@ -1,5 +1,6 @@
 """The data the benchmarks share: the synthetic events layer (generated once per process and size, linked
-read-only into each benchmark's var dir) and a training set built from it."""
+read-only into each benchmark's var dir), a training set built from it, and the real exports that the
+quality benchmarks backtest (bench/backtests.yaml) with the command that does it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from bench.harness import timed
-from tasks.config import PipelineConfig
+from tasks.config import REPO_ROOT, PipelineConfig
 from tasks.layers import DAY_KEY, events_root, partition_dir
 from tasks.partitions import parquet_rows
 from tasks.schema import EVENT_COLUMNS
@@ -19,6 +20,7 @@ from tasks.schema import EVENT_COLUMNS
 # Synthetic events per user and generated day at the default generator settings (measured: ~10.5);
 # used only to choose a population size for a target event count; the actual count is reported.
 EVENTS_PER_USER_DAY = 10.5
+BACKTESTS = REPO_ROOT / "bench" / "backtests.yaml"
 
 
 _CORPUS_ROOT: Path | None = None
@@ -98,3 +100,29 @@ def build_synthetic_training_set(cfg: PipelineConfig, spark, n_users: int, n_day
     info, s = timed(lambda: training_set.build(cfg, spark=spark))
     print(f"  training set {info.manifest['id']}: rows {info.manifest['rows']} ({s:.0f}s)", flush=True)
     return info, n_events
+
+
+def real_exports() -> list[tuple[str, dict, Path | None]]:
+    """(name, ``tasks.backtest`` arguments, resolved input or None when absent) of each entry of
+    bench/backtests.yaml."""
+    import yaml
+
+    out = []
+    for key, spec in (yaml.safe_load(BACKTESTS.read_text()) or {}).items():
+        path = (REPO_ROOT / spec["input"]).resolve()
+        out.append((key, spec, path if path.exists() else None))
+    return out
+
+
+def backtest(cfg: PipelineConfig, work: Path, name: str, args: dict, extra: list[str]) -> dict:
+    """One ``python -m tasks.backtest`` (its ``main``, arguments as on the command line) with exactly ``cfg``
+    (its MLflow store under the bench's work dir) in ``work/<name>``; returns report.json's content."""
+    import json
+
+    from tasks.backtest import main
+
+    config = work / f"{name}.pipeline.json"
+    config.write_text(json.dumps(cfg.model_dump(mode="json")))
+    argv = [f"--{k}={v}" for k, v in args.items()] + ["--config", str(config), "--work-dir", str(work / name), *extra]
+    print(f"  python -m tasks.backtest {' '.join(argv)}", flush=True)
+    return main(argv)

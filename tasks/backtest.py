@@ -363,8 +363,10 @@ def run_backtest(
     epochs: int | None = None,
     resamples: int = 1000,
     command: str = "",
+    ensemble_size: int | None = None,
 ) -> dict[str, Any]:
-    """The whole backtest (module doc); returns report.json's content."""
+    """The whole backtest (module doc); returns report.json's content. ``ensemble_size``: also report how stable
+    ensembles of that many seeds are (disjoint seed groups against single seeds)."""
     import mlflow
 
     from tasks import backtest_report as rep
@@ -429,6 +431,7 @@ def run_backtest(
                 resamples=resamples,
                 seed=seed_list[0],
                 command=command,
+                ensemble_size=ensemble_size,
             )
             report.update(source=source, input=str(input_path), timezone=timezone, horizon_days=h)
             report["mlflow"] = {"parent_run_id": parent_id, "url": mlflow_run_url(cfg, parent_id, exp_id)}
@@ -468,6 +471,7 @@ def _report(
     resamples: int,
     seed: int,
     command: str,
+    ensemble_size: int | None,
 ) -> dict[str, Any]:
     from tasks import backtest_report as rep
 
@@ -521,6 +525,9 @@ def _report(
         "seed_spread": rep.seed_spread(
             rows, ("roc_auc", "pr_auc", "ece", f"recall_top_{pct}pct", "ndcg", "hit_rate", "pair_roc_auc")
         ),
+        "ensemble_stability": rep.ensemble_stability(split, preds, ensemble_size, k=k, top_k_fraction=top)
+        if ensemble_size
+        else [],
         "training_runs": [x.__dict__ for x in trained],
         "files": {
             "report.md": "this report",
@@ -553,6 +560,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--epochs", type=int, help="max epochs of the torchrun families (default: training.epochs)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument(
+        "--ensemble-size",
+        type=int,
+        help="also compare the spread of single seeds with that of ensembles of this many seeds (needs --seeds of at "
+        "least twice it: disjoint seed groups)",
+    )
     parser.add_argument("--work-dir", type=Path, help="new or empty folder (default: var/backtests/<source>-<time>)")
     parser.add_argument("--out", type=Path, help="report folder (default: <work dir>/report)")
     args = parser.parse_args(argv)
@@ -563,6 +576,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--candidates {','.join(candidates)}: give distinct families among {', '.join(model_types())}")
     if args.seeds < 1 or args.bootstrap < 100:
         parser.error("--seeds must be >= 1 and --bootstrap >= 100")
+    if args.ensemble_size is not None and not 1 <= args.ensemble_size <= args.seeds // 2:
+        parser.error(f"--ensemble-size {args.ensemble_size}: needs 1 <= size <= --seeds / 2 (two disjoint groups)")
     horizon = args.horizon if args.horizon is not None else base.features.horizon_days
     plan = plan_backtest(args.train, args.val, args.test, horizon)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -580,6 +595,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out=(args.out or work / "report").resolve(),
         epochs=args.epochs,
         resamples=args.bootstrap,
+        ensemble_size=args.ensemble_size,
         command="python -m tasks.backtest " + shlex.join(argv if argv is not None else sys.argv[1:]),
     )
     print((args.out or work / "report").resolve() / "report.md")

@@ -232,6 +232,51 @@ def seed_spread(rows: list[dict[str, Any]], metrics: Iterable[str]) -> list[dict
     return out
 
 
+# Metrics of the ensemble-stability table: who buys, and what they buy.
+STABILITY_METRICS = ("roc_auc", "pair_roc_auc", "ndcg")
+
+
+def ensemble_stability(
+    split: TestSplit, preds: list[ModelPredictions], size: int, *, k: int, top_k_fraction: float
+) -> list[dict[str, Any]]:
+    """How much a retrain moves the test metrics, for one model and for a ``size``-seed ensemble: per family with
+    at least two disjoint groups of ``size`` seeds, the range of each metric over its single seeds and over the
+    ensembles of its consecutive seed groups (independent draws: no seed shared)."""
+    out = []
+    for fam in dict.fromkeys(p.model for p in preds if p.kind == SINGLE):
+        singles = [p for p in preds if p.model == fam and p.kind == SINGLE]
+        draws = [singles[i : i + size] for i in range(0, len(singles) - size + 1, size)]
+        if len(draws) < 2:
+            continue
+        ens = [
+            ModelPredictions(
+                fam, ENSEMBLE, None, np.mean([q.p for q in d], axis=0), np.mean([q.cand_p for q in d], axis=0)
+            )
+            for d in draws
+        ]
+        single_m = [model_metrics(split, q, k=k, top_k_fraction=top_k_fraction) for q in singles]
+        ens_m = [model_metrics(split, q, k=k, top_k_fraction=top_k_fraction) for q in ens]
+        for m in STABILITY_METRICS:
+            sv = np.array([x[m] for x in single_m])
+            ev = np.array([x[m] for x in ens_m])
+            s_range, e_range = float(np.ptp(sv)), float(np.ptp(ev))
+            out.append(
+                {
+                    "model": fam,
+                    "metric": m,
+                    "single_seeds": len(sv),
+                    "single_range": s_range,
+                    "single_sd": float(np.std(sv, ddof=1)),
+                    "ensemble_size": size,
+                    "ensemble_draws": len(ev),
+                    "ensemble_values": [float(v) for v in ev],
+                    "ensemble_range": e_range,
+                    "range_ratio": e_range / s_range if s_range > 0 else math.nan,
+                }
+            )
+    return out
+
+
 def headline(preds: list[ModelPredictions]) -> list[ModelPredictions]:
     """One row per family (its ensemble when it has several seeds) plus the heuristic: what is compared."""
     out = []
@@ -491,6 +536,30 @@ def markdown(report: dict[str, Any]) -> str:
                     fmt(s["ensemble"]),
                 ]
                 for s in report["seed_spread"]
+            ],
+        )
+    if report.get("ensemble_stability"):
+        lines += [
+            "",
+            "## Ensemble stability",
+            "",
+            "Range of each test metric over the single seeds and over ensembles of disjoint seed groups (independent "
+            "draws of the ensemble): how far a retrain can move it.",
+            "",
+        ]
+        lines += md_table(
+            ["model", "metric", "single seeds", "range (sd)", "ensembles", "ensemble range", "ratio"],
+            [
+                [
+                    s["model"],
+                    s["metric"],
+                    str(s["single_seeds"]),
+                    f"{s['single_range']:.4f} ({s['single_sd']:.4f})",
+                    f"{s['ensemble_draws']} x {s['ensemble_size']} seeds",
+                    f"{s['ensemble_range']:.4f}",
+                    fmt(s["range_ratio"], 2),
+                ]
+                for s in report["ensemble_stability"]
             ],
         )
     lines += ["", "## Files", ""]

@@ -11,30 +11,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bench.data import backtest, real_exports
 from bench.harness import r, timed, workdir
 from bench.signal_study import SIGNAL_TITLE, sequence_signal, signal_notes
 from tasks.backtest import TRAINING_SET_ID, parse_range, plan_backtest, work_config
-from tasks.config import REPO_ROOT, PipelineConfig, with_overrides
+from tasks.config import PipelineConfig, with_overrides
 from tasks.layers import training_set_dir
 from tests.helpers.config import isolated_config
 
-BACKTESTS = REPO_ROOT / "bench" / "backtests.yaml"
 # Families every backtest trains, and seeds per family (the spread over seeds and the seed ensembles).
 CANDIDATES = ("lr", "lightgbm", "lstm", "bert")
 SEEDS = 3
-
-
-def backtest(cfg: PipelineConfig, work: Path, name: str, args: dict[str, Any], extra: list[str]) -> dict:
-    """One ``tasks.backtest`` run with exactly ``cfg`` (its MLflow store under the bench's work dir)."""
-    from tasks.backtest import main
-
-    config = work / f"{name}.pipeline.json"
-    config.write_text(json.dumps(cfg.model_dump(mode="json")))
-    argv = [f"--{k}={v}" for k, v in args.items()] + ["--config", str(config), "--work-dir", str(work / name), *extra]
-    print(f"  python -m tasks.backtest {' '.join(argv)}", flush=True)
-    return main(argv)
 
 
 def synthetic_args(cfg: PipelineConfig, export: Path, n_users: int, n_days: int) -> dict[str, Any]:
@@ -145,10 +132,9 @@ def run(args: argparse.Namespace) -> dict:
         signal, signal_s = timed(lambda: sequence_signal(wcfg, ts_dir, manifest, syn.generator, seq_models))
         print(f"  sequence signal analysis ({signal_s:.0f}s)", flush=True)
 
-        for key, spec in (yaml.safe_load(BACKTESTS.read_text()) or {}).items():
-            path = (REPO_ROOT / spec["input"]).resolve()
-            if not path.exists():
-                notes.append(f"{key}: {path} not found: not measured.")
+        for key, spec, path in real_exports():
+            if path is None:
+                notes.append(f"{key}: {spec['input']} not found: not measured.")
                 continue
             (report, wall) = timed(
                 lambda spec=spec, path=path, key=key: backtest(cfg, work, key, {**spec, "input": path}, extra)

@@ -184,3 +184,21 @@ def test_predictions_frames_are_long_and_keyed():
     assert users["seed"].isna().sum() == 5  # the heuristic has no seed
     lr = pairs[pairs["model"] == "lr"]
     assert (lr["user_id"].to_numpy() == np.repeat(split.users["user_id"].to_numpy(), 3)).all()
+
+
+def test_ensemble_stability_compares_disjoint_seed_groups_with_single_seeds():
+    split = _split(n_users=80)
+    singles = [_pred(split, "lstm", 1.5, seed) for seed in range(6)]
+    rows = rep.ensemble_stability(split, singles, 3, k=2, top_k_fraction=0.1)
+    roc = next(r for r in rows if r["metric"] == "roc_auc")
+    assert (roc["single_seeds"], roc["ensemble_draws"], roc["ensemble_size"]) == (6, 2, 3)
+    single = [rep.model_metrics(split, p, k=2, top_k_fraction=0.1)["roc_auc"] for p in singles]
+    assert roc["single_range"] == pytest.approx(max(single) - min(single))
+    first = rep.ModelPredictions(
+        "lstm", rep.ENSEMBLE, None, np.mean([p.p for p in singles[:3]], axis=0), singles[0].cand_p
+    )
+    assert roc["ensemble_values"][0] == pytest.approx(roc_auc_score(split.y[:, 0], first.p[:, 0]))
+    # Averaging independent noise: the ensembles move less than the single seeds.
+    assert roc["ensemble_range"] < roc["single_range"]
+    assert {r["metric"] for r in rows} == set(rep.STABILITY_METRICS)
+    assert rep.ensemble_stability(split, singles[:5], 3, k=2, top_k_fraction=0.1) == []  # one full group only
