@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from tasks.config import REPO_ROOT, PipelineConfig, add_common_args, config_from_args, with_overrides
+from tasks.config import PipelineConfig, add_common_args, config_from_args, with_overrides
 from tasks.cutoffs import CutoffPlan, plan_cutoffs
 from tasks.errors import DataError, run_cli
 from tasks.models.base import model_types
@@ -376,6 +377,8 @@ def run_backtest(
 
     if work.exists() and any(work.iterdir()):
         raise BacktestError(f"work dir {work} is not empty: give a new one (a backtest never reuses old layers)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BacktestError(f"report folder {out} exists and is not empty: give a new one")
     cfg = work_config(base, work, plan, source=source, timezone=timezone, horizon_days=horizon_days)
     h, t = cfg.features.horizon_days, cfg.training
     first_day = plan.first - dt.timedelta(days=cfg.features.lookback_days)
@@ -420,6 +423,9 @@ def run_backtest(
             split, preds, manifest = predict_all(cfg, ts_dir, trained)
             r["done"] = f"{len(preds)} models x {len(split.users)} user-days"
         with console.stage("report") as r:
+            # Written next to --out and renamed into place: a report is there whole or not at all.
+            tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
             report = _report(
                 cfg,
                 split,
@@ -427,7 +433,7 @@ def run_backtest(
                 manifest,
                 trained,
                 facts,
-                out,
+                tmp,
                 resamples=resamples,
                 seed=seed_list[0],
                 command=command,
@@ -435,8 +441,11 @@ def run_backtest(
             )
             report.update(source=source, input=str(input_path), timezone=timezone, horizon_days=h)
             report["mlflow"] = {"parent_run_id": parent_id, "url": mlflow_run_url(cfg, parent_id, exp_id)}
-            rep.write_json(out / "report.json", report)
-            (out / "report.md").write_text(rep.markdown(report))
+            rep.write_json(tmp / "report.json", report)
+            (tmp / "report.md").write_text(rep.markdown(report))
+            if out.exists():
+                out.rmdir()
+            tmp.rename(out)
             with mlflow_store(cfg), mlflow.start_run(run_id=parent_id):
                 for row in report["models"]:
                     if row["headline"]:  # one per family (its seed ensemble when it has several seeds)
@@ -566,7 +575,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also compare the spread of single seeds with that of ensembles of this many seeds (needs --seeds of at "
         "least twice it: disjoint seed groups)",
     )
-    parser.add_argument("--work-dir", type=Path, help="new or empty folder (default: var/backtests/<source>-<time>)")
+    parser.add_argument(
+        "--work-dir", type=Path, help="new or empty folder (default: <paths.var_dir>/backtests/<source>-<time>)"
+    )
     parser.add_argument("--out", type=Path, help="report folder (default: <work dir>/report)")
     args = parser.parse_args(argv)
     base = config_from_args(args)
@@ -581,7 +592,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     horizon = args.horizon if args.horizon is not None else base.features.horizon_days
     plan = plan_backtest(args.train, args.val, args.test, horizon)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    work = (args.work_dir or REPO_ROOT / "var" / "backtests" / f"{args.source}-{stamp}").resolve()
+    work = (args.work_dir or base.paths.var / "backtests" / f"{args.source}-{stamp}").resolve()
     report = run_backtest(
         base,
         source=args.source,

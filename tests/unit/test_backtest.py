@@ -202,3 +202,19 @@ def test_ensemble_stability_compares_disjoint_seed_groups_with_single_seeds():
     assert roc["ensemble_range"] < roc["single_range"]
     assert {r["metric"] for r in rows} == set(rep.STABILITY_METRICS)
     assert rep.ensemble_stability(split, singles[:5], 3, k=2, top_k_fraction=0.1) == []  # one full group only
+
+
+def test_a_used_work_dir_or_report_folder_is_refused_before_anything_runs(cfg, tmp_path):
+    from tasks.backtest import run_backtest
+
+    plan = plan_backtest(parse_range("2017-11-26:2017-11-29"), parse_range("2017-11-30"), parse_range("2017-12-01"), 1)
+    kwargs = dict(source="taobao", input_path=tmp_path / "x.csv", plan=plan, horizon_days=1, timezone="UTC")
+    used = tmp_path / "used"
+    (used / "var").mkdir(parents=True)
+    with pytest.raises(BacktestError, match=f"work dir {used} is not empty"):
+        run_backtest(cfg, **kwargs, candidates=["lr"], seeds=1, work=used, out=tmp_path / "out")
+    (tmp_path / "report" / "report.md").parent.mkdir()
+    (tmp_path / "report" / "report.md").write_text("an old report")
+    with pytest.raises(BacktestError, match="report folder .*report exists and is not empty"):
+        run_backtest(cfg, **kwargs, candidates=["lr"], seeds=1, work=tmp_path / "new", out=tmp_path / "report")
+    assert not (tmp_path / "new").exists()
