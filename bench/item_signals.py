@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.config import PipelineConfig
+
 SIGNALS = ("open_items", "max_item_views", "last_day_item_share", "last_day_category_share")
 
 
@@ -88,64 +90,46 @@ def item_signals(keys: pd.DataFrame, events_root: Path, lookback_days: int, tz: 
 
 
 def ablation(
-    splits: dict[str, pd.DataFrame],
-    signals: dict[str, pd.DataFrame],
-    feature_columns: list[str],
-    *,
-    resamples: int,
-    seed: int,
+    cfg: PipelineConfig, training_set_dir: Path, events_root: Path, tz: str, *, resamples: int, seed: int
 ) -> list[dict]:
-    """Test ROC-AUC / PR-AUC of LR and LightGBM on f_* alone, plus each signal, and plus all of them; each
-    addition's difference with f_* alone and its 95% paired bootstrap interval (users resampled)."""
-    from lightgbm import LGBMClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """Test ROC-AUC / PR-AUC of the project's ``lr`` and ``lightgbm`` families (their ``models.*`` settings,
+    encoder and early stopping, fitted as ``tasks.training.tabular`` fits them) on the f_* features alone, plus
+    each signal, and plus all of them; each addition's difference with f_* alone and its 95% paired bootstrap
+    interval (users resampled)."""
+    from dataclasses import replace
 
     from tasks.backtest_report import interval, weighted_auc_ap
+    from tasks.training.data import read_manifest
+    from tasks.training.ensemble import read_split
+    from tasks.training.tabular import new_tabular_model
 
-    def learners():
-        return {
-            "lr": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1)),
-            "lightgbm": lambda: LGBMClassifier(
-                n_estimators=200,
-                num_leaves=15,
-                learning_rate=0.03,
-                min_child_samples=20,
-                subsample=0.8,
-                subsample_freq=1,
-                colsample_bytree=0.8,
-                reg_lambda=1.0,
-                random_state=seed,
-                n_jobs=1,
-                verbose=-1,
-            ),
-        }
-
-    def matrix(split: str, extra: list[str]) -> np.ndarray:
-        x = splits[split][feature_columns].to_numpy(dtype=np.float64)
-        if extra:
-            x = np.hstack([x, signals[split][extra].to_numpy(dtype=np.float64)])
-        return np.nan_to_num(x, nan=0.0)
-
-    y = {s: splits[s]["label_purchase"].to_numpy(dtype=np.int64) for s in splits}
-    w = splits["train"]["weight"].to_numpy(dtype=np.float64)
-    test_users = pd.factorize(splits["test"]["user_id"].astype(str))[0]
+    manifest = read_manifest(training_set_dir)
+    feats = [str(c) for c in manifest["feature_columns"]]
+    pair = [str(c) for c in manifest["user_category"]["feature_columns"]]
+    splits = {}
+    for name in ("train", "val", "test"):
+        split = read_split(training_set_dir, name)
+        sig = item_signals(split.users, events_root, int(manifest["lookback_days"]), tz)
+        splits[name] = replace(split, users=split.users.assign(**{f"sig_{c}": sig[c].to_numpy() for c in SIGNALS}))
+    test = splits["test"]
+    y = test.labels[:, 0]
+    users = pd.factorize(test.users["user_id"].astype(str))[0]
+    n_users = int(users.max()) + 1
     rng = np.random.default_rng(seed)
-    n_users = int(test_users.max()) + 1
-    counts = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=resamples).astype(np.float64)
-    weights = counts[:, test_users]
+    weights = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=resamples).astype(np.float64)[:, users]
     variants = {"f_* only": [], **{f"+ {s}": [s] for s in SIGNALS}, "+ all four": list(SIGNALS)}
     rows = []
-    for name, make in learners().items():
+    for learner in ("lr", "lightgbm"):
         base = None
         for variant, extra in variants.items():
-            clf = make()
-            clf.fit(matrix("train", extra), y["train"], **{_weight_arg(clf): w})
-            p = clf.predict_proba(matrix("test", extra))[:, 1]
-            auc, ap = weighted_auc_ap(y["test"], p, np.ones((1, len(p))))
-            boot_auc, boot_ap = weighted_auc_ap(y["test"], p, weights)
-            row = {"learner": name, "features": variant, "test ROC-AUC": float(auc[0]), "test PR-AUC": float(ap[0])}
+            model, encoder = new_tabular_model(
+                cfg, learner, manifest, splits["train"], feats + [f"sig_{c}" for c in extra], pair
+            )
+            model.fit(encoder, splits["train"], splits["val"])
+            p = model.predict_chunk(test.users, test.cand_rows, test.cand, 0).intent[:, 0]
+            auc, ap = weighted_auc_ap(y, p, np.ones((1, len(p))))
+            boot_auc, boot_ap = weighted_auc_ap(y, p, weights)
+            row = {"learner": learner, "features": variant, "test ROC-AUC": float(auc[0]), "test PR-AUC": float(ap[0])}
             if base is None:
                 base = (float(auc[0]), float(ap[0]), boot_auc, boot_ap)
             else:
@@ -155,8 +139,3 @@ def ablation(
                 row["PR-AUC diff 95%"] = interval(boot_ap - base[3])
             rows.append(row)
     return rows
-
-
-def _weight_arg(clf) -> str:
-    # A Pipeline routes sample weights to its last step by name.
-    return f"{clf.steps[-1][0]}__sample_weight" if hasattr(clf, "steps") else "sample_weight"

@@ -14,21 +14,18 @@ from pathlib import Path
 from bench.benchmarks.model_quality import synthetic_args
 from bench.data import backtest, real_exports
 from bench.harness import r, timed, workdir
-from bench.item_signals import SIGNALS, ablation, item_signals
+from bench.item_signals import SIGNALS, ablation
 from tasks.config import with_overrides
 from tests.helpers.config import isolated_config
 
 
-def _study(work: Path, report: dict, lookback_days: int) -> list[dict]:
+def _study(cfg, work: Path, report: dict) -> list[dict]:
     from tasks.backtest import TRAINING_SET_ID
-    from tasks.training.data import read_files, read_manifest, split_files
 
-    ts = work / "var" / "data" / "training_sets" / TRAINING_SET_ID
-    manifest = read_manifest(ts)
-    splits = {s: read_files(split_files(ts, s)) for s in ("train", "val", "test")}
-    events = work / "var" / "data" / "events"
-    signals = {s: item_signals(f, events, lookback_days, report["timezone"]) for s, f in splits.items()}
-    return ablation(splits, signals, list(manifest["feature_columns"]), resamples=1000, seed=13)
+    data = work / "var" / "data"
+    return ablation(
+        cfg, data / "training_sets" / TRAINING_SET_ID, data / "events", report["timezone"], resamples=1000, seed=13
+    )
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -49,9 +46,7 @@ def run(args: argparse.Namespace) -> dict:
                 datasets.append((key, cfg, {**spec, "input": path}))
         for i, (name, dcfg, dargs) in enumerate(datasets):
             report, wall = timed(lambda dcfg=dcfg, dargs=dargs, i=i: backtest(dcfg, work, f"d{i}", dargs, extra))
-            rows, study_s = timed(
-                lambda i=i, report=report, dcfg=dcfg: _study(work / f"d{i}", report, dcfg.features.lookback_days)
-            )
+            rows, study_s = timed(lambda i=i, report=report, dcfg=dcfg: _study(dcfg, work / f"d{i}", report))
             print(f"  {name}: backtest {wall:.0f}s, ablation {study_s:.0f}s", flush=True)
             for row in rows:
                 lo, hi = row.get("ROC-AUC diff 95%", (None, None))
@@ -83,9 +78,9 @@ def run(args: argparse.Namespace) -> dict:
         notes.append(f"{signal}: {'helps on every dataset' if every else 'does not help on every dataset'} ({where}).")
     notes.append(
         "An addition helps when the 95% paired bootstrap interval of its ROC-AUC or PR-AUC difference lies above "
-        "zero. Only a signal that helps on every dataset would become an f_* feature. LR: standardised, L2 "
-        "(C = 0.1); LightGBM: 200 subsampled trees of 15 leaves; both fitted on the training set's train split "
-        "(train-split weights), scored on its test split."
+        "zero. Only a signal that helps on every dataset would become an f_* feature. LR and LightGBM are the "
+        "project's families (tasks.training.tabular.new_tabular_model: models.lr / models.lightgbm settings, the "
+        "encoder, LightGBM stopped on validation), fitted on the train split, scored on the test split."
     )
     return {
         "description": "Test ROC-AUC / PR-AUC of LR and LightGBM on the f_* features alone and with each item-level "

@@ -61,6 +61,30 @@ def evaluate_tabular(cfg: PipelineConfig, model: TabularIntentModel, split: Tabu
     return evaluation(cfg, split.labels, pred.intent, split.cand_rows, split.cand_labels, pred.category)
 
 
+def new_tabular_model(
+    cfg: PipelineConfig,
+    model_type: str,
+    manifest: dict[str, Any],
+    train: TabularSplit,
+    feature_columns: list[str],
+    pair_columns: list[str],
+) -> tuple[TabularIntentModel, FeatureEncoder]:
+    """An unfitted ``model_type`` (its ``models.<type>`` settings, ``training.seed``) and the encoder fitted on the
+    train split's ``feature_columns`` / ``pair_columns``."""
+    t = cfg.training
+    encoder = FeatureEncoder.fit(
+        train.users,
+        feature_columns,
+        sequence_length=int(manifest["sequence_length"]),
+        item_buckets=int(manifest["item_buckets"]),
+        gap_buckets=t.gap_buckets,
+        max_categories=t.max_categories,
+        category_min_count=t.category_min_count,
+    ).with_pair_stats(FeatureEncoder.partial_tabular_stats(train.cand, pair_columns))
+    settings = family_settings(model_type, cfg.models.get(model_type, {}))
+    return build_model(model_type, model_config(model_type, seed=t.seed, **settings)), encoder
+
+
 def train_tabular(
     cfg: PipelineConfig,
     training_set_dir: Path,
@@ -86,18 +110,8 @@ def train_tabular(
     if users["train"].empty:
         raise TrainingError(f"train split of {training_set_dir} holds no rows")
     cands = {s: read_candidates(training_set_dir, s, users[s], [*pair_feats, USER_CATEGORY_LABEL]) for s in SPLITS}
-    encoder = FeatureEncoder.fit(
-        users["train"],
-        feats,
-        sequence_length=int(manifest["sequence_length"]),
-        item_buckets=int(manifest["item_buckets"]),
-        gap_buckets=t.gap_buckets,
-        max_categories=t.max_categories,
-        category_min_count=t.category_min_count,
-    ).with_pair_stats(FeatureEncoder.partial_tabular_stats(cands["train"], pair_feats))
     splits = {s: tabular_split(users[s], cands[s]) for s in SPLITS}
-    settings = family_settings(model_type, cfg.models.get(model_type, {}))
-    model = build_model(model_type, model_config(model_type, seed=t.seed, **settings))
+    model, encoder = new_tabular_model(cfg, model_type, manifest, splits["train"], feats, pair_feats)
     with contextlib.ExitStack() as store:
         run = tracking.begin_run(
             cfg,
