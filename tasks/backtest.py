@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import logging
 import os
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,11 +36,9 @@ import numpy as np
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, with_overrides
 from tasks.cutoffs import CutoffPlan, plan_cutoffs
-from tasks.errors import DataError, run_cli
+from tasks.errors import REASON_FILE_ENV, DataError, read_reason, run_cli
 from tasks.models.base import model_types
 from tasks.process import run_step
-
-log = logging.getLogger(__name__)
 
 # The business day of public datasets whose documentation names one (their day boundaries); any other source
 # uses pipeline.timezone unless --timezone says otherwise.
@@ -141,7 +139,6 @@ class Console:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_file = log_path.open("a", buffering=1)
         self.out: IO[str] = os.fdopen(os.dup(1), "w", buffering=1)
-        self.started = time.perf_counter()
         self.n = 0
 
     def say(self, text: str) -> None:
@@ -163,6 +160,7 @@ class Console:
         os.dup2(self.log_file.fileno(), 2)
         try:
             yield result
+            result.setdefault("done", "done")
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -170,8 +168,8 @@ class Console:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-        took = time.perf_counter() - started
-        self.say(f"{head}: {result.get('done', 'done')} ({took:.0f}s)")
+            took = time.perf_counter() - started
+            self.say(f"{head}: {result.get('done', 'FAILED')} ({took:.0f}s)")
 
     def close(self) -> None:
         self.log_file.close()
@@ -179,13 +177,24 @@ class Console:
 
 
 def _run(cfg: PipelineConfig, console: Console, module: str, *args: str) -> str:
-    done = run_step(cfg, module, *args, stderr=console.log_file)
-    console.log_file.write(done.stdout)
-    if done.returncode != 0:
-        tail = [line for line in done.stdout.splitlines() if line.strip()][-1:]
-        raise BacktestError(
-            f"{module} exited with code {done.returncode}{': ' + tail[0] if tail else ''}; see {console.log_path}"
-        )
+    """A step's CLI in its own process, its output to the log; a failure raises with the step's own reason."""
+    with tempfile.TemporaryDirectory(prefix="backtest-step-") as tmp:
+        reason_file = Path(tmp) / "reason"
+        saved = os.environ.get(REASON_FILE_ENV)
+        os.environ[REASON_FILE_ENV] = str(reason_file)
+        try:
+            done = run_step(cfg, module, *args, stderr=console.log_file)
+        finally:
+            if saved is None:
+                os.environ.pop(REASON_FILE_ENV, None)
+            else:
+                os.environ[REASON_FILE_ENV] = saved
+        console.log_file.write(done.stdout)
+        if done.returncode != 0:
+            found = read_reason(reason_file)
+            docs = f"; Data Docs: {found['data_docs']}" if found and found.get("data_docs") else ""
+            why = f": {found['reason']}" if found else ""
+            raise BacktestError(f"{module} exited with code {done.returncode}{why}{docs}; see {console.log_path}")
     return done.stdout
 
 

@@ -19,8 +19,8 @@ from tests.helpers.config import isolated_config
 TRAIN, VAL, TEST = "2017-11-26:2017-11-29", "2017-11-30", "2017-12-01"
 
 
-def _backtest(config, tmp_path, name: str, *args: str) -> subprocess.CompletedProcess:
-    sample = shared_data("taobao_userbehavior_sample.csv")
+def _backtest(config, tmp_path, name: str, *args: str, sample=None) -> subprocess.CompletedProcess:
+    sample = sample or shared_data("taobao_userbehavior_sample.csv")
     return subprocess.run(
         [
             sys.executable, "-m", "tasks.backtest", "--config", str(config), "--source", "taobao",
@@ -102,3 +102,14 @@ def test_backtest_on_the_taobao_sample(tmp_path):
     assert not (tmp_path / "late" / "report").exists()
     failed = client.search_runs([parent.info.experiment_id], "attributes.status = 'FAILED'")
     assert [r.info.run_name for r in failed] == ["backtest-taobao-2017-12-02"]
+
+    # An export the loader cannot read: the stage fails with the cleaning step's own reason.
+    garbage = tmp_path / "export.csv"
+    garbage.write_text("this is not,a taobao,export\n" * 3)
+    bad = _backtest(config, tmp_path, "bad", "--train", TRAIN, "--val", VAL, "--test", TEST, sample=garbage)
+    assert bad.returncode == 65, bad.stdout + bad.stderr
+    assert "[2/8] clean (Spark): FAILED" in bad.stdout
+    last = bad.stderr.strip().splitlines()[-1]
+    assert last.startswith("DATA ERROR (BacktestError): spark_jobs.clean_events exited with code 65: DATA ERROR ("), (
+        last
+    )
