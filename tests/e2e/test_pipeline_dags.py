@@ -153,6 +153,33 @@ def test_warehouse_rows_carry_the_champion(demo, env):
     assert n > 50 and 0.0 <= lo <= hi <= 1.0
 
 
+def test_the_family_selected_on_validation_is_promoted_and_scores_with_reasons_and_categories(demo, env):
+    _, cfg = env
+    from mlflow import MlflowClient
+
+    from tasks.registry import Candidate, choose
+
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    champion = client.get_model_version_by_alias("purchase_intent", "champion")
+    s = cfg.training.selection
+    table = json.loads(champion.tags["selection_candidates"])
+    # Every configured family competed in the training DAG run; the champion is the one the rule picks from them.
+    assert sorted(c["model_type"] for c in table) == sorted(cfg.training.candidates)
+    cands = [
+        Candidate(
+            c["run_id"], c["model_type"], {s.metric: c[f"val_{s.metric}"], s.tie_break: c[f"val_{s.tie_break}"]}, {}
+        )
+        for c in table
+    ]
+    chosen, _ = choose(cands, s.metric, s.tie_break, s.tie_margin)
+    assert (champion.tags["model_type"], champion.run_id) == (chosen.model_type, chosen.run_id)
+    # The nightly scores of that family carry its reasons and its pair model's top categories.
+    ((n, with_reasons, with_top),) = _rows(
+        cfg, f"select count(*), count(reasons), count(top_categories) from intent_scores where ds = '{LAST_DS}'"
+    )
+    assert with_reasons == n and with_top > 0.5 * n, (champion.tags["model_type"], n, with_reasons, with_top)
+
+
 def test_training_checked_for_new_data_and_nightly_logged_drift(demo, env):
     _, cfg = env
     from mlflow import MlflowClient
