@@ -85,8 +85,8 @@ def launch(
     ``tasks.training.worker.train_distributed``. ``register`` off logs the model to its run without
     registering a version: a candidate that ``tasks.registry.select`` may register. With
     ``training.ensemble_seeds`` > 1 the family trains that many seeds and the result is their seed ensemble
-    (``tasks.training.ensemble``). ``parent_run_id`` nests the
-    training's MLflow run under that run (a backtest's); not with ``search``, whose study is the parent.
+    (``tasks.training.ensemble``). ``parent_run_id`` nests the training's MLflow run under that run (a
+    backtest's); not with ``search``, whose study is the parent.
     """
     training_set_dir = Path(training_set_dir).resolve()
     manifest = read_manifest(training_set_dir)
