@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tasks.config import PipelineConfig
 from tasks.evaluate import category_ranking_metrics, evaluate_intents, evaluate_user_groups, new_user_mask
-from tasks.models.encoding import FeatureEncoder, _scaling, _standardise, encode_targets
+from tasks.models.encoding import FeatureEncoder, encode_targets, standardised
 from tasks.schema import INTENTS, USER_CATEGORY_LABEL
 
 
@@ -152,16 +152,6 @@ def fit_lgbm_pair(train: pd.DataFrame, x: np.ndarray, y: np.ndarray, w: np.ndarr
     return lgbm_pair_classifier(seed, n_trees).fit(x, y, sample_weight=w)
 
 
-def pair_lr_features(train: pd.DataFrame, frames: list[pd.DataFrame], pair_columns: list[str]) -> list[np.ndarray]:
-    """The pair features of each of ``frames`` as the encoder scales them for the category head (imputed,
-    log1p where the train column is non-negative, standardised and clipped), with statistics of ``train``."""
-    sc = _scaling(FeatureEncoder.partial_tabular_stats(train, pair_columns))
-    return [
-        _standardise(_raw(f, pair_columns), sc["impute"], sc["log"], sc["mean"], sc["std"]).astype(np.float64)
-        for f in frames
-    ]
-
-
 def _raw(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
 
@@ -196,7 +186,7 @@ def evaluate_category_baseline(
         lgbm_scores = np.full(len(test), float(y_train.mean()) if len(y_train) else 0.0)
     else:
         lgbm_scores = fit_lgbm_pair(train, x_train, y_train, w_train, seed).predict_proba(x_test)[:, 1]
-    lr_train, lr_test = pair_lr_features(train, [train, test], pair_columns)
+    lr_train, lr_test = standardised(train, [train, test], pair_columns)
     lr_scores = fit_predict(
         lambda: LogisticRegression(max_iter=1000, random_state=seed), lr_train, y_train, w_train, lr_test
     )

@@ -129,6 +129,16 @@ def _standardise(x: np.ndarray, impute, log_flag, means, stds) -> np.ndarray:
     return np.clip(x, -TABULAR_CLIP, TABULAR_CLIP).astype(np.float32)
 
 
+def standardised(train: pd.DataFrame, frames: list[pd.DataFrame], columns: list[str]) -> list[np.ndarray]:
+    """``columns`` of each of ``frames`` scaled as the encoder scales numeric features (imputed, log1p where the
+    train column is non-negative, standardised and clipped) with statistics of ``train``: float64 [N, F] each."""
+    sc = _scaling(FeatureEncoder.partial_tabular_stats(train, columns))
+    return [
+        _standardise(_tabular_matrix(f, columns), sc["impute"], sc["log"], sc["mean"], sc["std"]).astype(np.float64)
+        for f in frames
+    ]
+
+
 def ragged(col: pd.Series, name: str, *, as_object: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A column of lists / numpy arrays / None -> (lengths [B], flat values); a null list has length 0.
 

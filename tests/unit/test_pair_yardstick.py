@@ -20,9 +20,8 @@ from tasks.models.baselines import (
     _pair_holdout,
     evaluate_category_baseline,
     fit_lgbm_pair,
-    pair_lr_features,
 )
-from tasks.models.encoding import TABULAR_CLIP
+from tasks.models.encoding import TABULAR_CLIP, standardised
 from tasks.schema import USER_CATEGORY_LABEL
 
 DAYS = [dt.date(2024, 1, d) for d in (1, 2, 3, 4)]
@@ -94,7 +93,7 @@ def test_both_pair_yardsticks_rank_a_heavy_tailed_monotone_signal(cfg, seed):
 
 def test_lr_features_are_log_scaled_and_standardised_on_train():
     train, test = candidates(3)
-    x_train, x_test = pair_lr_features(train, [train, test], COLS)
+    x_train, x_test = standardised(train, [train, test], COLS)
     assert x_train.shape == (len(train), 2) and x_test.shape == (len(test), 2)
     views = np.log1p(train["f_uc_view_7d"].to_numpy())
     expected = (views - views.mean()) / views.std()
