@@ -98,25 +98,22 @@ def ablation(
     interval (users resampled)."""
     from dataclasses import replace
 
-    from tasks.backtest_report import interval, weighted_auc_ap
+    from tasks.backtest_report import interval, user_resamples, weighted_auc_ap
     from tasks.training.data import read_manifest
-    from tasks.training.ensemble import read_split
-    from tasks.training.tabular import new_tabular_model
+    from tasks.training.tabular import new_tabular_model, read_split
 
     manifest = read_manifest(training_set_dir)
     feats = [str(c) for c in manifest["feature_columns"]]
     pair = [str(c) for c in manifest["user_category"]["feature_columns"]]
     splits = {}
     for name in ("train", "val", "test"):
-        split = read_split(training_set_dir, name)
+        split = read_split(training_set_dir, name, manifest)
         sig = item_signals(split.users, events_root, int(manifest["lookback_days"]), tz)
         splits[name] = replace(split, users=split.users.assign(**{f"sig_{c}": sig[c].to_numpy() for c in SIGNALS}))
     test = splits["test"]
     y = test.labels[:, 0]
     users = pd.factorize(test.users["user_id"].astype(str))[0]
-    n_users = int(users.max()) + 1
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=resamples).astype(np.float64)[:, users]
+    weights = user_resamples(users, resamples, seed)[:, users]
     variants = {"f_* only": [], **{f"+ {s}": [s] for s in SIGNALS}, "+ all four": list(SIGNALS)}
     rows = []
     for learner in ("lr", "lightgbm"):

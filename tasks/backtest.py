@@ -291,13 +291,13 @@ def predict_all(cfg: PipelineConfig, ts_dir: Path, trained: list[Trained]):
     heuristic."""
     from tasks.backtest_report import ENSEMBLE, HEURISTIC, SINGLE, ModelPredictions, TestSplit, recency_heuristic
     from tasks.models.calibration import CalibratedPredictor
-    from tasks.models.pyfunc import PREDICT_CHUNK
     from tasks.schema import CANDIDATE_CATEGORY_COLUMN, INTENTS
     from tasks.training.data import read_manifest
-    from tasks.training.ensemble import load_run_predictor, predict_split, read_split
+    from tasks.training.ensemble import load_run_predictor
+    from tasks.training.tabular import predict_split, read_split
 
     manifest = read_manifest(ts_dir)
-    split = read_split(ts_dir, "test")
+    split = read_split(ts_dir, "test", manifest)
     test = TestSplit(
         users=split.users[["user_id", "ds"]].astype({"user_id": str, "ds": str}),
         y=split.labels,
@@ -309,8 +309,8 @@ def predict_all(cfg: PipelineConfig, ts_dir: Path, trained: list[Trained]):
     for t in trained:
         predictor = load_run_predictor(cfg, t.run_id)
         raw = predictor.inner if isinstance(predictor, CalibratedPredictor) else predictor
-        p, cand_p = predict_split(predictor, split, PREDICT_CHUNK)
-        p_raw = predict_split(raw, split, PREDICT_CHUNK)[0][:, 0] if raw is not predictor else p[:, 0]
+        p, cand_p = predict_split(predictor, split)
+        p_raw = predict_split(raw, split)[0][:, 0] if raw is not predictor else p[:, 0]
         preds.append(ModelPredictions(t.model_type, SINGLE, t.seed, p, cand_p, p_raw, t.run_id))
         raw_purchase.append(p_raw)
     for fam in dict.fromkeys(t.model_type for t in trained):
@@ -380,6 +380,7 @@ def run_backtest(
     import mlflow
 
     from tasks import backtest_report as rep
+    from tasks.layers import events_root
     from tasks.registry import mlflow_store
     from tasks.run_summary import mlflow_run_url
     from tasks.training.tracking import ensure_experiment
@@ -449,6 +450,8 @@ def run_backtest(
                 ensemble_size=ensemble_size,
             )
             report.update(source=source, input=str(input_path), timezone=timezone, horizon_days=h)
+            # Where the work dir's layers are, for a study of the same data (bench feature_ablation).
+            report["layers"] = {"events": str(events_root(cfg)), "training_set": str(ts_dir)}
             report["mlflow"] = {"parent_run_id": parent_id, "url": mlflow_run_url(cfg, parent_id, exp_id)}
             rep.write_json(tmp / "report.json", report)
             (tmp / "report.md").write_text(rep.markdown(report))

@@ -25,7 +25,7 @@ HEURISTIC = "heuristic"
 SINGLE, ENSEMBLE = "single", "ensemble"
 # Families whose models are the yardsticks a candidate must beat, beside the heuristic.
 YARDSTICK_FAMILIES = ("lr", "lightgbm")
-# Metrics of the bootstrap (higher is better); the level each belongs to.
+# Metrics of the bootstrap comparisons (higher is better): user level, then user x category level.
 BOOTSTRAP_METRICS = ("roc_auc", "pr_auc", "ndcg", "pair_roc_auc")
 BOOTSTRAP_CHUNK = 50  # resamples evaluated per vectorised pass: bounds memory at [chunk, pairs] floats
 
@@ -156,6 +156,14 @@ def weighted_auc_ap(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> tuple[np.nda
     return auc, ap
 
 
+def user_resamples(unit: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """[B, U] how often each user is drawn in each of ``resamples`` bootstrap resamples of the users, ``unit`` [N]
+    being the user index (0..U-1) of each row; ``counts[:, unit]`` weights the rows."""
+    n = int(unit.max()) + 1 if len(unit) else 0
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+
+
 class Bootstrap:
     """Paired bootstrap over users: every model is evaluated on the same resamples, a user's days and
     candidate pairs moving together; yields per model and metric the [B] resampled values."""
@@ -163,12 +171,7 @@ class Bootstrap:
     def __init__(self, split: TestSplit, *, k: int, resamples: int, seed: int):
         self.split, self.k, self.resamples = split, k, resamples
         self.unit = split.user_index
-        self.n_units = int(self.unit.max()) + 1 if len(self.unit) else 0
-        rng = np.random.default_rng(seed)
-        # [B, U] how often each user is drawn in each resample.
-        self.counts = rng.multinomial(self.n_units, np.full(self.n_units, 1.0 / self.n_units), size=resamples).astype(
-            np.float64
-        )
+        self.counts = user_resamples(self.unit, resamples, seed)
 
     def values(self, pred: ModelPredictions) -> dict[str, np.ndarray]:
         s = self.split

@@ -19,12 +19,10 @@ from tasks.config import with_overrides
 from tests.helpers.config import isolated_config
 
 
-def _study(cfg, work: Path, report: dict) -> list[dict]:
-    from tasks.backtest import TRAINING_SET_ID
-
-    data = work / "var" / "data"
+def _study(cfg, report: dict) -> list[dict]:
+    layers = report["layers"]
     return ablation(
-        cfg, data / "training_sets" / TRAINING_SET_ID, data / "events", report["timezone"], resamples=1000, seed=13
+        cfg, Path(layers["training_set"]), Path(layers["events"]), report["timezone"], resamples=1000, seed=13
     )
 
 
@@ -46,7 +44,7 @@ def run(args: argparse.Namespace) -> dict:
                 datasets.append((key, cfg, {**spec, "input": path}))
         for i, (name, dcfg, dargs) in enumerate(datasets):
             report, wall = timed(lambda dcfg=dcfg, dargs=dargs, i=i: backtest(dcfg, work, f"d{i}", dargs, extra))
-            rows, study_s = timed(lambda i=i, report=report, dcfg=dcfg: _study(dcfg, work / f"d{i}", report))
+            rows, study_s = timed(lambda report=report, dcfg=dcfg: _study(dcfg, report))
             print(f"  {name}: backtest {wall:.0f}s, ablation {study_s:.0f}s", flush=True)
             for row in rows:
                 lo, hi = row.get("ROC-AUC diff 95%", (None, None))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,9 @@ from typing import Any
 from bench.data import backtest, real_exports
 from bench.harness import r, timed, workdir
 from bench.signal_study import SIGNAL_TITLE, sequence_signal, signal_notes
-from tasks.backtest import TRAINING_SET_ID, parse_range, plan_backtest, work_config
+from tasks.backtest import parse_range, plan_backtest, work_config
 from tasks.config import PipelineConfig, with_overrides
-from tasks.layers import training_set_dir
+from tasks.training.data import read_manifest
 from tests.helpers.config import isolated_config
 
 # Families every backtest trains, and seeds per family (the spread over seeds and the seed ensembles).
@@ -121,8 +120,8 @@ def run(args: argparse.Namespace) -> dict:
             timezone=report["timezone"],
             horizon_days=report["horizon_days"],
         )
-        ts_dir = training_set_dir(wcfg, TRAINING_SET_ID)
-        manifest = json.loads((ts_dir / "manifest.json").read_text())
+        ts_dir = Path(report["layers"]["training_set"])
+        manifest = read_manifest(ts_dir)
         first_seed = min(report["seeds"])
         seq_models = {
             t["model_type"]: {"model_uri": f"runs:/{t['run_id']}/model"}

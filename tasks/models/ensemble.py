@@ -79,7 +79,6 @@ class SeedEnsemble:
 def load_predictor(spec: dict[str, Any], artifacts: dict[str, str]) -> Predictor:
     """The packaged model's ``Predictor``: a single model or a seed ensemble, behind the calibration packaged
     with it (an ensemble's own, fitted on the validation split to its mean probabilities)."""
-    inner = SeedEnsemble.from_artifacts(spec, artifacts) if MEMBERS in spec else None
-    if inner is None:
-        inner = model_class(spec["model_type"]).from_artifacts(spec, artifacts)
-    return with_calibration(inner, artifacts)
+    if MEMBERS in spec:
+        return with_calibration(SeedEnsemble.from_artifacts(spec, artifacts), artifacts)
+    return with_calibration(model_class(spec["model_type"]).from_artifacts(spec, artifacts), artifacts)

@@ -1,5 +1,5 @@
-"""Training of a seed ensemble (``training.ensemble_seeds`` = K > 1) and the helpers that predict a split with a
-logged model as scoring loads it (shared with ``tasks.backtest``).
+"""Training of a seed ensemble (``training.ensemble_seeds`` = K > 1), and loading a logged model as scoring
+loads it (shared with ``tasks.backtest``).
 
 The K members are ordinary trainings of the family (seeds ``training.seed`` .. ``training.seed + K - 1``), each
 logged, calibrated and nested under the ensemble's MLflow run, one after another: a torchrun training already
@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 
 from tasks.config import PipelineConfig, with_overrides
-from tasks.evaluate import SplitEval
-from tasks.training.data import TrainingError
 
 # Metrics whose spread over the members the ensemble run records.
 SPREAD_METRICS = ("purchase_roc_auc", "purchase_pr_auc")
@@ -36,42 +34,6 @@ def load_run_predictor(cfg: PipelineConfig, run_id: str) -> Any:
 
     with mlflow_store(cfg):
         return mlflow.pyfunc.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}").unwrap_python_model().predictor
-
-
-def predict_split(predictor: Any, split: Any, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities [N, 3] and candidate probabilities [C] of a ``TabularSplit``, ``chunk`` users at a time."""
-    intents, cats = [], []
-    for start in range(0, len(split.users), chunk):
-        stop = min(start + chunk, len(split.users))
-        lo, hi = np.searchsorted(split.cand_rows, [start, stop])
-        out = predictor.predict_chunk(
-            split.users.iloc[start:stop], split.cand_rows[lo:hi] - start, split.cand.iloc[lo:hi], 0
-        )
-        intents.append(out.intent)
-        cats.append(out.category)
-    return np.concatenate(intents), np.concatenate(cats)
-
-
-def read_split(training_set_dir: Path, split: str) -> Any:
-    """One split of a training set as a ``TabularSplit`` (user rows, their candidates and labels)."""
-    from tasks.schema import USER_CATEGORY_LABEL
-    from tasks.training.data import read_candidates, read_files, read_manifest, split_files
-    from tasks.training.tabular import tabular_split
-
-    manifest = read_manifest(training_set_dir)
-    pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
-    users = read_files(split_files(training_set_dir, split))
-    return tabular_split(users, read_candidates(training_set_dir, split, users, [*pair_feats, USER_CATEGORY_LABEL]))
-
-
-def evaluate_predictor(cfg: PipelineConfig, predictor: Any, split: Any) -> SplitEval:
-    from tasks.models.pyfunc import PREDICT_CHUNK
-    from tasks.training.steps import evaluation
-
-    if not len(split.users):
-        raise TrainingError("split has no rows")
-    p, cand_p = predict_split(predictor, split, PREDICT_CHUNK)
-    return evaluation(cfg, split.labels, p, split.cand_rows, split.cand_labels, cand_p)
 
 
 def train_ensemble(
@@ -96,6 +58,7 @@ def train_ensemble(
     from tasks.training import tracking
     from tasks.training.data import read_manifest, require_validation, split_files
     from tasks.training.steps import calibrate
+    from tasks.training.tabular import evaluate_tabular, read_split
 
     k, seed = cfg.training.ensemble_seeds, cfg.training.seed
     manifest = read_manifest(training_set_dir)
@@ -125,8 +88,8 @@ def train_ensemble(
                 members.append(train_member(member_cfg, ens_id))
             predictors = [load_run_predictor(cfg, m.run_id) for m in members]
             ensemble = SeedEnsemble(predictors)
-            val_split, test_split = read_split(training_set_dir, "val"), read_split(training_set_dir, "test")
-            val, test = evaluate_predictor(cfg, ensemble, val_split), evaluate_predictor(cfg, ensemble, test_split)
+            val_split, test_split = (read_split(training_set_dir, s, manifest) for s in ("val", "test"))
+            val, test = evaluate_tabular(cfg, ensemble, val_split), evaluate_tabular(cfg, ensemble, test_split)
             calibration, val_cal, test_cal = calibrate(cfg, val, test)
             mlflow.start_run(run_id=ens_id)
             member_metrics = {

@@ -18,7 +18,7 @@ import pandas as pd
 
 from tasks.config import PipelineConfig
 from tasks.evaluate import SplitEval, data_facts, model_metrics, new_user_mask
-from tasks.models.base import build_model, family_settings, model_config
+from tasks.models.base import Predictor, build_model, family_settings, model_config
 from tasks.models.encoding import FeatureEncoder, encode_targets
 from tasks.models.tabular import TabularIntentModel, TabularSplit
 from tasks.schema import USER_CATEGORY_LABEL
@@ -53,12 +53,36 @@ def tabular_split(users: pd.DataFrame, cand: pd.DataFrame) -> TabularSplit:
     )
 
 
-def evaluate_tabular(cfg: PipelineConfig, model: TabularIntentModel, split: TabularSplit) -> SplitEval:
-    """Predictions and metrics of ``split``, predicted as the packaged model predicts."""
+def read_split(training_set_dir: Path, split: str, manifest: dict[str, Any]) -> TabularSplit:
+    """One split of a training set: its user rows and their candidates."""
+    pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
+    users = read_files(split_files(training_set_dir, split))
+    return tabular_split(users, read_candidates(training_set_dir, split, users, [*pair_feats, USER_CATEGORY_LABEL]))
+
+
+def predict_split(predictor: Predictor, split: TabularSplit) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [N, 3] and candidate probabilities [C] of ``split`` by any ``Predictor``, ``PREDICT_CHUNK``
+    users at a time (as the packaged model predicts)."""
+    from tasks.models.pyfunc import PREDICT_CHUNK
+
+    intents, cats = [], []
+    for start in range(0, len(split.users), PREDICT_CHUNK):
+        stop = min(start + PREDICT_CHUNK, len(split.users))
+        lo, hi = np.searchsorted(split.cand_rows, [start, stop])
+        out = predictor.predict_chunk(
+            split.users.iloc[start:stop], split.cand_rows[lo:hi] - start, split.cand.iloc[lo:hi], 0
+        )
+        intents.append(out.intent)
+        cats.append(out.category)
+    return np.concatenate(intents), np.concatenate(cats)
+
+
+def evaluate_tabular(cfg: PipelineConfig, predictor: Predictor, split: TabularSplit) -> SplitEval:
+    """Predictions and metrics of ``split`` by any ``Predictor``, predicted as the packaged model predicts."""
     if not len(split.users):
         raise TrainingError("split has no rows")
-    pred = model.predict_chunk(split.users, split.cand_rows, split.cand, 0)
-    return evaluation(cfg, split.labels, pred.intent, split.cand_rows, split.cand_labels, pred.category)
+    p, cand_p = predict_split(predictor, split)
+    return evaluation(cfg, split.labels, p, split.cand_rows, split.cand_labels, cand_p)
 
 
 def new_tabular_model(
@@ -106,11 +130,10 @@ def train_tabular(
     files = {s: split_files(training_set_dir, s) for s in SPLITS}
     feats = [str(c) for c in manifest["feature_columns"]]
     pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
-    users = {s: read_files(files[s]) for s in SPLITS}
-    if users["train"].empty:
+    splits = {s: read_split(training_set_dir, s, manifest) for s in SPLITS}
+    n_train = len(splits["train"].users)
+    if not n_train:
         raise TrainingError(f"train split of {training_set_dir} holds no rows")
-    cands = {s: read_candidates(training_set_dir, s, users[s], [*pair_feats, USER_CATEGORY_LABEL]) for s in SPLITS}
-    splits = {s: tabular_split(users[s], cands[s]) for s in SPLITS}
     model, encoder = new_tabular_model(cfg, model_type, manifest, splits["train"], feats, pair_feats)
     with contextlib.ExitStack() as store:
         run = tracking.begin_run(
@@ -121,11 +144,9 @@ def train_tabular(
             training_set_dir=training_set_dir,
             validation=validation,
             parent_run_id=parent_run_id,
-            params=dict(
-                n_train_rows=len(users["train"]), n_train_candidate_rows=len(splits["train"].cand), world_size=1
-            ),
+            params=dict(n_train_rows=n_train, n_train_candidate_rows=len(splits["train"].cand), world_size=1),
         )
-        print(f"{model_type} in one process; {len(users['train'])} train rows, run {run.info.run_id}", flush=True)
+        print(f"{model_type} in one process; {n_train} train rows, run {run.info.run_id}", flush=True)
         try:
             return _fit_and_register(cfg, model, encoder, splits, manifest, files, run.info.run_id, output, register)
         except BaseException:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -50,6 +51,7 @@ def test_backtest_on_the_taobao_sample(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["cutoffs"] == {"train": [f"2017-11-{d}" for d in (26, 27, 28, 29)], "val": [VAL], "test": [TEST]}
     assert report["timezone"] == "Asia/Shanghai"  # the dataset's own business day
+    assert (Path(report["layers"]["training_set"]) / "manifest.json").is_file()
     assert report["data"]["test"]["rows"] == 814 and report["data"]["test"]["buyers"] > 50
     labels = [m["label"] for m in report["models"]]
     assert labels == [
