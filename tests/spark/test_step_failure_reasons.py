@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,10 @@ def operator_cls(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_CONFIG", f"{DEFAULT_CONFIG}:{overlay}")
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[1]"}))
     monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    # A private temp dir: other tiers run DAGs at the same time and leave their own reason files in /tmp
+    # for a moment, so only this test's directory can show whether the operator removed its file.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     # One landed day, so the error can name the newest one.
     landed = var / "data" / "raw" / "source=synthetic" / "dt=2026-01-14"
     landed.mkdir(parents=True)
@@ -40,7 +45,7 @@ def test_a_day_never_landed_fails_at_once_with_its_reason(operator_cls):
     assert str(err.value).startswith("NO DATA: no raw data landed for synthetic 2026-11-30: raw partition ")
     assert str(err.value).endswith("(land the day first); newest landed day is 2026-01-14")
     assert "spark-submit" not in str(err.value)
-    assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("clean_events-*.reason.json")]
+    assert not list(Path(tempfile.gettempdir()).glob("clean_events-*.reason.json"))
 
 
 def test_a_crash_stays_retryable_and_names_itself(operator_cls):
