@@ -173,6 +173,9 @@ def test_the_family_selected_on_validation_is_promoted_and_scores_with_reasons_a
     ]
     chosen, _ = choose(cands, s.metric, s.tie_break, s.tie_margin)
     assert (champion.tags["model_type"], champion.run_id) == (chosen.model_type, chosen.run_id)
+    # The tiny seeded log is data on which LightGBM is best on validation (purchase PR-AUC 0.425 against LR's
+    # 0.385 when measured), so this run takes a tabular family, not a sequence model, through both DAGs.
+    assert chosen.model_type == "lightgbm", table
     # The nightly scores of that family carry its reasons and its pair model's top categories.
     ((n, with_reasons, with_top),) = _rows(
         cfg, f"select count(*), count(reasons), count(top_categories) from intent_scores where ds = '{LAST_DS}'"
