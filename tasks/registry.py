@@ -3,7 +3,9 @@
 A candidate version is evaluated beside the current ``@champion`` on the same test split (both loaded
 as pyfuncs by URI, exactly as scoring loads them). It takes the champion alias only when its purchase
 ROC-AUC reaches ``gate.min_auc`` and is at most ``gate.max_auc_drop`` below the champion's; otherwise
-it becomes ``challenger``. The decision, both metrics and the reason are written as version tags.
+it becomes ``challenger``. A champion fitted on labels inside the candidate's test split (a retrain for an
+older logical date) keeps the alias: it cannot be judged there, and a model of older data does not replace
+one of newer data. The decision, both metrics and the reason are written as version tags.
 Before any of that, ``training_decision`` tells the training DAG whether a run would learn from anything
 the champion has not seen (other cutoffs or another label horizon); if not, training is skipped.
 
@@ -35,7 +37,7 @@ import pandas as pd
 
 from tasks.config import ConfigError, PipelineConfig, add_common_args, config_from_args, parse_ds, with_overrides
 from tasks.evaluate import GATE_METRIC, evaluate_intents
-from tasks.layers import training_set_split
+from tasks.layers import training_set_manifest, training_set_split
 from tasks.run_summary import metrics_text, mlflow_run_url
 from tasks.schema import LABEL_COLUMNS, PROBABILITY_COLUMNS
 
@@ -200,6 +202,13 @@ def training_decision(cfg: PipelineConfig, training_set_id: str, last_cutoff, fo
     )
 
 
+def _set_manifest(training_set_dir: Path) -> dict | None:
+    try:
+        return json.loads(training_set_manifest(training_set_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def read_test_split(training_set_dir: Path) -> pd.DataFrame:
     files = sorted(training_set_split(training_set_dir, "test").glob("*.parquet"))
     if not files:
@@ -232,6 +241,33 @@ def evaluate_version(cfg: PipelineConfig, version: str, test: pd.DataFrame) -> d
     )
 
 
+def unfair_comparison(champion_version: str, champion_set: dict | None, test_set: dict | None) -> str | None:
+    """Why the champion cannot be judged on this test split, or None: the labels of the cutoffs it was fitted
+    and calibrated on (train and val of its training-set manifest) must end by the first test cutoff.
+
+    A retrain for an older logical date (a backfill) meets a champion fitted on that date's test labels; the
+    comparison would favour the champion, and a model of older data should not replace one of newer data
+    anyway. Without both manifests nothing can be said (None).
+    """
+    if not champion_set or not test_set:
+        return None
+    import datetime as dt
+
+    fitted = sorted(c for split in ("train", "val") for c in (champion_set.get("cutoffs") or {}).get(split, []))
+    tests = sorted((test_set.get("cutoffs") or {}).get("test", []))
+    if not fitted or not tests:
+        return None
+    horizon = int(champion_set.get("horizon_days") or 1)
+    labels_end = dt.date.fromisoformat(fitted[-1]) + dt.timedelta(days=horizon)
+    if labels_end <= dt.date.fromisoformat(tests[0]):
+        return None
+    return (
+        f"champion v{champion_version} was fitted on labels up to {labels_end - dt.timedelta(days=1)} (cutoffs up to "
+        f"{fitted[-1]}, horizon {horizon}d), inside this test split (first cutoff {tests[0]}): it cannot be judged "
+        "on it, and a candidate trained on older data does not replace a champion trained on newer data"
+    )
+
+
 def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecision:
     """Compare candidate ``version`` with ``@champion`` on the test split and move the aliases."""
     from mlflow.exceptions import MlflowException
@@ -247,10 +283,12 @@ def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecis
     cand = evaluate_version(cfg, version, test)
     cand_auc = cand[GATE_METRIC]
     current = champion(cfg)
-    champ_version = champ_auc = None
+    champ_version = champ_auc = unfair = None
     if current is not None:
         champ_version = str(current.version)
         champ_auc = cand_auc if champ_version == version else evaluate_version(cfg, champ_version, test)[GATE_METRIC]
+        if champ_version != version:
+            unfair = unfair_comparison(champ_version, champion_manifest(cfg, current), _set_manifest(training_set_dir))
 
     if not math.isfinite(cand_auc):
         promoted, reason = False, "test split has a single purchase class; ROC-AUC undefined"
@@ -260,6 +298,8 @@ def gate(cfg: PipelineConfig, version: str, training_set_dir: Path) -> GateDecis
         promoted, reason = True, f"no champion yet; candidate AUC {cand_auc:.4f} >= min_auc {cfg.gate.min_auc:.4f}"
     elif champ_version == version:
         promoted, reason = True, f"version {version} is already the champion"
+    elif unfair is not None:
+        promoted, reason = False, unfair
     elif cand_auc >= champ_auc - cfg.gate.max_auc_drop:
         promoted, reason = (
             True,

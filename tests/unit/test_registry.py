@@ -16,7 +16,16 @@ from tasks.evaluate import evaluate_intents
 from tasks.models.base import TorchPredictor, build_model, model_config
 from tasks.models.encoding import FeatureEncoder, encode_targets
 from tasks.models.pyfunc import log_intent_model
-from tasks.registry import CHALLENGER_ALIAS, GateError, champion, gate, main, mlflow_store, show
+from tasks.registry import (
+    CHALLENGER_ALIAS,
+    GateError,
+    champion,
+    gate,
+    main,
+    mlflow_store,
+    show,
+    unfair_comparison,
+)
 from tasks.training.steps import take, train_step
 from tasks.training.tracking import ensure_experiment
 from tests.helpers.trainingset import FEATURE_COLUMNS, write_training_set
@@ -58,8 +67,10 @@ def assets(tmp_path_factory):
     return ts, enc, good, bad, train
 
 
-def _register(cfg, model, enc, example) -> str:
+def _register(cfg, model, enc, example, manifest: dict | None = None) -> str:
     with mlflow_store(cfg) as client, mlflow.start_run(experiment_id=ensure_experiment(cfg, client)):
+        if manifest is not None:
+            mlflow.log_dict(manifest, "training_set/manifest.json")  # as tasks.training.tracking logs it
         info = log_intent_model(
             TorchPredictor(model, enc, "lstm"), example, registered_model_name=cfg.mlflow.model_name
         )
@@ -123,6 +134,39 @@ def test_gate_rejects_a_drop_beyond_tolerance_and_accepts_within(cfg, assets):
     assert accepted.promoted and str(champion(cfg).version) == v2
     # Promoted from challenger: the challenger alias no longer points at it.
     assert _aliases(cfg, v2) == {cfg.mlflow.champion_alias}
+
+
+def _set(train: list[str], val: list[str], test: list[str], horizon: int = 1) -> dict:
+    return {"cutoffs": {"train": train, "val": val, "test": test}, "horizon_days": horizon}
+
+
+def test_a_champion_fitted_on_the_test_labels_cannot_be_judged_on_them():
+    champion_set = _set(["2026-01-04", "2026-01-05"], ["2026-01-06"], ["2026-01-07"])
+    # The next training's split, or the same one: the champion's labels end before the first test cutoff.
+    assert unfair_comparison("3", champion_set, _set(["2026-01-05"], ["2026-01-07"], ["2026-01-08"])) is None
+    assert unfair_comparison("3", champion_set, champion_set) is None
+    # A backfill for an older date: the champion's validation labels are this test split's.
+    why = unfair_comparison("3", champion_set, _set(["2026-01-03"], ["2026-01-05"], ["2026-01-06"]))
+    assert why.startswith("champion v3 was fitted on labels up to 2026-01-06 (cutoffs up to 2026-01-06, horizon 1d)")
+    # Horizon 2 leaves a day out between splits; a label window of the last val cutoff ends at the test cutoff.
+    h2 = _set(["2026-01-02", "2026-01-03"], ["2026-01-05"], ["2026-01-07"], horizon=2)
+    assert unfair_comparison("3", h2, h2) is None
+    assert "labels up to 2026-01-06" in unfair_comparison("3", h2, _set([], [], ["2026-01-06"]))
+    # Without both manifests nothing is known, and the AUC comparison decides as before.
+    assert unfair_comparison("3", None, champion_set) is None and unfair_comparison("3", champion_set, None) is None
+
+
+def test_gate_keeps_a_champion_trained_on_newer_data(cfg, assets):
+    ts, enc, good, bad, train = assets
+    test_cutoffs = json.loads((ts / "manifest.json").read_text())["cutoffs"]["test"]
+    later = _set([test_cutoffs[0]], ["2099-01-01"], ["2099-01-02"])
+    v1 = _register(cfg, good, enc, train, manifest=later)
+    assert gate(cfg, v1, ts).promoted
+    # The same weights, equal AUC: promoted against a fair champion, kept out against this one.
+    v2 = _register(cfg, good, enc, train)
+    held = gate(cfg, v2, ts)
+    assert not held.promoted and held.alias == CHALLENGER_ALIAS and str(champion(cfg).version) == v1
+    assert held.reason.startswith(f"champion v{v1} was fitted on labels up to 2099-01-01")
 
 
 def test_gate_evaluates_a_champion_logged_under_the_old_flat_metric_names(cfg, assets):
