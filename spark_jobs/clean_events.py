@@ -6,7 +6,11 @@ column) are dropped from the events and counted in the report as ``n_duplicates`
 (the first copy is a valid event, so nothing is lost), but more than ``cleaning.max_duplicate_fraction``
 of them (a repeated delivery) fails the run. A price that is present but not a number, or a row with
 text that was not valid UTF-8 (decoded by Spark as U+FFFD), makes the row a ``malformed_line``; a
-non-finite price or one above ``tasks.schema.MAX_PRICE`` is a ``bad_price``.
+non-finite price or one above ``tasks.schema.MAX_PRICE`` is a ``bad_price``. Tagged rows then go through
+``scrub_pii``, which replaces personal data in free text (``cleaning.pii_patterns``: e-mail addresses,
+card-like digit runs, phone numbers) by ``[NAME]``, and ``split`` every column of a malformed line, so
+neither the events nor the quarantine hold it; the report counts the rows whose free text a pattern
+changed (``scrubbed``).
 
 Driver: reads ``raw/source=<source>/dt=<day>/``, writes ``events/dt=<day>/`` and ``quarantine/dt=<day>/``
 (Parquet, dynamic partition overwrite: a rerun replaces exactly its partition). When the bad fraction
@@ -25,6 +29,7 @@ import datetime as dt
 import logging
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -49,6 +54,9 @@ from tasks.schema import (
 log = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = (*EVENT_COLUMNS, *RAW_EXTRA_COLUMNS, "reason")
+# Free text that may carry what a user typed; ids, times and prices are checked by type, not scrubbed.
+SCRUBBED_COLUMNS = ("query", "brand", "category_code", CORRUPT_COLUMN)
+PII_FLAG = "pii_"
 
 
 class CleaningError(DataError):
@@ -66,6 +74,7 @@ class CleanReport:
     n_bad: int = 0
     bad_fraction: float = 0.0
     events_written: bool = False
+    scrubbed: dict[str, int] = field(default_factory=dict)
 
     @property
     def day(self) -> dt.date:
@@ -87,6 +96,33 @@ def _aware(ts: dt.datetime, name: str) -> dt.datetime:
     if ts.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware (got naive {ts.isoformat()})")
     return ts
+
+
+def scrub_pii(
+    df: DataFrame,
+    patterns: Mapping[str, str],
+    columns: tuple[str, ...] = SCRUBBED_COLUMNS,
+    rows: Column | None = None,
+) -> DataFrame:
+    """Replace every match of each pattern (in order) in ``columns`` by ``[NAME]`` (only in ``rows`` when
+    given) and add a boolean ``pii_<name>`` per pattern: whether it changed the row (``split`` drops it)."""
+    present = [c for c in columns if c in df.columns]
+    if not patterns or not present:
+        return df
+    # One scan of each value with all patterns at once; only the (rare) values it finds anything in go through
+    # the patterns one by one. A column of its own, so the optimizer computes it once per value.
+    any_pattern = "|".join(f"(?:{p})" for p in patterns.values())
+    found = {c: f"{PII_FLAG}_in_{c}" for c in present}
+    selected = F.lit(True) if rows is None else F.coalesce(rows, F.lit(False))
+    for c, flag in found.items():
+        df = df.withColumn(flag, selected & F.coalesce(F.col(c).rlike(any_pattern), F.lit(False)))
+    for name, pattern in patterns.items():
+        token = F.lit(f"[{name.upper()}]")
+        hits = [F.col(flag) & F.coalesce(F.col(c).rlike(pattern), F.lit(False)) for c, flag in found.items()]
+        df = df.withColumn(f"{PII_FLAG}{name}", reduce(Column.__or__, hits))
+        for c, flag in found.items():
+            df = df.withColumn(c, F.when(F.col(flag), F.regexp_replace(F.col(c), pattern, token)).otherwise(F.col(c)))
+    return df.drop(*found.values())
 
 
 def tag_reasons(
@@ -125,12 +161,18 @@ def tag_reasons(
     return df.withColumn("reason", reason)
 
 
-def split(tagged: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(events without exact duplicates, quarantine rows as strings) of a ``tag_reasons`` result."""
+def split(tagged: DataFrame, patterns: Mapping[str, str] | None = None) -> tuple[DataFrame, DataFrame]:
+    """(events without exact duplicates, quarantine rows as strings) of a ``tag_reasons`` result. ``patterns``
+    scrub every column of a ``malformed_line`` row, whose parser may have shifted typed text into any of
+    them; the other quarantined rows keep their ids, times and prices, which say why they were rejected."""
     events = tagged.filter(F.col("reason").isNull()).select(*EVENT_COLUMNS).dropDuplicates()
     quarantine = tagged.filter(F.col("reason").isNotNull()).select(
         *[F.col(n).cast("string").alias(n) for n in QUARANTINE_COLUMNS]
     )
+    if patterns:
+        every_column = tuple(c for c in QUARANTINE_COLUMNS if c not in ("reason", "raw_file"))
+        malformed = F.col("reason") == "malformed_line"
+        quarantine = scrub_pii(quarantine, patterns, every_column, malformed).select(*QUARANTINE_COLUMNS)
     return events, quarantine
 
 
@@ -172,8 +214,16 @@ def _write_quarantine(cfg: PipelineConfig, quarantine: DataFrame, n_quarantined:
         shutil.rmtree(quarantine_partition(cfg, day), ignore_errors=True)
 
 
-def _counts(tagged: DataFrame) -> dict[str | None, int]:
-    return {r["reason"]: int(r["count"]) for r in tagged.groupBy("reason").count().collect()}
+def _counts(tagged: DataFrame, patterns: Mapping[str, str]) -> tuple[dict[str | None, int], dict[str, int]]:
+    """(rows per reason, rows scrubbed per pattern) in one pass."""
+    flags = [f"{PII_FLAG}{name}" for name in patterns]
+    rows = (
+        tagged.groupBy("reason")
+        .agg(F.count(F.lit(1)).alias("n"), *[F.sum(F.col(f).cast("long")).alias(f) for f in flags])
+        .collect()
+    )
+    scrubbed = {name: sum(int(r[f] or 0) for r in rows) for name, f in zip(patterns, flags, strict=True)}
+    return {r["reason"]: int(r["n"]) for r in rows}, {name: n for name, n in scrubbed.items() if n}
 
 
 def _process(
@@ -187,9 +237,10 @@ def _process(
 ) -> CleanReport:
     tz = cfg.pipeline.timezone
     day_start, day_end = local_midnight(cfg, days[0]), local_midnight(cfg, days[-1] + dt.timedelta(days=1))
-    tagged = tag_reasons(raw, day_start, day_end, logical_ts).persist()
+    patterns = cfg.cleaning.pii_patterns
+    tagged = scrub_pii(tag_reasons(raw, day_start, day_end, logical_ts), patterns).persist()
     try:
-        counts = _counts(tagged)
+        counts, scrubbed = _counts(tagged, patterns)
         n_raw = sum(counts.values())
         where = f"{source} {days[0]}" + (f"..{days[-1]}" if len(days) > 1 else "")
         if n_raw == 0:
@@ -197,7 +248,7 @@ def _process(
         quarantined = {r: counts[r] for r in QUARANTINE_REASONS if counts.get(r)}
         n_bad = sum(n for r, n in quarantined.items() if r not in NON_ERROR_REASONS and r not in tolerated)
         bad_fraction = n_bad / n_raw
-        events, quarantine = split(tagged)
+        events, quarantine = split(tagged, patterns)
         _write_quarantine(cfg, quarantine, sum(quarantined.values()), quarantine_day)
         if bad_fraction > cfg.cleaning.max_bad_fraction:
             raise CleaningError(
@@ -231,6 +282,7 @@ def _process(
             n_bad=n_bad,
             bad_fraction=bad_fraction,
             events_written=True,
+            scrubbed=scrubbed,
         )
         log.info("cleaned %s: %s", where, report)
         return report

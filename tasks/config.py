@@ -125,6 +125,31 @@ class CleaningConfig(_Section):
     volume_band_factor: float = Field(gt=1.0)
     volume_lookback_days: int = Field(gt=0)
     volume_min_history: int = Field(gt=0)
+    # Pattern name -> regular expression (Java syntax, as Spark runs it); every match in free text becomes [NAME].
+    pii_patterns: dict[str, str]
+
+    @field_validator("pii_patterns", mode="before")
+    @classmethod
+    def _drop_switched_off(cls, patterns: Any) -> Any:
+        # Overlays merge into this mapping: null is how one switches a default pattern off.
+        return {k: v for k, v in patterns.items() if v is not None} if isinstance(patterns, dict) else patterns
+
+    @field_validator("pii_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: dict[str, str]) -> dict[str, str]:
+        for name, pattern in patterns.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"pattern name {name!r} must be lower-case letters, digits and _ (it names a count)")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"pattern {name!r} is not a regular expression: {e}") from None
+            if compiled.fullmatch(""):
+                raise ValueError(f"pattern {name!r} matches empty text and would mark every row")
+            if re.search(r"\\([1-9]|k<)", pattern):
+                # Cleaning first runs all patterns as one alternation, where group numbers shift.
+                raise ValueError(f"pattern {name!r} uses a backreference, which cleaning does not support")
+        return patterns
 
     @model_validator(mode="after")
     def _volume_history_fits(self) -> CleaningConfig:

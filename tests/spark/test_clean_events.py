@@ -235,3 +235,45 @@ def test_headerless_source_not_csv_is_malformed(spark, cfg):
     with pytest.raises(CleaningError, match="malformed_line"):
         clean_day(spark, cfg, DAY, source="taobao")
     assert not events_partition(cfg, DAY).exists()
+
+
+# What users type into a search box when they paste their own details; each case: (query, what is stored).
+PII_QUERIES = [
+    ("email me at john.doe+shop@example.co.uk pls", "email me at [EMAIL] pls"),
+    ("refund card 4111 1111 1111 1111", "refund card [CARD]"),
+    ("4111-1111-1111-1111 expired", "[CARD] expired"),
+    ("call 415-555-0132 for delivery", "call [PHONE] for delivery"),
+    ("+44 20 7946 0958", "[PHONE]"),
+    ("+1 (415) 555-0132 or li.wei@mail.cn", "[PHONE] or [EMAIL]"),
+    ("13800138000", "[PHONE]"),
+]
+PLAIN_QUERIES = ["iphone 15 pro max 256gb", "samsung 65 inch tv 2024", "size 10 12 14", "rtx 4090 24gb", "sm-g991b"]
+
+
+def test_personal_data_is_scrubbed_from_events_and_quarantine_and_counted(spark, cfg):
+    queries = [q for q, _ in PII_QUERIES] + PLAIN_QUERIES
+    lines = [
+        f"2026-01-02T10:{i:02d}:00Z,{i},{100 + i},5,view,1.0,s{i},{q},,electronics.smartphone"
+        for i, q in enumerate(queries)
+    ]
+    malformed = "2026-01-02T11:00:00Z,99,bob@example.com"
+    _raw(cfg, [*_good(200), *lines, malformed])
+    report = clean_day(spark, _with(cfg, max_bad_fraction=0.05), DAY)
+    assert report.scrubbed == {"email": 3, "card": 2, "phone": 4}  # the malformed line holds the third e-mail
+    stored = dict(
+        spark.read.parquet(str(events_partition(cfg, DAY)))
+        .where("query is not null")
+        .select("user_id", "query")
+        .collect()
+    )
+    assert [stored[str(i)] for i in range(len(queries))] == [s for _, s in PII_QUERIES] + PLAIN_QUERIES
+    (q,) = spark.read.parquet(str(quarantine_partition(cfg, DAY))).collect()
+    assert q.reason == "malformed_line" and "bob@" not in str(q.asDict()) and "[EMAIL]" in str(q.asDict())
+
+
+def test_no_patterns_leave_text_as_typed(spark, cfg):
+    _raw(cfg, [*_good(50), "2026-01-02T10:00:00Z,1,10,5,view,1.0,s1,mail a@b.io,,"])
+    report = clean_day(spark, _with(cfg, pii_patterns={}), DAY)
+    assert report.scrubbed == {}
+    queries = spark.read.parquet(str(events_partition(cfg, DAY))).where("query is not null").collect()
+    assert [r.query for r in queries] == ["mail a@b.io"]

@@ -137,6 +137,36 @@ def test_cross_field_contradictions_are_refused():
         load_config(DEFAULT_CONFIG, overrides={"features": {"lookback_days": 14}}, use_env=False)
 
 
+def test_pii_patterns_are_added_switched_off_and_checked():
+    cfg = load_config(DEFAULT_CONFIG, overrides={"cleaning": {"pii_patterns": {"ssn": r"[0-9]{3}-[0-9]{2}-[0-9]{4}"}}})
+    assert list(cfg.cleaning.pii_patterns) == ["email", "card", "phone", "ssn"]
+    cfg = load_config(DEFAULT_CONFIG, overrides={"cleaning": {"pii_patterns": {"phone": None}}}, use_env=False)
+    assert list(cfg.cleaning.pii_patterns) == ["email", "card"]
+    for patterns, problem in [
+        ({"ssn": "[0-9"}, r"pattern 'ssn' is not a regular expression"),
+        ({"any": "x*"}, r"pattern 'any' matches empty text"),
+        ({"Bad-Name": "x"}, r"pattern name 'Bad-Name' must be lower-case"),
+        ({"twice": r"(ab)\1"}, r"pattern 'twice' uses a backreference"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"cleaning\.pii_patterns.*{problem}"):
+            load_config(DEFAULT_CONFIG, overrides={"cleaning": {"pii_patterns": patterns}}, use_env=False)
+
+
+def test_default_pii_patterns_on_real_looking_text():
+    # The same expressions run in Spark (Java regex); tests/spark/test_clean_events.py checks them there.
+    patterns = load_config(DEFAULT_CONFIG, use_env=False).cleaning.pii_patterns
+
+    def scrub(text: str) -> str:
+        for name, pattern in patterns.items():
+            text = re.sub(pattern, f"[{name.upper()}]", text)
+        return text
+
+    assert scrub("mail john.doe+shop@example.co.uk, card 5500 0055 5555 5559") == "mail [EMAIL], card [CARD]"
+    assert scrub("+1 (415) 555-0132 / 020 7946 0958 / 13800138000") == "[PHONE] / [PHONE] / [PHONE]"
+    for plain in ("iphone 15 pro max 256gb", "size 10 12 14", "rtx 4090 24gb", "2023 2024 calendar", "c++11 book"):
+        assert scrub(plain) == plain
+
+
 @pytest.mark.parametrize(
     "module",
     ["tasks.land", "spark_jobs.clean_events", "spark_jobs.score"],
