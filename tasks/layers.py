@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 if TYPE_CHECKING:
     from tasks.config import PipelineConfig
 
-DataLayer = Literal["raw", "events", "quarantine", "features", "training_sets", "scores"]
+DataLayer = Literal["raw", "events", "quarantine", "text_embeddings", "features", "training_sets", "scores"]
 DATA_LAYERS: tuple[str, ...] = get_args(DataLayer)
 
 # Hive-style partition keys: Spark's partitionBy writes them and its reader turns them back into columns.
@@ -116,6 +116,25 @@ def quarantine_root(cfg: PipelineConfig) -> Path:
 def quarantine_partition(cfg: PipelineConfig, day: dt.date) -> Path:
     """``quarantine/dt=<day>/``."""
     return partition_dir(quarantine_root(cfg), DAY_KEY, day)
+
+
+ENCODER_KEY = "encoder"  # the text encoder that made a vector: <name>-<first 12 hex digits of its weights' hash>
+ENCODER_RECORD = "_encoder.json"  # "_": readers of the layer (Spark, pyarrow) skip it
+
+
+def text_embeddings_root(cfg: PipelineConfig, encoder: str) -> Path:
+    """``text_embeddings/encoder=<encoder>/``: one vector per distinct normalised text, for one encoder."""
+    return layer_root(cfg, "text_embeddings") / partition_name(ENCODER_KEY, encoder)
+
+
+def text_embeddings_partition(cfg: PipelineConfig, encoder: str, day: dt.date) -> Path:
+    """``.../dt=<day>/``: the texts first encoded from the events of ``day``."""
+    return partition_dir(text_embeddings_root(cfg, encoder), DAY_KEY, day)
+
+
+def text_encoder_record(cfg: PipelineConfig, encoder: str) -> Path:
+    """The encoder's identity (name, weights hash, dimension) beside its vectors."""
+    return text_embeddings_root(cfg, encoder) / ENCODER_RECORD
 
 
 def features_root(cfg: PipelineConfig, table: FeatureTable) -> Path:
