@@ -3,6 +3,7 @@ the new/returning breakdown, the Optuna search, the packaged pyfunc contract and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -242,6 +243,83 @@ def test_crash_resumes_at_the_next_epoch(trained, tmp_path, capsys):
     np.testing.assert_allclose([v for _, v in resumed], [v for _, v in expected], rtol=0, atol=1e-6)
     for key in ("purchase_roc_auc", "purchase_log_loss", "cart_pr_auc"):
         assert result.test_metrics[key] == pytest.approx(uninterrupted.test_metrics[key], abs=1e-6)
+
+
+def _node(rank: int, port: int, ts: Path, out: Path, conf: Path, *extra: str) -> list[str]:
+    """The README's multi-node command for node ``rank`` of two, one process each, on loopback."""
+    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"two-nodes-{port}"]
+    return [
+        *[sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank)],
+        *["--nproc-per-node", "1", *rendezvous, "--max-restarts", "0"],
+        *["-m", "tasks.train", "--training-set", str(ts), "--output", str(out), "--config", str(conf)],
+        *["--model-type", "lstm", "--epochs", "2", "--allow-unvalidated", *extra],
+    ]
+
+
+def _two_nodes(cfg, ts: Path, work: Path, *extra: str) -> tuple[list[int], str, Path]:
+    """Both nodes' exit codes, their output, and the result file rank 0 writes."""
+    from tasks.airflow_env import free_port
+
+    conf = work / "pipeline.yaml"
+    conf.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    out, port = work / "result.json", free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PIPELINE_CONFIG", "MLFLOW_TRACKING_URI")}
+    env.update(PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    logs = [work / f"node{r}-{port}.log" for r in (0, 1)]
+    with contextlib.ExitStack() as stack:
+        nodes = [
+            subprocess.Popen(
+                _node(r, port, ts, out, conf, *extra),
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=stack.enter_context(open(log, "w")),
+                stderr=subprocess.STDOUT,
+            )
+            for r, log in zip((0, 1), logs, strict=True)
+        ]
+        codes = [node.wait(timeout=600) for node in nodes]
+    return codes, "\n".join(log.read_text() for log in logs), out
+
+
+def _same_training(client, run_id: str, client0, run_id0: str) -> None:
+    two = [(m.step, m.value) for m in client.get_metric_history(run_id, TRAIN_LOSS)]
+    one = [(m.step, m.value) for m in client0.get_metric_history(run_id0, TRAIN_LOSS)]
+    assert [s for s, _ in two] == [s for s, _ in one] == [1, 2]
+    np.testing.assert_allclose([v for _, v in two], [v for _, v in one], rtol=0, atol=1e-5)
+    auc = metric_name("test", "purchase_roc_auc")
+    assert client.get_run(run_id).data.metrics[auc] == pytest.approx(
+        client0.get_run(run_id0).data.metrics[auc], abs=1e-5
+    )
+
+
+def test_two_nodes_train_like_one_node_with_two_processes(trained, tmp_path):
+    """Two torchrun agents (c10d rendezvous on 127.0.0.1, one process each) train the ``trained`` fixture's
+    model (same set, settings, seed, world size 2) to its losses and test metrics."""
+    cfg0, ts, one_node = trained
+    cfg = _cfg(tmp_path / "var", baselines=False)
+    codes, output, out = _two_nodes(cfg, ts, tmp_path)
+    assert codes == [0, 0], output[-6000:]
+    run_id = json.loads(out.read_text())["run_id"]
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+    _same_training(client, run_id, MlflowClient(tracking_uri=cfg0.mlflow.resolved_tracking_uri), one_node.run_id)
+
+
+def test_two_nodes_resume_after_a_crash(trained, tmp_path):
+    """Rank 0 dies after epoch 1 on a two-node training; both agents stop; relaunched, the two nodes resume from
+    the checkpoint (a directory both reach, as a shared volume would be) and end where one node ends."""
+    cfg0, ts, one_node = trained
+    cfg = _cfg(tmp_path / "var", baselines=False)
+    codes, output, _ = _two_nodes(cfg, ts, tmp_path, "--fault-after-epoch", "1")
+    assert 0 not in codes and "fault injection: killing rank 0 after epoch 1" in output, output[-6000:]
+    codes, output, out = _two_nodes(cfg, ts, tmp_path, "--fault-after-epoch", "1")
+    assert codes == [0, 0], output[-6000:]
+    assert re.search(r"resumed from checkpoint .* after epoch 1", output) and "epoch 1/2" not in output
+    run_id = json.loads(out.read_text())["run_id"]
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    assert client.get_run(run_id).data.tags["resumed_after_epoch"] == "1"
+    _same_training(client, run_id, MlflowClient(tracking_uri=cfg0.mlflow.resolved_tracking_uri), one_node.run_id)
 
 
 def test_pyfunc_contract_in_a_fresh_process(trained, tmp_path):
