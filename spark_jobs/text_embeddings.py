@@ -26,7 +26,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import reduce
+from functools import cache, reduce
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -93,34 +94,27 @@ def new_texts(texts: DataFrame, known: DataFrame | None) -> DataFrame:
     return texts if known is None else texts.join(known.select("text_key"), "text_key", "left_anti")
 
 
-# One encoder per Python worker process (Spark reuses workers between tasks), keyed by its settings.
-_WORKER_ENCODERS: dict[tuple, TextEncoder] = {}
+@cache
+def _worker_encoder(directory: str, name: str, max_length: int, batch_size: int, threads: int) -> TextEncoder:
+    """One encoder per Python worker process: Spark reuses workers between tasks, and a module-level function
+    travels to them by reference, so this cache is the worker's own."""
+    import torch
+
+    # Spark already runs one task per core.
+    torch.set_num_threads(threads)
+    return TextEncoder(Path(directory), name=name, max_length=max_length, batch_size=batch_size)
 
 
 ArrowMap = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
 
 def encode_batches(settings: dict) -> ArrowMap:
-    """The ``mapInArrow`` function for ``settings`` (directory, name, max_length, batch_size, threads)."""
+    """The ``mapInArrow`` function for ``settings`` (``_worker_encoder``'s arguments)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        key = tuple(sorted(settings.items()))
-        encoder = _WORKER_ENCODERS.get(key)
-        if encoder is None:
-            import torch
-
-            # One thread per task: Spark already runs one task per core.
-            torch.set_num_threads(settings["threads"])
-            encoder = TextEncoder(
-                settings["directory"],
-                name=settings["name"],
-                max_length=settings["max_length"],
-                batch_size=settings["batch_size"],
-            )
-            _WORKER_ENCODERS[key] = encoder
+        encoder = _worker_encoder(**settings)
         for batch in batches:
-            texts = batch.column("text").to_pylist()
-            vectors = encoder.encode(texts)  # [n, dim] float32
+            vectors = encoder.encode(batch.column("text").to_pylist())  # [n, dim] float32
             offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
             lists = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), type=pa.float32()))
             columns = [batch.column("text_key"), batch.column("text"), lists]
@@ -147,9 +141,9 @@ def embed_day(spark: SparkSession, cfg: PipelineConfig, day: dt.date) -> Embeddi
     require_event_days(cfg, [day], "encoding the day's texts")
     events = spark.read.parquet(str(events_partition(cfg, day)))
     texts = day_texts(events, encoder).persist()
+    new = new_texts(texts, _known(spark, cfg, encoder, day)).persist()
     try:
         n_texts = texts.count()
-        new = new_texts(texts, _known(spark, cfg, encoder, day)).persist()
         n_new = new.count()
         out = text_embeddings_partition(cfg, encoder, day)
         started = time.perf_counter()
@@ -168,8 +162,8 @@ def embed_day(spark: SparkSession, cfg: PipelineConfig, day: dt.date) -> Embeddi
             vectors = new.repartition(slices).mapInArrow(encode_batches(settings), OUTPUT_SCHEMA)
             vectors.sortWithinPartitions("text_key").write.mode("overwrite").parquet(str(out))
         encode_s = time.perf_counter() - started
-        new.unpersist()
     finally:
+        new.unpersist()
         texts.unpersist()
     record = text_encoder_record(cfg, encoder)
     record.parent.mkdir(parents=True, exist_ok=True)
