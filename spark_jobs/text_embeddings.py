@@ -186,4 +186,8 @@ def main(argv: list[str] | None = None) -> EmbeddingReport:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    # Under spark-submit this file is __main__; go through the importable module so _worker_encoder pickles by
+    # reference (to a module the workers can import) and keeps its cache there.
+    from spark_jobs import text_embeddings as _module
+
+    sys.exit(run_cli(_module.main))
