@@ -57,8 +57,10 @@ NOT_RUN = {
         "families, two seeds and one epoch"
     ),
     "python -m tasks.train --launch --search": "an Optuna search plus a full training under torchrun (many minutes)",
-    "torchrun --nnodes N --nproc-per-node G --rdzv-endpoint host:29400 -m tasks.train ...": (
-        "a template for several machines (N, G and host are placeholders)"
+    "torchrun --nnodes N --node-rank R --nproc-per-node G --rdzv-backend c10d --rdzv-endpoint host:29400 "
+    "--rdzv-id ID -m tasks.train --training-set DIR --output result.json --config pipeline.yaml": (
+        "a template for several machines (N, R, G, host, ID and the paths are placeholders); "
+        "tests/torchrun/test_train.py runs it as two nodes of one process on 127.0.0.1"
     ),
     "cp .env.example .env && docker compose up -d": "docker compose: containers, not run by the test suite",
     ".venv/bin/python -m tasks.airflow_env backfill create --dag-id purchase_intent_nightly --from-date 2026-01-14 "
