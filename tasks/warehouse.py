@@ -5,6 +5,11 @@ The table ``warehouse.table`` holds one partition (all rows of one ``ds``) per n
 partition in ONE transaction (delete the ds, insert the staged rows), so a rerun leaves one copy
 and a writer killed mid-write leaves the previous partition intact.
 
+The table ``warehouse.outcomes_table`` holds the realized outcomes of those scores (one row per
+scored ds, model version and role); ``replace_outcomes`` swaps all rows of one ds the same way.
+The view ``warehouse.health_view`` averages them over the last ``monitoring.health_windows_days``
+closed days per model version and role.
+
 Concurrent writers:
 - PostgreSQL: the swap transaction first takes ``pg_advisory_xact_lock(hashtext(table), ds)``,
   so two writers of the same ds run one after the other (the second waits at most
@@ -30,7 +35,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -43,7 +48,7 @@ import pyarrow.parquet as pq
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.layers import scores_partition
-from tasks.schema import SCORE_COLUMNS
+from tasks.schema import OUTCOME_COLUMNS, OUTCOME_KEY, SCORE_COLUMNS
 
 # Optional explanation columns (written by spark_jobs.score when the model supports them);
 # rows without them load with NULLs there.
@@ -59,27 +64,61 @@ _ARROW_TYPES = {
     "date": pa.date32(),
     "string": pa.string(),
     "double": pa.float64(),
+    "bigint": pa.int64(),
     "timestamp": pa.timestamp("us", tz="UTC"),
     "array<string>": pa.list_(pa.string()),
+    "array<double>": pa.list_(pa.float64()),
 }
 ARROW_SCHEMA = pa.schema([pa.field(c, _ARROW_TYPES[t]) for c, t in WAREHOUSE_COLUMNS.items()])
+OUTCOME_ARROW_SCHEMA = pa.schema([pa.field(c, _ARROW_TYPES[t]) for c, t in OUTCOME_COLUMNS.items()])
 
 _SQL_TYPES = {
     "duckdb": {
         "date": "DATE",
         "string": "VARCHAR",
         "double": "DOUBLE",
+        "bigint": "BIGINT",
         "timestamp": "TIMESTAMPTZ",
         "array<string>": "VARCHAR[]",
+        "array<double>": "DOUBLE[]",
     },
     "postgresql": {
         "date": "date",
         "string": "text",
         "double": "double precision",
+        "bigint": "bigint",
         "timestamp": "timestamptz",
         "array<string>": "text[]",
+        "array<double>": "double precision[]",
     },
 }
+
+OUTCOME_NOT_NULL_COLUMNS = (*OUTCOME_KEY, "horizon_days", "n_users", "evaluated_at")
+OUTCOME_ROLES = ("champion", "challenger")
+# Shares, rates, ranking and calibration metrics (a mean of probabilities included): [0, 1] where not null.
+OUTCOME_UNIT_COLUMNS = (
+    "purchase_rate",
+    "mean_p_purchase",
+    "purchase_roc_auc",
+    "purchase_pr_auc",
+    "purchase_brier",
+    "purchase_ece",
+    "cart_roc_auc",
+    "cart_pr_auc",
+    "fav_roc_auc",
+    "fav_pr_auc",
+    "top_fraction",
+    "precision_top",
+    "recall_top",
+    "reliability_predicted",
+    "reliability_observed",
+    "category_hit_rate",
+    "category_ndcg",
+)
+OUTCOME_NONNEGATIVE_COLUMNS = ("purchase_log_loss", "lift_by_decile")
+OUTCOME_COUNT_COLUMNS = tuple(c for c, t in OUTCOME_COLUMNS.items() if t == "bigint")
+# Metrics the health view averages per window, as <metric>_<N>d.
+HEALTH_METRICS = ("purchase_roc_auc", "purchase_pr_auc", "purchase_ece", "recall_top", "category_hit_rate")
 
 # Rows per CSV slice streamed into PostgreSQL's COPY.
 COPY_CHUNK_ROWS = 100_000
@@ -97,6 +136,10 @@ class WarehouseBusyError(WarehouseError):
 
 class ScoreValidationError(ValueError):
     """Rows handed to the warehouse break the intent_scores contract; nothing was written."""
+
+
+class OutcomeValidationError(ValueError):
+    """Rows handed to the warehouse break the outcomes table contract; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +162,10 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
 def _type_ok(kind: str, t: pa.DataType) -> bool:
     if kind == "date":
         return pa.types.is_date(t)
@@ -126,11 +173,27 @@ def _type_ok(kind: str, t: pa.DataType) -> bool:
         return _is_string(t)
     if kind == "double":
         return pa.types.is_floating(t)
+    if kind == "bigint":
+        return pa.types.is_integer(t)
     if kind == "timestamp":
         return pa.types.is_timestamp(t)
     if kind == "array<string>":
-        return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_string(t.value_type)
+        return _is_list(t) and _is_string(t.value_type)
+    if kind == "array<double>":
+        return _is_list(t) and pa.types.is_floating(t.value_type)
     raise AssertionError(kind)
+
+
+def _outcome_type_ok(kind: str, t: pa.DataType) -> bool:
+    """Outcome rows come from Python metrics: an all-NULL column arrives untyped, and a metric that happens to
+    be whole (an empty list, a count used as a double) arrives as integers; both cast losslessly."""
+    if pa.types.is_null(t) or _type_ok(kind, t):
+        return True
+    if kind == "double":
+        return pa.types.is_integer(t)
+    if kind == "array<double>":
+        return _is_list(t) and (pa.types.is_integer(t.value_type) or pa.types.is_null(t.value_type))
+    return False
 
 
 def validate_scores(ds: dt.date, rows: pa.Table) -> pa.Table:
@@ -142,7 +205,7 @@ def validate_scores(ds: dt.date, rows: pa.Table) -> pa.Table:
     if not isinstance(ds, dt.date) or isinstance(ds, dt.datetime):
         raise ScoreValidationError(f"ds must be a datetime.date, got {ds!r}")
     # Types are checked only once every column is known; values only in the canonical schema.
-    problems = _column_problems(rows) or _type_problems(rows)
+    problems = _column_problems(rows, tuple(SCORE_COLUMNS), WAREHOUSE_COLUMNS) or _type_problems(rows)
     if problems:
         raise ScoreValidationError(f"scores for ds={ds}: " + "; ".join(problems))
     table = _canonical(rows)
@@ -152,16 +215,16 @@ def validate_scores(ds: dt.date, rows: pa.Table) -> pa.Table:
     return table
 
 
-def _column_problems(rows: pa.Table) -> list[str]:
+def _column_problems(rows: pa.Table, required: Sequence[str], allowed: dict[str, str]) -> list[str]:
     names = rows.column_names
     problems = []
-    missing = [c for c in SCORE_COLUMNS if c not in names]
-    unknown = [c for c in names if c not in WAREHOUSE_COLUMNS]
+    missing = [c for c in required if c not in names]
+    unknown = [c for c in names if c not in allowed]
     dupes = sorted({c for c in names if names.count(c) > 1})
     if missing:
         problems.append(f"missing columns {missing}")
     if unknown:
-        problems.append(f"unknown columns {unknown} (allowed: {list(WAREHOUSE_COLUMNS)})")
+        problems.append(f"unknown columns {unknown} (allowed: {list(allowed)})")
     if dupes:
         problems.append(f"duplicated columns {dupes}")
     return problems
@@ -175,18 +238,23 @@ def _type_problems(rows: pa.Table) -> list[str]:
     ]
 
 
-def _canonical(rows: pa.Table) -> pa.Table:
-    """``rows`` in ARROW_SCHEMA: absent optional columns as nulls, zone-less ``scored_at`` as UTC."""
+def _conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` in ``schema``: absent columns as nulls, zone-less timestamps as UTC (Spark's INT96 Parquet)."""
     cols: dict[str, pa.ChunkedArray] = {}
-    for field in ARROW_SCHEMA:
+    for field in schema:
         if field.name not in rows.column_names:
             cols[field.name] = pa.chunked_array([pa.nulls(rows.num_rows, field.type)])
             continue
         col = rows.column(field.name)
-        if field.name == "scored_at" and col.type.tz is None:
+        if pa.types.is_timestamp(col.type) and col.type.tz is None:
             col = pc.assume_timezone(col.cast(pa.timestamp(col.type.unit)), "UTC")
         cols[field.name] = col.cast(field.type)
-    return pa.table(cols, schema=ARROW_SCHEMA)
+    return pa.table(cols, schema=schema)
+
+
+def _canonical(rows: pa.Table) -> pa.Table:
+    """``rows`` in ARROW_SCHEMA: absent optional columns as nulls, zone-less ``scored_at`` as UTC."""
+    return _conform(rows, ARROW_SCHEMA)
 
 
 def _value_problems(ds: dt.date, table: pa.Table) -> list[str]:
@@ -195,10 +263,7 @@ def _value_problems(ds: dt.date, table: pa.Table) -> list[str]:
         n = table.column(c).null_count
         if n:
             problems.append(f"{n} null value(s) in {c}")
-    wrong_ds = pc.sum(pc.cast(pc.not_equal(table.column("ds"), pa.scalar(ds, pa.date32())), pa.int64())).as_py()
-    if wrong_ds:
-        seen = sorted({d for d in table.column("ds").to_pylist() if d is not None and d != ds})[:3]
-        problems.append(f"{wrong_ds} row(s) have ds other than {ds} (e.g. {seen})")
+    problems += _wrong_ds_problems(ds, table)
     for c in PROBABILITY_COLUMNS:
         col = table.column(c)
         bad = pc.sum(
@@ -218,6 +283,95 @@ def _value_problems(ds: dt.date, table: pa.Table) -> list[str]:
     return problems
 
 
+def _wrong_ds_problems(ds: dt.date, table: pa.Table) -> list[str]:
+    wrong_ds = _count(pc.not_equal(table.column("ds"), pa.scalar(ds, pa.date32())))
+    if not wrong_ds:
+        return []
+    seen = sorted({d for d in table.column("ds").to_pylist() if d is not None and d != ds})[:3]
+    return [f"{wrong_ds} row(s) have ds other than {ds} (e.g. {seen})"]
+
+
+def _count(mask: pa.Array | pa.ChunkedArray) -> int:
+    """True values of a boolean mask; nulls (a comparison with NULL) do not count."""
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+
+def validate_outcomes(ds: dt.date, rows: pa.Table) -> pa.Table:
+    """Check ``rows`` against the outcomes table contract for ``ds``; return them in OUTCOME_ARROW_SCHEMA.
+    Raises OutcomeValidationError naming every problem found. An undefined metric must be NULL: NaN or
+    infinity would turn every average over it in the health view into NaN."""
+    if not isinstance(rows, pa.Table):
+        raise OutcomeValidationError(f"rows must be a pyarrow.Table, got {type(rows).__name__}")
+    if not isinstance(ds, dt.date) or isinstance(ds, dt.datetime):
+        raise OutcomeValidationError(f"ds must be a datetime.date, got {ds!r}")
+    problems = _column_problems(rows, tuple(OUTCOME_COLUMNS), OUTCOME_COLUMNS) or _outcome_type_problems(rows)
+    if problems:
+        raise OutcomeValidationError(f"outcomes for ds={ds}: " + "; ".join(problems))
+    table = _conform(rows, OUTCOME_ARROW_SCHEMA)
+    problems = _outcome_value_problems(ds, table)
+    if problems:
+        raise OutcomeValidationError(f"outcomes for ds={ds}: " + "; ".join(problems))
+    return table
+
+
+def _outcome_type_problems(rows: pa.Table) -> list[str]:
+    problems = []
+    for c in rows.column_names:
+        kind, t = OUTCOME_COLUMNS[c], rows.schema.field(c).type
+        if not _outcome_type_ok(kind, t):
+            problems.append(f"column {c} has type {t}, expected {kind}")
+            continue
+        try:
+            rows.column(c).cast(_ARROW_TYPES[kind])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            problems.append(f"column {c} of type {t} does not cast to {kind} without loss: {e}")
+    return problems
+
+
+def _numbers(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The values of a double column, or the elements of an array<double> column."""
+    return pc.list_flatten(col) if _is_list(col.type) else col
+
+
+def _outcome_value_problems(ds: dt.date, table: pa.Table) -> list[str]:
+    problems = []
+    for c in OUTCOME_NOT_NULL_COLUMNS:
+        n = table.column(c).null_count
+        if n:
+            problems.append(f"{n} null value(s) in {c}")
+    problems += _wrong_ds_problems(ds, table)
+    role = table.column("role")
+    bad_role = pc.and_(pc.is_valid(role), pc.invert(pc.is_in(role, value_set=pa.array(OUTCOME_ROLES))))
+    n_bad_role = _count(bad_role)
+    if n_bad_role:
+        seen = sorted(set(pc.filter(role, bad_role).to_pylist()))[:3]
+        problems.append(f"{n_bad_role} row(s) have role other than {' or '.join(OUTCOME_ROLES)} (e.g. {seen})")
+    for c, kind in OUTCOME_COLUMNS.items():
+        if kind in ("double", "array<double>"):
+            n = _count(pc.invert(pc.is_finite(_numbers(table.column(c)))))
+            if n:
+                problems.append(f"{n} NaN or infinite value(s) in {c} (write NULL for an undefined metric)")
+    bounds: list[tuple[str, float, float | None]] = [(c, 0.0, 1.0) for c in OUTCOME_UNIT_COLUMNS]
+    bounds += [(c, 0.0, None) for c in (*OUTCOME_NONNEGATIVE_COLUMNS, *OUTCOME_COUNT_COLUMNS)]
+    for c, low, high in bounds:
+        values = _numbers(table.column(c))
+        outside = pc.less(values, low) if high is None else pc.or_(pc.less(values, low), pc.greater(values, high))
+        bad = pc.and_(pc.is_finite(values), outside) if pa.types.is_floating(values.type) else outside
+        n = _count(bad)
+        if n:
+            allowed = f">= {low:g}" if high is None else f"within [{low:g}, {high:g}]"
+            seen = pc.filter(values, bad).to_pylist()[:3]
+            problems.append(f"{n} value(s) of {c} not {allowed} (e.g. {seen})")
+    if table.num_rows:
+        key = list(OUTCOME_KEY)
+        counts = table.group_by(key).aggregate([("ds", "count", pc.CountOptions(mode="all"))])
+        dup = counts.filter(pc.greater(counts.column("ds_count"), 1))
+        if dup.num_rows:
+            seen = [tuple(str(v) for v in r.values()) for r in dup.select(key).to_pylist()[:3]]
+            problems.append(f"{dup.num_rows} duplicated key(s) ({', '.join(key)}) (e.g. {seen})")
+    return problems
+
+
 class Warehouse(abc.ABC):
     """Scores warehouse; use ``Warehouse.from_config(cfg)``. Every method opens and closes its own
     connection, so an idle Warehouse object holds no lock."""
@@ -233,6 +387,10 @@ class Warehouse(abc.ABC):
         self.table = _ident(w.table, "table")
         self.latest_view = _ident(w.latest_view, "latest_view")
         self.summary_view = _ident(w.summary_view, "summary_view")
+        self.outcomes_table_name = w.outcomes_table
+        self.outcomes_table = _ident(w.outcomes_table, "outcomes_table")
+        self.health_view = _ident(w.health_view, "health_view")
+        self.health_windows_days = list(cfg.monitoring.health_windows_days)
         self.lock_timeout_s = w.lock_timeout_s
 
     @staticmethod
@@ -244,11 +402,13 @@ class Warehouse(abc.ABC):
     def _types(self) -> dict[str, str]:
         return _SQL_TYPES[self.backend]
 
+    def _column_ddl(self, columns: dict[str, str], not_null: tuple[str, ...]) -> str:
+        types = self._types()
+        return ",\n  ".join(f"{c} {types[t]}{' NOT NULL' if c in not_null else ''}" for c, t in columns.items())
+
     def _ddl_statements(self) -> list[str]:
         types = self._types()
-        cols = ",\n  ".join(
-            f"{c} {types[t]}{' NOT NULL' if c in NOT_NULL_COLUMNS else ''}" for c, t in WAREHOUSE_COLUMNS.items()
-        )
+        cols = self._column_ddl(WAREHOUSE_COLUMNS, NOT_NULL_COLUMNS)
         col_list = ", ".join(WAREHOUSE_COLUMNS)
         # Each ds is written by one run with one pinned model version; n_model_versions > 1 would flag a mix.
         return [
@@ -267,25 +427,91 @@ class Warehouse(abc.ABC):
             "count(DISTINCT model_version) AS n_model_versions, min(scored_at) AS scored_at, "
             "min(pipeline_run_id) AS pipeline_run_id "
             f"FROM {self.table} GROUP BY ds",
+            *self._outcome_ddl_statements(),
         ]
+
+    def _outcome_ddl_statements(self) -> list[str]:
+        cols = self._column_ddl(OUTCOME_COLUMNS, OUTCOME_NOT_NULL_COLUMNS)
+        key = ", ".join(OUTCOME_KEY)
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.outcomes_table} (\n  {cols},\n  PRIMARY KEY ({key})\n)",
+            # Dropped and recreated, not replaced: a change of monitoring.health_windows_days changes the columns.
+            f"DROP VIEW IF EXISTS {self.health_view}",
+            f"CREATE VIEW {self.health_view} AS {self.health_view_sql()}",
+        ]
+
+    def health_view_sql(self) -> str:
+        """The health view's query, the same text on DuckDB and PostgreSQL. Each role's windows end at the
+        latest closed ds of that role across all versions (L), so a version that stopped being scored shows
+        the few days it still has, not its own old last month; ``ds > L - N`` (date minus integer days is a
+        date on both engines) keeps the last N days. Versions without a day in the longest window drop out."""
+        longest = max(self.health_windows_days)
+        per_window = []
+        for n in self.health_windows_days:
+            recent = f"FILTER (WHERE o.ds > a.anchor_ds - {int(n)})"
+            per_window.append(f"count(*) {recent} AS days_{int(n)}d")
+            per_window += [f"avg(o.{m}) {recent} AS {m}_{int(n)}d" for m in HEALTH_METRICS]
+        columns = ",\n  ".join(per_window)
+        return (
+            "WITH anchors AS (\n"
+            f"  SELECT role, max(ds) AS anchor_ds FROM {self.outcomes_table} GROUP BY role\n"
+            ")\n"
+            "SELECT o.model_name, o.model_version, o.role, max(o.ds) AS last_closed_ds,\n"
+            f"  {columns}\n"
+            f"FROM {self.outcomes_table} o JOIN anchors a ON o.role = a.role\n"
+            f"WHERE o.ds > a.anchor_ds - {int(longest)}\n"
+            "GROUP BY o.model_name, o.model_version, o.role"
+        )
 
     @abc.abstractmethod
     def ensure_schema(self) -> None:
-        """Create the table and both views if missing (idempotent, safe to call concurrently)."""
+        """Create the tables if missing and (re)create the views (idempotent, safe to call concurrently)."""
 
     @abc.abstractmethod
-    def _swap(self, ds: dt.date, table: pa.Table) -> int: ...
+    def _swap_rows(self, table_name: str, columns: Sequence[str], ds: dt.date, rows: pa.Table) -> int:
+        """Replace every row of ``ds`` in ``table_name`` with ``rows`` (already validated, holding ``columns``)
+        in one transaction; returns the rows of ``ds`` after the swap."""
 
     @abc.abstractmethod
     def _query(self, sql: str, params: list[Any]) -> list[tuple]: ...
 
     def _after_delete(self, ds: dt.date) -> None:  # noqa: B027  (a hook that does nothing unless overridden)
-        """Runs inside the swap transaction between the delete and the insert (a crash-test seam)."""
+        """Runs inside every swap transaction between the delete and the insert (a crash-test seam)."""
 
     def replace_partition(self, ds: dt.date, rows: pa.Table) -> int:
         """Replace partition ``ds`` with ``rows`` (validated first); returns the rows now in it."""
         table = validate_scores(ds, rows)
-        return self._swap(ds, table)
+        return self._swap_rows(self.table_name, list(WAREHOUSE_COLUMNS), ds, table)
+
+    def replace_outcomes(self, ds: dt.date, rows: pa.Table) -> int:
+        """Replace every outcome row of ``ds`` with ``rows`` (validated first); returns the rows now in that ds."""
+        table = validate_outcomes(ds, rows)
+        return self._swap_rows(self.outcomes_table_name, list(OUTCOME_COLUMNS), ds, table)
+
+    def outcome_days(self) -> list[dt.date]:
+        """The distinct ds of the outcomes table, ascending."""
+        return [r[0] for r in self._query(f"SELECT DISTINCT ds FROM {self.outcomes_table} ORDER BY ds", [])]
+
+    def outcomes(self, ds: dt.date) -> list[dict[str, Any]]:
+        """The outcome rows of ``ds`` by model name, version and role; arrays as lists."""
+        return self._outcome_rows("ds = " + self._p, [ds], "model_name, model_version, role")
+
+    def outcome_history(self, model_name: str, model_version: str, role: str) -> list[dict[str, Any]]:
+        """Every outcome row of one model version in one role, oldest ds first; arrays as lists."""
+        where = f"model_name = {self._p} AND model_version = {self._p} AND role = {self._p}"
+        return self._outcome_rows(where, [model_name, model_version, role], "ds")
+
+    def _outcome_rows(self, where: str, params: list[Any], order: str) -> list[dict[str, Any]]:
+        rows = self._query(
+            f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM {self.outcomes_table} WHERE {where} ORDER BY {order}", params
+        )
+        return [
+            {
+                c: list(v) if v is not None and OUTCOME_COLUMNS[c].startswith("array<") else v
+                for c, v in zip(OUTCOME_COLUMNS, r, strict=True)
+            }
+            for r in rows
+        ]
 
     def row_count(self, ds: dt.date) -> int:
         return int(self._query(f"SELECT count(*) FROM {self.table} WHERE ds = {self._p}", [ds])[0][0])
@@ -364,26 +590,27 @@ class DuckDBWarehouse(Warehouse):
                 con.execute("ROLLBACK")
                 raise
 
-    def _swap(self, ds: dt.date, table: pa.Table) -> int:
-        cols = ", ".join(WAREHOUSE_COLUMNS)
+    def _swap_rows(self, table_name: str, columns: Sequence[str], ds: dt.date, rows: pa.Table) -> int:
+        target = _ident(table_name, "table")
+        cols = ", ".join(columns)
         with self._connect() as con:
-            con.register("incoming_scores", table)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE staged_scores AS SELECT {cols} FROM incoming_scores")
-            con.unregister("incoming_scores")
+            con.register("incoming_rows", rows)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE staged_rows AS SELECT {cols} FROM incoming_rows")
+            con.unregister("incoming_rows")
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"DELETE FROM {self.table} WHERE ds = ?", [ds])
+                con.execute(f"DELETE FROM {target} WHERE ds = ?", [ds])
                 self._after_delete(ds)
-                con.execute(f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM staged_scores")
-                n = con.execute(f"SELECT count(*) FROM {self.table} WHERE ds = ?", [ds]).fetchone()[0]
-                if n != table.num_rows:
-                    raise WarehouseError(f"partition ds={ds} would hold {n} rows, staged {table.num_rows}")
+                con.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM staged_rows")
+                n = con.execute(f"SELECT count(*) FROM {target} WHERE ds = ?", [ds]).fetchone()[0]
+                if n != rows.num_rows:
+                    raise WarehouseError(f"{table_name} ds={ds} would hold {n} rows, staged {rows.num_rows}")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
             finally:
-                con.execute("DROP TABLE IF EXISTS staged_scores")
+                con.execute("DROP TABLE IF EXISTS staged_rows")
         return int(n)
 
     def _query(self, sql: str, params: list[Any]) -> list[tuple]:
@@ -391,18 +618,24 @@ class DuckDBWarehouse(Warehouse):
             return con.execute(sql, params).fetchall()
 
 
-def _pg_text_array(col: pa.ChunkedArray) -> pa.Array:
-    """list<string> -> PostgreSQL array literal text ({"a","b"}), vectorised; null lists stay null."""
+def _pg_array(col: pa.ChunkedArray) -> pa.Array:
+    """list<string> or list<double> -> PostgreSQL array literal text ({"a","b"}, {0.5,1e-07}), vectorised; null
+    lists stay null, null elements become NULL. Doubles are written in their shortest round-trip form, so
+    they read back bit for bit."""
     arr = col.combine_chunks()
     if len(arr) == 0:
         return pa.array([], pa.string())
     # offsets/values of a sliced array are relative to its parent's buffers: rebase them to 0.
     start, stop = arr.offsets[0].as_py(), arr.offsets[-1].as_py()
-    offsets = pc.subtract(arr.offsets, pa.scalar(start, pa.int32()))
+    offsets = pc.subtract(arr.offsets, pa.scalar(start, arr.offsets.type))
     values = arr.values.slice(start, stop - start)
-    escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-    rebuilt = pa.ListArray.from_arrays(offsets, quoted, mask=arr.is_null())
+    if _is_string(values.type):
+        escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+        text = pc.binary_join_element_wise('"', escaped, '"', "")
+    else:
+        text = pc.cast(values, pa.string())
+    elements = pc.fill_null(text, "NULL")
+    rebuilt = type(arr).from_arrays(offsets, elements, mask=arr.is_null())
     joined = pc.binary_join(rebuilt, ",")
     return pc.binary_join_element_wise("{", joined, "}", "")
 
@@ -429,15 +662,17 @@ class PostgresWarehouse(Warehouse):
         finally:
             con.close()
 
-    def _lock(self, con: Any, key: int) -> None:
+    def _lock(self, con: Any, key: int, table_name: str | None = None) -> None:
+        """Take the transaction's advisory lock ``(hashtext(table_name), key)``; the scores table by default."""
         import psycopg
 
+        table_name = table_name or self.table_name
         con.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
         try:
-            con.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [self.table_name, key])
+            con.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [table_name, key])
         except psycopg.errors.LockNotAvailable as e:
             raise WarehouseBusyError(
-                f"another writer held warehouse table {self.table_name} (lock key {key}) for more than "
+                f"another writer held warehouse table {table_name} (lock key {key}) for more than "
                 f"{self.lock_timeout_s}s (warehouse.lock_timeout_s)"
             ) from e
 
@@ -449,31 +684,29 @@ class PostgresWarehouse(Warehouse):
             for stmt in self._ddl_statements():
                 con.execute(stmt)
 
-    def _swap(self, ds: dt.date, table: pa.Table) -> int:
-        cols = ", ".join(WAREHOUSE_COLUMNS)
-        csv_table = table
-        for c in OPTIONAL_SCORE_COLUMNS:
-            csv_table = csv_table.set_column(
-                csv_table.schema.get_field_index(c), c, _pg_text_array(csv_table.column(c))
-            )
+    def _swap_rows(self, table_name: str, columns: Sequence[str], ds: dt.date, rows: pa.Table) -> int:
+        target = _ident(table_name, "table")
+        cols = ", ".join(columns)
+        csv_table = rows.select(list(columns))
+        for i, field in enumerate(csv_table.schema):
+            if _is_list(field.type):
+                csv_table = csv_table.set_column(i, field.name, _pg_array(csv_table.column(i)))
         with self._connect() as con:
-            con.execute(
-                f"CREATE TEMP TABLE staged_scores (LIKE {self.table} INCLUDING DEFAULTS) ON COMMIT PRESERVE ROWS"
-            )
-            with con.cursor().copy(f"COPY staged_scores ({cols}) FROM STDIN (FORMAT csv)") as copy:
+            con.execute(f"CREATE TEMP TABLE staged_rows (LIKE {target} INCLUDING DEFAULTS) ON COMMIT PRESERVE ROWS")
+            with con.cursor().copy(f"COPY staged_rows ({cols}) FROM STDIN (FORMAT csv)") as copy:
                 # Streamed in slices so a large partition never sits in memory as one CSV document.
                 for batch in csv_table.to_batches(max_chunksize=COPY_CHUNK_ROWS):
                     buf = io.BytesIO()
                     pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
                     copy.write(buf.getvalue())
             with con.transaction():
-                self._lock(con, ds.toordinal())
-                con.execute(f"DELETE FROM {self.table} WHERE ds = %s", [ds])
+                self._lock(con, ds.toordinal(), table_name)
+                con.execute(f"DELETE FROM {target} WHERE ds = %s", [ds])
                 self._after_delete(ds)
-                con.execute(f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM staged_scores")
-                n = con.execute(f"SELECT count(*) FROM {self.table} WHERE ds = %s", [ds]).fetchone()[0]
-                if n != table.num_rows:
-                    raise WarehouseError(f"partition ds={ds} would hold {n} rows, staged {table.num_rows}")
+                con.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM staged_rows")
+                n = con.execute(f"SELECT count(*) FROM {target} WHERE ds = %s", [ds]).fetchone()[0]
+                if n != rows.num_rows:
+                    raise WarehouseError(f"{table_name} ds={ds} would hold {n} rows, staged {rows.num_rows}")
         return int(n)
 
     def _query(self, sql: str, params: list[Any]) -> list[tuple]:
@@ -590,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     p_top = sub.add_parser("top", help="print the users most likely to purchase on ds")
     p_top.add_argument("--ds", type=parse_ds, required=True)
     p_top.add_argument("-n", type=int, default=5)
-    sub.add_parser("init", help="create the table and views if missing")
+    sub.add_parser("init", help="create the tables if missing and (re)create the views")
     p_sql = sub.add_parser("sql", help="run one read-only SQL query and print the result as a table")
     p_sql.add_argument("query", help='SQL, e.g. "select ds, count(*) from intent_scores group by ds order by ds"')
     args = parser.parse_args(argv)

@@ -1,9 +1,11 @@
 """Warehouse adapter on real DuckDB files and a real PostgreSQL database: partition swap,
-validation, crash safety (SIGKILLed writer) and concurrent writers."""
+validation, crash safety (SIGKILLed writer), concurrent writers, and the outcomes table with its
+health view."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +21,11 @@ import pytest
 
 from tasks.config import REPO_ROOT, PipelineConfig
 from tasks.layers import scores_partition
+from tasks.schema import OUTCOME_COLUMNS
 from tasks.warehouse import (
+    HEALTH_METRICS,
+    OUTCOME_ARROW_SCHEMA,
+    OutcomeValidationError,
     ScoreValidationError,
     Warehouse,
     WarehouseBusyError,
@@ -61,7 +67,7 @@ def pg_url():
         yield url
 
 
-def _cfg(tmp_path: Path, url: str, **warehouse) -> PipelineConfig:
+def _cfg(tmp_path: Path, url: str, monitoring: dict | None = None, **warehouse) -> PipelineConfig:
     suffix = uuid.uuid4().hex[:8]
     return isolated_config(
         tmp_path / "var",
@@ -71,10 +77,19 @@ def _cfg(tmp_path: Path, url: str, **warehouse) -> PipelineConfig:
             "table": f"scores_{suffix}",
             "latest_view": f"scores_{suffix}_latest",
             "summary_view": f"scores_{suffix}_summary",
+            "outcomes_table": f"outcomes_{suffix}",
+            "health_view": f"outcomes_{suffix}_health",
             "lock_timeout_s": 60,
             **warehouse,
         },
+        **({"monitoring": monitoring} if monitoring else {}),
     )
+
+
+def _same_tables(cfg: PipelineConfig) -> dict[str, str]:
+    """The warehouse object names of ``cfg``, to build a second config over the same tables."""
+    names = ("table", "latest_view", "summary_view", "outcomes_table", "health_view")
+    return {n: getattr(cfg.warehouse, n) for n in names}
 
 
 @pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -86,8 +101,8 @@ def backend(request) -> str:
 def make_cfg(request, backend, tmp_path):
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"duckdb:///{tmp_path}/var/wh.duckdb"
 
-    def build(**warehouse) -> PipelineConfig:
-        return _cfg(tmp_path, url, **warehouse)
+    def build(monitoring: dict | None = None, **warehouse) -> PipelineConfig:
+        return _cfg(tmp_path, url, monitoring, **warehouse)
 
     return build
 
@@ -305,14 +320,7 @@ def test_held_lock_gives_busy_error_after_timeout(wh, wh_cfg, make_cfg, tmp_path
     holder, marker = _spawn_writer(wh_cfg, D1, make_rows(D1, 8, version="9"), tmp_path, "holder", hold=600)
     try:
         _wait_for(marker, holder)
-        impatient = Warehouse.from_config(
-            make_cfg(
-                table=wh_cfg.warehouse.table,
-                latest_view=wh_cfg.warehouse.latest_view,
-                summary_view=wh_cfg.warehouse.summary_view,
-                lock_timeout_s=0.5,
-            )
-        )
+        impatient = Warehouse.from_config(make_cfg(**_same_tables(wh_cfg), lock_timeout_s=0.5))
         with pytest.raises(WarehouseBusyError, match=r"warehouse\.lock_timeout_s"):
             impatient.replace_partition(D1, make_rows(D1, 3, version="3"))
         if backend == "postgresql":
@@ -373,3 +381,356 @@ def test_bad_table_name_is_rejected(tmp_path):
     cfg = _cfg(tmp_path, f"duckdb:///{tmp_path}/w.duckdb", table="scores; DROP TABLE x")
     with pytest.raises(Exception, match="not a plain SQL identifier"):
         Warehouse.from_config(cfg)
+
+
+@pytest.mark.parametrize("name", ["outcomes_table", "health_view"])
+def test_bad_outcome_object_name_is_rejected(tmp_path, name):
+    cfg = _cfg(tmp_path, f"duckdb:///{tmp_path}/w.duckdb", **{name: "x; DROP TABLE y"})
+    with pytest.raises(Exception, match=f"warehouse {name} .* is not a plain SQL identifier"):
+        Warehouse.from_config(cfg)
+
+
+EVALUATED_AT = dt.datetime(2026, 2, 1, 3, 0, tzinfo=dt.UTC)
+
+
+def outcome_row(ds: dt.date, version: str = "1", role: str = "champion", **values) -> dict:
+    """One realized-outcome row with plausible metrics; ``values`` override columns."""
+    row = {
+        "ds": ds,
+        "model_name": "purchase_intent",
+        "model_version": version,
+        "role": role,
+        "horizon_days": 7,
+        "n_users": 1000,
+        "n_buyers": 120,
+        "n_buyers_unscored": 4,
+        "purchase_rate": 0.12,
+        "mean_p_purchase": 0.11,
+        "purchase_roc_auc": 0.74,
+        "purchase_pr_auc": 0.31,
+        "purchase_log_loss": 0.33,
+        "purchase_brier": 0.09,
+        "purchase_ece": 0.02,
+        "cart_roc_auc": 0.69,
+        "cart_pr_auc": 0.22,
+        "fav_roc_auc": 0.61,
+        "fav_pr_auc": 0.08,
+        "top_fraction": 0.1,
+        "precision_top": 0.42,
+        "recall_top": 0.35,
+        "lift_by_decile": [3.5, 2.0, 1.25, 1.0, 0.75, 0.5, 0.5, 0.25, 0.25, 0.0],
+        "reliability_predicted": [0.01, 0.05, 0.2, 0.6],
+        "reliability_observed": [0.0, 0.06, 0.18, 0.65],
+        "category_k": 3,
+        "category_users": 80,
+        "category_hit_rate": 0.55,
+        "category_ndcg": 0.41,
+        "evaluated_at": EVALUATED_AT,
+        "pipeline_run_id": f"scheduled__{ds}",
+    }
+    assert list(row) == list(OUTCOME_COLUMNS) and set(values) <= set(row), set(values) - set(row)
+    return {**row, **values}
+
+
+def outcome_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=OUTCOME_ARROW_SCHEMA)
+
+
+def _comparable(row: dict) -> dict:
+    """A read-back row with its instant in UTC (DuckDB returns TIMESTAMPTZ in the session's zone)."""
+    return {**row, "evaluated_at": row["evaluated_at"].astimezone(dt.UTC)}
+
+
+def test_outcomes_rerun_replaces_day_and_keeps_others(wh):
+    wh.ensure_schema()
+    first = [outcome_row(D1, "1"), outcome_row(D1, "2", "challenger")]
+    other = [outcome_row(D2, "1", purchase_roc_auc=0.7)]
+    assert wh.replace_outcomes(D1, outcome_table(first)) == 2
+    assert wh.replace_outcomes(D2, outcome_table(other)) == 1
+    rerun = [
+        outcome_row(D1, "1", purchase_roc_auc=0.75, pipeline_run_id="manual__1"),
+        outcome_row(D1, "2", "challenger", purchase_roc_auc=0.76, pipeline_run_id="manual__1"),
+    ]
+    assert wh.replace_outcomes(D1, outcome_table(rerun)) == 2
+    assert [_comparable(r) for r in wh.outcomes(D1)] == rerun
+    assert [_comparable(r) for r in wh.outcomes(D2)] == other
+    assert wh.outcome_days() == [D1, D2]
+    # A rerun that evaluates fewer versions leaves only those.
+    assert wh.replace_outcomes(D1, outcome_table(rerun[:1])) == 1
+    assert [_comparable(r) for r in wh.outcomes(D1)] == rerun[:1]
+    assert [_comparable(r) for r in wh.outcomes(D2)] == other
+    # Outcomes live apart from the scores partitions.
+    assert wh.partitions() == []
+
+
+def test_outcome_arrays_and_null_metrics_round_trip(wh):
+    awkward = [1 / 3, 0.1, 5e-324, 1.7976931348623157e308, 2.0**-60, 0.0, 123456789.123456789]
+    rows = [
+        outcome_row(D1, "1", lift_by_decile=awkward, reliability_predicted=[1 / 7, 2 / 7], purchase_brier=1 / 3),
+        # A single-class day: ranking metrics undefined (NULL), curves absent or empty.
+        outcome_row(
+            D1,
+            "2",
+            "challenger",
+            n_buyers=0,
+            purchase_rate=0.0,
+            purchase_roc_auc=None,
+            purchase_pr_auc=None,
+            precision_top=None,
+            recall_top=None,
+            lift_by_decile=None,
+            reliability_predicted=[],
+            reliability_observed=[],
+            category_users=0,
+            category_hit_rate=None,
+            category_ndcg=None,
+            pipeline_run_id=None,
+        ),
+    ]
+    table = outcome_table(rows)
+    # A metric NULL on every row arrives untyped from pyarrow; it loads as NULLs of the column's type.
+    table = table.set_column(table.schema.get_field_index("fav_pr_auc"), "fav_pr_auc", pa.nulls(2))
+    assert wh.replace_outcomes(D1, table) == 2
+    got = [_comparable(r) for r in wh.outcomes(D1)]
+    assert got == [{**r, "fav_pr_auc": None} for r in rows]
+    assert got[0]["lift_by_decile"] == awkward  # exact, bit for bit
+    assert all(type(v) is int for v in (got[0]["n_users"], got[0]["category_k"]))
+
+
+def _bad_ds(rows: list[dict]) -> pa.Table:
+    return outcome_table([rows[0], {**rows[1], "ds": D2}])
+
+
+def _wrong_type(rows: list[dict]) -> pa.Table:
+    t = outcome_table(rows)
+    return t.set_column(t.schema.get_field_index("n_users"), "n_users", pa.array(["many"] * t.num_rows))
+
+
+BAD_OUTCOMES = {
+    "other ds": (_bad_ds, "1 row(s) have ds other than 2026-01-10 (e.g. [datetime.date(2026, 1, 11)])"),
+    "duplicate key": (
+        lambda rows: outcome_table([rows[0], {**rows[1], "role": "champion", "model_version": "1"}]),
+        "1 duplicated key(s) (ds, model_name, model_version, role) (e.g. [('2026-01-10', 'purchase_intent', '1', "
+        "'champion')])",
+    ),
+    "NaN metric": (
+        lambda rows: outcome_table([{**rows[0], "purchase_roc_auc": math.nan}, rows[1]]),
+        "1 NaN or infinite value(s) in purchase_roc_auc (write NULL for an undefined metric)",
+    ),
+    "infinite lift": (
+        lambda rows: outcome_table([{**rows[0], "lift_by_decile": [math.inf, 1.0]}, rows[1]]),
+        "1 NaN or infinite value(s) in lift_by_decile",
+    ),
+    "AUC out of range": (
+        lambda rows: outcome_table([rows[0], {**rows[1], "cart_roc_auc": 1.2}]),
+        "1 value(s) of cart_roc_auc not within [0, 1] (e.g. [1.2])",
+    ),
+    "negative count": (
+        lambda rows: outcome_table([{**rows[0], "n_buyers": -1}, rows[1]]),
+        "1 value(s) of n_buyers not >= 0 (e.g. [-1])",
+    ),
+    "missing column": (lambda rows: outcome_table(rows).drop_columns(["n_buyers"]), "missing columns ['n_buyers']"),
+    "bad role": (
+        lambda rows: outcome_table([rows[0], {**rows[1], "role": "shadow"}]),
+        "1 row(s) have role other than champion or challenger (e.g. ['shadow'])",
+    ),
+    "null key": (
+        lambda rows: outcome_table([{**rows[0], "model_version": None}, rows[1]]),
+        "1 null value(s) in model_version",
+    ),
+    "null evaluated_at": (
+        lambda rows: outcome_table([{**rows[0], "evaluated_at": None}, rows[1]]),
+        "1 null value(s) in evaluated_at",
+    ),
+    "wrong type": (_wrong_type, "column n_users has type string, expected bigint"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OUTCOMES))
+def test_invalid_outcomes_raise_and_keep_previous_rows(wh, case):
+    wh.replace_outcomes(D1, outcome_table([outcome_row(D1, "1")]))
+    before = wh.outcomes(D1)
+    corrupt, message = BAD_OUTCOMES[case]
+    rows = [outcome_row(D1, "1", purchase_roc_auc=0.9), outcome_row(D1, "2", "challenger")]
+    with pytest.raises(OutcomeValidationError) as err:
+        wh.replace_outcomes(D1, corrupt(rows))
+    assert str(err.value).startswith("outcomes for ds=2026-01-10: ")
+    assert message in str(err.value)
+    assert wh.outcomes(D1) == before
+    assert wh.outcome_days() == [D1]
+
+
+def _write_outcomes(wh: Warehouse, rows: list[dict]) -> None:
+    """Write hand-built rows one ds at a time (each write replaces the whole ds)."""
+    for ds in sorted({r["ds"] for r in rows}):
+        day = [r for r in rows if r["ds"] == ds]
+        assert wh.replace_outcomes(ds, outcome_table(day)) == len(day)
+
+
+def _health(wh: Warehouse, windows: list[int]) -> dict[tuple[str, str, str], dict]:
+    cols = ["last_closed_ds"]
+    for n in windows:
+        cols += [f"days_{n}d", *(f"{m}_{n}d" for m in HEALTH_METRICS)]
+    got = wh._query(
+        f"SELECT model_name, model_version, role, {', '.join(cols)} FROM {wh.health_view} "
+        "ORDER BY model_name, model_version, role",
+        [],
+    )
+    return {tuple(r[:3]): dict(zip(cols, r[3:], strict=True)) for r in got}
+
+
+def _approx(health: dict[tuple[str, str, str], dict]) -> dict[tuple[str, str, str], dict]:
+    """Health rows compared with float tolerance (an engine may sum a window's rows in any order)."""
+    return {
+        k: {c: pytest.approx(v) if isinstance(v, float) else v for c, v in row.items()} for k, row in health.items()
+    }
+
+
+def _expected_health(rows: list[dict], windows: list[int]) -> dict[tuple[str, str, str], dict]:
+    """The health view computed in Python from its definition."""
+    anchors: dict[str, dt.date] = {}
+    for r in rows:
+        anchors[r["role"]] = max(anchors.get(r["role"], r["ds"]), r["ds"])
+    out = {}
+    for key in sorted({(r["model_name"], r["model_version"], r["role"]) for r in rows}):
+        mine = [r for r in rows if (r["model_name"], r["model_version"], r["role"]) == key]
+        anchor = anchors[key[2]]
+
+        def recent(n: int, mine=mine, anchor=anchor) -> list[dict]:
+            return [r for r in mine if r["ds"] > anchor - dt.timedelta(days=n)]
+
+        if not recent(max(windows)):
+            continue
+        expected: dict = {"last_closed_ds": max(r["ds"] for r in mine)}
+        for n in windows:
+            expected[f"days_{n}d"] = len(recent(n))
+            for m in HEALTH_METRICS:
+                values = [r[m] for r in recent(n) if r[m] is not None]
+                expected[f"{m}_{n}d"] = sum(values) / len(values) if values else None
+        out[key] = expected
+    return out
+
+
+START = dt.date(2026, 3, 1)
+
+
+def _day(i: int) -> dt.date:
+    return START + dt.timedelta(days=i)
+
+
+def _health_rows() -> list[dict]:
+    """Champion outcomes over 30 consecutive days (index 0..29, so L = day 29):
+    v1 every day, with recall_top NULL every third day and category_hit_rate never defined;
+    v2 the last 5 days; v3 days 5..15 (inside 28 days of L, none in the last 7);
+    v0 days 0..1 only (older than L - 28: not in the view)."""
+    rows = []
+    for i in range(30):
+        rows.append(
+            outcome_row(
+                _day(i),
+                "1",
+                purchase_roc_auc=0.5 + i / 100,
+                purchase_pr_auc=0.2 + i / 200,
+                purchase_ece=(i % 5) / 100,
+                recall_top=None if i % 3 == 0 else 0.3 + i / 1000,
+                category_hit_rate=None,
+            )
+        )
+    for i in range(25, 30):
+        rows.append(outcome_row(_day(i), "2", purchase_roc_auc=0.8, purchase_pr_auc=0.4 + i / 1000, recall_top=0.5))
+    for i in range(5, 16):
+        rows.append(outcome_row(_day(i), "3", purchase_roc_auc=0.6 + i / 1000))
+    for i in range(2):
+        rows.append(outcome_row(_day(i), "0", purchase_roc_auc=0.55))
+    return rows
+
+
+def test_health_view_windows(wh):
+    assert wh.health_windows_days == [7, 28]
+    rows = _health_rows()
+    _write_outcomes(wh, rows)
+    health = _health(wh, [7, 28])
+    assert health.keys() == {("purchase_intent", v, "champion") for v in ("1", "2", "3")}
+    v1, v2, v3 = (health[("purchase_intent", v, "champion")] for v in ("1", "2", "3"))
+    # Hand-computed: the 7-day window is days 23..29, the 28-day window days 2..29.
+    assert (v1["last_closed_ds"], v1["days_7d"], v1["days_28d"]) == (_day(29), 7, 28)
+    assert v1["purchase_roc_auc_7d"] == pytest.approx(0.5 + 26 / 100)
+    assert v1["purchase_roc_auc_28d"] == pytest.approx(0.5 + 15.5 / 100)
+    assert v1["purchase_ece_7d"] == pytest.approx((3 + 4 + 0 + 1 + 2 + 3 + 4) / 7 / 100)
+    # Days 24 and 27 have no recall_top: the mean is over the other five.
+    assert v1["recall_top_7d"] == pytest.approx(0.3 + (23 + 25 + 26 + 28 + 29) / 5 / 1000)
+    assert v1["category_hit_rate_7d"] is None and v1["category_hit_rate_28d"] is None
+    assert (v2["last_closed_ds"], v2["days_7d"], v2["days_28d"]) == (_day(29), 5, 5)
+    assert v2["purchase_roc_auc_7d"] == pytest.approx(0.8)
+    assert (v3["last_closed_ds"], v3["days_7d"], v3["days_28d"]) == (_day(15), 0, 11)
+    assert all(v3[f"{m}_7d"] is None for m in HEALTH_METRICS)
+    assert v3["purchase_roc_auc_28d"] == pytest.approx(0.6 + 10 / 1000)
+    assert health == _approx(_expected_health(rows, [7, 28]))
+
+
+def test_challenger_days_do_not_move_champion_window(wh):
+    champion = [outcome_row(_day(i), "1", purchase_roc_auc=0.6 + i / 100) for i in range(10)]
+    _write_outcomes(wh, champion)
+    before = _health(wh, [7, 28])
+    assert before[("purchase_intent", "1", "champion")]["days_7d"] == 7
+    # The challenger runs five days past the champion's last closed day (L = day 9 for the champion).
+    challenger = [outcome_row(_day(i), "2", "challenger", purchase_roc_auc=0.9) for i in range(5, 15)]
+    _write_outcomes(wh, champion + challenger)
+    after = _health(wh, [7, 28])
+    assert after[("purchase_intent", "1", "champion")] == _approx(before)[("purchase_intent", "1", "champion")]
+    assert after[("purchase_intent", "1", "champion")]["purchase_roc_auc_7d"] == pytest.approx(0.6 + 6 / 100)
+    ch = after[("purchase_intent", "2", "challenger")]
+    assert (ch["last_closed_ds"], ch["days_7d"], ch["days_28d"]) == (_day(14), 7, 10)
+    assert after == _approx(_expected_health(champion + challenger, [7, 28]))
+
+
+def test_health_view_follows_configured_windows(wh, make_cfg):
+    _write_outcomes(wh, [outcome_row(_day(i), "1", purchase_roc_auc=0.5 + i / 100) for i in range(6)])
+    narrower = Warehouse.from_config(make_cfg(monitoring={"health_windows_days": [3, 1]}, **_same_tables(wh.cfg)))
+    narrower.ensure_schema()
+    narrower.ensure_schema()
+    assert narrower.health_windows_days == [1, 3]
+    cols = [
+        r[0]
+        for r in wh._query(
+            f"SELECT column_name FROM information_schema.columns WHERE table_name = {wh._p} ORDER BY ordinal_position",
+            [wh.cfg.warehouse.health_view],
+        )
+    ]
+    assert cols[:6] == ["model_name", "model_version", "role", "last_closed_ds", "days_1d", "purchase_roc_auc_1d"]
+    assert "days_3d" in cols and "days_7d" not in cols and "purchase_roc_auc_28d" not in cols
+    got = _health(narrower, [1, 3])[("purchase_intent", "1", "champion")]
+    assert (got["days_1d"], got["days_3d"]) == (1, 3)
+    assert got["purchase_roc_auc_3d"] == pytest.approx(0.54)
+    # The outcome rows themselves survive the view's recreation.
+    assert wh.outcome_days() == [_day(i) for i in range(6)]
+
+
+def test_health_view_sql_is_shared_by_both_backends(tmp_path):
+    duck = Warehouse.from_config(_cfg(tmp_path, f"duckdb:///{tmp_path}/w.duckdb", outcomes_table="o", health_view="h"))
+    pg = Warehouse.from_config(
+        _cfg(tmp_path, "postgresql://postgres@127.0.0.1:5432/x", outcomes_table="o", health_view="h")
+    )
+    assert duck.health_view_sql() == pg.health_view_sql()
+    assert "o.ds > a.anchor_ds - 28" in duck.health_view_sql()
+
+
+@pytest.mark.postgres
+def test_outcome_writes_take_their_own_table_lock(pg_url, tmp_path):
+    cfg = _cfg(tmp_path, pg_url)
+    wh = Warehouse.from_config(cfg)
+    wh.ensure_schema()
+    wh.replace_partition(D1, make_rows(D1, 5))
+    holder, marker = _spawn_writer(cfg, D1, make_rows(D1, 8, version="9"), tmp_path, "holder", hold=600)
+    try:
+        _wait_for(marker, holder)
+        impatient = Warehouse.from_config(_cfg(tmp_path, pg_url, **_same_tables(cfg), lock_timeout_s=0.5))
+        # The scores writer holds (scores table, D1); the outcomes of D1 lock (outcomes table, D1).
+        assert impatient.replace_outcomes(D1, outcome_table([outcome_row(D1)])) == 1
+        with pytest.raises(WarehouseBusyError, match=cfg.warehouse.table):
+            impatient.replace_partition(D1, make_rows(D1, 3, version="3"))
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert wh.outcome_days() == [D1]
+    assert [r[2] for r in _all_rows(wh, D1)] == ["1"] * 5
