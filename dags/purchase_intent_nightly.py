@@ -24,6 +24,10 @@ cleans the latest full day (`ds - 1`), builds point-in-time features at the cuto
 active user with `models:/purchase_intent@champion` and replaces the `ds` partition of the warehouse
 table `intent_scores`. A Great Expectations gate follows every layer it writes (events, features, scores).
 
+`evaluate_outcomes` runs last: once the label window of an earlier scored day has closed, it judges
+those scores against what users then did and writes the realized metrics to `intent_score_outcomes`
+(rolling means per model version in the view `intent_model_health`; README, "Is the model still good?").
+
 `check_drift` compares the cutoff's features with the champion's training reference beside `score`
 and must pass before the warehouse load: with `quality.drift_action: warn` it only reports, with
 `fail` a drifted feature stops the run before anything reaches the warehouse.
@@ -160,7 +164,20 @@ with DAG(
     )
     loaded = load_warehouse.override(task_id="load_warehouse")(ds)
     published = publish.override(task_id="publish")(ds, loaded)
+    outcomes = PipelineSparkSubmitOperator(
+        task_id="evaluate_outcomes",
+        job="outcomes",
+        application_args=["--ds", ds, "--run-id", "{{ run_id }}"],
+        doc_md=(
+            "Realized outcomes: the scores of every day whose label window [d, d + horizon) has closed by the "
+            "cutoff ds, judged against the events that have since landed (ROC-AUC, PR-AUC, log loss, Brier, "
+            "calibration, top-k% precision/recall, lift, category HitRate/NDCG), one row per day and model version "
+            "in `warehouse.outcomes_table` (a rerun replaces them) and one MLflow run each in "
+            "`mlflow.monitoring_experiment`. Nothing to judge yet (the first nights) is a success."
+        ),
+    )
 
     landed >> clean >> validate_events >> features >> validate_features >> [drift, score]
     score >> validate_scores
     [validate_scores, drift] >> loaded
+    published >> outcomes

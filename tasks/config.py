@@ -390,6 +390,8 @@ class WarehouseConfig(_Section):
     table: str
     latest_view: str
     summary_view: str
+    outcomes_table: str
+    health_view: str
     lock_timeout_s: float = Field(gt=0)
 
     @field_validator("url")
@@ -408,6 +410,18 @@ class WarehouseConfig(_Section):
         if self.backend != "duckdb":
             raise ValueError(f"warehouse {self.url!r} is not a DuckDB URL")
         return _resolve(self.url[len("duckdb:///") :])
+
+
+class MonitoringConfig(_Section):
+    health_windows_days: list[int] = Field(min_length=1)
+    reliability_bins: int = Field(ge=2)
+
+    @field_validator("health_windows_days")
+    @classmethod
+    def _windows(cls, v: list[int]) -> list[int]:
+        if any(w < 1 for w in v) or len(set(v)) != len(v):
+            raise ValueError(f"health_windows_days must be distinct positive day counts, got {v}")
+        return sorted(v)
 
 
 class QualityConfig(_Section):
@@ -504,6 +518,7 @@ class PipelineConfig(_Section):
     scoring: ScoringConfig
     warehouse: WarehouseConfig
     quality: QualityConfig
+    monitoring: MonitoringConfig
     services: ServicesConfig
 
     @field_validator("models")

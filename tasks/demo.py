@@ -216,13 +216,33 @@ def summary_commands(cfg: PipelineConfig, ds: dt.date, config_args: list[Path] |
     w = cfg.warehouse
     top = f"select user_id, round(p_purchase, 4) as p_purchase, reasons from {w.table} where ds = '{ds}'"
     daily = f"select * from {w.summary_view} order by ds"
+    health = f"select * from {w.health_view}"
     # In double quotes, so the SQL reads as typed; these queries hold no character a shell expands there.
     return [
         f'{env}{python} -m tasks.warehouse sql "{top} order by 2 desc limit 10"',
         f'{env}{python} -m tasks.warehouse sql "{daily}"',
+        f'{env}{python} -m tasks.warehouse sql "{health}"',
         f"{env}make airflow     # Airflow UI, http://localhost:8080 (user admin, password printed at start)",
         f"{env}make mlflow-ui   # MLflow UI, http://localhost:5000",
     ]
+
+
+def outcome_line(cfg: PipelineConfig, wh) -> str:
+    """The latest realized metrics of the champion's scores, or why there are none yet."""
+    days = wh.outcome_days()
+    if not days:
+        return f"none yet: a scored day is judged once its {cfg.features.horizon_days}-day label window has closed"
+    row = next(r for r in wh.outcomes(days[-1]) if r["role"] == "champion")
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    return (
+        f"ds={row['ds']} v{row['model_version']}: {row['n_buyers']} of {row['n_users']} scored users bought; "
+        f"purchase ROC-AUC {fmt(row['purchase_roc_auc'])}, PR-AUC {fmt(row['purchase_pr_auc'])}, "
+        f"ECE {fmt(row['purchase_ece'])}, recall in top {row['top_fraction']:.0%} {fmt(row['recall_top'])} "
+        f"(table {cfg.warehouse.outcomes_table}, view {cfg.warehouse.health_view})"
+    )
 
 
 def run(cfg: PipelineConfig, console: Console, config_args: list[Path] | None = None) -> None:
@@ -275,7 +295,11 @@ def run(cfg: PipelineConfig, console: Console, config_args: list[Path] | None = 
         else:
             with console.step(f"{TRAINING_DAG} skipped") as r:
                 r["done"] = f"version {current.version} is already @{cfg.mlflow.champion_alias}"
-        with console.step(f"{NIGHTLY_DAG} for ds={ds} (scores the day after {last})") as r:
+        with console.step(f"{NIGHTLY_DAG} for ds={last} (scores the last generated day)") as r:
+            run_id = run_dag(console, stack, NIGHTLY_DAG, last, timeout_s=3600)
+            runs.append(f"{NIGHTLY_DAG}/{run_id}")
+            r["done"] = "success"
+        with console.step(f"{NIGHTLY_DAG} for ds={ds} (scores the day after {last}, judges ds={last})") as r:
             run_id = run_dag(console, stack, NIGHTLY_DAG, ds, timeout_s=3600)
             runs.append(f"{NIGHTLY_DAG}/{run_id}")
             r["done"] = "success"
@@ -290,6 +314,7 @@ def run(cfg: PipelineConfig, console: Console, config_args: list[Path] | None = 
     console.line()
     console.line(f"demo finished in {fmt_duration(time.monotonic() - started)}; full log: {console.log_path}")
     console.line(f"  scores:  {rows} rows for ds={ds} in {where}, table {cfg.warehouse.table}; top: {top}")
+    console.line(f"  outcome: {outcome_line(cfg, wh)}")
     console.line(
         f"  model:   models:/{cfg.mlflow.model_name}@{cfg.mlflow.champion_alias} = version {current.version}"
         f" ({(current.tags or {}).get('model_type', '?')}; MLflow run {current.run_id})"
@@ -309,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends the demo like Ctrl-C, so the Airflow processes it started are stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with output_to_log(log_path) as terminal:
-        console = Console(terminal, log_path, total_steps=7)
+        console = Console(terminal, log_path, total_steps=8)
         console.line(f"purchase-intent demo (about 10 minutes on 2 cores); full log: {log_path}")
         try:
             run(cfg, console, args.config)

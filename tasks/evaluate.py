@@ -23,17 +23,52 @@ from tasks.schema import INTENTS
 GATE_METRIC = "purchase_roc_auc"
 
 
+def _equal_mass_bins(p: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Row indices of ``bins`` equal-mass bins of ``p`` sorted ascending (ties may straddle a bin edge)."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    return np.array_split(np.argsort(p, kind="stable"), min(bins, len(p)))
+
+
+def reliability_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean prediction, observed rate, rows) per equal-mass bin of ``p``, ascending: the points of a
+    calibration plot, the same bins ``expected_calibration_error`` averages over."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if len(y) != len(p):
+        raise ValueError(f"labels and probabilities differ in length: {len(y)} vs {len(p)}")
+    if len(y) == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
+    parts = _equal_mass_bins(p, bins)
+    return (
+        np.array([p[b].mean() for b in parts]),
+        np.array([y[b].mean() for b in parts]),
+        np.array([len(b) for b in parts], dtype=np.int64),
+    )
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     """Mean |observed rate - mean prediction| over ``bins`` equal-mass bins of the sorted predictions,
     weighted by bin size (ties may straddle a bin edge)."""
+    predicted, observed, rows = reliability_curve(y, p, bins)
+    if not rows.sum():
+        return float("nan")
+    return float((rows * np.abs(observed - predicted)).sum() / rows.sum())
+
+
+def lift_by_decile(y: np.ndarray, p: np.ndarray, groups: int = 10) -> np.ndarray:
+    """Positive rate of each equal-mass group of ``p``, highest scores first, over the overall positive rate
+    [groups]: 3.0 in the first entry means the top tenth holds three times its share of buyers. NaN
+    throughout when there is no positive."""
     y = np.asarray(y, dtype=np.float64).ravel()
     p = np.asarray(p, dtype=np.float64).ravel()
-    if len(y) == 0:
-        return float("nan")
-    order = np.argsort(p, kind="stable")
-    return float(
-        sum(len(b) * abs(y[b].mean() - p[b].mean()) for b in np.array_split(order, min(bins, len(y)))) / len(y)
-    )
+    if len(y) != len(p):
+        raise ValueError(f"labels and probabilities differ in length: {len(y)} vs {len(p)}")
+    if len(y) == 0 or y.sum() == 0:
+        return np.full(min(groups, max(len(y), 1)), np.nan)
+    # Sorted by -p, so the first group holds the highest scores.
+    parts = np.array_split(np.argsort(-p, kind="stable"), min(groups, len(y)))
+    return np.array([y[b].mean() for b in parts]) / y.mean()
 
 
 def binary_metrics(

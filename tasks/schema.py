@@ -125,3 +125,41 @@ SCORE_COLUMNS = {
     "scored_at": "timestamp",  # the run's logical date, never now()
     "pipeline_run_id": "string",
 }
+
+# Warehouse table of realized outcomes (tasks.outcomes): one row per scored ds, model version and scoring role,
+# written once the label window [ds, ds + horizon) has closed. Ranking metrics are NULL where a day has a
+# single class (undefined, not zero).
+OUTCOME_COLUMNS = {
+    "ds": "date",  # the scored cutoff
+    "model_name": "string",
+    "model_version": "string",
+    "role": "string",  # champion: the scores in intent_scores
+    "horizon_days": "bigint",
+    "n_users": "bigint",  # users scored for ds by this version
+    "n_buyers": "bigint",  # of them, users who bought in [ds, ds + horizon)
+    "n_buyers_unscored": "bigint",  # buyers in the window that no score row covered (new users)
+    "purchase_rate": "double",
+    "mean_p_purchase": "double",
+    "purchase_roc_auc": "double",
+    "purchase_pr_auc": "double",
+    "purchase_log_loss": "double",
+    "purchase_brier": "double",
+    "purchase_ece": "double",  # expected calibration error over the reliability bins
+    "cart_roc_auc": "double",
+    "cart_pr_auc": "double",
+    "fav_roc_auc": "double",
+    "fav_pr_auc": "double",
+    "top_fraction": "double",  # share of highest-scored users that precision_top / recall_top read
+    "precision_top": "double",
+    "recall_top": "double",
+    "lift_by_decile": "array<double>",  # buyer rate per p_purchase decile (highest first) over the overall rate
+    "reliability_predicted": "array<double>",  # mean p_purchase per equal-mass bin, ascending
+    "reliability_observed": "array<double>",  # buyer rate in the same bins
+    "category_k": "bigint",  # k of category_hit_rate / category_ndcg, read from top_categories
+    "category_users": "bigint",  # buyers with a purchase in a category of their lookback (the ones ranked)
+    "category_hit_rate": "double",
+    "category_ndcg": "double",
+    "evaluated_at": "timestamp",  # the evaluating run's logical date, never now()
+    "pipeline_run_id": "string",
+}
+OUTCOME_KEY = ("ds", "model_name", "model_version", "role")

@@ -137,8 +137,8 @@ def test_nightly_order(parsed):
         "build_features",
         "validate_features",
     ]
-    assert _chain(tasks, "score") == ["score", "validate_scores", "load_warehouse", "publish"]
-    assert _chain(tasks, "check_drift") == ["check_drift", "load_warehouse", "publish"]
+    assert _chain(tasks, "score") == ["score", "validate_scores", "load_warehouse", "publish", "evaluate_outcomes"]
+    assert _chain(tasks, "check_drift") == ["check_drift", "load_warehouse", "publish", "evaluate_outcomes"]
     assert set(tasks) == {
         "land_raw",
         "clean_events",
@@ -150,7 +150,16 @@ def test_nightly_order(parsed):
         "validate_scores",
         "load_warehouse",
         "publish",
+        "evaluate_outcomes",
     }
+
+
+def test_nightly_outcomes_task(parsed):
+    outcomes = parsed["dags"]["purchase_intent_nightly"]["tasks"]["evaluate_outcomes"]
+    assert outcomes["type"] == "PipelineSparkSubmitOperator"
+    assert outcomes["application"] == str(REPO_ROOT / "spark_jobs" / "outcomes.py")
+    assert outcomes["args"] == ["--ds", "{{ local_ds(logical_date) }}", "--run-id", "{{ run_id }}"]
+    assert outcomes["doc"]
 
 
 def test_nightly_drift_task(parsed):

@@ -142,7 +142,8 @@ def _duckdb(example: Example, env) -> None:
 
 @pytest.fixture(scope="module")
 def pg_warehouse(env, demo):
-    """A PostgreSQL warehouse holding every row of the demo's DuckDB warehouse, through the project's adapter."""
+    """A PostgreSQL warehouse holding every row (scores and outcomes) of the demo's DuckDB warehouse, through the
+    project's adapter."""
     import duckdb
 
     from tasks.warehouse import Warehouse
@@ -158,6 +159,9 @@ def pg_warehouse(env, demo):
             for ds in days:
                 rows = con.sql(f"SELECT * FROM {cfg.warehouse.table} WHERE ds = DATE '{ds}'").to_arrow_table()
                 pg.replace_partition(ds, rows)
+            outcomes = cfg.warehouse.outcomes_table
+            for (ds,) in con.execute(f"SELECT DISTINCT ds FROM {outcomes} ORDER BY ds").fetchall():
+                pg.replace_outcomes(ds, con.sql(f"SELECT * FROM {outcomes} WHERE ds = DATE '{ds}'").to_arrow_table())
         finally:
             con.close()
         assert days, "the demo's warehouse holds no rows"
