@@ -98,6 +98,23 @@ class PipelineSection(_Section):
         return ZoneInfo(self.timezone)
 
 
+class ConceptDriftConfig(_Section):
+    start_date: str | None = None
+    mission_convert_factor: float = Field(default=0.3, ge=0.0)
+    impulse_factor: float = Field(default=6.0, ge=0.0)
+
+    @field_validator("start_date")
+    @classmethod
+    def _iso_date(cls, v: str | None) -> str | None:
+        if v is not None:
+            dt.date.fromisoformat(v)
+        return v
+
+    @property
+    def start(self) -> dt.date | None:
+        return None if self.start_date is None else dt.date.fromisoformat(self.start_date)
+
+
 class GeneratorConfig(_Section):
     seed: int
     n_users: int = Field(gt=0)
@@ -106,6 +123,7 @@ class GeneratorConfig(_Section):
     n_items: int = Field(gt=0)
     n_categories: int = Field(gt=1)
     chunk_users: int = Field(gt=0)
+    concept_drift: ConceptDriftConfig = Field(default_factory=ConceptDriftConfig)
 
     @field_validator("start_date")
     @classmethod
@@ -415,6 +433,10 @@ class WarehouseConfig(_Section):
 class MonitoringConfig(_Section):
     health_windows_days: list[int] = Field(min_length=1)
     reliability_bins: int = Field(ge=2)
+    degraded_min_auc: float | None = Field(ge=0.0, le=1.0)
+    degraded_max_drop: float | None = Field(ge=0.0, le=1.0)
+    degraded_days: int = Field(ge=1)
+    degraded_on_drift: bool
 
     @field_validator("health_windows_days")
     @classmethod

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import GeneratorConfig, add_common_args, config_from_args
+from tasks.errors import ConfigError
 from tasks.layers import DAY_KEY, incoming_dir, partition_dir
 from tasks.schema import EVENT_COLUMNS
 
@@ -168,6 +169,22 @@ def _hour_offsets(rng: np.random.Generator, n: int) -> np.ndarray:
     return hours * 3600 + rng.integers(0, 3600, size=n)
 
 
+def _drifted_days(gen: GeneratorConfig, n_days: int) -> np.ndarray:
+    """[D] True for each simulated day on or after ``generator.concept_drift.start_date`` (simulated day 0 is the
+    warm-up day before ``start_date``)."""
+    concept = gen.concept_drift
+    if MISSION_CONVERT * concept.mission_convert_factor > 1 or IMPULSE_BUY * concept.impulse_factor > 1:
+        raise ConfigError(
+            f"generator.concept_drift: mission_convert_factor must be <= {1 / MISSION_CONVERT:g} and impulse_factor "
+            f"<= {1 / IMPULSE_BUY:g} (they scale probabilities {MISSION_CONVERT} and {IMPULSE_BUY})"
+        )
+    first = concept.start
+    simulated = np.arange(n_days)
+    if first is None:
+        return np.zeros(n_days, dtype=bool)
+    return simulated >= (first - gen.start).days + 1
+
+
 def _chunk_events(
     gen: GeneratorConfig,
     cat: _Catalog,
@@ -229,7 +246,11 @@ def _chunk_events(
     r_len = 2 + rng.geometric(1.0 / 6.0, size=nm)
     r_start = bounds[md] + np.minimum(_hour_offsets(rng, nm), day_len[md] - 1)
     r_gap = rng.integers(40 * 60, 5 * 3600, size=nm)
-    converted = rng.random(nm) < MISSION_CONVERT
+    drifted = _drifted_days(gen, n_days)  # [D] bool per simulated day
+    concept = gen.concept_drift
+    converted = rng.random(nm) < np.where(
+        drifted[md], MISSION_CONVERT * concept.mission_convert_factor, MISSION_CONVERT
+    )
     same_day = rng.random(nm) < MISSION_SAME_DAY
     next_day = np.minimum(md + 1, n_days - 1)
     k_start = np.where(
@@ -268,7 +289,8 @@ def _chunk_events(
     s_start = np.concatenate([b_start, r_start, k_start[buy]])
     s_pre = np.concatenate([np.zeros(nb + nm, dtype=np.int64), k_pre[buy]])
     s_cart = np.concatenate([np.zeros(nb + nm, dtype=bool), k_cart[buy]])
-    s_impulse = np.concatenate([rng.random(nb) < IMPULSE_BUY, np.zeros(nm + buy.sum(), dtype=bool)])
+    impulse = np.where(drifted[b_day], IMPULSE_BUY * concept.impulse_factor, IMPULSE_BUY)
+    s_impulse = np.concatenate([rng.random(nb) < impulse, np.zeros(nm + buy.sum(), dtype=bool)])
 
     # Events [E]: one row per (session, position).
     n_events = int(s_len.sum())

@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from tasks.config import GeneratorConfig
 from tasks.schema import EVENT_COLUMNS, EVENT_TYPES
@@ -168,3 +169,42 @@ def test_fresh_purchase_probability_matches_a_simulation():
     assert synthetic.fresh_purchase_probability(np.zeros(1), np.ones(1), np.ones(1), np.zeros(1))[0] == 0.0
     low, high = synthetic.fresh_purchase_probability(np.ones(2), np.ones(2), np.ones(2), np.array([-3.0, 1.0]))
     assert low < high
+
+
+def _next_day_auc(df: pd.DataFrame, days: list[str]) -> float:
+    """Mean over ``days`` of the ROC-AUC with which the day before's carts, favs and views rank who buys on the
+    day: the research trace every model reads."""
+    df = df.assign(day=pd.to_datetime(df["dt"]))
+    counts = df.groupby(["user_id", "day", "event_type"]).size().unstack(fill_value=0)
+    aucs = []
+    for name in days:
+        day = pd.Timestamp(name)
+        before = counts.xs(day - pd.Timedelta(days=1), level="day")
+        score = 3 * before.get("cart", 0) + before.get("fav", 0) + 0.2 * before.get("view", 0)
+        bought = counts.xs(day, level="day").reindex(before.index, fill_value=0).get("purchase", 0) > 0
+        aucs.append(roc_auc_score(bought.astype(int), score))
+    return float(np.mean(aucs))
+
+
+def test_concept_drift_changes_what_leads_to_a_purchase_from_its_day_on_only(tmp_path, log_dir):
+    out, _ = log_dir
+    drifted_out = tmp_path / "drifted"
+    generate(_gen(concept_drift={"start_date": "2026-01-06"}), drifted_out)
+    early = [f"2026-01-{d:02d}" for d in range(2, 6)]
+    late = [f"2026-01-{d:02d}" for d in range(6, 10)]
+    plain, drifted = _read(out), _read(drifted_out)
+    # Before the drift day the trace predicts as usual (a new draw of the same behaviour)...
+    assert _next_day_auc(drifted, early) == pytest.approx(_next_day_auc(plain, early), abs=0.015)
+    # ...from it on fewer missions convert and impulse buys, which nothing announces, multiply.
+    before, after = _next_day_auc(plain, late), _next_day_auc(drifted, late)
+    assert after < before - 0.06, (before, after)
+
+
+def test_concept_drift_factors_must_keep_probabilities_valid(tmp_path):
+    from tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mission_convert_factor must be <= 1.25"):
+        generate(
+            _gen(n_users=10, concept_drift={"start_date": "2026-01-03", "mission_convert_factor": 2.0}), tmp_path / "x"
+        )
+    assert not (tmp_path / "x").exists()
