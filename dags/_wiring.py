@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -173,7 +174,40 @@ def local_ds(logical_date, days: int = 0) -> str:
     return day.isoformat()
 
 
-USER_DEFINED_MACROS = {"local_ds": local_ds}
+# Updated by the nightly run only when the champion is degraded (tasks.outcomes.assess_health); the event's extra
+# carries the cutoff ds and the reason, and the training DAG is scheduled on it as well as weekly.
+MODEL_DEGRADED_ASSET = Asset("warehouse://purchase_intent/intent_model_health")
+
+
+def run_cutoff(logical_date, triggering_asset_events=None):
+    """The run's cutoff instant: its logical date or, for a run an asset event started (which has none), the
+    midnight of the latest cutoff ``ds`` its events carry (the nightly run that found the model degraded)."""
+    if logical_date is not None:
+        return logical_date
+    days = [
+        (event.extra or {}).get("ds")
+        for events in (triggering_asset_events or {}).values()
+        for event in events
+        if (event.extra or {}).get("ds")
+    ]
+    if not days:
+        raise ValueError("the run has no logical date and no triggering asset event naming a cutoff ds")
+    return dt.datetime.combine(dt.date.fromisoformat(max(days)), dt.time(), tzinfo=config().pipeline.tz)
+
+
+def trigger_reason(dag_run, triggering_asset_events=None) -> str:
+    """Why a run started, for its log and its model version's tags: the asset event's reason, or the run type."""
+    reasons = [
+        f"{(event.extra or {}).get('reason', 'asset event')} (ds={(event.extra or {}).get('ds', '?')})"
+        for events in (triggering_asset_events or {}).values()
+        for event in events
+    ]
+    if reasons:
+        return "model health degraded: " + "; ".join(reasons)
+    return str(getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", "manual")))
+
+
+USER_DEFINED_MACROS = {"local_ds": local_ds, "run_cutoff": run_cutoff}
 
 
 def step_env() -> dict[str, str]:

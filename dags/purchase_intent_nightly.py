@@ -6,6 +6,7 @@ import datetime as dt
 
 from _wiring import (
     DAG_CALLBACKS,
+    MODEL_DEGRADED_ASSET,
     USER_DEFINED_MACROS,
     PipelineSparkSubmitOperator,
     config,
@@ -27,6 +28,8 @@ table `intent_scores`. A Great Expectations gate follows every layer it writes (
 `evaluate_outcomes` runs last: once the label window of an earlier scored day has closed, it judges
 those scores against what users then did and writes the realized metrics to `intent_score_outcomes`
 (rolling means per model version in the view `intent_model_health`; README, "Is the model still good?").
+`model_health` then decides whether the champion has gone stale; only then does it update the asset that
+starts `purchase_intent_training` (otherwise it is skipped).
 
 `check_drift` compares the cutoff's features with the champion's training reference beside `score`
 and must pass before the warehouse load: with `quality.drift_action: warn` it only reports, with
@@ -91,6 +94,31 @@ def publish(ds_local: str, loaded: dict) -> dict:
     summary = {"ds": ds_local, "rows": wh.row_count(day), "top_users": wh.top_users(day, 5)}
     print(f"intent_scores ds={ds_local}: {summary['rows']} rows; top users: {summary['top_users']}")
     return summary
+
+
+@task(
+    outlets=[MODEL_DEGRADED_ASSET],
+    doc_md="Model health at cutoff ds: the champion is degraded when its realized purchase ROC-AUC stayed below the "
+    "floor on its last `monitoring.degraded_days` judged days (or, with `monitoring.degraded_on_drift`, a feature "
+    "drifted). Degraded: the asset `warehouse://purchase_intent/intent_model_health` is updated with the reason, "
+    "which starts `purchase_intent_training`; healthy: the task is skipped, so nothing starts. Report: "
+    "`var/runs/health/<ds>.json`.",
+)
+def model_health(ds_local: str, *, outlet_events=None) -> dict:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from tasks.outcomes import nightly_health
+
+    health = nightly_health(config(), dt.date.fromisoformat(ds_local))
+    print(health.describe())
+    if not health.degraded:
+        raise AirflowSkipException(health.describe())
+    outlet_events[MODEL_DEGRADED_ASSET].extra = {
+        "ds": ds_local,
+        "reason": health.reason,
+        "model_version": health.model_version,
+    }
+    return health.as_json()
 
 
 with DAG(
@@ -180,4 +208,5 @@ with DAG(
     landed >> clean >> validate_events >> features >> validate_features >> [drift, score]
     score >> validate_scores
     [validate_scores, drift] >> loaded
-    published >> outcomes
+    health = model_health.override(task_id="model_health")(ds)
+    published >> outcomes >> health

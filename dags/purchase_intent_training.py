@@ -7,6 +7,7 @@ import datetime as dt
 
 from _wiring import (
     DAG_CALLBACKS,
+    MODEL_DEGRADED_ASSET,
     USER_DEFINED_MACROS,
     PipelineSparkSubmitOperator,
     config,
@@ -14,8 +15,9 @@ from _wiring import (
     fail_fast_on_data_errors,
     int_range,
     record_mlflow_run,
+    trigger_reason,
 )
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 from tasks import layers
 from tasks.models.families import family_names  # after _wiring, which puts the repo on sys.path; torch-free
@@ -24,6 +26,10 @@ _cfg = config()
 
 DOC = """
 ### Weekly (and on-demand) training
+
+Runs weekly, on demand, and whenever the nightly run finds the champion degraded (its `model_health` task
+updates the asset `warehouse://purchase_intent/intent_model_health`); such a run trains for the cutoff the
+event names, and its reason is printed by `check_new_data` and kept as the version tag `training_trigger`.
 
 The logical date is the day after the newest cleaned events. The training set uses the latest cutoffs
 whose label window has fully passed, split by cutoff into train / validation / test. Every family in the
@@ -65,7 +71,9 @@ and `gate` logs end with the test metrics and the MLflow run's page (`mlflow.ui_
     "(build, train, gate) when @champion was trained on the same cutoffs and horizon, unless force_retrain is set."
 )
 @fail_fast_on_data_errors
-def check_new_data(training_set_id: str, last_cutoff: str, params: dict | None = None) -> bool:
+def check_new_data(
+    training_set_id: str, last_cutoff: str, params: dict | None = None, dag_run=None, triggering_asset_events=None
+) -> bool:
     from tasks.availability import require_training_events
     from tasks.config import with_overrides
     from tasks.registry import training_decision
@@ -76,6 +84,7 @@ def check_new_data(training_set_id: str, last_cutoff: str, params: dict | None =
     decision = training_decision(
         cfg, training_set_id, dt.date.fromisoformat(last_cutoff), force=bool(params.get("force_retrain"))
     )
+    print(f"check_new_data: run started by: {trigger_reason(dag_run, triggering_asset_events)}")
     print(f"check_new_data: {'train' if decision.train else 'skip'} ({decision.reason})")
     return decision.train
 
@@ -115,11 +124,15 @@ def train(training_set: str, model_type: str, params: dict | None = None) -> dic
     doc_md="Choose one candidate on the validation split (training.selection) and register it; returns the exact "
     "version. Every candidate's metrics and the reason are tags of that version."
 )
-def select(trained: list[dict]) -> dict:
+def select(trained: list[dict], *, dag_run=None, triggering_asset_events=None) -> dict:
     from tasks.registry import select as run_select
+    from tasks.registry import set_version_tags
 
-    chosen = run_select(config(), [t["run_id"] for t in trained])
-    print(f"select: {chosen.model_type} -> version {chosen.version}: {chosen.reason}")
+    cfg = config()
+    chosen = run_select(cfg, [t["run_id"] for t in trained])
+    why = trigger_reason(dag_run, triggering_asset_events)
+    set_version_tags(cfg, chosen.version, {"training_trigger": why})
+    print(f"select: {chosen.model_type} -> version {chosen.version}: {chosen.reason}; trained because: {why}")
     return {"model_version": chosen.version, "model_type": chosen.model_type, "run_id": chosen.run_id}
 
 
@@ -137,7 +150,11 @@ with DAG(
     dag_id="purchase_intent_training",
     description="Train, evaluate and gate the purchase-intent model",
     doc_md=DOC,
-    schedule="@weekly",
+    # Weekly, and whenever the nightly run finds the champion degraded (an asset-triggered run has no logical
+    # date: run_cutoff takes the cutoff from the event).
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("@weekly", timezone="UTC"), assets=MODEL_DEGRADED_ASSET
+    ),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     # Two runs at once: "Unpause on trigger" (the trigger form's default) schedules the latest weekly interval
@@ -177,9 +194,9 @@ with DAG(
     tags=["purchase_intent", "training"],
 ) as dag:
     # The id carries the horizon, so a run with another horizon never replaces the champion's set.
-    training_set_id = "{{ local_ds(logical_date) }}-h{{ params.horizon }}"
+    training_set_id = "{{ local_ds(run_cutoff(logical_date, triggering_asset_events)) }}-h{{ params.horizon }}"
     training_set_dir = str(layers.training_set_dir(_cfg, training_set_id))
-    last_cutoff = "{{ local_ds(logical_date, -params.horizon) }}"
+    last_cutoff = "{{ local_ds(run_cutoff(logical_date, triggering_asset_events), -params.horizon) }}"
 
     new_data = check_new_data.override(task_id="check_new_data")(training_set_id, last_cutoff)
     build = PipelineSparkSubmitOperator(

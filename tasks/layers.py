@@ -187,6 +187,11 @@ def drift_report(cfg: PipelineConfig, ds: dt.date) -> Path:
     return cfg.paths.runs_dir / "drift" / f"{ds.isoformat()}.json"
 
 
+def health_report(cfg: PipelineConfig, ds: dt.date) -> Path:
+    """``runs/health/<ds>.json``: the champion's health at a cutoff (tasks.outcomes.nightly_health)."""
+    return cfg.paths.runs_dir / "health" / f"{ds.isoformat()}.json"
+
+
 def run_summaries_root(cfg: PipelineConfig) -> Path:
     """``runs/summary/``: one folder per DAG with the summary of each of its runs (tasks.run_summary)."""
     return cfg.paths.runs_dir / "summary"

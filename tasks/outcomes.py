@@ -10,20 +10,27 @@ writes one row per ds, model version and role to the warehouse table ``warehouse
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import math
+import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.errors import run_cli
 from tasks.evaluate import (
     binary_metrics,
     expected_calibration_error,
     lift_by_decile,
     reliability_curve,
 )
+from tasks.layers import drift_report, health_report
 from tasks.schema import INTENTS, OUTCOME_COLUMNS
 
 ROLES = ("champion", "challenger")
@@ -172,3 +179,125 @@ def outcome_row(
         "pipeline_run_id": pipeline_run_id,
     }
     return {c: row[c] for c in OUTCOME_COLUMNS}
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the champion has gone stale as of cutoff ``ds``, and why (``assess_health``)."""
+
+    ds: dt.date
+    model_version: str | None
+    degraded: bool
+    reason: str
+    floor: float | None  # the realized purchase ROC-AUC below which a judged day counts as bad
+    recent: tuple[tuple[str, float | None], ...]  # (ds, realized purchase ROC-AUC) of the days judged
+
+    def describe(self) -> str:
+        state = "DEGRADED" if self.degraded else "healthy"
+        version = f"v{self.model_version}" if self.model_version else "no champion"
+        return f"model health at cutoff {self.ds}: {state} ({version}): {self.reason}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ds": self.ds.isoformat(), "recent": [list(r) for r in self.recent]}
+
+
+def health_floor(min_auc: float | None, max_drop: float | None, test_auc: float | None) -> float | None:
+    """The realized ROC-AUC a judged day must reach: ``min_auc``, or the champion's test ROC-AUC less
+    ``max_drop`` when that is higher; None when neither applies."""
+    floors = [
+        f for f in (min_auc, None if test_auc is None or max_drop is None else test_auc - max_drop) if f is not None
+    ]
+    return max(floors) if floors else None
+
+
+def assess_health(
+    ds: dt.date,
+    model_version: str | None,
+    history: Sequence[dict[str, Any]],
+    *,
+    floor: float | None,
+    days: int,
+    drifted: Sequence[str] = (),
+) -> Health:
+    """Degraded when each of the champion's last ``days`` judged days (consecutive ones, from ``history``, its
+    outcome rows oldest first) has a realized purchase ROC-AUC below ``floor``, or when ``drifted`` (the
+    cutoff's drifted feature columns, empty unless drift counts) is not empty. A day without a defined AUC
+    breaks the run of bad days: it says nothing against the model."""
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    recent = tuple((r["ds"].isoformat(), r["purchase_roc_auc"]) for r in history[-days:])
+    if drifted:
+        return Health(ds, model_version, True, f"features drifted: {', '.join(drifted)}", floor, recent)
+    if model_version is None:
+        return Health(ds, None, False, "no champion to judge", floor, recent)
+    if floor is None:
+        return Health(ds, model_version, False, "no ROC-AUC floor configured", floor, recent)
+    last = list(history[-days:])
+    if len(last) < days:
+        return Health(ds, model_version, False, f"{len(history)} judged day(s), {days} needed", floor, recent)
+    consecutive = all((b["ds"] - a["ds"]).days == 1 for a, b in zip(last, last[1:], strict=False))
+    bad = [r for r in last if r["purchase_roc_auc"] is not None and r["purchase_roc_auc"] < floor]
+    aucs = ", ".join(f"{d} {'n/a' if a is None else f'{a:.3f}'}" for d, a in recent)
+    if consecutive and len(bad) == days:
+        return Health(
+            ds,
+            model_version,
+            True,
+            f"realized purchase ROC-AUC below {floor:.3f} on {days} days: {aucs}",
+            floor,
+            recent,
+        )
+    return Health(ds, model_version, False, f"realized purchase ROC-AUC {aucs} (floor {floor:.3f})", floor, recent)
+
+
+def nightly_health(cfg: PipelineConfig, ds: dt.date) -> Health:
+    """``assess_health`` of the current champion at cutoff ``ds`` from the warehouse's outcome rows and the
+    cutoff's drift report (when ``monitoring.degraded_on_drift``); written to ``var/runs/health/<ds>.json``."""
+    from tasks.registry import champion
+    from tasks.warehouse import Warehouse
+
+    m = cfg.monitoring
+    current = champion(cfg)
+    version: str | None = None
+    history: list[dict[str, Any]] = []
+    test_auc = None
+    if current is not None:
+        version = str(current.version)
+        wh = Warehouse.from_config(cfg)
+        wh.ensure_schema()
+        history = [r for r in wh.outcome_history(current.name, version, "champion") if r["ds"] < ds]
+        tag = (current.tags or {}).get("test_purchase_roc_auc")
+        test_auc = float(tag) if tag else None
+    drifted: list[str] = []
+    report = drift_report(cfg, ds)
+    if m.degraded_on_drift and report.is_file():
+        drifted = list(json.loads(report.read_text()).get("drifted", []))
+    health = assess_health(
+        ds,
+        version,
+        history,
+        floor=health_floor(m.degraded_min_auc, m.degraded_max_drop, test_auc),
+        days=m.degraded_days,
+        drifted=drifted,
+    )
+    out = health_report(cfg, ds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(health.as_json(), indent=2) + "\n")
+    return health
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_common_args(
+        argparse.ArgumentParser(prog="python -m tasks.outcomes", description=__doc__.splitlines()[0])
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_health = sub.add_parser("health", help="whether the champion is degraded at cutoff ds, and why")
+    p_health.add_argument("--ds", type=parse_ds, required=True, help="the cutoff YYYY-MM-DD")
+    args = parser.parse_args(argv)
+    health = nightly_health(config_from_args(args), args.ds)
+    print(health.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -486,6 +486,13 @@ def tag_version(
         client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
 
 
+def set_version_tags(cfg: PipelineConfig, version: str, tags: dict[str, str]) -> None:
+    """Set ``tags`` on a version of the registered model."""
+    client = _client(cfg)
+    for key, value in tags.items():
+        client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
+
+
 def show(cfg: PipelineConfig) -> list[dict]:
     """Every version of the registered model with its aliases and gate tags, newest first."""
     from mlflow.exceptions import MlflowException

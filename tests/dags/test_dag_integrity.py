@@ -25,11 +25,18 @@ out = {
     "heavy": sorted(m for m in sys.argv[2].split(",") if m in sys.modules),
     "dags": {},
 }
+def schedule_assets(dag):
+    cond = getattr(dag.timetable, "asset_condition", None)
+    if cond is None:
+        return []
+    return [cond.uri] if hasattr(cond, "uri") else sorted(a.uri for a in cond.objects)
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "tags": sorted(dag.tags),
         "doc": bool(dag.doc_md),
         "schedule": str(dag.schedule),
+        "timetable": type(dag.timetable).__name__,
+        "schedule_assets": schedule_assets(dag),
         "max_active_runs": dag.max_active_runs,
         "params": {
             k: {"default": p.value, "schema": p.schema, "description": p.description}
@@ -46,6 +53,7 @@ for dag_id, dag in bag.dags.items():
                 "doc": bool(t.doc_md),
                 "application": getattr(t, "application", None),
                 "args": [str(a) for a in getattr(t, "application_args", None) or []],
+                "outlets": sorted(getattr(o, "uri", str(o)) for o in t.outlets),
             }
             for t in dag.tasks
         },
@@ -137,8 +145,21 @@ def test_nightly_order(parsed):
         "build_features",
         "validate_features",
     ]
-    assert _chain(tasks, "score") == ["score", "validate_scores", "load_warehouse", "publish", "evaluate_outcomes"]
-    assert _chain(tasks, "check_drift") == ["check_drift", "load_warehouse", "publish", "evaluate_outcomes"]
+    assert _chain(tasks, "score") == [
+        "score",
+        "validate_scores",
+        "load_warehouse",
+        "publish",
+        "evaluate_outcomes",
+        "model_health",
+    ]
+    assert _chain(tasks, "check_drift") == [
+        "check_drift",
+        "load_warehouse",
+        "publish",
+        "evaluate_outcomes",
+        "model_health",
+    ]
     assert set(tasks) == {
         "land_raw",
         "clean_events",
@@ -151,6 +172,7 @@ def test_nightly_order(parsed):
         "load_warehouse",
         "publish",
         "evaluate_outcomes",
+        "model_health",
     }
 
 
@@ -160,6 +182,17 @@ def test_nightly_outcomes_task(parsed):
     assert outcomes["application"] == str(REPO_ROOT / "spark_jobs" / "outcomes.py")
     assert outcomes["args"] == ["--ds", "{{ local_ds(logical_date) }}", "--run-id", "{{ run_id }}"]
     assert outcomes["doc"]
+
+
+def test_a_degraded_model_schedules_training_through_an_asset(parsed):
+    health = "warehouse://purchase_intent/intent_model_health"
+    nightly = parsed["dags"]["purchase_intent_nightly"]["tasks"]
+    # Only model_health updates the health asset (and only when it is not skipped, i.e. degraded).
+    assert {t: v["outlets"] for t, v in nightly.items() if health in v["outlets"]} == {"model_health": [health]}
+    training = parsed["dags"]["purchase_intent_training"]
+    # Weekly or on that asset, whichever comes first.
+    assert training["timetable"] == "AssetOrTimeSchedule"
+    assert training["schedule_assets"] == [health]
 
 
 def test_nightly_drift_task(parsed):
@@ -189,9 +222,9 @@ def test_training_order(parsed):
     build = dag["tasks"]["build_training_set"]
     assert build["args"] == [
         "--last-cutoff",
-        "{{ local_ds(logical_date, -params.horizon) }}",
+        "{{ local_ds(run_cutoff(logical_date, triggering_asset_events), -params.horizon) }}",
         "--id",
-        "{{ local_ds(logical_date) }}-h{{ params.horizon }}",
+        "{{ local_ds(run_cutoff(logical_date, triggering_asset_events)) }}-h{{ params.horizon }}",
         "--horizon",
         "{{ params.horizon }}",
     ]

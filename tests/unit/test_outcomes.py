@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from tasks.evaluate import category_ranking_metrics, expected_calibration_error, lift_by_decile, reliability_curve
-from tasks.outcomes import days_to_evaluate, label_window_end, outcome_row, top_list_ranking, window_closed
+from tasks.outcomes import (
+    assess_health,
+    days_to_evaluate,
+    health_floor,
+    label_window_end,
+    outcome_row,
+    top_list_ranking,
+    window_closed,
+)
 from tasks.schema import OUTCOME_COLUMNS
 
 D = dt.date
@@ -179,3 +187,79 @@ def test_top_list_ranking_agrees_with_trainings_metric_when_the_list_holds_every
     assert users == expected["category_users"]
     assert hit == pytest.approx(expected["category_hit_rate_at_3"])
     assert ndcg == pytest.approx(expected["category_ndcg_at_3"])
+
+
+FIRST_JUDGED = D(2026, 1, 10)
+
+
+def _judged(aucs: list[float | None], first: dt.date = FIRST_JUDGED) -> list[dict]:
+    return [{"ds": first + dt.timedelta(days=i), "purchase_roc_auc": a} for i, a in enumerate(aucs)]
+
+
+def test_the_floor_is_the_higher_of_the_absolute_one_and_the_drop_from_the_test_auc():
+    assert health_floor(0.55, 0.05, 0.70) == pytest.approx(0.65)
+    assert health_floor(0.55, 0.05, 0.58) == 0.55
+    assert health_floor(None, 0.05, 0.70) == pytest.approx(0.65)
+    assert health_floor(0.55, 0.05, None) == 0.55
+    assert health_floor(None, None, 0.70) is None
+
+
+def test_the_champion_is_degraded_after_its_last_days_all_fall_below_the_floor():
+    ds = D(2026, 1, 16)
+    bad = assess_health(ds, "4", _judged([0.70, 0.58, 0.57, 0.59]), floor=0.6, days=3)
+    assert bad.degraded
+    assert bad.reason == (
+        "realized purchase ROC-AUC below 0.600 on 3 days: 2026-01-11 0.580, 2026-01-12 0.570, 2026-01-13 0.590"
+    )
+    assert bad.describe().startswith("model health at cutoff 2026-01-16: DEGRADED (v4): ")
+    # Hold: one good day among the last three, too few days, a gap between judged days, an undefined day.
+    assert not assess_health(ds, "4", _judged([0.58, 0.61, 0.57]), floor=0.6, days=3).degraded
+    few = assess_health(ds, "4", _judged([0.5, 0.5]), floor=0.6, days=3)
+    assert (few.degraded, few.reason) == (False, "2 judged day(s), 3 needed")
+    gap = _judged([0.5, 0.5]) + _judged([0.5], first=D(2026, 1, 14))
+    assert not assess_health(ds, "4", gap, floor=0.6, days=3).degraded
+    assert not assess_health(ds, "4", _judged([0.5, None, 0.5]), floor=0.6, days=3).degraded
+    assert not assess_health(ds, "4", _judged([0.5] * 3), floor=None, days=3).degraded
+    assert not assess_health(ds, None, [], floor=0.6, days=3).degraded
+
+
+def test_drift_makes_the_champion_degraded_whatever_its_outcomes():
+    health = assess_health(D(2026, 1, 16), "4", _judged([0.9]), floor=0.6, days=3, drifted=["f_view_1d", "f_cart_7d"])
+    assert health.degraded and health.reason == "features drifted: f_view_1d, f_cart_7d"
+    assert health.as_json()["recent"] == [["2026-01-10", 0.9]]
+
+
+def test_nightly_health_reads_the_champions_outcomes_and_writes_its_report(tmp_path):
+    import json
+
+    import mlflow
+    import pyarrow as pa
+
+    from tasks.layers import health_report
+    from tasks.outcomes import nightly_health
+    from tasks.registry import mlflow_store
+    from tasks.warehouse import Warehouse
+    from tests.helpers.config import isolated_config
+
+    cfg = isolated_config(tmp_path / "var")
+    assert nightly_health(cfg, D(2026, 1, 16)).reason == "no champion to judge"
+    with mlflow_store(cfg) as client:
+        exp = client.create_experiment(cfg.mlflow.experiment, artifact_location=cfg.mlflow.artifact_location)
+        with mlflow.start_run(experiment_id=exp) as run:
+            client.create_registered_model(cfg.mlflow.model_name)
+            mv = client.create_model_version(cfg.mlflow.model_name, f"{run.info.artifact_uri}/model", run.info.run_id)
+        client.set_model_version_tag(cfg.mlflow.model_name, mv.version, "test_purchase_roc_auc", "0.700000")
+        client.set_registered_model_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias, mv.version)
+    wh = Warehouse.from_config(cfg)
+    wh.ensure_schema()
+    for i, auc in enumerate([0.66, 0.64, 0.63, 0.62]):
+        ds = D(2026, 1, 11 + i)
+        row = _row(ds=ds, model_version=str(mv.version))
+        wh.replace_outcomes(ds, pa.Table.from_pylist([{**row, "purchase_roc_auc": auc}]))
+    # The floor is the test ROC-AUC 0.70 less 0.05; the last three judged days before the cutoff are below it.
+    health = nightly_health(cfg, D(2026, 1, 15))
+    assert (health.degraded, health.model_version, health.floor) == (True, str(mv.version), pytest.approx(0.65))
+    assert [d for d, _ in health.recent] == ["2026-01-12", "2026-01-13", "2026-01-14"]
+    assert json.loads(health_report(cfg, D(2026, 1, 15)).read_text())["degraded"] is True
+    # A day judged at or after the cutoff is not part of this cutoff's history.
+    assert nightly_health(cfg, D(2026, 1, 14)).recent[-1][0] == "2026-01-13"
