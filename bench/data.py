@@ -24,7 +24,7 @@ BACKTESTS = REPO_ROOT / "bench" / "backtests.yaml"
 
 
 _CORPUS_ROOT: Path | None = None
-_CORPORA: dict[tuple, tuple[Path, int]] = {}
+_CORPORA: dict[tuple[str, str], tuple[Path, int]] = {}
 
 
 def _corpus_root() -> Path:
@@ -49,7 +49,7 @@ def synthetic_events(cfg: PipelineConfig, n_users: int, n_days: int) -> tuple[Pa
     from tasks.sources.synthetic import generate
 
     gen = cfg.generator.model_copy(update={"n_users": n_users, "n_days": n_days})
-    key = (tuple(sorted(gen.model_dump().items())), cfg.pipeline.timezone)
+    key = (gen.model_dump_json(), cfg.pipeline.timezone)
     if key in _CORPORA:
         return _CORPORA[key]
     base = _corpus_root() / f"u{n_users}-d{n_days}-{len(_CORPORA)}"

@@ -70,6 +70,21 @@ def jvm_heap_limit_mb(spark) -> float:
     return spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**20
 
 
+def cold_python(script: str, *argv: str) -> tuple[float, float]:
+    """(wall s, CPU s) of ``script`` run by a fresh interpreter with ``argv``, as an Airflow task runs a step:
+    start-up, imports and first-call compilation count. The script prints its CPU seconds as the last line
+    (``{"cpu_s": ...}``, from ``process_cpu_s``)."""
+    import subprocess
+    import sys
+
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO_ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"cold step {' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"]
+
+
 def cpu_timed(fn: Callable[[], Any], spark=None) -> tuple[Any, float, float]:
     """(result, wall seconds, CPU seconds of this process and the Spark JVM)."""
     cpu0 = process_cpu_s(spark)

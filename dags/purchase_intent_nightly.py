@@ -74,12 +74,31 @@ def land_raw(ds_local: str) -> dict:
     return {"files": len(report.files), "raw_dir": str(report.target), "already_landed": report.already_landed}
 
 
-@task(doc_md="Load the day's scores from the staging layer into the warehouse in one transaction.")
+@task.short_circuit(
+    ignore_downstream_trigger_rules=False,
+    doc_md="Whether a version holds @challenger: without one `score_challenger` is skipped (and a shadow partition "
+    "an earlier run of this night left is removed), so a night without a challenger starts no Spark job for it.",
+)
+def has_challenger(ds_local: str) -> bool:
+    from tasks.monitoring import shadow_needed
+
+    needed = shadow_needed(config(), dt.date.fromisoformat(ds_local))
+    print(f"has_challenger: {'score @challenger in the shadow' if needed else 'no @challenger: nothing to shadow'}")
+    return needed
+
+
+@task(
+    doc_md="Load the day's scores from the staging layer into the warehouse in one transaction each: the champion's "
+    "into `intent_scores`, the challenger's (if any) into the shadow table, which no view shows."
+)
 def load_warehouse(ds_local: str) -> dict:
     from tasks.warehouse import load_scores
 
-    report = load_scores(config(), dt.date.fromisoformat(ds_local))
-    return {"rows": report.rows, "table": report.table, "backend": report.backend}
+    cfg, day = config(), dt.date.fromisoformat(ds_local)
+    report = load_scores(cfg, day)
+    shadow = load_scores(cfg, day, "challenger")
+    print(f"loaded {report.rows} rows into {report.table}, {shadow.rows} into {shadow.table}")
+    return {"rows": report.rows, "table": report.table, "backend": report.backend, "shadow_rows": shadow.rows}
 
 
 @task(
@@ -97,6 +116,22 @@ def publish(ds_local: str, loaded: dict) -> dict:
 
 
 @task(
+    doc_md="Live comparison: once @challenger has been judged beside @champion on `gate.live_min_days` closed days, a "
+    "paired bootstrap over the same users decides; `gate.promote_on_live: auto` moves @champion to a challenger "
+    "that wins, `recommend` only tags it. The decision and its evidence are tags of the challenger's version."
+)
+def judge_challenger() -> dict:
+    from tasks.registry import live_gate
+
+    decision = live_gate(config())
+    if decision is None:
+        print("judge_challenger: no @challenger to judge (or gate.promote_on_live is off)")
+        return {"action": None}
+    print(f"judge_challenger: {decision.action}: {decision.reason}")
+    return {"action": decision.action, "challenger_version": decision.challenger_version}
+
+
+@task(
     outlets=[MODEL_DEGRADED_ASSET],
     doc_md="Model health at cutoff ds: the champion is degraded when its realized purchase ROC-AUC stayed below the "
     "floor on its last `monitoring.degraded_days` judged days (or, with `monitoring.degraded_on_drift`, a feature "
@@ -107,7 +142,7 @@ def publish(ds_local: str, loaded: dict) -> dict:
 def model_health(ds_local: str, *, outlet_events=None) -> dict:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from tasks.outcomes import nightly_health
+    from tasks.monitoring import nightly_health
 
     health = nightly_health(config(), dt.date.fromisoformat(ds_local))
     print(health.describe())
@@ -182,6 +217,14 @@ with DAG(
         application_args=["--ds", ds, "--run-id", "{{ run_id }}"],
         doc_md="Score every active user with models:/purchase_intent@champion into the scores layer.",
     )
+    score_challenger = PipelineSparkSubmitOperator(
+        task_id="score_challenger",
+        job="score",
+        application_args=["--ds", ds, "--run-id", "{{ run_id }}", "--role", "challenger"],
+        doc_md="Shadow scoring: the version holding models:/purchase_intent@challenger scores the same users into "
+        "scores_shadow/ (and the warehouse's shadow table), where only its realized outcomes are read. Skipped "
+        "by has_challenger when no version holds the alias.",
+    )
     validate_scores = PipelineSparkSubmitOperator(
         task_id="validate_scores",
         job="validate",
@@ -190,7 +233,9 @@ with DAG(
         doc_md="Scores suite (probabilities in [0,1], one row per active user, model version) "
         "and the PSI shift vs the previous day.",
     )
-    loaded = load_warehouse.override(task_id="load_warehouse")(ds)
+    # none_failed: a skipped score_challenger (no challenger tonight) must not skip the load.
+    loaded = load_warehouse.override(task_id="load_warehouse", trigger_rule="none_failed")(ds)
+    shadow = has_challenger.override(task_id="has_challenger")(ds)
     published = publish.override(task_id="publish")(ds, loaded)
     outcomes = PipelineSparkSubmitOperator(
         task_id="evaluate_outcomes",
@@ -206,7 +251,9 @@ with DAG(
     )
 
     landed >> clean >> validate_events >> features >> validate_features >> [drift, score]
-    score >> validate_scores
-    [validate_scores, drift] >> loaded
+    score >> [validate_scores, shadow]
+    shadow >> score_challenger
+    [validate_scores, drift, score_challenger] >> loaded
+    judged = judge_challenger.override(task_id="judge_challenger")()
     health = model_health.override(task_id="model_health")(ds)
-    published >> outcomes >> health
+    published >> outcomes >> judged >> health

@@ -5,8 +5,11 @@ closes at this cutoff, and any earlier closed day without outcomes yet); a day w
 all landed waits for a later night. Per day the pure transforms below join the staged scores
 (``scores/ds=<d>/``, the rows the warehouse loaded) with labels built by the feature job's own transforms
 (``labels_at``, ``category_labels_at``) over events ``[d, d + horizon)``, and with the categories of each
-user's lookback (``features/user_category/ds=<d>/``, the candidates the model ranked). The driver computes
-one row per model version (``tasks.outcomes.outcome_row``), replaces the day's rows of
+user's lookback (``features/user_category/ds=<d>/``, the candidates the model ranked). A day the challenger
+also scored in the shadow (``scores_shadow/``) is judged for it too, on the same labels. The driver computes
+one row per model version and role (``tasks.outcomes.outcome_row``), keeps each scored user's p_purchase
+beside their purchase label in ``realized/ds=<d>/role=<role>/`` (the live comparison's input), replaces the
+day's rows of
 ``warehouse.outcomes_table`` in one transaction and logs the metrics to MLflow
 (``mlflow.monitoring_experiment``, one run per day and version, with a plot of the version's trend).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -33,14 +38,13 @@ from spark_jobs.features import category_labels_at, cutoff_instant, labels_at, m
 from spark_jobs.session import build_session
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import run_cli
-from tasks.layers import features_partition, scores_partition
+from tasks.layers import ScoringRole, features_partition, realized_partition, scores_partition
 from tasks.outcomes import days_to_evaluate, local_midnight, outcome_row
 from tasks.schema import CANDIDATE_CATEGORY_COLUMN, INTENTS, LABEL_COLUMNS, PROBABILITY_COLUMNS, TOP_CATEGORIES_COLUMN
 from tasks.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
-ROLE = "champion"
 # Metrics of a day that MLflow charts over the days (the rest stay in the warehouse row).
 TREND_METRICS = ("purchase_roc_auc", "purchase_pr_auc", "purchase_ece", "recall_top", "category_hit_rate")
 
@@ -94,15 +98,22 @@ def unscored_buyers(labels: DataFrame, scores: DataFrame) -> DataFrame:
 
 
 def evaluate_day(
-    spark: SparkSession, cfg: PipelineConfig, day: dt.date, *, evaluated_at: dt.datetime, run_id: str
+    spark: SparkSession,
+    cfg: PipelineConfig,
+    day: dt.date,
+    role: ScoringRole,
+    *,
+    evaluated_at: dt.datetime,
+    run_id: str,
 ) -> list[dict[str, Any]]:
-    """The outcome rows (one per model version) of the scores of ``day``, whose label events are all present."""
+    """The outcome rows (one per model version) of the role's scores of ``day``, whose label events are all
+    present; each scored user's p_purchase and purchase label are kept in ``realized/ds=<day>/role=<role>/``."""
     tz, horizon = cfg.pipeline.timezone, cfg.features.horizon_days
     window = [day + dt.timedelta(days=i) for i in range(horizon)]
     events, _ = read_events(spark, cfg, window)
     cutoff = cutoff_instant(day, tz)
     labels = labels_at(events, [cutoff], horizon, tz).drop("ds")
-    scores = spark.read.parquet(str(scores_partition(cfg, day)))
+    scores = spark.read.parquet(str(scores_partition(cfg, day, role)))
     wanted = ["user_id", "model_name", "model_version", *PROBABILITY_COLUMNS]
     has_top = TOP_CATEGORIES_COLUMN in scores.columns
     scores = scores.select(*wanted, *([TOP_CATEGORIES_COLUMN] if has_top else []))
@@ -119,6 +130,7 @@ def evaluate_day(
             joined = joined.withColumn(TOP_CATEGORIES_COLUMN, F.lit(None).cast("array<string>"))
     n_unscored = unscored_buyers(labels, scores).count()
     pdf = joined.toPandas()
+    _write_realized(cfg, day, role, pdf)
     k = min(cfg.training.category_eval_k, cfg.scoring.top_k_categories)
     rows = []
     for (name, version), part in pdf.groupby(["model_name", "model_version"], sort=True):
@@ -127,7 +139,7 @@ def evaluate_day(
                 ds=day,
                 model_name=str(name),
                 model_version=str(version),
-                role=ROLE,
+                role=role,
                 probabilities=part[[f"p_{i}" for i in INTENTS]].to_numpy(dtype=np.float64),
                 labels=part[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64),
                 top_categories=[None if v is None else list(v) for v in part[TOP_CATEGORIES_COLUMN]],
@@ -142,6 +154,20 @@ def evaluate_day(
             )
         )
     return rows
+
+
+def _write_realized(cfg: PipelineConfig, day: dt.date, role: ScoringRole, pdf) -> None:
+    """Replace ``realized/ds=<day>/role=<role>/`` with each scored user's p_purchase and purchase label."""
+    folder = realized_partition(cfg, day, role)
+    table = pa.Table.from_pandas(
+        pdf[["user_id", "model_name", "model_version", "p_purchase", "label_purchase"]], preserve_index=False
+    )
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pq.write_table(table, tmp / "part-0.parquet")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
 
 
 def _trend_plot(cfg: PipelineConfig, wh: Warehouse, row: dict[str, Any], folder: Path) -> Path:
@@ -219,19 +245,26 @@ def run(cfg: PipelineConfig, cutoff: dt.date, run_id: str, spark: SparkSession |
     if ready:
         spark = spark or build_session(cfg, f"outcomes-{cutoff}")
         evaluated_at = local_midnight(cutoff, tz)
+        shadow_days = set(wh.partitions("challenger"))
         for day in ready:
-            staged = spark.read.parquet(str(scores_partition(cfg, day))).count()
-            loaded = wh.row_count(day)
-            if staged != loaded:
-                log.warning(
-                    "ds=%s skipped: the warehouse holds %d score rows but %s holds %d (rescored and not reloaded)",
-                    day,
-                    loaded,
-                    scores_partition(cfg, day),
-                    staged,
-                )
+            day_rows: list[dict[str, Any]] = []
+            roles: list[ScoringRole] = ["champion", "challenger"] if day in shadow_days else ["champion"]
+            for role in roles:
+                staged = spark.read.parquet(str(scores_partition(cfg, day, role))).count()
+                loaded = wh.row_count(day, role)
+                if staged != loaded:
+                    log.warning(
+                        "ds=%s %s skipped: the warehouse holds %d score rows but %s holds %d (rescored, not reloaded)",
+                        day,
+                        role,
+                        loaded,
+                        scores_partition(cfg, day, role),
+                        staged,
+                    )
+                    continue
+                day_rows += evaluate_day(spark, cfg, day, role, evaluated_at=evaluated_at, run_id=run_id)
+            if not day_rows:
                 continue
-            day_rows = evaluate_day(spark, cfg, day, evaluated_at=evaluated_at, run_id=run_id)
             wh.replace_outcomes(day, pa.Table.from_pylist(day_rows))
             for row in day_rows:
                 log.info("ds=%s v%s: MLflow run %s", day, row["model_version"], log_to_mlflow(cfg, wh, row))

@@ -12,9 +12,12 @@ candidate categories (``features/user_category/ds=<ds>/``) ride along on the use
 (``tasks.schema.SCORE_COLUMNS``, ``top_categories`` with the ``scoring.top_k_categories`` most likely
 categories as "<category_id>:<probability>", and ``reasons`` when ``scoring.reasons_top_k`` > 0) replace
 ``scores/ds=<ds>/`` by dynamic partition overwrite; ``tasks.warehouse.load_scores`` moves them on.
+With ``--role challenger`` the version holding ``@challenger`` scores the same rows into the shadow,
+``scores_shadow/ds=<ds>/`` (the warehouse's shadow table, which no reader's view shows); its realized
+outcomes are compared with the champion's on the same users (``spark_jobs.outcomes``).
 
     python -m spark_jobs.score --ds D --run-id R [--config ...]
-    spark-submit spark_jobs/score.py --ds D --run-id R [--config ...]
+    spark-submit spark_jobs/score.py --ds D --run-id R [--role challenger] [--config ...]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +37,7 @@ import pandas as pd
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import DataError, run_cli
-from tasks.layers import CUTOFF_KEY, features_partition, scores_partition, scores_root
+from tasks.layers import CUTOFF_KEY, SCORING_ROLES, ScoringRole, features_partition, scores_partition, scores_root
 from tasks.partitions import parquet_rows
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
@@ -79,14 +83,29 @@ class ScoreReport:
     batches: int  # model.predict calls
 
 
-def resolve_champion(cfg: PipelineConfig) -> ChampionRef:
-    """Resolve the champion alias once, on the driver, to a concrete registered version."""
+def role_alias(cfg: PipelineConfig, role: ScoringRole) -> str:
+    """The registry alias whose version scores for ``role``."""
+    from tasks.registry import CHALLENGER_ALIAS
+
+    return cfg.mlflow.champion_alias if role == "champion" else CHALLENGER_ALIAS
+
+
+def resolve_challenger(cfg: PipelineConfig) -> ChampionRef | None:
+    """The version holding @challenger, pinned; None when no version holds it."""
+    try:
+        return resolve_champion(cfg, role_alias(cfg, "challenger"))
+    except ScoringError:
+        return None
+
+
+def resolve_champion(cfg: PipelineConfig, alias: str | None = None) -> ChampionRef:
+    """Resolve the champion alias (or ``alias``) once, on the driver, to a concrete registered version."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     uri = cfg.mlflow.resolved_tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    name, alias = cfg.mlflow.model_name, cfg.mlflow.champion_alias
+    name, alias = cfg.mlflow.model_name, alias or cfg.mlflow.champion_alias
     try:
         mv = client.get_model_version_by_alias(name, alias)
     except MlflowException as e:
@@ -432,9 +451,12 @@ def _arrow_batch_rows(spark, rows: int) -> Iterator[None]:
             spark.conf.set(key, previous)
 
 
-def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> ScoreReport:
+def run(
+    cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None, role: ScoringRole = "champion"
+) -> ScoreReport | None:
     """Score every user of features/user/ds=<ds>/ (candidates from features/user_category/ds=<ds>/) with the
-    champion; replace scores/ds=<ds>/."""
+    champion; replace scores/ds=<ds>/. With ``role="challenger"``: with the version holding @challenger, into
+    scores_shadow/ds=<ds>/; without one, that partition is removed and None returned."""
     from spark_jobs.session import build_session
 
     if not pipeline_run_id:
@@ -442,7 +464,14 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
     src = features_partition(cfg, "user", ds)
     if not src.is_dir() or not any(src.glob("*.parquet")):
         raise ScoringError(f"no features for ds={ds}: {src} holds no Parquet files (run spark_jobs.features first)")
-    ref = resolve_champion(cfg)
+    if role == "champion":
+        ref = resolve_champion(cfg)
+    else:
+        challenger = resolve_challenger(cfg)
+        if challenger is None:
+            shutil.rmtree(scores_partition(cfg, ds, role), ignore_errors=True)
+            return None
+        ref = challenger
     check_champion(cfg, ref)
     spark = spark or build_session(cfg, f"score-{ds}")
     features = spark.read.parquet(str(src))
@@ -476,9 +505,9 @@ def run(cfg: PipelineConfig, ds: dt.date, pipeline_run_id: str, spark=None) -> S
             scores.write.mode("overwrite")
             .option("partitionOverwriteMode", "dynamic")
             .partitionBy(CUTOFF_KEY)
-            .parquet(str(scores_root(cfg)))
+            .parquet(str(scores_root(cfg, role)))
         )
-    out = scores_partition(cfg, ds)
+    out = scores_partition(cfg, ds, role)
     # Footer counts: the same check as two Spark counts, without their four jobs.
     rows = parquet_rows(out) or 0
     expected = parquet_rows(src) or 0
@@ -503,8 +532,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = add_common_args(argparse.ArgumentParser(prog="spark_jobs.score", description=__doc__.splitlines()[0]))
     parser.add_argument("--ds", type=parse_ds, required=True, help="cutoff / logical date YYYY-MM-DD")
     parser.add_argument("--run-id", required=True, help="orchestrator run id stored with every score row")
+    parser.add_argument(
+        "--role",
+        choices=SCORING_ROLES,
+        default="champion",
+        help="champion (default): @champion into scores/; challenger: @challenger into scores_shadow/ (the shadow)",
+    )
     args = parser.parse_args(argv)
-    report = run(config_from_args(args), args.ds, args.run_id)
+    cfg = config_from_args(args)
+    report = run(cfg, args.ds, args.run_id, role=args.role)
+    if report is None:
+        print(
+            f"no version of {cfg.mlflow.model_name!r} holds @{role_alias(cfg, args.role)}: "
+            "nothing to score in the shadow"
+        )
+        return 0
     print(
         f"scored {report.rows} users for ds={report.ds} with {report.model_name} v{report.model_version} "
         f"({report.model_loads} model loads in {report.workers} workers, {report.batches} batches) -> {report.path}"

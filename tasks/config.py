@@ -358,6 +358,10 @@ class TrainingConfig(_Section):
 class GateConfig(_Section):
     min_auc: float = Field(ge=0.0, le=1.0)
     max_auc_drop: float = Field(ge=0.0, le=1.0)
+    promote_on_live: Literal["auto", "recommend", "off"]
+    live_min_days: int = Field(ge=1)
+    live_min_gain: float = Field(ge=0.0, le=1.0)
+    live_resamples: int = Field(ge=100)
 
 
 class MlflowConfig(_Section):
@@ -408,6 +412,7 @@ class WarehouseConfig(_Section):
     table: str
     latest_view: str
     summary_view: str
+    shadow_table: str
     outcomes_table: str
     health_view: str
     lock_timeout_s: float = Field(gt=0)

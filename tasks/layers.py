@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Literal, get_args
 if TYPE_CHECKING:
     from tasks.config import PipelineConfig
 
-DataLayer = Literal["raw", "events", "quarantine", "text_embeddings", "features", "training_sets", "scores"]
+DataLayer = Literal[
+    "raw", "events", "quarantine", "text_embeddings", "features", "training_sets", "scores", "scores_shadow", "realized"
+]
 DATA_LAYERS: tuple[str, ...] = get_args(DataLayer)
 
 # Hive-style partition keys: Spark's partitionBy writes them and its reader turns them back into columns.
@@ -25,6 +27,11 @@ CUTOFF_KEY = "ds"  # a cutoff / logical date (features, scores)
 SOURCE_KEY = "source"  # the exporter a raw file came from
 
 FeatureTable = Literal["user", "user_category"]
+
+# Whose scores: the champion's reach readers (scores/, intent_scores); the challenger's stay in the shadow
+# (scores_shadow/, the warehouse's shadow table), judged on realized outcomes only.
+ScoringRole = Literal["champion", "challenger"]
+SCORING_ROLES: tuple[str, ...] = get_args(ScoringRole)
 FEATURE_TABLES: tuple[str, ...] = get_args(FeatureTable)
 
 TRAINING_SET_MANIFEST = "manifest.json"
@@ -172,13 +179,24 @@ def training_set_manifest(set_dir: Path) -> Path:
     return Path(set_dir) / TRAINING_SET_MANIFEST
 
 
-def scores_root(cfg: PipelineConfig) -> Path:
-    return layer_root(cfg, "scores")
+def scores_root(cfg: PipelineConfig, role: ScoringRole = "champion") -> Path:
+    if role not in SCORING_ROLES:
+        raise ValueError(f"unknown scoring role {role!r}; known: {', '.join(SCORING_ROLES)}")
+    return layer_root(cfg, "scores" if role == "champion" else "scores_shadow")
 
 
-def scores_partition(cfg: PipelineConfig, ds: dt.date) -> Path:
-    """``scores/ds=<ds>/``: the staging rows the warehouse load reads."""
-    return partition_dir(scores_root(cfg), CUTOFF_KEY, ds)
+def scores_partition(cfg: PipelineConfig, ds: dt.date, role: ScoringRole = "champion") -> Path:
+    """``scores/ds=<ds>/`` (the champion's) or ``scores_shadow/ds=<ds>/`` (the challenger's): the staging rows the
+    warehouse load reads."""
+    return partition_dir(scores_root(cfg, role), CUTOFF_KEY, ds)
+
+
+def realized_partition(cfg: PipelineConfig, ds: dt.date, role: ScoringRole) -> Path:
+    """``realized/ds=<ds>/role=<role>/``: each scored user's p_purchase beside what they did in the label window,
+    written by spark_jobs.outcomes; the live comparison of champion and challenger reads it."""
+    if role not in SCORING_ROLES:
+        raise ValueError(f"unknown scoring role {role!r}; known: {', '.join(SCORING_ROLES)}")
+    return partition_dir(layer_root(cfg, "realized"), CUTOFF_KEY, ds) / partition_name("role", role)
 
 
 # Outside the layers, under paths.var_dir.

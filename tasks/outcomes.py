@@ -10,11 +10,8 @@ writes one row per ds, model version and role to the warehouse table ``warehouse
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,18 +19,17 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
-from tasks.errors import run_cli
 from tasks.evaluate import (
     binary_metrics,
     expected_calibration_error,
     lift_by_decile,
     reliability_curve,
 )
-from tasks.layers import drift_report, health_report
 from tasks.schema import INTENTS, OUTCOME_COLUMNS
 
 ROLES = ("champion", "challenger")
+# Bootstrap resamples evaluated at once by live_decision.
+LIVE_BOOTSTRAP_CHUNK = 25
 
 
 def local_midnight(day: dt.date, tz: str) -> dt.datetime:
@@ -250,54 +246,100 @@ def assess_health(
     return Health(ds, model_version, False, f"realized purchase ROC-AUC {aucs} (floor {floor:.3f})", floor, recent)
 
 
-def nightly_health(cfg: PipelineConfig, ds: dt.date) -> Health:
-    """``assess_health`` of the current champion at cutoff ``ds`` from the warehouse's outcome rows and the
-    cutoff's drift report (when ``monitoring.degraded_on_drift``); written to ``var/runs/health/<ds>.json``."""
-    from tasks.registry import champion
-    from tasks.warehouse import Warehouse
+@dataclass(frozen=True)
+class LiveDecision:
+    """The live comparison of @challenger with @champion on realized outcomes (``live_decision``)."""
 
-    m = cfg.monitoring
-    current = champion(cfg)
-    version: str | None = None
-    history: list[dict[str, Any]] = []
-    test_auc = None
-    if current is not None:
-        version = str(current.version)
-        wh = Warehouse.from_config(cfg)
-        wh.ensure_schema()
-        history = [r for r in wh.outcome_history(current.name, version, "champion") if r["ds"] < ds]
-        tag = (current.tags or {}).get("test_purchase_roc_auc")
-        test_auc = float(tag) if tag else None
-    drifted: list[str] = []
-    report = drift_report(cfg, ds)
-    if m.degraded_on_drift and report.is_file():
-        drifted = list(json.loads(report.read_text()).get("drifted", []))
-    health = assess_health(
-        ds,
-        version,
-        history,
-        floor=health_floor(m.degraded_min_auc, m.degraded_max_drop, test_auc),
-        days=m.degraded_days,
-        drifted=drifted,
+    action: str  # promote | recommend | hold | wait
+    champion_version: str
+    challenger_version: str
+    days: int  # closed days both were judged on
+    users: int
+    champion_auc: float | None
+    challenger_auc: float | None
+    delta_auc: float | None  # challenger - champion, same rows
+    interval: tuple[float, float] | None  # 95% paired bootstrap interval of delta_auc
+    reason: str
+
+    def tags(self) -> dict[str, str]:
+        """The version tags that record the decision and its evidence."""
+
+        def num(v: float | None) -> str:
+            return "" if v is None else f"{v:.6f}"
+
+        return {
+            "live_decision": self.action,
+            "live_champion_version": self.champion_version,
+            "live_days": str(self.days),
+            "live_users": str(self.users),
+            "live_champion_auc": num(self.champion_auc),
+            "live_challenger_auc": num(self.challenger_auc),
+            "live_delta_auc": num(self.delta_auc),
+            "live_delta_interval": "" if self.interval is None else f"[{self.interval[0]:.6f}, {self.interval[1]:.6f}]",
+            "live_reason": self.reason,
+        }
+
+
+def live_decision(
+    users: np.ndarray,
+    labels: np.ndarray,
+    p_champion: np.ndarray,
+    p_challenger: np.ndarray,
+    *,
+    champion_version: str,
+    challenger_version: str,
+    days: int,
+    min_days: int,
+    min_gain: float,
+    mode: str,
+    resamples: int,
+    seed: int = 0,
+) -> LiveDecision:
+    """Judge the challenger on the rows both versions scored over ``days`` closed days: ``users`` [N] (a user id per
+    row; a user's rows are resampled together), ``labels`` [N] 0/1 purchases, each version's p_purchase [N].
+
+    ``promote`` (``mode`` auto) or ``recommend`` (``mode`` recommend) when its purchase ROC-AUC beats the
+    champion's by at least ``min_gain`` and the 95% paired bootstrap interval of the difference lies above
+    zero; ``hold`` otherwise; ``wait`` before ``min_days`` days.
+    """
+    from tasks.backtest_report import interval, weighted_auc_ap
+
+    if mode not in ("auto", "recommend"):
+        raise ValueError(f"mode must be auto or recommend, not {mode!r}")
+    y = np.asarray(labels, dtype=np.float64)
+    _, unit = np.unique(np.asarray(users), return_inverse=True)
+    n_users = int(unit.max()) + 1 if len(unit) else 0
+
+    def decided(
+        action: str, reason: str, champ: float | None = None, chal: float | None = None, iv=None
+    ) -> LiveDecision:
+        delta = None if champ is None or chal is None else chal - champ
+        return LiveDecision(action, champion_version, challenger_version, days, n_users, champ, chal, delta, iv, reason)
+
+    if days < min_days:
+        return decided("wait", f"{days} closed day(s) judged for both, {min_days} needed")
+    if len(y) == 0 or y.min() == y.max():
+        return decided("hold", "the judged rows hold a single class: ROC-AUC undefined")
+    s_champ = np.asarray(p_champion, dtype=np.float64)
+    s_chal = np.asarray(p_challenger, dtype=np.float64)
+    ones = np.ones((1, len(y)))
+    champ = float(weighted_auc_ap(y, s_champ, ones)[0][0])
+    chal = float(weighted_auc_ap(y, s_chal, ones)[0][0])
+    rng = np.random.default_rng(seed)
+    deltas = []
+    # Resamples in chunks: the [chunk, N] weights of a week of 100k users a day stay within memory.
+    for start in range(0, resamples, LIVE_BOOTSTRAP_CHUNK):
+        size = min(LIVE_BOOTSTRAP_CHUNK, resamples - start)
+        counts = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=size).astype(np.float64)[:, unit]
+        deltas.append(weighted_auc_ap(y, s_chal, counts)[0] - weighted_auc_ap(y, s_champ, counts)[0])
+    lo, hi = interval(np.concatenate(deltas))
+    delta = chal - champ
+    evidence = (
+        f"challenger v{challenger_version} purchase ROC-AUC {chal:.4f} vs champion v{champion_version} {champ:.4f} "
+        f"on {n_users} users over {days} days: difference {delta:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]"
     )
-    out = health_report(cfg, ds)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(health.as_json(), indent=2) + "\n")
-    return health
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_common_args(
-        argparse.ArgumentParser(prog="python -m tasks.outcomes", description=__doc__.splitlines()[0])
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_health = sub.add_parser("health", help="whether the champion is degraded at cutoff ds, and why")
-    p_health.add_argument("--ds", type=parse_ds, required=True, help="the cutoff YYYY-MM-DD")
-    args = parser.parse_args(argv)
-    health = nightly_health(config_from_args(args), args.ds)
-    print(health.describe())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    if delta >= min_gain and lo > 0:
+        action = "promote" if mode == "auto" else "recommend"
+        return decided(action, f"{evidence}; it beats the champion by >= {min_gain:.4f}", champ, chal, (lo, hi))
+    why = f"not better by >= {min_gain:.4f} with the interval above 0"
+    return decided("hold", f"{evidence}; {why}", champ, chal, (lo, hi))

@@ -9,6 +9,9 @@ one of newer data. The decision, both metrics and the reason are written as vers
 Before any of that, ``training_decision`` tells the training DAG whether a run would learn from anything
 the champion has not seen (other cutoffs or another label horizon); if not, training is skipped.
 
+``live_gate`` is the second gate, run nightly: it judges ``@challenger`` (scored in the shadow) against
+``@champion`` on realized outcomes of the same users and days (``gate.promote_on_live``).
+
 ``select`` comes first when the training DAG trains several candidate families: it picks one on the
 validation split (``training.selection``) and registers it; the gate then judges that version.
 
@@ -37,7 +40,14 @@ import pandas as pd
 
 from tasks.config import ConfigError, PipelineConfig, add_common_args, config_from_args, parse_ds, with_overrides
 from tasks.evaluate import GATE_METRIC, evaluate_intents
-from tasks.layers import training_set_manifest, training_set_split
+from tasks.layers import (
+    CUTOFF_KEY,
+    layer_root,
+    partition_day,
+    realized_partition,
+    training_set_manifest,
+    training_set_split,
+)
 from tasks.run_summary import metrics_text, mlflow_run_url
 from tasks.schema import LABEL_COLUMNS, PROBABILITY_COLUMNS
 
@@ -101,17 +111,20 @@ def _client(cfg: PipelineConfig):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def champion(cfg: PipelineConfig):
-    """The ModelVersion holding the champion alias, or None when there is none yet."""
+def _version_by_alias(cfg: PipelineConfig, alias: str):
     from mlflow.exceptions import MlflowException
 
-    client = _client(cfg)
     try:
-        return client.get_model_version_by_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias)
+        return _client(cfg).get_model_version_by_alias(cfg.mlflow.model_name, alias)
     except MlflowException as e:
         if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
         raise
+
+
+def champion(cfg: PipelineConfig):
+    """The ModelVersion holding the champion alias, or None when there is none yet."""
+    return _version_by_alias(cfg, cfg.mlflow.champion_alias)
 
 
 @dataclass(frozen=True)
@@ -484,6 +497,78 @@ def tag_version(
         "test_purchase_roc_auc": f"{test_metrics.get('purchase_roc_auc', math.nan):.6f}",
     }.items():
         client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
+
+
+def challenger(cfg: PipelineConfig):
+    """The ModelVersion holding @challenger, or None."""
+    return _version_by_alias(cfg, CHALLENGER_ALIAS)
+
+
+def realized_pairs(cfg: PipelineConfig, champion_version: str, challenger_version: str) -> tuple[pd.DataFrame, int]:
+    """The rows both versions scored on the closed days they were both judged on (``realized/``): ds, user_id,
+    label_purchase, p_champion, p_challenger; and the number of those days."""
+    frames = []
+    for folder in sorted(layer_root(cfg, "realized").glob(f"{CUTOFF_KEY}=*")):
+        day = partition_day(folder.name, CUTOFF_KEY)
+        paths = {role: realized_partition(cfg, day, role) for role in ("champion", "challenger")} if day else {}
+        if not paths or not all(p.is_dir() for p in paths.values()):
+            continue
+        champ = pd.read_parquet(paths["champion"])
+        chal = pd.read_parquet(paths["challenger"])
+        champ = champ[champ["model_version"].astype(str) == champion_version]
+        chal = chal[chal["model_version"].astype(str) == challenger_version]
+        both = champ.merge(chal, on="user_id", suffixes=("_champion", "_challenger"))
+        if both.empty:
+            continue
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ds": day,
+                    "user_id": both["user_id"],
+                    "label_purchase": both["label_purchase_champion"],
+                    "p_champion": both["p_purchase_champion"],
+                    "p_challenger": both["p_purchase_challenger"],
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(columns=["ds", "user_id", "label_purchase", "p_champion", "p_challenger"]), 0
+    return pd.concat(frames, ignore_index=True), len(frames)
+
+
+def live_gate(cfg: PipelineConfig):
+    """Judge @challenger against @champion on realized outcomes (``tasks.outcomes.live_decision``) and record the
+    decision as tags of the challenger's version; with ``gate.promote_on_live: auto`` a winning challenger takes
+    @champion (and the champion it replaced is tagged). None when there is nothing to compare or it is off."""
+    from tasks.outcomes import live_decision
+
+    g = cfg.gate
+    champ, chal = champion(cfg), challenger(cfg)
+    if g.promote_on_live == "off" or champ is None or chal is None:
+        return None
+    rows, days = realized_pairs(cfg, str(champ.version), str(chal.version))
+    decision = live_decision(
+        rows["user_id"].to_numpy(),
+        rows["label_purchase"].to_numpy(),
+        rows["p_champion"].to_numpy(),
+        rows["p_challenger"].to_numpy(),
+        champion_version=str(champ.version),
+        challenger_version=str(chal.version),
+        days=days,
+        min_days=g.live_min_days,
+        min_gain=g.live_min_gain,
+        mode=g.promote_on_live,
+        resamples=g.live_resamples,
+    )
+    set_version_tags(cfg, str(chal.version), decision.tags())
+    if decision.action == "promote":
+        client = _client(cfg)
+        name = cfg.mlflow.model_name
+        client.set_registered_model_alias(name, cfg.mlflow.champion_alias, chal.version)
+        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+        set_version_tags(cfg, str(champ.version), {"replaced_by_live": str(chal.version)})
+    log.info("live gate: %s: %s", decision.action, decision.reason)
+    return decision
 
 
 def set_version_tags(cfg: PipelineConfig, version: str, tags: dict[str, str]) -> None:

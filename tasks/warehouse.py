@@ -47,7 +47,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
-from tasks.layers import scores_partition
+from tasks.layers import SCORING_ROLES, ScoringRole, scores_partition
 from tasks.schema import OUTCOME_COLUMNS, OUTCOME_KEY, SCORE_COLUMNS
 
 # Optional explanation columns (written by spark_jobs.score when the model supports them);
@@ -387,6 +387,8 @@ class Warehouse(abc.ABC):
         self.table = _ident(w.table, "table")
         self.latest_view = _ident(w.latest_view, "latest_view")
         self.summary_view = _ident(w.summary_view, "summary_view")
+        self.shadow_table_name = w.shadow_table
+        self.shadow_table = _ident(w.shadow_table, "shadow_table")
         self.outcomes_table_name = w.outcomes_table
         self.outcomes_table = _ident(w.outcomes_table, "outcomes_table")
         self.health_view = _ident(w.health_view, "health_view")
@@ -427,6 +429,11 @@ class Warehouse(abc.ABC):
             "count(DISTINCT model_version) AS n_model_versions, min(scored_at) AS scored_at, "
             "min(pipeline_run_id) AS pipeline_run_id "
             f"FROM {self.table} GROUP BY ds",
+            f"CREATE TABLE IF NOT EXISTS {self.shadow_table} (\n  {cols},\n  PRIMARY KEY (ds, user_id)\n)",
+            *(
+                f"ALTER TABLE {self.shadow_table} ADD COLUMN IF NOT EXISTS {c} {types[t]}"
+                for c, t in OPTIONAL_SCORE_COLUMNS.items()
+            ),
             *self._outcome_ddl_statements(),
         ]
 
@@ -478,10 +485,21 @@ class Warehouse(abc.ABC):
     def _after_delete(self, ds: dt.date) -> None:  # noqa: B027  (a hook that does nothing unless overridden)
         """Runs inside every swap transaction between the delete and the insert (a crash-test seam)."""
 
-    def replace_partition(self, ds: dt.date, rows: pa.Table) -> int:
-        """Replace partition ``ds`` with ``rows`` (validated first); returns the rows now in it."""
+    def scores_table(self, role: str) -> str:
+        """The scores table of a scoring role: the champion's readers' table, or the challenger's shadow table."""
+        if role not in SCORING_ROLES:
+            raise ValueError(f"unknown scoring role {role!r}; known: {', '.join(SCORING_ROLES)}")
+        return self.table_name if role == "champion" else self.shadow_table_name
+
+    def replace_partition(self, ds: dt.date, rows: pa.Table, role: str = "champion") -> int:
+        """Replace partition ``ds`` of the role's scores table (the challenger's: the shadow table) with ``rows``
+        (validated first); returns the rows now in it."""
         table = validate_scores(ds, rows)
-        return self._swap_rows(self.table_name, list(WAREHOUSE_COLUMNS), ds, table)
+        return self._swap_rows(self.scores_table(role), list(WAREHOUSE_COLUMNS), ds, table)
+
+    def drop_partition(self, ds: dt.date, role: str = "champion") -> None:
+        """Delete partition ``ds`` of the role's scores table (a night without a challenger leaves no shadow rows)."""
+        self._swap_rows(self.scores_table(role), list(WAREHOUSE_COLUMNS), ds, ARROW_SCHEMA.empty_table())
 
     def replace_outcomes(self, ds: dt.date, rows: pa.Table) -> int:
         """Replace every outcome row of ``ds`` with ``rows`` (validated first); returns the rows now in that ds."""
@@ -513,8 +531,9 @@ class Warehouse(abc.ABC):
             for r in rows
         ]
 
-    def row_count(self, ds: dt.date) -> int:
-        return int(self._query(f"SELECT count(*) FROM {self.table} WHERE ds = {self._p}", [ds])[0][0])
+    def row_count(self, ds: dt.date, role: str = "champion") -> int:
+        table = _ident(self.scores_table(role), "table")
+        return int(self._query(f"SELECT count(*) FROM {table} WHERE ds = {self._p}", [ds])[0][0])
 
     def top_users(self, ds: dt.date, n: int = 5) -> list[tuple[str, float]]:
         """The ``n`` users most likely to purchase on ``ds``, best first (ties by user_id)."""
@@ -529,8 +548,9 @@ class Warehouse(abc.ABC):
             )
         ]
 
-    def partitions(self) -> list[dt.date]:
-        return [r[0] for r in self._query(f"SELECT DISTINCT ds FROM {self.table} ORDER BY ds", [])]
+    def partitions(self, role: str = "champion") -> list[dt.date]:
+        table = _ident(self.scores_table(role), "table")
+        return [r[0] for r in self._query(f"SELECT DISTINCT ds FROM {table} ORDER BY ds", [])]
 
 
 # One DuckDB database instance is shared by every connection of a process, so in-process writers
@@ -714,10 +734,10 @@ class PostgresWarehouse(Warehouse):
             return con.execute(sql, params).fetchall()
 
 
-def read_scores_partition(cfg: PipelineConfig, ds: dt.date) -> tuple[pa.Table, int]:
-    """Read scores/ds=<ds>/*.parquet; the ds column (a Hive partition key, absent from the files) is
-    added from the folder. Returns the rows and the number of files."""
-    folder = scores_partition(cfg, ds)
+def read_scores_partition(cfg: PipelineConfig, ds: dt.date, role: ScoringRole = "champion") -> tuple[pa.Table, int]:
+    """Read scores/ds=<ds>/*.parquet (the challenger's: scores_shadow/); the ds column (a Hive partition key,
+    absent from the files) is added from the folder. Returns the rows and the number of files."""
+    folder = scores_partition(cfg, ds, role)
     files = sorted(p for p in folder.glob("*.parquet") if p.is_file())
     if not files:
         raise FileNotFoundError(
@@ -733,20 +753,19 @@ def read_scores_partition(cfg: PipelineConfig, ds: dt.date) -> tuple[pa.Table, i
     return rows, len(files)
 
 
-def load_scores(cfg: PipelineConfig, ds: dt.date) -> LoadReport:
-    """Load the scores staging partition of ``ds`` into the warehouse, replacing that ds."""
-    rows, n_files = read_scores_partition(cfg, ds)
+def load_scores(cfg: PipelineConfig, ds: dt.date, role: ScoringRole = "champion") -> LoadReport:
+    """Load the scores staging partition of ``ds`` into the warehouse, replacing that ds. The challenger's
+    (``scores_shadow/``) go to the shadow table; without a shadow partition for ``ds`` (no challenger that
+    night) the shadow table's rows of ``ds`` are removed, so a rerun leaves what that night scored."""
     wh = Warehouse.from_config(cfg)
     wh.ensure_schema()
-    n = wh.replace_partition(ds, rows)
-    return LoadReport(
-        ds=ds,
-        backend=wh.backend,
-        table=cfg.warehouse.table,
-        rows=n,
-        files=n_files,
-        source=str(scores_partition(cfg, ds)),
-    )
+    source = scores_partition(cfg, ds, role)
+    if role == "challenger" and not any(source.glob("*.parquet")):
+        wh.drop_partition(ds, role)
+        return LoadReport(ds=ds, backend=wh.backend, table=wh.shadow_table_name, rows=0, files=0, source=str(source))
+    rows, n_files = read_scores_partition(cfg, ds, role)
+    n = wh.replace_partition(ds, rows, role)
+    return LoadReport(ds=ds, backend=wh.backend, table=wh.scores_table(role), rows=n, files=n_files, source=str(source))
 
 
 class QueryError(WarehouseError):

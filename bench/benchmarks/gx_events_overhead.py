@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import statistics
-import time
 from pathlib import Path
 
 from bench.data import EVENTS_PER_USER_DAY, events_rows, link_events, synthetic_events
-from bench.harness import r, timed, workdir
-from tasks.config import REPO_ROOT
+from bench.harness import cold_python, r, timed, workdir
 from tests.helpers.config import isolated_config
 
 # One pipeline step in a fresh Python process, as an Airflow task runs it: the JVM start, imports and
@@ -61,21 +59,7 @@ COLD_VARIANTS: dict[str, dict] = {
 def cold_step(var: Path, variant: str, step: str, *args: str) -> tuple[float, float]:
     """(wall s, CPU s) of ``_COLD_STEP`` ``step`` in a fresh interpreter under ``COLD_VARIANTS[variant]``
     (the class archive is the one under ``var``); wall includes its start-up."""
-    import json
-    import subprocess
-    import sys
-
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", _COLD_STEP, str(var), variant, step, *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"cold {step} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return wall, json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"]
+    return cold_python(_COLD_STEP, str(var), variant, step, *args)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -50,6 +50,7 @@ for dag_id, dag in bag.dags.items():
                 "owner": t.owner,
                 "has_callback": bool(t.on_failure_callback),
                 "type": type(t).__name__,
+                "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
                 "doc": bool(t.doc_md),
                 "application": getattr(t, "application", None),
                 "args": [str(a) for a in getattr(t, "application_args", None) or []],
@@ -145,12 +146,19 @@ def test_nightly_order(parsed):
         "build_features",
         "validate_features",
     ]
-    assert _chain(tasks, "score") == [
-        "score",
+    # The challenger scores in the shadow after the champion, and its rows are loaded with the champion's.
+    assert tasks["score"]["down"] == ["has_challenger", "validate_scores"]
+    assert tasks["has_challenger"]["down"] == ["score_challenger"]
+    assert tasks["score_challenger"]["down"] == ["load_warehouse"]
+    # A night without a challenger skips score_challenger; the load must still run (but not after a failure).
+    assert tasks["load_warehouse"]["trigger_rule"] == "none_failed"
+    assert tasks["score_challenger"]["args"][-2:] == ["--role", "challenger"]
+    assert _chain(tasks, "validate_scores") == [
         "validate_scores",
         "load_warehouse",
         "publish",
         "evaluate_outcomes",
+        "judge_challenger",
         "model_health",
     ]
     assert _chain(tasks, "check_drift") == [
@@ -158,6 +166,7 @@ def test_nightly_order(parsed):
         "load_warehouse",
         "publish",
         "evaluate_outcomes",
+        "judge_challenger",
         "model_health",
     ]
     assert set(tasks) == {
@@ -172,7 +181,10 @@ def test_nightly_order(parsed):
         "load_warehouse",
         "publish",
         "evaluate_outcomes",
+        "judge_challenger",
         "model_health",
+        "score_challenger",
+        "has_challenger",
     }
 
 

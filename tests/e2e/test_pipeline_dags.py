@@ -240,8 +240,30 @@ def test_one_row_per_active_user(demo, env):
     assert n == distinct == features["user_id"].nunique() == len(features)
 
 
-def test_rerun_leaves_one_copy(airflow, env):
+def _register_a_challenger(cfg) -> str:
+    """Register a candidate the selection did not choose and give it @challenger, as a rejected retrain would."""
+    import mlflow
+
+    from tasks.models.pyfunc import MODEL_ARTIFACT
+    from tasks.registry import mlflow_store
+
+    with mlflow_store(cfg) as client:
+        champion = client.get_model_version_by_alias(cfg.mlflow.model_name, "champion")
+        table = json.loads(champion.tags["selection_candidates"])
+        other = next(c for c in table if c["run_id"] != champion.run_id)
+        version = str(mlflow.register_model(f"runs:/{other['run_id']}/{MODEL_ARTIFACT}", cfg.mlflow.model_name).version)
+        client.set_registered_model_alias(cfg.mlflow.model_name, "challenger", version)
+    return version
+
+
+def test_rerun_leaves_one_copy_and_scores_a_challenger_only_in_the_shadow(airflow, env):
+    from mlflow import MlflowClient
+
     _, cfg = env
+    champion = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri).get_model_version_by_alias(
+        cfg.mlflow.model_name, "champion"
+    )
+    challenger = _register_a_challenger(cfg)
     earlier = LAST_DS - dt.timedelta(days=1)
     before = _rows(cfg, f"select count(*) from intent_scores where ds = '{LAST_DS}'")
     earlier_before = _rows(
@@ -259,6 +281,16 @@ def test_rerun_leaves_one_copy(airflow, env):
     assert _rows(cfg, "select ds, model_version, n_users, purchase_roc_auc from intent_score_outcomes") == (
         outcomes_before
     )
+    # The challenger scored the same users into the shadow table; readers' table and views show the champion only.
+    shadow = _rows(cfg, f"select model_version, count(*) from intent_scores_shadow where ds = '{LAST_DS}' group by 1")
+    assert shadow == [(challenger, after[0][0])]
+    for table in ("intent_scores", "intent_scores_latest"):
+        assert _rows(cfg, f"select distinct model_version from {table}") == [(str(champion.version),)], table
+    # Judged on no closed day beside the champion yet: the live comparison waits, and says so on the version.
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    tags = client.get_model_version(cfg.mlflow.model_name, challenger).tags
+    assert (tags["live_decision"], tags["live_days"]) == ("wait", "0")
+    client.delete_registered_model_alias(cfg.mlflow.model_name, "challenger")
 
 
 def test_bad_day_stops_the_run_and_writes_nothing(airflow, env):

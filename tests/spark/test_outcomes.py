@@ -10,14 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from spark_jobs.outcomes import run
-from tasks.layers import features_partition, scores_partition
+from tasks.layers import features_partition, realized_partition, scores_partition
 from tasks.warehouse import Warehouse, load_scores
 from tests.helpers.events import ev, write_events_layer
 
 D10, D11, D12, D13 = (dt.date(2026, 1, d) for d in (10, 11, 12, 13))
 
 
-def _stage_scores(cfg, ds: dt.date, rows: list[tuple[str, float, list[str] | None]]) -> None:
+def _stage_scores(
+    cfg, ds: dt.date, rows: list[tuple[str, float, list[str] | None]], role: str = "champion", version: str = "4"
+) -> None:
     """Score rows as spark_jobs.score stages them (user, p_purchase, top_categories), loaded into the warehouse."""
     n = len(rows)
     table = pa.table(
@@ -27,7 +29,7 @@ def _stage_scores(cfg, ds: dt.date, rows: list[tuple[str, float, list[str] | Non
             "p_cart": [0.5] * n,
             "p_fav": [0.2] * n,
             "model_name": ["purchase_intent"] * n,
-            "model_version": ["4"] * n,
+            "model_version": [version] * n,
             "model_run_id": ["r"] * n,
             "scored_at": pa.array([dt.datetime.combine(ds, dt.time(), tzinfo=dt.UTC)] * n, pa.timestamp("us", "UTC")),
             "pipeline_run_id": ["test"] * n,
@@ -35,10 +37,10 @@ def _stage_scores(cfg, ds: dt.date, rows: list[tuple[str, float, list[str] | Non
             "reasons": pa.array([None] * n, pa.list_(pa.string())),
         }
     )
-    folder = scores_partition(cfg, ds)
+    folder = scores_partition(cfg, ds, role)
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "part-0.parquet")
-    load_scores(cfg, ds)
+    load_scores(cfg, ds, role)
 
 
 def _candidates(cfg, ds: dt.date, pairs: list[tuple[str, str]]) -> None:
@@ -146,3 +148,24 @@ def test_a_closed_day_waits_for_its_label_events_and_is_judged_when_they_land(sp
     assert (row["n_users"], row["n_buyers"], row["purchase_roc_auc"]) == (2, 1, 0.5)
     # ds 11 kept its rows from the earlier night.
     assert wh.outcomes(D11)[0]["pipeline_run_id"] == "night-12"
+
+
+def test_a_shadow_challenger_is_judged_on_the_same_day_beside_the_champion(spark, scored):
+    cfg = scored
+    # The challenger ranks the buyers u1 and u3 above everyone: ROC-AUC 1.
+    _stage_scores(
+        cfg, D11, [("u1", 0.9, None), ("u2", 0.2, None), ("u3", 0.7, None), ("u4", 0.1, None)], "challenger", "5"
+    )
+    run(cfg, D12, "night-12", spark=spark)
+    champion, challenger = sorted(Warehouse.from_config(cfg).outcomes(D11), key=lambda r: r["role"])[::-1]
+    assert (champion["role"], champion["model_version"], champion["purchase_roc_auc"]) == ("champion", "4", 0.75)
+    assert (challenger["role"], challenger["model_version"], challenger["purchase_roc_auc"]) == ("challenger", "5", 1.0)
+    assert challenger["n_buyers_unscored"] == champion["n_buyers_unscored"] == 1
+    # Each scored user's p_purchase beside their purchase, per role, for the live comparison.
+    realized = {
+        role: pq.read_table(realized_partition(cfg, D11, role)).to_pandas().set_index("user_id").sort_index()
+        for role in ("champion", "challenger")
+    }
+    assert realized["challenger"]["p_purchase"].to_dict() == {"u1": 0.9, "u2": 0.2, "u3": 0.7, "u4": 0.1}
+    assert realized["champion"]["label_purchase"].to_dict() == {"u1": 1, "u2": 0, "u3": 1, "u4": 0}
+    assert set(realized["champion"]["model_version"]) == {"4"}

@@ -316,3 +316,38 @@ def test_arrow_backed_rows_predict_like_plain_lists(champion):
             None if v is None else list(v) for v in checked[col]
         ]
     assert direct[TOP_CATEGORIES_COLUMN].notna().sum() > 0
+
+
+def test_a_challenger_scores_in_the_shadow_that_readers_never_see(spark, champion):
+    cfg, ts, result = champion
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    _write_features(cfg, ts, OTHER_DS)
+    assert run(cfg, OTHER_DS, "night", spark=spark) is not None
+    load_scores(cfg, OTHER_DS)
+    wh = Warehouse.from_config(cfg)
+    readers = (
+        f"SELECT count(*) FROM {cfg.warehouse.table} WHERE ds = '{OTHER_DS}'",
+        f"SELECT count(*) FROM {cfg.warehouse.latest_view} WHERE ds = '{OTHER_DS}'",
+        f"SELECT sum(n_users) FROM {cfg.warehouse.summary_view} WHERE ds = '{OTHER_DS}'",
+    )
+    before = [wh._query(sql, []) for sql in readers]
+    # The same version holds both aliases here, so its shadow scores must equal the champion's row for row.
+    client.set_registered_model_alias(cfg.mlflow.model_name, "challenger", result.model_version)
+    try:
+        shadow = run(cfg, OTHER_DS, "night", spark=spark, role="challenger")
+        assert shadow is not None and shadow.path == scores_partition(cfg, OTHER_DS, "challenger")
+        mine = _read_scores(cfg, OTHER_DS).sort_values("user_id").reset_index(drop=True)
+        theirs = pq.read_table(shadow.path).to_pandas().sort_values("user_id").reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine[list(PROBABILITY_COLUMNS)], theirs[list(PROBABILITY_COLUMNS)])
+        report = load_scores(cfg, OTHER_DS, "challenger")
+        assert (report.table, report.rows) == (cfg.warehouse.shadow_table, len(mine))
+        assert wh.row_count(OTHER_DS, "challenger") == len(mine)
+        assert [wh._query(sql, []) for sql in readers] == before
+    finally:
+        client.delete_registered_model_alias(cfg.mlflow.model_name, "challenger")
+    # Without a challenger the night's shadow partition and shadow rows are removed, nothing else.
+    assert run(cfg, OTHER_DS, "night-2", spark=spark, role="challenger") is None
+    assert not scores_partition(cfg, OTHER_DS, "challenger").exists()
+    assert load_scores(cfg, OTHER_DS, "challenger").rows == 0
+    assert wh.row_count(OTHER_DS, "challenger") == 0
+    assert [wh._query(sql, []) for sql in readers] == before

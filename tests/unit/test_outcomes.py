@@ -236,7 +236,7 @@ def test_nightly_health_reads_the_champions_outcomes_and_writes_its_report(tmp_p
     import pyarrow as pa
 
     from tasks.layers import health_report
-    from tasks.outcomes import nightly_health
+    from tasks.monitoring import nightly_health
     from tasks.registry import mlflow_store
     from tasks.warehouse import Warehouse
     from tests.helpers.config import isolated_config
@@ -263,3 +263,88 @@ def test_nightly_health_reads_the_champions_outcomes_and_writes_its_report(tmp_p
     assert json.loads(health_report(cfg, D(2026, 1, 15)).read_text())["degraded"] is True
     # A day judged at or after the cutoff is not part of this cutoff's history.
     assert nightly_health(cfg, D(2026, 1, 14)).recent[-1][0] == "2026-01-13"
+
+
+def _live(p_challenger_noise: float, *, days: int = 7, mode: str = "auto", min_gain: float = 0.005, seed: int = 1):
+    """A week of 400 users a day: the champion's p_purchase is the signal plus noise 1.0; the challenger's noise
+    is ``p_challenger_noise`` (less noise, better ranking)."""
+    from tasks.outcomes import live_decision
+
+    rng = np.random.default_rng(seed)
+    users = np.tile(np.arange(400), days)
+    signal = rng.normal(size=len(users))
+    labels = (signal + rng.normal(scale=0.8, size=len(users)) > 1.0).astype(int)
+    champion = signal + rng.normal(scale=1.0, size=len(users))
+    challenger = signal + rng.normal(scale=p_challenger_noise, size=len(users))
+    return live_decision(
+        users,
+        labels,
+        1 / (1 + np.exp(-champion)),
+        1 / (1 + np.exp(-challenger)),
+        champion_version="3",
+        challenger_version="5",
+        days=days,
+        min_days=7,
+        min_gain=min_gain,
+        mode=mode,
+        resamples=200,
+    )
+
+
+def test_live_promotion_rule_promotes_a_clearly_better_challenger():
+    decision = _live(0.3)
+    assert decision.action == "promote"
+    assert decision.delta_auc == pytest.approx(decision.challenger_auc - decision.champion_auc)
+    assert decision.delta_auc > 0.05 and decision.interval[0] > 0
+    assert decision.users == 400 and decision.days == 7
+    tags = decision.tags()
+    assert tags["live_decision"] == "promote" and tags["live_champion_version"] == "3"
+    assert tags["live_reason"].startswith("challenger v5 purchase ROC-AUC ")
+
+
+def test_live_promotion_rule_only_recommends_when_told_so():
+    assert _live(0.3, mode="recommend").action == "recommend"
+
+
+def test_live_promotion_rule_holds_an_equal_or_worse_challenger_and_waits_for_enough_days():
+    same = _live(1.0)
+    assert same.action == "hold"
+    assert same.interval[0] <= 0 or same.delta_auc < 0.005
+    assert _live(2.0).action == "hold"
+    # Better, but not by the required margin.
+    assert _live(0.3, min_gain=0.5).action == "hold"
+    waiting = _live(0.3, days=3)
+    assert (waiting.action, waiting.delta_auc) == ("wait", None)
+    assert waiting.reason == "3 closed day(s) judged for both, 7 needed"
+
+
+def test_live_paired_bootstrap_resamples_users_not_rows():
+    from tasks.outcomes import live_decision
+
+    # 20 users with 50 scored days each: the challenger ranks one half of the users' days much better and the
+    # other half much worse. Resampling users (a user's days together) sees that the verdict hangs on which
+    # users happen to be in the sample; resampling rows would take 1,000 independent rows for evidence.
+    rng = np.random.default_rng(4)
+    users = np.repeat(np.arange(20), 50)
+    labels = rng.integers(0, 2, size=1000)
+    helps = np.where(users % 2 == 0, 1.0, -1.0)
+    champion = labels + rng.normal(scale=1.0, size=1000)
+    challenger = labels * (1 + 2.0 * helps) + rng.normal(scale=1.0, size=1000)
+
+    def width(unit: np.ndarray) -> float:
+        d = live_decision(
+            unit,
+            labels,
+            1 / (1 + np.exp(-champion)),
+            1 / (1 + np.exp(-challenger)),
+            champion_version="1",
+            challenger_version="2",
+            days=7,
+            min_days=7,
+            min_gain=0.0,
+            mode="auto",
+            resamples=300,
+        )
+        return d.interval[1] - d.interval[0]
+
+    assert width(users) > 2 * width(np.arange(1000))

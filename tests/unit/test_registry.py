@@ -223,3 +223,118 @@ def test_cli_gate_and_show(cfg, assets, tmp_path, capsys):
     assert listed == show(cfg)
     assert listed[0]["version"] == v1 and listed[0]["aliases"] == [cfg.mlflow.champion_alias]
     assert listed[0]["tags"]["gate_decision"] == "promoted"
+
+
+def _bare_versions(cfg, n: int) -> list[str]:
+    """``n`` registered versions (no model files: the live gate reads realized outcomes, never the models)."""
+    from tasks.registry import mlflow_store
+
+    with mlflow_store(cfg) as client:
+        exp = client.create_experiment(cfg.mlflow.experiment, artifact_location=cfg.mlflow.artifact_location)
+        client.create_registered_model(cfg.mlflow.model_name)
+        versions = []
+        for _ in range(n):
+            with mlflow.start_run(experiment_id=exp) as run:
+                mv = client.create_model_version(cfg.mlflow.model_name, f"{run.info.artifact_uri}/m", run.info.run_id)
+            versions.append(str(mv.version))
+    return versions
+
+
+def _realized(cfg, days: int, champion: str, challenger: str, challenger_noise: float, first: int = 0) -> None:
+    """Realized rows of 300 users on ``days`` days from 2026-01-10 + ``first``, as spark_jobs.outcomes writes them."""
+    import datetime as dt
+    import shutil
+
+    import numpy as np
+
+    from tasks.layers import realized_partition
+
+    rng = np.random.default_rng(first)
+    for d in range(first, first + days):
+        ds = dt.date(2026, 1, 10) + dt.timedelta(days=d)
+        signal = rng.normal(size=300)
+        label = (signal + rng.normal(scale=0.8, size=300) > 1.0).astype(int)
+        users = [f"u{i}" for i in range(300)]
+        for role, version, noise in (("champion", champion, 1.0), ("challenger", challenger, challenger_noise)):
+            folder = realized_partition(cfg, ds, role)
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            pd.DataFrame(
+                {
+                    "user_id": users,
+                    "model_name": cfg.mlflow.model_name,
+                    "model_version": version,
+                    "p_purchase": 1 / (1 + np.exp(-(signal + rng.normal(scale=noise, size=300)))),
+                    "label_purchase": label,
+                }
+            ).to_parquet(folder / "part-0.parquet", index=False)
+
+
+@pytest.mark.parametrize("mode", ["auto", "recommend"])
+def test_live_gate_promotes_or_recommends_a_challenger_that_wins_on_realized_outcomes(tmp_path, mode):
+    from tasks.registry import challenger, champion, live_gate
+    from tests.helpers.config import isolated_config
+
+    cfg = isolated_config(tmp_path / "var", gate={"promote_on_live": mode, "live_min_days": 5})
+    old, new = _bare_versions(cfg, 2)
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    assert live_gate(cfg) is None  # no champion, no challenger
+    client.set_registered_model_alias(cfg.mlflow.model_name, "champion", old)
+    client.set_registered_model_alias(cfg.mlflow.model_name, "challenger", new)
+    _realized(cfg, 4, old, new, challenger_noise=0.3)
+    waiting = live_gate(cfg)
+    assert (waiting.action, waiting.days) == ("wait", 4)
+    assert client.get_model_version(cfg.mlflow.model_name, new).tags["live_decision"] == "wait"
+    # A fifth day whose champion rows are another version's (scored before an alias moved) does not count.
+    _realized(cfg, 1, "9", new, challenger_noise=0.3, first=4)
+    assert live_gate(cfg).days == 4
+    _realized(cfg, 1, old, new, challenger_noise=0.3, first=4)
+    decision = live_gate(cfg)
+    assert decision.days == 5 and decision.delta_auc > 0 and decision.interval[0] > 0
+    tags = client.get_model_version(cfg.mlflow.model_name, new).tags
+    assert tags["live_decision"] == decision.action == ("promote" if mode == "auto" else "recommend")
+    if mode == "auto":
+        assert (str(champion(cfg).version), challenger(cfg)) == (new, None)
+        assert client.get_model_version(cfg.mlflow.model_name, old).tags["replaced_by_live"] == new
+    else:
+        assert (str(champion(cfg).version), str(challenger(cfg).version)) == (old, new)
+
+
+def test_live_gate_holds_a_challenger_that_does_not_win(tmp_path):
+    from tasks.registry import champion, live_gate
+    from tests.helpers.config import isolated_config
+
+    cfg = isolated_config(tmp_path / "var", gate={"promote_on_live": "auto", "live_min_days": 5})
+    old, new = _bare_versions(cfg, 2)
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    client.set_registered_model_alias(cfg.mlflow.model_name, "champion", old)
+    client.set_registered_model_alias(cfg.mlflow.model_name, "challenger", new)
+    _realized(cfg, 6, old, new, challenger_noise=2.0)
+    decision = live_gate(cfg)
+    assert decision.action == "hold" and decision.delta_auc < 0
+    assert str(champion(cfg).version) == old
+    off = isolated_config(tmp_path / "var", gate={"promote_on_live": "off"})
+    assert live_gate(off) is None
+
+
+def test_a_night_without_challenger_clears_its_stale_shadow_partition(tmp_path):
+    import datetime as dt
+
+    from tasks.layers import scores_partition
+    from tasks.monitoring import shadow_needed
+    from tests.helpers.config import isolated_config
+
+    cfg = isolated_config(tmp_path / "var")
+    ds = dt.date(2026, 1, 15)
+    stale = scores_partition(cfg, ds, "challenger")
+    stale.mkdir(parents=True)
+    (stale / "part-0.parquet").write_bytes(b"left by an earlier run of the night")
+    (version,) = _bare_versions(cfg, 1)
+    MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri).set_registered_model_alias(
+        cfg.mlflow.model_name, "challenger", version
+    )
+    assert shadow_needed(cfg, ds) and stale.is_dir()
+    MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri).delete_registered_model_alias(
+        cfg.mlflow.model_name, "challenger"
+    )
+    assert not shadow_needed(cfg, ds) and not stale.exists()

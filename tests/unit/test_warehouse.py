@@ -77,6 +77,7 @@ def _cfg(tmp_path: Path, url: str, monitoring: dict | None = None, **warehouse) 
             "table": f"scores_{suffix}",
             "latest_view": f"scores_{suffix}_latest",
             "summary_view": f"scores_{suffix}_summary",
+            "shadow_table": f"scores_{suffix}_shadow",
             "outcomes_table": f"outcomes_{suffix}",
             "health_view": f"outcomes_{suffix}_health",
             "lock_timeout_s": 60,
@@ -142,6 +143,27 @@ def test_rerun_replaces_partition_and_keeps_others(wh):
     pairs = zip(rows["user_id"].to_pylist(), rows["p_purchase"].to_pylist(), strict=True)
     expected = sorted(pairs, key=lambda t: (-t[1], t[0]))[:5]
     assert wh.top_users(D1, 5) == expected
+
+
+def test_shadow_rows_stay_out_of_the_scores_table_and_its_views(wh):
+    wh.ensure_schema()
+    wh.replace_partition(D1, make_rows(D1, 50, version="1"))
+    readers = (
+        f"SELECT count(*), sum(p_purchase) FROM {wh.table}",
+        f"SELECT count(*) FROM {wh.latest_view}",
+        f"SELECT n_users, n_model_versions FROM {wh.summary_view}",
+    )
+    before = [wh._query(sql, []) for sql in readers]
+    assert wh.replace_partition(D1, make_rows(D1, 60, version="2", seed=5), "challenger") == 60
+    assert wh.replace_partition(D2, make_rows(D2, 10, version="2"), "challenger") == 10
+    assert (wh.row_count(D1), wh.row_count(D1, "challenger")) == (50, 60)
+    assert wh.partitions("challenger") == [D1, D2]
+    assert [wh._query(sql, []) for sql in readers] == before
+    # A night without a challenger removes its shadow rows of that day only.
+    wh.drop_partition(D1, "challenger")
+    assert (wh.row_count(D1, "challenger"), wh.row_count(D2, "challenger"), wh.row_count(D1)) == (0, 10, 50)
+    with pytest.raises(ValueError, match="unknown scoring role 'shadow'"):
+        wh.row_count(D1, "shadow")
 
 
 def test_views(wh):
