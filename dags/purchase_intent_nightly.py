@@ -25,11 +25,15 @@ cleans the latest full day (`ds - 1`), builds point-in-time features at the cuto
 active user with `models:/purchase_intent@champion` and replaces the `ds` partition of the warehouse
 table `intent_scores`. A Great Expectations gate follows every layer it writes (events, features, scores).
 
-`evaluate_outcomes` runs last: once the label window of an earlier scored day has closed, it judges
-those scores against what users then did and writes the realized metrics to `intent_score_outcomes`
-(rolling means per model version in the view `intent_model_health`; README, "Is the model still good?").
-`model_health` then decides whether the champion has gone stale; only then does it update the asset that
-starts `purchase_intent_training` (otherwise it is skipped).
+While a version holds `@challenger`, `score_challenger` scores the same users with it into the shadow
+table `intent_scores_shadow`, which no view shows (`has_challenger` skips it otherwise).
+
+After the load, `evaluate_outcomes` judges every earlier scored day whose label window has closed against
+what users then did and writes the realized metrics (champion and shadow challenger) to
+`intent_score_outcomes` (rolling means per model version in the view `intent_model_health`; README, "Is the
+model still good?"). `judge_challenger` compares the challenger with the champion on those outcomes
+(`gate.promote_on_live`), and `model_health` decides whether the champion has gone stale; only then does it
+update the asset that starts `purchase_intent_training` (otherwise it is skipped).
 
 `check_drift` compares the cutoff's features with the champion's training reference beside `score`
 and must pass before the warehouse load: with `quality.drift_action: warn` it only reports, with

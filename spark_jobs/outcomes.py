@@ -9,9 +9,8 @@ user's lookback (``features/user_category/ds=<d>/``, the candidates the model ra
 also scored in the shadow (``scores_shadow/``) is judged for it too, on the same labels. The driver computes
 one row per model version and role (``tasks.outcomes.outcome_row``), keeps each scored user's p_purchase
 beside their purchase label in ``realized/ds=<d>/role=<role>/`` (the live comparison's input), replaces the
-day's rows of
-``warehouse.outcomes_table`` in one transaction and logs the metrics to MLflow
-(``mlflow.monitoring_experiment``, one run per day and version, with a plot of the version's trend).
+day's rows of ``warehouse.outcomes_table`` in one transaction and logs the metrics to MLflow
+(``mlflow.monitoring_experiment``, one run per day, version and role, with a plot of the version's trend).
 
     python -m spark_jobs.outcomes --ds 2026-01-15 --run-id manual
 """
@@ -170,7 +169,7 @@ def _write_realized(cfg: PipelineConfig, day: dt.date, role: ScoringRole, pdf) -
     tmp.rename(folder)
 
 
-def _trend_plot(cfg: PipelineConfig, wh: Warehouse, row: dict[str, Any], folder: Path) -> Path:
+def _trend_plot(wh: Warehouse, row: dict[str, Any], folder: Path) -> Path:
     """A PNG of the version's realized metrics over its closed days, read back from the warehouse."""
     import matplotlib
 
@@ -226,7 +225,7 @@ def log_to_mlflow(cfg: PipelineConfig, wh: Warehouse, row: dict[str, Any]) -> st
                 metrics=[mlflow.entities.Metric(k, v, stamp, row["ds"].toordinal()) for k, v in metrics.items()],
             )
             with tempfile.TemporaryDirectory() as tmp:
-                mlflow.log_artifact(str(_trend_plot(cfg, wh, row, Path(tmp))), artifact_path="outcomes")
+                mlflow.log_artifact(str(_trend_plot(wh, row, Path(tmp))), artifact_path="outcomes")
         return run.info.run_id
 
 

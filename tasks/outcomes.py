@@ -6,6 +6,10 @@ has closed: its end, the midnight of ``ds + horizon`` in ``pipeline.timezone``, 
 midnight. This module holds that rule and the metrics of one day (plain numpy over the joined rows);
 ``spark_jobs.outcomes`` builds the labels with the same Spark transforms that label the training sets and
 writes one row per ds, model version and role to the warehouse table ``warehouse.outcomes_table``.
+
+It also holds the two rules read from those outcomes: ``assess_health`` (has the champion gone stale, which
+triggers retraining; gathered by ``tasks.monitoring``) and ``live_decision`` (does the shadow challenger beat
+the champion on the same users and days; applied by ``tasks.registry.live_gate``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from tasks.evaluate import (
     lift_by_decile,
     reliability_curve,
 )
+from tasks.layers import SCORING_ROLES
 from tasks.schema import INTENTS, OUTCOME_COLUMNS
 
-ROLES = ("champion", "challenger")
 # Bootstrap resamples evaluated at once by live_decision.
 LIVE_BOOTSTRAP_CHUNK = 25
 
@@ -126,8 +130,8 @@ def outcome_row(
     ``probabilities`` and ``labels`` are [N, len(INTENTS)] in ``INTENTS`` order; ``top_categories`` and
     ``bought`` [N] as ``top_list_ranking`` reads them. An undefined metric (a day without buyers) is None.
     """
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    if role not in SCORING_ROLES:
+        raise ValueError(f"role must be one of {SCORING_ROLES}, not {role!r}")
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)

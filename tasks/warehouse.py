@@ -94,7 +94,7 @@ _SQL_TYPES = {
 }
 
 OUTCOME_NOT_NULL_COLUMNS = (*OUTCOME_KEY, "horizon_days", "n_users", "evaluated_at")
-OUTCOME_ROLES = ("champion", "challenger")
+OUTCOME_ROLES = SCORING_ROLES
 # Shares, rates, ranking and calibration metrics (a mean of probabilities included): [0, 1] where not null.
 OUTCOME_UNIT_COLUMNS = (
     "purchase_rate",
