@@ -39,6 +39,7 @@ from tasks.config import PipelineConfig, add_common_args, config_from_args, pars
 from tasks.errors import run_cli
 from tasks.layers import ScoringRole, features_partition, realized_partition, scores_partition
 from tasks.outcomes import days_to_evaluate, local_midnight, outcome_row
+from tasks.partitions import parquet_rows
 from tasks.schema import CANDIDATE_CATEGORY_COLUMN, INTENTS, LABEL_COLUMNS, PROBABILITY_COLUMNS, TOP_CATEGORIES_COLUMN
 from tasks.warehouse import Warehouse
 
@@ -77,9 +78,18 @@ def _fmt(value: float | None) -> str:
 
 
 def scored_with_labels(scores: DataFrame, labels: DataFrame) -> DataFrame:
-    """Every score row with the user's labels of the window (0 for a user who did nothing)."""
-    return scores.join(labels, "user_id", "left").select(
-        *scores.columns, *[F.coalesce(F.col(c), F.lit(0)).cast("int").alias(c) for c in LABEL_COLUMNS]
+    """Every score row with the user's labels of the window (0 for a user who did nothing), plus a row without
+    scores for each user who bought in the window but was not scored (new users the features could not see):
+    ``scored`` tells them apart, so one pass yields both."""
+    return (
+        scores.withColumn("scored", F.lit(True))
+        .join(labels, "user_id", "full")
+        .select(
+            *scores.columns,
+            F.coalesce(F.col("scored"), F.lit(False)).alias("scored"),
+            *[F.coalesce(F.col(c), F.lit(0)).cast("int").alias(c) for c in LABEL_COLUMNS],
+        )
+        .where(F.col("scored") | (F.col("label_purchase") == 1))
     )
 
 
@@ -89,11 +99,6 @@ def bought_in_lookback(category_labels: DataFrame, candidates: DataFrame) -> Dat
         candidates.select("user_id", CANDIDATE_CATEGORY_COLUMN).distinct(), ["user_id", CANDIDATE_CATEGORY_COLUMN]
     )
     return pairs.groupBy("user_id").agg(F.collect_set(CANDIDATE_CATEGORY_COLUMN).alias("bought"))
-
-
-def unscored_buyers(labels: DataFrame, scores: DataFrame) -> DataFrame:
-    """Users who bought in the window but have no score row (new users the features could not see)."""
-    return labels.where(F.col("label_purchase") == 1).join(scores.select("user_id"), "user_id", "left_anti")
 
 
 def evaluate_day(
@@ -127,8 +132,9 @@ def evaluate_day(
         joined = joined.withColumn("bought", F.lit(None).cast("array<string>"))
         if not has_top:
             joined = joined.withColumn(TOP_CATEGORIES_COLUMN, F.lit(None).cast("array<string>"))
-    n_unscored = unscored_buyers(labels, scores).count()
-    pdf = joined.toPandas()
+    everyone = joined.toPandas()
+    n_unscored = int((~everyone["scored"]).sum())
+    pdf = everyone[everyone["scored"]]
     _write_realized(cfg, day, role, pdf)
     k = min(cfg.training.category_eval_k, cfg.scoring.top_k_categories)
     rows = []
@@ -249,7 +255,7 @@ def run(cfg: PipelineConfig, cutoff: dt.date, run_id: str, spark: SparkSession |
             day_rows: list[dict[str, Any]] = []
             roles: list[ScoringRole] = ["champion", "challenger"] if day in shadow_days else ["champion"]
             for role in roles:
-                staged = spark.read.parquet(str(scores_partition(cfg, day, role))).count()
+                staged = parquet_rows(scores_partition(cfg, day, role)) or 0
                 loaded = wh.row_count(day, role)
                 if staged != loaded:
                     log.warning(

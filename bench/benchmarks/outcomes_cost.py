@@ -118,7 +118,12 @@ def run(args: argparse.Namespace) -> dict:
             "share of the features job (wall / CPU)": f"{100 * share_wall:.0f}% / {100 * share_cpu:.0f}%",
         },
     ]
-    met = "met" if max(share_wall, share_cpu) <= 0.10 else "NOT met"
+    verdict = (
+        "met"
+        if max(share_wall, share_cpu) <= 0.10
+        else "not shown by this benchmark alone: the whole nightly run at this scale (issue 28's benchmark) is "
+        "the denominator"
+    )
     notes = [
         "Each step runs in a fresh Python process, as an Airflow task does (JVM start, imports and first-call "
         f"compilation included); median of {reps} interleaved runs; CPU = Python + Spark JVM.",
@@ -131,9 +136,10 @@ def run(args: argparse.Namespace) -> dict:
         "their candidates' shares), staged and loaded like spark_jobs.score's: what the task costs does not depend "
         "on which model scored. The judged day's realized purchase ROC-AUC of that stand-in: "
         f"{row['purchase_roc_auc']:.3f} over {row['n_users']} users, {row['n_buyers']} buyers.",
-        "The nightly run also validates, drift-checks, scores and loads the same users, so a share of the features "
-        f"job alone bounds the share of the whole run from above. Target <= 10% of the nightly run: {met} "
-        f"(against the features job alone: {100 * share_wall:.0f}% wall, {100 * share_cpu:.0f}% CPU).",
+        "The nightly run also lands, cleans and gates the day, checks drift, scores and loads the same users, so "
+        "a share of the features job alone bounds the share of the whole run from above. Target <= 10% of the "
+        f"nightly run: {verdict} (against the features job alone: {100 * share_wall:.0f}% wall, "
+        f"{100 * share_cpu:.0f}% CPU).",
     ]
     return {
         "description": "The nightly realized-outcomes task on a ~100k-user scored day vs the features job of the "
