@@ -8,7 +8,7 @@ import datetime as dt
 import statistics
 from pathlib import Path
 
-from bench.data import EVENTS_PER_USER_DAY, events_rows, link_events, synthetic_events
+from bench.data import events_rows, link_events, synthetic_events
 from bench.harness import cold_python, r, workdir
 from tests.helpers.config import isolated_config
 
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> dict:
     with workdir("outcomes") as work:
         cfg = isolated_config(work / "var")
         fcfg = cfg.features
-        target = 50_000 if args.quick else 10_000_000
-        n_users = max(50, round(target * args.scale / (EVENTS_PER_USER_DAY * fcfg.lookback_days)))
+        # A 100k-user day (issue 27): ~31M events in the 30-day lookback at the generator's ~10.5 per user and day.
+        n_users = 150 if args.quick else max(50, round(100_000 * args.scale))
         # The lookback before ds, ds's label day, and nothing after: the run at ds + 1 judges ds.
         layer, _ = synthetic_events(cfg, n_users, fcfg.lookback_days + fcfg.horizon_days)
         link_events(cfg, layer)
