@@ -8,7 +8,7 @@ demo's metadata, which triggers real runs; it starts once the demo, which runs i
 from __future__ import annotations
 
 import os
-import shutil
+import sqlite3
 
 import pytest
 import yaml
@@ -38,7 +38,15 @@ def demo(env):
     environ, cfg = env
     proc = run(environ, "-m", "tasks.demo")
     # Later modules trigger and unpause DAGs (the browser test, as a user would): keep the state the demo left.
-    shutil.copyfile(cfg.paths.airflow_home / "airflow.db", demo_airflow_db(cfg))
+    # Through SQLite's backup API: Airflow runs the database in WAL mode, and the last commits of the stopped
+    # scheduler (a run marked successful) may still sit in airflow.db-wal, which a file copy would leave behind.
+    src = sqlite3.connect(cfg.paths.airflow_home / "airflow.db")
+    dst = sqlite3.connect(demo_airflow_db(cfg))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
     return proc.stdout
 
 
