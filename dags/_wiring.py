@@ -204,7 +204,8 @@ def trigger_reason(dag_run, triggering_asset_events=None) -> str:
     ]
     if reasons:
         return "model health degraded: " + "; ".join(reasons)
-    return str(getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", "manual")))
+    run_type = getattr(dag_run, "run_type", None) or "manual"
+    return str(getattr(run_type, "value", run_type))
 
 
 USER_DEFINED_MACROS = {"local_ds": local_ds, "run_cutoff": run_cutoff}

@@ -27,7 +27,6 @@ import contextlib
 import datetime as dt
 import functools
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,14 +87,6 @@ def role_alias(cfg: PipelineConfig, role: ScoringRole) -> str:
     from tasks.registry import CHALLENGER_ALIAS
 
     return cfg.mlflow.champion_alias if role == "champion" else CHALLENGER_ALIAS
-
-
-def resolve_challenger(cfg: PipelineConfig) -> ChampionRef | None:
-    """The version holding @challenger, pinned; None when no version holds it."""
-    try:
-        return resolve_champion(cfg, role_alias(cfg, "challenger"))
-    except ScoringError:
-        return None
 
 
 def resolve_champion(cfg: PipelineConfig, alias: str | None = None) -> ChampionRef:
@@ -458,20 +449,16 @@ def run(
     champion; replace scores/ds=<ds>/. With ``role="challenger"``: with the version holding @challenger, into
     scores_shadow/ds=<ds>/; without one, that partition is removed and None returned."""
     from spark_jobs.session import build_session
+    from tasks.monitoring import shadow_needed
 
     if not pipeline_run_id:
         raise ScoringError("pipeline_run_id must be a non-empty string (the orchestrator's run id)")
     src = features_partition(cfg, "user", ds)
     if not src.is_dir() or not any(src.glob("*.parquet")):
         raise ScoringError(f"no features for ds={ds}: {src} holds no Parquet files (run spark_jobs.features first)")
-    if role == "champion":
-        ref = resolve_champion(cfg)
-    else:
-        challenger = resolve_challenger(cfg)
-        if challenger is None:
-            shutil.rmtree(scores_partition(cfg, ds, role), ignore_errors=True)
-            return None
-        ref = challenger
+    if role == "challenger" and not shadow_needed(cfg, ds):
+        return None
+    ref = resolve_champion(cfg, role_alias(cfg, role))
     check_champion(cfg, ref)
     spark = spark or build_session(cfg, f"score-{ds}")
     features = spark.read.parquet(str(src))

@@ -66,8 +66,8 @@ def lift_by_decile(y: np.ndarray, p: np.ndarray, groups: int = 10) -> np.ndarray
         raise ValueError(f"labels and probabilities differ in length: {len(y)} vs {len(p)}")
     if len(y) == 0 or y.sum() == 0:
         return np.full(min(groups, max(len(y), 1)), np.nan)
-    # Sorted by -p, so the first group holds the highest scores.
-    parts = np.array_split(np.argsort(-p, kind="stable"), min(groups, len(y)))
+    # Bins of -p, so the first group holds the highest scores.
+    parts = _equal_mass_bins(-p, groups)
     return np.array([y[b].mean() for b in parts]) / y.mean()
 
 

@@ -27,12 +27,12 @@ CUTOFF_KEY = "ds"  # a cutoff / logical date (features, scores)
 SOURCE_KEY = "source"  # the exporter a raw file came from
 
 FeatureTable = Literal["user", "user_category"]
+FEATURE_TABLES: tuple[str, ...] = get_args(FeatureTable)
 
 # Whose scores: the champion's reach readers (scores/, intent_scores); the challenger's stay in the shadow
 # (scores_shadow/, the warehouse's shadow table), judged on realized outcomes only.
 ScoringRole = Literal["champion", "challenger"]
 SCORING_ROLES: tuple[str, ...] = get_args(ScoringRole)
-FEATURE_TABLES: tuple[str, ...] = get_args(FeatureTable)
 
 TRAINING_SET_MANIFEST = "manifest.json"
 # Sub-folder of a training set holding the user x category candidate rows of each split.
@@ -179,10 +179,15 @@ def training_set_manifest(set_dir: Path) -> Path:
     return Path(set_dir) / TRAINING_SET_MANIFEST
 
 
-def scores_root(cfg: PipelineConfig, role: ScoringRole = "champion") -> Path:
+def check_role(role: str) -> str:
+    """``role`` if it is a scoring role; a ValueError naming the known ones otherwise."""
     if role not in SCORING_ROLES:
         raise ValueError(f"unknown scoring role {role!r}; known: {', '.join(SCORING_ROLES)}")
-    return layer_root(cfg, "scores" if role == "champion" else "scores_shadow")
+    return role
+
+
+def scores_root(cfg: PipelineConfig, role: ScoringRole = "champion") -> Path:
+    return layer_root(cfg, "scores" if check_role(role) == "champion" else "scores_shadow")
 
 
 def scores_partition(cfg: PipelineConfig, ds: dt.date, role: ScoringRole = "champion") -> Path:
@@ -194,9 +199,7 @@ def scores_partition(cfg: PipelineConfig, ds: dt.date, role: ScoringRole = "cham
 def realized_partition(cfg: PipelineConfig, ds: dt.date, role: ScoringRole) -> Path:
     """``realized/ds=<ds>/role=<role>/``: each scored user's p_purchase beside what they did in the label window,
     written by spark_jobs.outcomes; the live comparison of champion and challenger reads it."""
-    if role not in SCORING_ROLES:
-        raise ValueError(f"unknown scoring role {role!r}; known: {', '.join(SCORING_ROLES)}")
-    return partition_dir(layer_root(cfg, "realized"), CUTOFF_KEY, ds) / partition_name("role", role)
+    return partition_dir(layer_root(cfg, "realized"), CUTOFF_KEY, ds) / partition_name("role", check_role(role))
 
 
 # Outside the layers, under paths.var_dir.
@@ -206,7 +209,7 @@ def drift_report(cfg: PipelineConfig, ds: dt.date) -> Path:
 
 
 def health_report(cfg: PipelineConfig, ds: dt.date) -> Path:
-    """``runs/health/<ds>.json``: the champion's health at a cutoff (tasks.outcomes.nightly_health)."""
+    """``runs/health/<ds>.json``: the champion's health at a cutoff (tasks.monitoring.nightly_health)."""
     return cfg.paths.runs_dir / "health" / f"{ds.isoformat()}.json"
 
 

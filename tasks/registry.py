@@ -510,8 +510,10 @@ def realized_pairs(cfg: PipelineConfig, champion_version: str, challenger_versio
     frames = []
     for folder in sorted(layer_root(cfg, "realized").glob(f"{CUTOFF_KEY}=*")):
         day = partition_day(folder.name, CUTOFF_KEY)
-        paths = {role: realized_partition(cfg, day, role) for role in ("champion", "challenger")} if day else {}
-        if not paths or not all(p.is_dir() for p in paths.values()):
+        if day is None:
+            continue
+        paths = {role: realized_partition(cfg, day, role) for role in ("champion", "challenger")}
+        if not all(p.is_dir() for p in paths.values()):
             continue
         champ = pd.read_parquet(paths["champion"])
         chal = pd.read_parquet(paths["challenger"])

@@ -47,7 +47,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
-from tasks.layers import SCORING_ROLES, ScoringRole, scores_partition
+from tasks.layers import SCORING_ROLES, ScoringRole, check_role, scores_partition
 from tasks.schema import OUTCOME_COLUMNS, OUTCOME_KEY, SCORE_COLUMNS
 
 # Optional explanation columns (written by spark_jobs.score when the model supports them);
@@ -408,17 +408,23 @@ class Warehouse(abc.ABC):
         types = self._types()
         return ",\n  ".join(f"{c} {types[t]}{' NOT NULL' if c in not_null else ''}" for c, t in columns.items())
 
-    def _ddl_statements(self) -> list[str]:
+    def _scores_table_ddl(self, table: str) -> list[str]:
+        """A scores table (the readers' or the shadow one) and the optional columns older ones lack."""
         types = self._types()
         cols = self._column_ddl(WAREHOUSE_COLUMNS, NOT_NULL_COLUMNS)
+        return [
+            f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols},\n  PRIMARY KEY (ds, user_id)\n)",
+            *(
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c} {types[t]}"
+                for c, t in OPTIONAL_SCORE_COLUMNS.items()
+            ),
+        ]
+
+    def _ddl_statements(self) -> list[str]:
         col_list = ", ".join(WAREHOUSE_COLUMNS)
         # Each ds is written by one run with one pinned model version; n_model_versions > 1 would flag a mix.
         return [
-            f"CREATE TABLE IF NOT EXISTS {self.table} (\n  {cols},\n  PRIMARY KEY (ds, user_id)\n)",
-            *(
-                f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {c} {types[t]}"
-                for c, t in OPTIONAL_SCORE_COLUMNS.items()
-            ),
+            *self._scores_table_ddl(self.table),
             f"DROP VIEW IF EXISTS {self.latest_view}",
             f"CREATE VIEW {self.latest_view} AS SELECT DISTINCT ON (user_id) {col_list} "
             f"FROM {self.table} ORDER BY user_id, ds DESC",
@@ -429,11 +435,7 @@ class Warehouse(abc.ABC):
             "count(DISTINCT model_version) AS n_model_versions, min(scored_at) AS scored_at, "
             "min(pipeline_run_id) AS pipeline_run_id "
             f"FROM {self.table} GROUP BY ds",
-            f"CREATE TABLE IF NOT EXISTS {self.shadow_table} (\n  {cols},\n  PRIMARY KEY (ds, user_id)\n)",
-            *(
-                f"ALTER TABLE {self.shadow_table} ADD COLUMN IF NOT EXISTS {c} {types[t]}"
-                for c, t in OPTIONAL_SCORE_COLUMNS.items()
-            ),
+            *self._scores_table_ddl(self.shadow_table),
             *self._outcome_ddl_statements(),
         ]
 
@@ -487,9 +489,7 @@ class Warehouse(abc.ABC):
 
     def scores_table(self, role: str) -> str:
         """The scores table of a scoring role: the champion's readers' table, or the challenger's shadow table."""
-        if role not in SCORING_ROLES:
-            raise ValueError(f"unknown scoring role {role!r}; known: {', '.join(SCORING_ROLES)}")
-        return self.table_name if role == "champion" else self.shadow_table_name
+        return self.table_name if check_role(role) == "champion" else self.shadow_table_name
 
     def replace_partition(self, ds: dt.date, rows: pa.Table, role: str = "champion") -> int:
         """Replace partition ``ds`` of the role's scores table (the challenger's: the shadow table) with ``rows``
