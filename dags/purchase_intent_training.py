@@ -193,10 +193,12 @@ with DAG(
     },
     tags=["purchase_intent", "training"],
 ) as dag:
-    # The id carries the horizon, so a run with another horizon never replaces the champion's set.
-    training_set_id = "{{ local_ds(run_cutoff(logical_date, triggering_asset_events)) }}-h{{ params.horizon }}"
+    # The id carries the horizon, so a run with another horizon never replaces the champion's set. An
+    # asset-triggered run's template context has no `logical_date` at all: its dag_run's is None.
+    cutoff = "run_cutoff(dag_run.logical_date, triggering_asset_events)"
+    training_set_id = f"{{{{ local_ds({cutoff}) }}}}-h{{{{ params.horizon }}}}"
     training_set_dir = str(layers.training_set_dir(_cfg, training_set_id))
-    last_cutoff = "{{ local_ds(run_cutoff(logical_date, triggering_asset_events), -params.horizon) }}"
+    last_cutoff = f"{{{{ local_ds({cutoff}, -params.horizon) }}}}"
 
     new_data = check_new_data.override(task_id="check_new_data")(training_set_id, last_cutoff)
     build = PipelineSparkSubmitOperator(

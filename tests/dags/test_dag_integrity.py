@@ -59,6 +59,27 @@ for dag_id, dag in bag.dags.items():
             for t in dag.tasks
         },
     }
+# The training DAG's templated arguments as a run started by the health asset renders them: Airflow gives such a
+# run no logical date (its context has no `logical_date` key; dag_run.logical_date is None).
+from types import SimpleNamespace
+training_dag = bag.dags["purchase_intent_training"]
+context = {
+    "dag_run": SimpleNamespace(logical_date=None, run_type="asset_triggered", conf={}),
+    "triggering_asset_events": {
+        "warehouse://purchase_intent/intent_model_health": [SimpleNamespace(extra={"ds": "2026-01-11", "reason": "r"})]
+    },
+    "params": {k: training_dag.params[k] for k in training_dag.params.keys()},
+    "run_id": "asset_triggered__x",
+}
+out["asset_triggered_args"] = {}
+for t in training_dag.tasks:
+    try:
+        t.render_template_fields(context)
+        out["asset_triggered_args"][t.task_id] = [
+            str(a) for a in (getattr(t, "op_args", None) or getattr(t, "application_args", None) or [])
+        ]
+    except Exception as e:
+        out["asset_triggered_args"][t.task_id] = f"{type(e).__name__}: {e}"
 # What the trigger API runs on the form's values (SerializedDAG.create_dagrun): the params merged with the
 # run conf, validated against each Param's JSON schema.
 from airflow.serialization.serialized_objects import DagSerialization
@@ -199,6 +220,16 @@ def test_a_degraded_model_schedules_training_through_an_asset(parsed):
     assert training["schedule_assets"] == [health]
 
 
+def test_an_asset_triggered_training_renders_its_cutoff_from_the_event(parsed):
+    args = parsed["asset_triggered_args"]
+    horizon = parsed["dags"]["purchase_intent_training"]["params"]["horizon"]["default"]
+    assert horizon == 1
+    # The event's ds is the cutoff: the training set is named by it, and its last labelled cutoff is a horizon before.
+    assert args["check_new_data"] == ["2026-01-11-h1", "2026-01-10"], args
+    assert args["build_training_set"][:4] == ["--last-cutoff", "2026-01-10", "--id", "2026-01-11-h1"], args
+    assert args["validate_training_set"] == ["training_set", "--training-set-id", "2026-01-11-h1"], args
+
+
 def test_nightly_drift_task(parsed):
     drift = parsed["dags"]["purchase_intent_nightly"]["tasks"]["check_drift"]
     # spark-submit of the drift CLI: its data-error exit (65) becomes AirflowFailException, so only
@@ -226,9 +257,9 @@ def test_training_order(parsed):
     build = dag["tasks"]["build_training_set"]
     assert build["args"] == [
         "--last-cutoff",
-        "{{ local_ds(run_cutoff(logical_date, triggering_asset_events), -params.horizon) }}",
+        "{{ local_ds(run_cutoff(dag_run.logical_date, triggering_asset_events), -params.horizon) }}",
         "--id",
-        "{{ local_ds(run_cutoff(logical_date, triggering_asset_events)) }}-h{{ params.horizon }}",
+        "{{ local_ds(run_cutoff(dag_run.logical_date, triggering_asset_events)) }}-h{{ params.horizon }}",
         "--horizon",
         "{{ params.horizon }}",
     ]
