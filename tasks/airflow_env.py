@@ -180,24 +180,43 @@ class AirflowStack:
     def _start(self) -> None:
         try:
             ensure_db(self.cfg, env=self.env, stdout=self.log)
-            airflow_bin = str(Path(sys.executable).parent / "airflow")
             for name in self.COMPONENTS:
                 if self._stopping:
                     return
-                self.procs[name] = subprocess.Popen(
-                    [airflow_bin, name],
-                    env=self.env,
-                    cwd=REPO_ROOT,
-                    stdout=self.log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-                )
+                self._spawn(name)
         except BaseException as e:  # noqa: BLE001  (handed to wait_ready in the caller's thread)
             self._start_error = e
         # The components' parent-death signal follows this thread (the one that started them): it lives until stop().
         self._stop_requested.wait()
+
+    def _spawn(self, name: str) -> None:
+        self.procs[name] = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), name],
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+
+    def enable_scheduling(self) -> None:
+        """Restart the scheduler so that it creates runs itself, as a deployed one does: the schedules of
+        unpaused DAGs and the runs that asset events start (the stack starts without, so only the runs triggered
+        through it run). Call it between runs: the task processes of the old scheduler's executor stop with it."""
+        self.wait_ready()
+        proc = self.procs.pop("scheduler")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self.env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "True"
+        self._spawn("scheduler")
+        self._wait_healthy()
 
     def wait_ready(self, dag_ids: tuple[str, ...] = ()) -> None:
         """Wait until every component is healthy and ``dag_ids`` are parsed."""
@@ -349,9 +368,26 @@ class AirflowStack:
         self._active.add((dag_id, run_id))
         return run_id
 
+    def dag_runs(self, dag_id: str, **filters: str) -> list[dict[str, Any]]:
+        """The runs of ``dag_id`` (the REST API's records), oldest first; ``filters`` are its query parameters
+        (e.g. ``run_type="asset_triggered"``)."""
+        query = urllib.parse.urlencode({**filters, "order_by": "run_after"})
+        return list(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's task instances as the REST API describes them (state, start_date, end_date, duration ...)."""
+        return list(self._request("GET", f"{self._run_path(dag_id, run_id)}/taskInstances")["task_instances"])
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """Each task's state in the run (None: not scheduled yet)."""
+        return {str(t["task_id"]): t["state"] for t in self.task_instances(dag_id, run_id)}
+
     def running_tasks(self, dag_id: str, run_id: str) -> list[str]:
-        tis = self._request("GET", f"{self._run_path(dag_id, run_id)}/taskInstances")["task_instances"]
-        return [str(t["task_id"]) for t in tis if t["state"] == "running"]
+        return [task for task, state in self.task_states(dag_id, run_id).items() if state == "running"]
+
+    def queued_asset_events(self, dag_id: str) -> list[dict[str, Any]]:
+        """Asset events that count towards ``dag_id``'s next asset-triggered run and have not started one yet."""
+        return list(self._request("GET", f"/api/v2/dags/{dag_id}/assets/queuedEvents")["queued_events"])
 
     def wait_run(
         self,
@@ -376,7 +412,7 @@ class AirflowStack:
             if on_poll is not None:
                 on_poll(self.running_tasks(dag_id, run_id))
             time.sleep(poll_s)
-        tis = self._request("GET", f"{path}/taskInstances")["task_instances"]
+        tis = self.task_instances(dag_id, run_id)
         failed = sorted(
             (t for t in tis if t["state"] in ("failed", "upstream_failed") and t.get("end_date")),
             key=lambda t: (t["state"] != "failed", t["end_date"]),
