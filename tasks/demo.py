@@ -135,7 +135,12 @@ def output_to_log(log_path: Path) -> Iterator[IO[str]]:
             terminal.close()
 
 
-def _generator_stamp(cfg: PipelineConfig) -> str:
+# In the drop zone beside a generated log: the generator config it was generated with (generator_stamp).
+GENERATOR_STAMP = ".generator-config"
+
+
+def generator_stamp(cfg: PipelineConfig) -> str:
+    """What the drop zone's ``.generator-config`` holds when its log is the one ``cfg.generator`` describes."""
     return hashlib.sha1(json.dumps(cfg.generator.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
@@ -143,12 +148,12 @@ def generate_if_needed(cfg: PipelineConfig) -> str:
     from tasks.sources.synthetic import generate
 
     out = incoming_dir(cfg, "synthetic")
-    stamp = out / ".generator-config"
-    if stamp.exists() and stamp.read_text() == _generator_stamp(cfg):
+    stamp = out / GENERATOR_STAMP
+    if stamp.exists() and stamp.read_text() == generator_stamp(cfg):
         print(f"synthetic log already generated in {out} (same generator config)")
         return "already generated"
     report = generate(cfg.generator, out, cfg.pipeline.timezone)
-    stamp.write_text(_generator_stamp(cfg))
+    stamp.write_text(generator_stamp(cfg))
     print(report)
     return f"{report.n_events:,} events of {report.n_active_users:,} active users"
 

@@ -1,8 +1,10 @@
 """The e2e tier's shared state: one tiny generated log and one `make demo` run (`tasks.demo`) per session.
 
-Every e2e module reads the demo's outputs (`demo`, its stdout) and may run more DAG runs against the same
-state (`env`: the environment and config the demo ran with; `airflow`: Airflow's components running on the
-demo's metadata, which triggers real runs; it starts once the demo, which runs its own, has stopped).
+The log is one simulation that goes on past the demo's days with concept drift; those later days are held back
+(`held_back`) until test_retraining delivers them. Every e2e module reads the demo's outputs (`demo`, its stdout)
+and may run more DAG runs against the same state (`env`: the environment and config the demo ran with; `airflow`:
+Airflow's components running on the demo's metadata, which triggers real runs; it starts once the demo, which
+runs its own, has stopped).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import yaml
 
 from tasks.airflow_env import AirflowStack
 from tasks.config import DEFAULT_CONFIG, REPO_ROOT, load_config
-from tests.helpers.e2e import NIGHTLY_DAG, demo_airflow_db, overlay_sections, run
+from tests.helpers.e2e import NIGHTLY_DAG, demo_airflow_db, generate_log_with_drift_ahead, overlay_sections, run
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +32,15 @@ def env(tmp_path_factory):
     }
     environ.update(PIPELINE_CONFIG=f"{DEFAULT_CONFIG}:{overlay}", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
     cfg = load_config([DEFAULT_CONFIG, overlay], use_env=False)
+    generate_log_with_drift_ahead(cfg, root / "held-back")
     return environ, cfg
+
+
+@pytest.fixture(scope="session")
+def held_back(env):
+    """The drifted days simulated past the demo's log, not delivered yet (tests.helpers.e2e.DRIFT_DAYS)."""
+    _, cfg = env
+    return cfg.paths.var.parent / "held-back"
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ def test_demo_prints_a_short_summary(demo, env):
     assert f"full log: {cfg.paths.var / 'demo.log'}" in demo
     assert "Skipping registering function" not in demo and " INFO " not in demo
     log = (cfg.paths.var / "demo.log").read_text()
-    assert "GenerateReport(" in log  # the chatter went to the log, not away
+    assert 'Setting default log level to "WARN"' in log  # Spark's chatter went to the log, not away
 
 
 def test_demo_runs_are_real_dag_runs(demo, env):
@@ -178,8 +178,8 @@ def test_the_family_selected_on_validation_is_promoted_and_scores_with_reasons_a
     ]
     chosen, _ = choose(cands, s.metric, s.tie_break, s.tie_margin)
     assert (champion.tags["model_type"], champion.run_id) == (chosen.model_type, chosen.run_id)
-    # The tiny seeded log is data on which LightGBM is best on validation (purchase PR-AUC 0.425 against LR's
-    # 0.385 when measured), so this run takes a tabular family, not a sequence model, through both DAGs.
+    # The tiny seeded log is data on which LightGBM is best on validation (purchase PR-AUC 0.472 against LR's 0.431,
+    # LSTM's 0.413 and BERT's 0.369 when measured), so this run takes a tabular family through both DAGs.
     assert chosen.model_type == "lightgbm", table
     # The nightly scores of that family carry its reasons and its pair model's top categories.
     ((n, with_reasons, with_top),) = _rows(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,11 @@ from tasks.config import REPO_ROOT
 
 START = dt.date(2026, 1, 1)
 N_DAYS = 9
+LAST_DS = START + dt.timedelta(days=N_DAYS)  # the day after the last generated one
+# Days simulated past the demo's log, with generator.concept_drift from the first of them on: held back from the
+# drop zone until tests/e2e/test_retraining.py delivers them, one nightly run each. One judged day below the floor
+# makes the champion degraded (monitoring.degraded_days below); the rule over several days is unit-tested.
+DRIFT_DAYS = 1
 
 
 def overlay_sections(var) -> dict:
@@ -29,10 +36,38 @@ def overlay_sections(var) -> dict:
         "training_set": {"n_train_cutoffs": 4, "n_val_cutoffs": 1, "n_test_cutoffs": 1},
         "training": {"epochs": 2, "nproc_per_node": 2, "batch_size": 128, "embedding_dim": 8, "hidden_dim": 16},
         "gate": {"min_auc": 0.5},
+        "monitoring": {"degraded_days": DRIFT_DAYS},
         "spark": {"shuffle_partitions": 2, "driver_memory": "1g"},
         "mlflow": {"tracking_uri": f"sqlite:///{var}/mlflow.db", "artifact_root": str(var / "mlartifacts")},
         "warehouse": {"url": f"duckdb:///{var}/warehouse.duckdb"},
     }
+
+
+def generate_log_with_drift_ahead(cfg, held_back: Path) -> None:
+    """The demo's log (``cfg.generator``: N_DAYS days) as the first days of one simulation that goes on for
+    DRIFT_DAYS more with concept drift from the first of them; those days go to ``held_back``, not the drop zone.
+
+    One simulation, so a held-back day continues its users' histories as a real next day would (the generator's
+    draws depend on its length: a separately generated later log would not). The drop zone is stamped with the
+    demo's generator config, so `make demo` takes these days as its log.
+    """
+    from tasks.demo import GENERATOR_STAMP, generator_stamp
+    from tasks.layers import incoming_dir
+    from tasks.sources.synthetic import generate
+
+    gen = cfg.generator.model_copy(
+        update={
+            "n_days": N_DAYS + DRIFT_DAYS,
+            "concept_drift": cfg.generator.concept_drift.model_copy(update={"start_date": LAST_DS.isoformat()}),
+        }
+    )
+    out = incoming_dir(cfg, "synthetic")
+    generate(gen, out, cfg.pipeline.timezone)
+    held_back.mkdir(parents=True)
+    for i in range(DRIFT_DAYS):
+        name = f"dt={LAST_DS + dt.timedelta(days=i)}"
+        shutil.move(out / name, held_back / name)
+    (out / GENERATOR_STAMP).write_text(generator_stamp(cfg))
 
 
 def run(environ, *args, check=True) -> subprocess.CompletedProcess:
@@ -47,7 +82,6 @@ def run(environ, *args, check=True) -> subprocess.CompletedProcess:
     return proc
 
 
-LAST_DS = START + dt.timedelta(days=N_DAYS)  # the day after the last generated one
 NIGHTLY_DAG = "purchase_intent_nightly"
 TRAINING_DAG = "purchase_intent_training"
 
