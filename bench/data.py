@@ -35,21 +35,23 @@ def _corpus_root() -> Path:
     return _CORPUS_ROOT
 
 
-def synthetic_events(cfg: PipelineConfig, n_users: int, n_days: int) -> tuple[Path, int]:
+def synthetic_events(cfg: PipelineConfig, n_users: int, n_days: int, raw_last: int = 0) -> tuple[Path, int]:
     """A canonical events layer (events/dt=<day>/part-00000.parquet) of the synthetic generator's log.
 
     Generated once per (generator settings, users, days) and process. The CSVs become Parquet with a
     DuckDB COPY (types of tasks.schema.EVENT_COLUMNS), not with spark_jobs.clean_events: the
     benchmarks that use it measure the later stages. Its files read like the pipeline's own (INT64
     microsecond timestamps, dictionary-encoded strings, Snappy), so a stage reading them costs what it
-    costs on events written by Spark (bench/README.md). Returns (layer root, number of events).
+    costs on events written by Spark (bench/README.md). The last ``raw_last`` days stay deliveries instead, as
+    the generator wrote them (``<layer>/../raw/dt=<day>/events.csv``, the drop zone's layout), for a benchmark
+    that lands and cleans them itself. Returns (layer root, number of events).
     """
     import duckdb
 
     from tasks.sources.synthetic import generate
 
     gen = cfg.generator.model_copy(update={"n_users": n_users, "n_days": n_days})
-    key = (gen.model_dump_json(), cfg.pipeline.timezone)
+    key = (gen.model_dump_json(), cfg.pipeline.timezone, raw_last)
     if key in _CORPORA:
         return _CORPORA[key]
     base = _corpus_root() / f"u{n_users}-d{n_days}-{len(_CORPORA)}"
@@ -60,7 +62,11 @@ def synthetic_events(cfg: PipelineConfig, n_users: int, n_days: int) -> tuple[Pa
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     started = time.perf_counter()
-    for day in report.days:
+    delivered = report.days[len(report.days) - raw_last :] if raw_last else []
+    for day in delivered:
+        (base / "raw").mkdir(exist_ok=True)
+        shutil.move(partition_dir(base / "csv", DAY_KEY, day), partition_dir(base / "raw", DAY_KEY, day))
+    for day in report.days[: len(report.days) - raw_last]:
         src = partition_dir(base / "csv", DAY_KEY, day) / "events.csv"
         out = partition_dir(layer, DAY_KEY, day)
         out.mkdir(parents=True)
