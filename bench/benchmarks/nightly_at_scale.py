@@ -26,7 +26,7 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
 
 
-def _critical_path_s(tasks: list[dict]) -> float:
+def _busy_s(tasks: list[dict]) -> float:
     """Wall seconds during which at least one task ran (the union of their intervals)."""
     spans = sorted(
         (dt.datetime.fromisoformat(t["start_date"]), dt.datetime.fromisoformat(t["end_date"]))
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> dict:
         _seconds(t["start_date"], t["end_date"]) for t in night["tasks"] if t["task_id"] == "evaluate_outcomes"
     )
     share = (outcomes_s or 0.0) / total
-    gaps = total - _critical_path_s(night["tasks"])
+    gaps = total - _busy_s(night["tasks"])
     task_sum = sum(_seconds(t["start_date"], t["end_date"]) or 0.0 for t in night["tasks"])
     notes = [
         f"One nightly run of {NIGHTLY_DAG} for cutoff {night['ds']} through Airflow (api-server, scheduler and "
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
         "generator and set @champion directly: what a night costs does not depend on how well it ranks.",
         f"Whole run {total:.0f} s (target <= {TARGET_S // 60} min: {'met' if total <= TARGET_S else 'NOT met'}); "
         f"the tasks' own wall times sum to {task_sum:.0f} s (check_drift runs beside score, on the other core); "
-        f"the critical path's gaps between tasks, Airflow's scheduling, add {gaps:.0f} s.",
+        f"the gaps in which no task ran, Airflow's scheduling, add {gaps:.0f} s.",
         f"evaluate_outcomes {outcomes_s:.0f} s = {100 * share:.1f}% of the run (issue 27's target <= "
         f"{OUTCOMES_TARGET:.0%}: {'met' if share <= OUTCOMES_TARGET else 'NOT met'}).",
     ]
