@@ -1,4 +1,5 @@
-"""Run Airflow against this project: AIRFLOW_HOME under var/, the repo's dags/, SQLite metadata.
+"""Run Airflow against this project: AIRFLOW_HOME under var/, the repo's dags/, SQLite metadata (or the database
+that AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names).
 
 ``python -m tasks.airflow_env standalone``         the local UI (make airflow)
 ``python -m tasks.airflow_env dags list-runs ID``  any other airflow command, same environment
@@ -6,6 +7,8 @@
 ``AirflowStack`` runs the components a real DAG run needs (api-server, scheduler, dag-processor) as background
 processes for the length of a ``with`` block and triggers runs through the REST API (``make demo``, tests/e2e).
 Task slots and worker processes follow ``services`` in conf/pipeline.yaml (the machine's cores by default).
+With ``deployment=DEPLOYMENT_ENV`` it runs as docker-compose.yml deploys it (deploy/airflow.env: the CeleryExecutor,
+plus an ``airflow celery worker``); the metadata database and the broker come from the environment.
 """
 
 from __future__ import annotations
@@ -32,6 +35,22 @@ from typing import IO, Any
 from tasks.config import REPO_ROOT, PipelineConfig, load_config
 
 FINISHED_STATES = ("success", "failed")
+# The distributed deployment's Airflow settings, shared with docker-compose.yml (its Airflow services' env_file).
+DEPLOYMENT_ENV = REPO_ROOT / "deploy" / "airflow.env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a compose env file (comments and blank lines skipped)."""
+    settings = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
+        settings[key.strip()] = value.strip()
+    return settings
 
 
 def airflow_env(cfg: PipelineConfig, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -46,7 +65,10 @@ def airflow_env(cfg: PipelineConfig, base: dict[str, str] | None = None) -> dict
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            # An endpoint: a deployment's database (PostgreSQL) comes from the environment.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}"
+            ),
             "AIRFLOW__CORE__EXECUTOR": env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"),
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
@@ -65,6 +87,10 @@ def airflow_env(cfg: PipelineConfig, base: dict[str, str] | None = None) -> dict
             "MLFLOW_TRACKING_URI": env.get("MLFLOW_TRACKING_URI", cfg.mlflow.resolved_tracking_uri),
         }
     )
+    conn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if conn.startswith("postgresql+psycopg://") and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC" not in env:
+        # psycopg 3 also drives Airflow's async engine, which otherwise wants asyncpg (not installed).
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = conn
     if "AIRFLOW__API__PORT" in env and "AIRFLOW__API__BASE_URL" not in env:
         # Tasks reach the execution API through the base URL, which otherwise stays on port 8080.
         env["AIRFLOW__API__BASE_URL"] = f"http://localhost:{env['AIRFLOW__API__PORT']}"
@@ -89,7 +115,7 @@ def airflow(
 
 
 def ensure_db(cfg: PipelineConfig, env: dict[str, str] | None = None, stdout: IO[str] | int | None = None) -> None:
-    """Create or upgrade the SQLite metadata database (idempotent)."""
+    """Create or upgrade the metadata database (idempotent)."""
     airflow(cfg, "db", "migrate", env=env, stdout=stdout)
 
 
@@ -128,19 +154,25 @@ def _midnight(day: dt.date, cfg: PipelineConfig) -> dt.datetime:
 
 
 class AirflowStack:
-    """api-server, scheduler and dag-processor in the background for a ``with`` block.
+    """api-server, scheduler and dag-processor (and a Celery worker under the CeleryExecutor) in the background
+    for a ``with`` block.
 
     Each component starts in its own process group and is stopped by its PID's group (SIGTERM, then SIGKILL)
     when the block ends, also on an exception or Ctrl-C, so no worker or task process outlives it. The
     api-server listens on a free local port, so a running ``make airflow`` is not disturbed. The scheduler
     creates no scheduled runs (``use_job_schedule`` off): only the runs triggered here run, also while a DAG
-    is unpaused for them. Output goes to ``log``.
+    is unpaused for them. Output goes to ``log``. ``deployment``: an env file of Airflow settings applied over
+    the local ones (``DEPLOYMENT_ENV``: as docker-compose.yml runs it; the metadata database and the Celery broker
+    must then be in ``env``).
     """
 
-    COMPONENTS = ("api-server", "scheduler", "dag-processor")
-
     def __init__(
-        self, cfg: PipelineConfig, log: IO[str], env: dict[str, str] | None = None, start_timeout_s: float = 300
+        self,
+        cfg: PipelineConfig,
+        log: IO[str],
+        env: dict[str, str] | None = None,
+        start_timeout_s: float = 300,
+        deployment: Path | None = None,
     ):
         self.cfg = cfg
         self.log = log
@@ -162,7 +194,20 @@ class AirflowStack:
                 "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             }
         )
+        if deployment is not None:
+            self.env.update(read_env_file(deployment))
+        self.executor = self.env["AIRFLOW__CORE__EXECUTOR"]
+        self.components: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")
+        if self.executor == "CeleryExecutor":
+            for key in ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+                if key not in (env or os.environ):
+                    raise AirflowError(f"the CeleryExecutor needs {key} in the environment (an endpoint)")
+            if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+                raise AirflowError("the CeleryExecutor needs a server database (PostgreSQL), not SQLite")
+            self.components += ("celery worker",)
         self.procs: dict[str, subprocess.Popen] = {}
+        # Wall-clock start (UTC): Airflow's records of this stack's components (its jobs) begin after it.
+        self.started_at = dt.datetime.now(dt.UTC)
         self._starter: threading.Thread | None = None
         self._start_error: BaseException | None = None
         self._stopping = False
@@ -180,7 +225,7 @@ class AirflowStack:
     def _start(self) -> None:
         try:
             ensure_db(self.cfg, env=self.env, stdout=self.log)
-            for name in self.COMPONENTS:
+            for name in self.components:
                 if self._stopping:
                     return
                 self._spawn(name)
@@ -191,7 +236,7 @@ class AirflowStack:
 
     def _spawn(self, name: str) -> None:
         self.procs[name] = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), name],
+            [str(Path(sys.executable).parent / "airflow"), *name.split()],
             env=self.env,
             cwd=REPO_ROOT,
             stdout=self.log,
@@ -220,7 +265,7 @@ class AirflowStack:
 
     def wait_ready(self, dag_ids: tuple[str, ...] = ()) -> None:
         """Wait until every component is healthy and ``dag_ids`` are parsed."""
-        while self._starter is not None and len(self.procs) < len(self.COMPONENTS) and self._start_error is None:
+        while self._starter is not None and len(self.procs) < len(self.components) and self._start_error is None:
             if not self._starter.is_alive():
                 break
             time.sleep(0.2)
@@ -367,6 +412,20 @@ class AirflowStack:
             run_id = str(self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"])
         self._active.add((dag_id, run_id))
         return run_id
+
+    def rerun_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> None:
+        """Clear ``task_ids`` and everything downstream of them in a finished run, as the UI's Clear on a task
+        does, so that the run goes on from there (e.g. rescoring a day without cleaning it again)."""
+        body = {
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": task_ids,
+            "include_downstream": True,
+            "only_failed": False,
+            "reset_dag_runs": True,
+        }
+        self._request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
+        self._active.add((dag_id, run_id))
 
     def dag_runs(self, dag_id: str, **filters: str) -> list[dict[str, Any]]:
         """The runs of ``dag_id`` (the REST API's records), oldest first; ``filters`` are its query parameters

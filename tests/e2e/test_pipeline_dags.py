@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import time
 import urllib.request
@@ -23,7 +22,7 @@ import pytest
 from tasks.airflow_env import free_port
 from tasks.config import REPO_ROOT
 from tasks.layers import events_partition, features_partition, training_set_dir
-from tests.helpers.e2e import LAST_DS, NIGHTLY_DAG, TRAINING_DAG, demo_airflow_db, nightly, task_log
+from tests.helpers.e2e import LAST_DS, NIGHTLY_DAG, TRAINING_DAG, demo_runs_file, nightly, task_log
 
 pytestmark = pytest.mark.e2e
 
@@ -63,15 +62,8 @@ def test_demo_prints_a_short_summary(demo, env):
 
 def test_demo_runs_are_real_dag_runs(demo, env):
     _, cfg = env
-    con = sqlite3.connect(demo_airflow_db(cfg))
-    try:
-        runs = con.execute(
-            "select dag_id, run_id, run_type, state, logical_date, start_date, end_date from dag_run "
-            "order by dag_id, logical_date"
-        ).fetchall()
-        paused = dict(con.execute("select dag_id, is_paused from dag where dag_id like 'purchase_intent_%'"))
-    finally:
-        con.close()
+    left = json.loads(demo_runs_file(cfg).read_text())
+    runs, paused = left["runs"], left["paused"]
     assert [(r[0], r[1], r[2], r[3]) for r in runs] == [
         (NIGHTLY_DAG, f"demo__{LAST_DS - dt.timedelta(days=1)}", "manual", "success"),
         (NIGHTLY_DAG, f"demo__{LAST_DS}", "manual", "success"),
@@ -256,7 +248,7 @@ def _register_a_challenger(cfg) -> str:
     return version
 
 
-def test_rerun_leaves_one_copy_and_scores_a_challenger_only_in_the_shadow(airflow, env):
+def test_rescoring_a_day_leaves_one_copy_and_scores_a_challenger_only_in_the_shadow(airflow, env):
     from mlflow import MlflowClient
 
     _, cfg = env
@@ -270,8 +262,15 @@ def test_rerun_leaves_one_copy_and_scores_a_challenger_only_in_the_shadow(airflo
         cfg, f"select user_id, p_purchase from intent_scores where ds = '{earlier}' order by user_id"
     )
     outcomes_before = _rows(cfg, "select ds, model_version, n_users, purchase_roc_auc from intent_score_outcomes")
-    # The date's run exists (the demo's): it is cleared and run again, not a duplicate-run conflict.
-    assert nightly(airflow, LAST_DS).state == "success"
+    # The demo's run of the date, cleared from `score` on (the UI's Clear on a task, downstream included): the
+    # day is scored again with the new challenger beside the champion, without cleaning it again.
+    run_id = f"demo__{LAST_DS}"
+    airflow.rerun_tasks(NIGHTLY_DAG, run_id, ["score"])
+    result = airflow.wait_run(NIGHTLY_DAG, run_id, timeout_s=1200)
+    assert result.state == "success", result.failed
+    tries = {t["task_id"]: t["try_number"] for t in airflow.task_instances(NIGHTLY_DAG, run_id)}
+    assert tries["score"] == tries["load_warehouse"] == tries["evaluate_outcomes"] == 2, tries
+    assert tries["clean_events"] == tries["build_features"] == 1, tries
     after = _rows(cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'")
     assert after[0][0] == before[0][0] == after[0][1]
     # The other day's partition is untouched, and the day judged at this cutoff was judged again: one copy.

@@ -63,6 +63,10 @@ NOT_RUN = {
         "tests/torchrun/test_train.py runs it as two nodes of one process on 127.0.0.1"
     ),
     "cp .env.example .env && docker compose up -d": "docker compose: containers, not run by the test suite",
+    "docker compose up -d --scale airflow-worker=M": (
+        "docker compose: containers, not run by the test suite (M is a placeholder); the e2e tier runs the same "
+        "Airflow settings (deploy/airflow.env) with one Celery worker"
+    ),
     ".venv/bin/python -m tasks.airflow_env backfill create --dag-id purchase_intent_nightly --from-date 2026-01-14 "
     "--to-date 2026-01-15 --max-active-runs 1": _SCHEDULER,
     ".venv/bin/python -m tasks.airflow_env dags unpause purchase_intent_nightly": _SCHEDULER,

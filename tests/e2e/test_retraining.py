@@ -3,7 +3,9 @@
 The session's log is one simulation that goes on for DRIFT_DAYS past the demo's days, with the generator's concept
 drift from the first of them (tests.helpers.e2e.generate_log_with_drift_ahead). Here those days are delivered and
 the real nightly DAG runs for each next cutoff on the running Airflow (the `airflow` fixture); then its scheduler
-schedules as a deployed one does, and the degraded-health asset starts `purchase_intent_training`.
+schedules as a deployed one does, and the degraded-health asset starts `purchase_intent_training`. Last, where
+Airflow runs as deployed: every task that the `airflow` fixture's scheduler ran, in this module and before it,
+went through a Celery worker.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import time
 import pytest
 
 from tasks.layers import health_report, incoming_dir, raw_partition, training_set_dir
-from tests.helpers.e2e import DRIFT_DAYS, LAST_DS, NIGHTLY_DAG, TRAINING_DAG, nightly, run
+from tests.helpers import postgres, redis
+from tests.helpers.e2e import DRIFT_DAYS, LAST_DS, NIGHTLY_DAG, TRAINING_DAG, celery_tasks, nightly, run
 
 pytestmark = pytest.mark.e2e
 
@@ -95,3 +98,18 @@ def test_concept_drift_degrades_the_champion_and_starts_a_retrain(airflow, env, 
     why = newest.tags["training_trigger"]
     assert why.startswith("model health degraded: ") and f"(ds={cutoffs[-1]})" in why, why
     assert last_report["reason"] in why, (why, last_report)
+
+
+def test_every_task_after_the_demo_went_through_a_celery_worker(airflow, env):
+    environ, _ = env
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in environ:
+        pytest.skip(f"the CeleryExecutor needs PostgreSQL: {postgres.unavailable()}")
+    if airflow.executor != "CeleryExecutor":
+        pytest.skip(f"the CeleryExecutor needs a broker: {redis.unavailable()}")
+    worker = airflow.procs["celery worker"]
+    assert worker.poll() is None, f"the Celery worker exited with {worker.returncode}"
+    ran = celery_tasks(environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], airflow.started_at)
+    # The reruns, the bad day, the drifted night and the retrain: every task the stack's scheduler queued.
+    dags = {task.split("/")[0] for task in ran}
+    assert {NIGHTLY_DAG, TRAINING_DAG} <= dags and len(ran) > 30, sorted(ran)
+    assert all(status == "SUCCESS" for _, status in ran.values()), ran

@@ -98,6 +98,38 @@ def task_log(cfg, dag_id: str, ds: dt.date, task_id: str, attempt: int = 1) -> s
     return (path / f"attempt={attempt}.log").read_text()
 
 
-def demo_airflow_db(cfg):
-    """A copy of Airflow's metadata database as the demo left it (the `demo` fixture writes it)."""
-    return cfg.paths.airflow_home / "airflow-after-demo.db"
+def demo_runs_file(cfg):
+    """What the demo left in Airflow's metadata (its runs, paused states, the scheduler's executor), as JSON
+    (the `demo` fixture writes it before later modules run more)."""
+    return cfg.paths.airflow_home / "after-demo.json"
+
+
+def metadata_rows(url: str, sql: str) -> list[list]:
+    """Rows of a query on Airflow's metadata database (SQLite or PostgreSQL); timestamps as ISO strings."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as con:
+            rows = con.execute(sqlalchemy.text(sql)).all()
+    finally:
+        engine.dispose()
+    return [[v.isoformat() if isinstance(v, dt.datetime) else v for v in row] for row in rows]
+
+
+def celery_tasks(url: str, since: dt.datetime) -> dict[str, tuple[str | None, str | None]]:
+    """Per task instance that ran, queued by a scheduler started at ``since`` or later ("dag/run/task[index]"):
+    its Celery task id and that task's result state (the database result backend, in Airflow's metadata
+    database). No id: the task did not go through Celery."""
+    rows = metadata_rows(
+        url,
+        "select ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.external_executor_id, m.status "
+        "from task_instance ti join job j on j.id = ti.queued_by_job_id "
+        "left join celery_taskmeta m on m.task_id = ti.external_executor_id "
+        f"where j.job_type = 'SchedulerJob' and j.start_date >= '{since.isoformat()}' "
+        "and ti.state in ('success', 'failed')",
+    )
+    return {
+        f"{dag}/{run}/{task}" + (f"[{index}]" if index >= 0 else ""): (celery_id, status)
+        for dag, run, task, index, celery_id, status in rows
+    }

@@ -12,6 +12,19 @@ import pytest
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def unavailable() -> str | None:
+    """Why the test server cannot be used (None: it answers); fails when CI=true, where it must be there."""
+    import psycopg
+
+    try:
+        psycopg.connect(ADMIN_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 does not answer and CI=true: {e}")
+        return f"PostgreSQL at 127.0.0.1:5432 does not answer (user postgres, trust auth): {e}"
+    return None
+
+
 @contextmanager
 def fresh_database(prefix: str) -> Iterator[str]:
     """The URL of a new, empty database; skips where no server answers, fails when CI=true (CI has one)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
 import yaml
 
+from tasks.airflow_env import DEPLOYMENT_ENV, AirflowError, AirflowStack, read_env_file
 from tasks.config import ENV_OVERRIDES, REPO_ROOT, load_config
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -82,7 +84,63 @@ def test_airflow_points_at_the_repo_dags_and_spark_master(compose):
     api = compose["services"]["airflow-scheduler"]["environment"]
     assert api["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/purchase-intent/dags"
     assert "spark-master" in api["AIRFLOW_CONN_SPARK_DEFAULT"]
-    assert api["AIRFLOW__CORE__EXECUTOR"] in {"LocalExecutor", "CeleryExecutor"}
+
+
+def test_airflow_runs_celery_workers_with_the_settings_the_e2e_tier_runs(compose):
+    # One place for the deployment's Airflow settings: the env file every Airflow service reads, which
+    # AirflowStack(deployment=DEPLOYMENT_ENV) applies in the e2e tier.
+    airflow_services = {n: s for n, s in compose["services"].items() if n.startswith("airflow-")}
+    assert airflow_services
+    for name, svc in airflow_services.items():
+        assert REPO_ROOT / svc["env_file"] == DEPLOYMENT_ENV, name
+        assert not any(k in read_env_file(DEPLOYMENT_ENV) for k in svc["environment"]), name
+        env = svc["environment"]
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://")
+    assert read_env_file(DEPLOYMENT_ENV)["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # airflow-init (which every other Airflow service waits for) waits for the broker.
+    assert "redis" in compose["services"]["airflow-init"]["depends_on"]
+    assert compose["services"]["airflow-worker"]["command"] == "airflow celery worker"
+    assert "redis" in compose["services"]
+
+
+def test_env_file_lines_must_be_key_value(tmp_path):
+    path = tmp_path / "airflow.env"
+    path.write_text("# comment\n\nA=1\nB = two words\n")
+    assert read_env_file(path) == {"A": "1", "B": "two words"}
+    path.write_text("A=1\nnot a setting\n")
+    with pytest.raises(ValueError, match=r"airflow.env:2: expected KEY=VALUE"):
+        read_env_file(path)
+
+
+def test_the_celery_executor_needs_its_endpoints(tmp_path):
+    cfg = load_config(use_env=False)
+    sqlite = {"PATH": "/usr/bin"}
+    with pytest.raises(AirflowError, match="AIRFLOW__CELERY__BROKER_URL"):
+        AirflowStack(cfg, io.StringIO(), sqlite, deployment=DEPLOYMENT_ENV)
+    broker = {**sqlite, "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/0"}
+    with pytest.raises(AirflowError, match="AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        AirflowStack(cfg, io.StringIO(), broker, deployment=DEPLOYMENT_ENV)
+    with pytest.raises(AirflowError, match="not SQLite"):
+        AirflowStack(
+            cfg,
+            io.StringIO(),
+            {**broker, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////tmp/x.db"},
+            deployment=DEPLOYMENT_ENV,
+        )
+    stack = AirflowStack(
+        cfg,
+        io.StringIO(),
+        {**broker, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg://postgres@127.0.0.1:5432/airflow"},
+        deployment=DEPLOYMENT_ENV,
+    )
+    try:
+        assert stack.components == ("api-server", "scheduler", "dag-processor", "celery worker")
+        assert (
+            stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        )
+    finally:
+        stack.stop()
 
 
 def test_module_commands_exist(compose):
