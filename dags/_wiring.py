@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from spark_jobs.session import driver_java_options  # noqa: E402  (no Spark import: parse-time safe)
+from spark_jobs.session import driver_java_options, executor_conf  # noqa: E402  (no Spark import: parse-time safe)
 from tasks.config import PipelineConfig, load_config  # noqa: E402  (needs REPO_ROOT on sys.path)
 from tasks.errors import (  # noqa: E402
     EXIT_CONFIG_ERROR,
@@ -238,6 +238,7 @@ class PipelineSparkSubmitOperator(SparkSubmitOperator):
             conf={
                 "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
                 "spark.ui.enabled": "false",
+                **executor_conf(cfg),
             },
             env_vars=step_env(),
             **kwargs,

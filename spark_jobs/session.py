@@ -32,6 +32,13 @@ def _ensure_worker_imports() -> None:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
+def executor_conf(cfg: PipelineConfig) -> dict[str, str]:
+    """Spark conf that carries what the executors' Python workers need to the cluster's nodes: a worker started
+    by a cluster's Worker daemon inherits that daemon's environment, not the driver's (local mode's workers are
+    the driver's children, so they found the code without it)."""
+    return {"spark.executorEnv.PYTHONPATH": cfg.spark.executor_pythonpath or str(REPO_ROOT)}
+
+
 # A short-lived driver (a validation gate over one partition) spends much of its CPU in the JIT's
 # optimising tier compiling code it then barely runs; C1 alone starts faster on few cores.
 SHORT_LIVED_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
@@ -83,6 +90,8 @@ def build_session(cfg: PipelineConfig, app_name: str, short_lived: bool = False,
     # Launched by spark-submit, the JVM gateway already exists with the submitted master and memory.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(cfg.spark.master).config("spark.driver.memory", cfg.spark.driver_memory)
+        for key, value in executor_conf(cfg).items():
+            builder = builder.config(key, value)
         options = driver_java_options(cfg, short_lived) if java_options is None else java_options
         if options:
             builder = builder.config("spark.driver.extraJavaOptions", options)

@@ -397,6 +397,8 @@ class SparkConfig(_Section):
     class_archive: str | None
     # Garbage collector of driver JVMs the pipeline starts (-XX:+Use<name>); None: the JVM's default.
     driver_gc: Literal["ParallelGC", "G1GC", "SerialGC"] | None
+    # PYTHONPATH of the executors' Python workers; None: the repo root as the driver sees it.
+    executor_pythonpath: str | None
 
 
 class ScoringConfig(_Section):

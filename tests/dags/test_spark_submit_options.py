@@ -42,3 +42,18 @@ def test_options_follow_the_archive_at_run_time(operator_cls):
         f"-XX:+UseParallelGC -XX:SharedArchiveFile={archive}"
     )
     assert submitted[3]["spark.sql.shuffle.partitions"] == "8"
+
+
+def test_the_executors_python_path_travels_with_each_submission(operator_cls, tmp_path, monkeypatch):
+    # A cluster's executors start from their Worker daemon's environment, not the driver's: the project's code
+    # must reach their Python workers through the submission (tests/spark/test_standalone_cluster.py runs it).
+    from tasks.config import REPO_ROOT
+
+    cls, submitted, _ = operator_cls
+    cls(task_id="features", job="features").execute({})
+    assert submitted[0]["spark.executorEnv.PYTHONPATH"] == str(REPO_ROOT)
+    overlay = tmp_path / "nodes.yaml"
+    overlay.write_text(yaml.safe_dump({"spark": {"executor_pythonpath": "/opt/purchase-intent"}}))
+    monkeypatch.setenv("PIPELINE_CONFIG", f"{DEFAULT_CONFIG}:{tmp_path / 'overlay.yaml'}:{overlay}")
+    cls(task_id="features", job="features").execute({})
+    assert submitted[1]["spark.executorEnv.PYTHONPATH"] == "/opt/purchase-intent"
