@@ -50,6 +50,9 @@ NOT_RUN = {
     "make mlflow-ui": "a long-running server (the MLflow UI)",
     "make jvm-archive": "rebuilds the class archive, which the `demo` fixture's step 2 built with the same command",
     "make bench": "benchmarks on generated logs of millions of events, for many minutes (see bench/README.md)",
+    "python -m bench.run --only nightly_scaling": (
+        "one benchmark of make bench: four nightly runs through Airflow on 1M- and 10M-event logs (about 16 minutes)"
+    ),
     "make clean": "deletes var/ of the working tree, which holds the developer's own state",
     ".venv/bin/python -m tasks.backtest --source taobao --input ../shared/data/taobao_userbehavior_sample.csv "
     "--train 2017-11-26:2017-11-29 --val 2017-11-30 --test 2017-12-01 --candidates lr,lightgbm,lstm,bert --seeds 3": (
