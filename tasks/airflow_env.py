@@ -199,11 +199,21 @@ class AirflowStack:
         self.executor = self.env["AIRFLOW__CORE__EXECUTOR"]
         self.components: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")
         if self.executor == "CeleryExecutor":
-            for key in ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
-                if key not in (env or os.environ):
-                    raise AirflowError(f"the CeleryExecutor needs {key} in the environment (an endpoint)")
-            if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
-                raise AirflowError("the CeleryExecutor needs a server database (PostgreSQL), not SQLite")
+            missing = [
+                key
+                for key in ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+                if key not in (env or os.environ)
+            ]
+            problem = (
+                f"the CeleryExecutor needs {missing[0]} in the environment (an endpoint)"
+                if missing
+                else "the CeleryExecutor needs a server database (PostgreSQL), not SQLite"
+                if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite")
+                else None
+            )
+            if problem:
+                self._tmp.cleanup()
+                raise AirflowError(problem)
             self.components += ("celery worker",)
         self.procs: dict[str, subprocess.Popen] = {}
         # Wall-clock start (UTC): Airflow's records of this stack's components (its jobs) begin after it.
