@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import math
 import shutil
 import tempfile
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from bench.harness import timed
 from tasks.config import REPO_ROOT, PipelineConfig
-from tasks.layers import DAY_KEY, events_root, partition_dir
+from tasks.layers import DAY_KEY, events_root, features_partition, partition_dir
 from tasks.partitions import parquet_rows
 from tasks.schema import EVENT_COLUMNS
 
@@ -106,6 +107,37 @@ def build_synthetic_training_set(cfg: PipelineConfig, spark, n_users: int, n_day
     info, s = timed(lambda: training_set.build(cfg, spark=spark))
     print(f"  training set {info.manifest['id']}: rows {info.manifest['rows']} ({s:.0f}s)", flush=True)
     return info, n_events
+
+
+def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_files: int) -> int:
+    """Grow features/user/ds=<ds>/ to ~target_users rows by copying the real rows under new user ids
+    (suffix ``#k``), and features/user_category/ds=<ds>/ by the same copies so every user keeps its
+    candidates; each written as ``n_files`` Parquet files and swapped in; returns the user row count."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    folder = features_partition(cfg, "user", ds)
+    copies = max(1, math.ceil(target_users / sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet"))))
+    rows = 0
+    for layer in ("user", "user_category"):
+        folder = features_partition(cfg, layer, ds)
+        table = pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("*.parquet")))
+        parts = []
+        for k in range(copies):
+            ids = table["user_id"] if k == 0 else pc.binary_join_element_wise(table["user_id"], pa.scalar(str(k)), "#")
+            parts.append(table.set_column(table.schema.get_field_index("user_id"), "user_id", ids))
+        grown = pa.concat_tables(parts)
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        tmp.mkdir()
+        step = math.ceil(grown.num_rows / n_files)
+        for i in range(n_files):
+            pq.write_table(grown.slice(i * step, step), tmp / f"part-{i:05d}.parquet")
+        shutil.rmtree(folder)
+        tmp.rename(folder)
+        if layer == "user":
+            rows = grown.num_rows
+    return rows
 
 
 def real_exports() -> list[tuple[str, dict, Path | None]]:

@@ -5,47 +5,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
-import shutil
 from functools import partial
 
-from bench.data import build_synthetic_training_set
+from bench.data import build_synthetic_training_set, replicate_features
 from bench.harness import local_cores, r, spark_session, timed, workdir
 from tasks.config import PipelineConfig
-from tasks.layers import features_partition
 from tasks.schema import user_category_columns
 from tests.helpers.config import isolated_config
-
-
-def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_files: int) -> int:
-    """Grow features/user/ds=<ds>/ to ~target_users rows by copying the real rows under new user ids
-    (suffix ``#k``), and features/user_category/ds=<ds>/ by the same copies so every user keeps its
-    candidates; each written as ``n_files`` Parquet files and swapped in; returns the user row count."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    folder = features_partition(cfg, "user", ds)
-    copies = max(1, math.ceil(target_users / sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet"))))
-    rows = 0
-    for layer in ("user", "user_category"):
-        folder = features_partition(cfg, layer, ds)
-        table = pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("*.parquet")))
-        parts = []
-        for k in range(copies):
-            ids = table["user_id"] if k == 0 else pc.binary_join_element_wise(table["user_id"], pa.scalar(str(k)), "#")
-            parts.append(table.set_column(table.schema.get_field_index("user_id"), "user_id", ids))
-        grown = pa.concat_tables(parts)
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        tmp.mkdir()
-        step = math.ceil(grown.num_rows / n_files)
-        for i in range(n_files):
-            pq.write_table(grown.slice(i * step, step), tmp / f"part-{i:05d}.parquet")
-        shutil.rmtree(folder)
-        tmp.rename(folder)
-        if layer == "user":
-            rows = grown.num_rows
-    return rows
 
 
 def bare_predict(cfg: PipelineConfig, uri: str, pdf, with_reasons: bool, checked=None) -> dict[str, float]:
