@@ -140,6 +140,19 @@ def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_fi
     return rows
 
 
+def grown_features(cfg: PipelineConfig, spark, n_users: int, n_days: int, target_users: int, n_files: int):
+    """A training set of a synthetic log of ``n_users`` x ``n_days`` (for a champion) and the features of the
+    cutoff after it grown to ~``target_users`` users (replicate_features): (training set info, cutoff, the
+    features job's report, the number of files the job wrote, user rows)."""
+    from spark_jobs import features
+
+    info, _ = build_synthetic_training_set(cfg, spark, n_users, n_days)
+    ds = cfg.generator.start + dt.timedelta(days=n_days)
+    feats = features.run(cfg, ds, spark=spark)
+    job_files = len(list(feats.path.glob("*.parquet")))
+    return info, ds, feats, job_files, replicate_features(cfg, ds, target_users, n_files=n_files)
+
+
 def real_exports() -> list[tuple[str, dict, Path | None]]:
     """(name, ``tasks.backtest`` arguments, resolved input or None when absent) of each entry of
     bench/backtests.yaml."""

@@ -5,10 +5,9 @@ task pays) and the warehouse load, users per second of both."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from functools import partial
 
-from bench.data import build_synthetic_training_set, replicate_features
+from bench.data import grown_features
 from bench.harness import local_cores, r, spark_session, timed, workdir
 from tests.helpers.config import isolated_config
 
@@ -20,7 +19,7 @@ FAMILY = "lstm"
 def run(args: argparse.Namespace) -> dict:
     from mlflow import MlflowClient
 
-    from spark_jobs import features, score
+    from spark_jobs import score
     from tasks.training.launcher import launch
     from tasks.warehouse import load_scores
 
@@ -29,10 +28,7 @@ def run(args: argparse.Namespace) -> dict:
     with workdir("scoring1m") as work:
         cfg = isolated_config(work / "var", training={"baselines": False})
         spark = spark_session(cfg)
-        info, _ = build_synthetic_training_set(cfg, spark, n_users, n_days)
-        ds = cfg.generator.start + dt.timedelta(days=n_days)
-        feats = features.run(cfg, ds, spark=spark)
-        n_rows = replicate_features(cfg, ds, target, n_files=4 * local_cores(cfg))
+        info, ds, feats, _, n_rows = grown_features(cfg, spark, n_users, n_days, target, 4 * local_cores(cfg))
         res = launch(cfg, info.path, model_type=FAMILY, epochs=1, allow_unvalidated=True)
         MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri).set_registered_model_alias(
             cfg.mlflow.model_name, cfg.mlflow.champion_alias, res.model_version

@@ -4,10 +4,9 @@ model on the same rows (issue 6)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from functools import partial
 
-from bench.data import build_synthetic_training_set, replicate_features
+from bench.data import grown_features
 from bench.harness import local_cores, r, spark_session, timed, workdir
 from tasks.config import PipelineConfig
 from tasks.schema import user_category_columns
@@ -56,7 +55,7 @@ CHECKED_ROWS = 4096
 def run(args: argparse.Namespace) -> dict:
     from mlflow import MlflowClient
 
-    from spark_jobs import features, score
+    from spark_jobs import score
     from spark_jobs.score import arrow_to_pandas, attach_candidates, model_input_columns
     from tasks.training.launcher import launch
     from tasks.warehouse import load_scores
@@ -68,11 +67,7 @@ def run(args: argparse.Namespace) -> dict:
     with workdir("scoring") as work:
         cfg = isolated_config(work / "var", training={"baselines": False})
         spark = spark_session(cfg)
-        info, _ = build_synthetic_training_set(cfg, spark, n_users, n_days)
-        ds = cfg.generator.start + dt.timedelta(days=n_days)
-        feats = features.run(cfg, ds, spark=spark)
-        real_files = len(list(feats.path.glob("*.parquet")))
-        n_rows = replicate_features(cfg, ds, target, n_files=4 * local_cores(cfg))
+        info, ds, feats, real_files, n_rows = grown_features(cfg, spark, n_users, n_days, target, 4 * local_cores(cfg))
         # The bare loop gets what the job's workers get: user rows with their candidate arrays, list
         # columns Arrow-backed (spark_jobs.score.arrow_to_pandas); mlflow's checked predict needs plain lists.
         joined = attach_candidates(

@@ -99,8 +99,8 @@ def task_log(cfg, dag_id: str, ds: dt.date, task_id: str, attempt: int = 1) -> s
 
 
 def demo_runs_file(cfg):
-    """What the demo left in Airflow's metadata (its runs, paused states, the scheduler's executor), as JSON
-    (the `demo` fixture writes it before later modules run more)."""
+    """What the demo left in Airflow's metadata (its runs, paused states, how many tasks went through Celery), as
+    JSON (the `demo` fixture writes it before later modules run more)."""
     return cfg.paths.airflow_home / "after-demo.json"
 
 
