@@ -425,21 +425,32 @@ def check_input_types(signature: Any, schema: Any, uri: str) -> None:
 
 
 @contextlib.contextmanager
-def _arrow_batch_rows(spark, rows: int) -> Iterator[None]:
-    """Within the block, Spark hands Python workers Arrow batches of ``rows`` rows (then restores the
-    session's setting). At Spark's default of 10,000 a worker waits for the JVM to convert the first
-    10,000 rows before its first forward pass; at one model batch per Arrow batch the conversion of the
-    next batch overlaps the model call on the current one (profiled: the workers' input wait shrinks severalfold)."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
+def _scoring_conf(spark, batch_rows: int) -> Iterator[None]:
+    """Within the block, the session settings of the scoring stage (then the session's own are restored).
+
+    Spark hands Python workers Arrow batches of ``batch_rows`` rows: at Spark's default of 10,000 a worker
+    waits for the JVM to convert the first 10,000 rows before its first forward pass; at one model batch per
+    Arrow batch the conversion of the next batch overlaps the model call on the current one (profiled: the
+    workers' input wait shrinks severalfold). And adaptive execution does not coalesce the candidate join's
+    shuffle partitions: it sizes partitions by bytes, while a scoring task costs the model's work per row, so a
+    few uneven coalesced partitions left a core idle while the last one scored (bench scoring_throughput); the
+    stage runs one task per ``spark.sql.shuffle.partitions``.
+    """
+    settings = {
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows),
+        "spark.sql.adaptive.coalescePartitions.enabled": "false",
+    }
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     try:
         yield
     finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def run(
@@ -487,7 +498,7 @@ def run(
         top_k_categories=cfg.scoring.top_k_categories,
         stats=stats,
     )
-    with _arrow_batch_rows(spark, cfg.scoring.batch_size):
+    with _scoring_conf(spark, cfg.scoring.batch_size):
         (
             scores.write.mode("overwrite")
             .option("partitionOverwriteMode", "dynamic")

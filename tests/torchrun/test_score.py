@@ -176,6 +176,33 @@ def _check_scoring_run(spark, cfg, ts, version: str, run_id: str, model_uri: str
     assert len(per_user[uid]) <= k and any(t.startswith(UNSEEN + ":") for t in top)
 
 
+def test_the_model_stage_keeps_the_shuffle_partitions_of_the_candidate_join(spark, champion):
+    """Adaptive execution would coalesce the join's small shuffle partitions into one task; the scoring stage
+    runs one task per shuffle partition (one Parquet file each) and leaves the session's settings as found."""
+    cfg, ts, _ = champion
+    features = _write_features(cfg, ts, DS)
+    partitions, coalesce, broadcast = (
+        spark.conf.get(k)
+        for k in (
+            "spark.sql.shuffle.partitions",
+            "spark.sql.adaptive.coalescePartitions.enabled",
+            "spark.sql.autoBroadcastJoinThreshold",
+        )
+    )
+    assert coalesce == "true"
+    # The candidates are joined by a shuffle, as at a nightly's size, not broadcast as their few rows would be.
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    spark.conf.set("spark.sql.shuffle.partitions", "4")
+    try:
+        report = run(cfg, DS, "scheduled__2026-01-20", spark=spark)
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", broadcast)
+        spark.conf.set("spark.sql.shuffle.partitions", partitions)
+    assert report.rows == len(features)
+    assert len(list(scores_partition(cfg, DS).glob("*.parquet"))) == 4
+    assert spark.conf.get("spark.sql.adaptive.coalescePartitions.enabled") == coalesce
+
+
 def test_rerun_replaces_only_its_partition_and_loads_into_warehouse(spark, champion, tmp_path):
     cfg, ts, result = champion
     _write_features(cfg, ts, OTHER_DS, n=40)
