@@ -14,7 +14,14 @@ from pathlib import Path
 
 from bench.harness import timed
 from tasks.config import REPO_ROOT, PipelineConfig
-from tasks.layers import DAY_KEY, events_root, features_partition, partition_dir
+from tasks.layers import (
+    DAY_KEY,
+    events_root,
+    features_partition,
+    partition_dir,
+    training_set_candidates,
+    training_set_split,
+)
 from tasks.partitions import parquet_rows
 from tasks.schema import EVENT_COLUMNS
 
@@ -109,23 +116,27 @@ def build_synthetic_training_set(cfg: PipelineConfig, spark, n_users: int, n_day
     return info, n_events
 
 
-def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_files: int) -> int:
-    """Grow features/user/ds=<ds>/ to ~target_users rows by copying the real rows under new user ids
-    (suffix ``#k``), and features/user_category/ds=<ds>/ by the same copies so every user keeps its
-    candidates; each written as ``n_files`` Parquet files and swapped in; returns the user row count."""
+def _grow_folders(folders: list[Path], target_rows: int, n_files: int) -> int:
+    """Grow the Parquet folders ``folders`` (the first one's rows count towards ``target_rows``) by the same
+    number of copies of their rows under new user ids (suffix ``#k.n``, n the rows before, so ids stay unique
+    when a grown folder grows again), so rows that belong together (a user and its candidates) stay together;
+    each written as ``n_files`` files and swapped in; returns the first folder's row count."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    folder = features_partition(cfg, "user", ds)
-    copies = max(1, math.ceil(target_users / sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet"))))
+    before = sum(pq.read_metadata(f).num_rows for f in folders[0].glob("*.parquet"))
+    copies = max(1, math.ceil(target_rows / before))
     rows = 0
-    for layer in ("user", "user_category"):
-        folder = features_partition(cfg, layer, ds)
+    for folder in folders:
         table = pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("*.parquet")))
         parts = []
         for k in range(copies):
-            ids = table["user_id"] if k == 0 else pc.binary_join_element_wise(table["user_id"], pa.scalar(str(k)), "#")
+            ids = (
+                table["user_id"]
+                if k == 0
+                else pc.binary_join_element_wise(table["user_id"], pa.scalar(f"{k}.{before}"), "#")
+            )
             parts.append(table.set_column(table.schema.get_field_index("user_id"), "user_id", ids))
         grown = pa.concat_tables(parts)
         tmp = folder.with_name(f".{folder.name}.tmp")
@@ -135,9 +146,25 @@ def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_fi
             pq.write_table(grown.slice(i * step, step), tmp / f"part-{i:05d}.parquet")
         shutil.rmtree(folder)
         tmp.rename(folder)
-        if layer == "user":
-            rows = grown.num_rows
+        rows = rows or grown.num_rows
     return rows
+
+
+def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_files: int) -> int:
+    """Grow features/user/ds=<ds>/ to ~target_users rows by copying the real rows under new user ids, and
+    features/user_category/ds=<ds>/ by the same copies so every user keeps its candidates; returns the user
+    row count."""
+    return _grow_folders(
+        [features_partition(cfg, layer, ds) for layer in ("user", "user_category")], target_users, n_files
+    )
+
+
+def replicate_training_split(training_set: Path, split: str, target_rows: int, n_files: int) -> int:
+    """Grow one split of a training set (its user rows and their candidate rows) to ~target_rows rows by
+    copying them under new user ids; returns the split's row count. The set's validation result no longer
+    matches its files: train it with ``allow_unvalidated``."""
+    folders = [training_set_split(training_set, split), training_set_candidates(training_set, split)]
+    return _grow_folders(folders, target_rows, n_files)
 
 
 def grown_features(cfg: PipelineConfig, spark, n_users: int, n_days: int, target_users: int, n_files: int):

@@ -37,27 +37,46 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - started
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+def tree_cpu_s(pid: int, root: bool = True) -> float:
+    """CPU seconds (user + system) of process ``pid`` (unless not ``root``) and every process below it. A process
+    that exited and was reaped counts through its parent's children times, so a difference of two readings misses
+    no work (only a process whose parent has not reaped it yet is missed)."""
+    import psutil
+
+    top = psutil.Process(pid)
+    total = 0.0
+    for proc in [top, *top.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = proc.cpu_times()
+            total += t.children_user + t.children_system + (t.user + t.system if root or proc is not top else 0.0)
+    return total
+
+
+def _jvm_pid(spark) -> int:
+    return int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
 
 
 def process_cpu_s(spark=None) -> float:
-    """CPU seconds (user + system) of this process and, given a local session, of its Spark JVM.
+    """CPU seconds (user + system) of this process and, given a local session, of its Spark JVM and every
+    process below it: the Python daemon and the workers that run mapInArrow and UDFs.
 
     On a shared machine wall time swings with other jobs' load; CPU time is the steadier
     measure of the work a step needs, so both are recorded.
     """
     total = time.process_time()
     if spark is not None:
-        pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(stat[11]) + int(stat[12])) / _CLOCK_TICKS
+        total += tree_cpu_s(_jvm_pid(spark))
     return total
+
+
+def python_workers_cpu_s(spark) -> float:
+    """CPU seconds of the processes below a local session's JVM: its Python daemon and workers."""
+    return tree_cpu_s(_jvm_pid(spark), root=False)
 
 
 def jvm_peak_rss_mb(spark) -> float:
     """Peak resident memory of the local Spark JVM so far (VmHWM), in MiB."""
-    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    for line in Path(f"/proc/{_jvm_pid(spark)}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
