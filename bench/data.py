@@ -127,7 +127,6 @@ def _grow_folders(folders: list[Path], target_rows: int, n_files: int) -> int:
 
     before = sum(pq.read_metadata(f).num_rows for f in folders[0].glob("*.parquet"))
     copies = max(1, math.ceil(target_rows / before))
-    rows = 0
     for folder in folders:
         table = pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("*.parquet")))
         parts = []
@@ -146,8 +145,7 @@ def _grow_folders(folders: list[Path], target_rows: int, n_files: int) -> int:
             pq.write_table(grown.slice(i * step, step), tmp / f"part-{i:05d}.parquet")
         shutil.rmtree(folder)
         tmp.rename(folder)
-        rows = rows or grown.num_rows
-    return rows
+    return before * copies
 
 
 def replicate_features(cfg: PipelineConfig, ds: dt.date, target_users: int, n_files: int) -> int:

@@ -204,13 +204,11 @@ class AirflowStack:
                 for key in ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
                 if key not in (env or os.environ)
             ]
-            problem = (
-                f"the CeleryExecutor needs {missing[0]} in the environment (an endpoint)"
-                if missing
-                else "the CeleryExecutor needs a server database (PostgreSQL), not SQLite"
-                if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite")
-                else None
-            )
+            problem = None
+            if missing:
+                problem = f"the CeleryExecutor needs {missing[0]} in the environment (an endpoint)"
+            elif self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+                problem = "the CeleryExecutor needs a server database (PostgreSQL), not SQLite"
             if problem:
                 self._tmp.cleanup()
                 raise AirflowError(problem)
