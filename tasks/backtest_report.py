@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -237,32 +238,44 @@ def seed_spread(rows: list[dict[str, Any]], metrics: Iterable[str]) -> list[dict
 
 # Metrics of the ensemble-stability table: who buys, and what they buy.
 STABILITY_METRICS = ("roc_auc", "pair_roc_auc", "ndcg")
+# Random regroupings of the same single seeds into disjoint groups, beside the consecutive grouping: the range of
+# a few ensembles is a noisy statistic, and which seeds share a group is arbitrary.
+STABILITY_REGROUPINGS = 100
 
 
 def ensemble_stability(
-    split: TestSplit, preds: list[ModelPredictions], size: int, *, k: int, top_k_fraction: float
+    split: TestSplit,
+    preds: list[ModelPredictions],
+    size: int,
+    *,
+    k: int,
+    top_k_fraction: float,
+    regroupings: int = STABILITY_REGROUPINGS,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """How much a retrain moves the test metrics, for one model and for a ``size``-seed ensemble: per family with
     at least two disjoint groups of ``size`` seeds, the range of each metric over its single seeds and over the
-    ensembles of its consecutive seed groups (independent draws: no seed shared)."""
+    ensembles of its consecutive seed groups (independent draws: no seed shared). Over ``regroupings`` random
+    partitions of the same seeds into as many disjoint groups, the mean and 90th percentile of the ratio of the
+    ensembles' range to the single seeds' range: what the ratio is to be expected, not for one grouping."""
+    rng = np.random.default_rng(seed)
     out = []
     for fam in dict.fromkeys(p.model for p in preds if p.kind == SINGLE):
         singles = [p for p in preds if p.model == fam and p.kind == SINGLE]
-        draws = [singles[i : i + size] for i in range(0, len(singles) - size + 1, size)]
-        if len(draws) < 2:
+        n_groups = len(singles) // size
+        if n_groups < 2:
             continue
-        ens = [
-            ModelPredictions(
-                fam, ENSEMBLE, None, np.mean([q.p for q in d], axis=0), np.mean([q.cand_p for q in d], axis=0)
-            )
-            for d in draws
-        ]
+        group_metrics = partial(_group_metrics, split, singles, cache={}, k=k, top_k_fraction=top_k_fraction)
+        ens_m = [group_metrics(range(i * size, (i + 1) * size)) for i in range(n_groups)]
+        deals = [rng.permutation(len(singles))[: n_groups * size].reshape(n_groups, size) for _ in range(regroupings)]
+        regrouped = [[group_metrics(g) for g in deal] for deal in deals]
         single_m = [model_metrics(split, q, k=k, top_k_fraction=top_k_fraction) for q in singles]
-        ens_m = [model_metrics(split, q, k=k, top_k_fraction=top_k_fraction) for q in ens]
         for m in STABILITY_METRICS:
             sv = np.array([x[m] for x in single_m])
             ev = np.array([x[m] for x in ens_m])
             s_range, e_range = float(np.ptp(sv)), float(np.ptp(ev))
+            ratios = np.array([np.ptp([x[m] for x in groups]) for groups in regrouped])
+            ratios = ratios / s_range if s_range > 0 else np.array([])
             out.append(
                 {
                     "model": fam,
@@ -275,9 +288,36 @@ def ensemble_stability(
                     "ensemble_values": [float(v) for v in ev],
                     "ensemble_range": e_range,
                     "range_ratio": e_range / s_range if s_range > 0 else math.nan,
+                    "regroupings": regroupings,
+                    "regrouped_ratio_mean": float(np.mean(ratios)) if len(ratios) else math.nan,
+                    "regrouped_ratio_p90": float(np.quantile(ratios, 0.9)) if len(ratios) else math.nan,
                 }
             )
     return out
+
+
+def _group_metrics(
+    split: TestSplit,
+    singles: list[ModelPredictions],
+    group: Iterable[int],
+    *,
+    cache: dict[tuple[int, ...], dict[str, float]],
+    k: int,
+    top_k_fraction: float,
+) -> dict[str, float]:
+    """model_metrics of the ensemble of ``singles`` at the indices ``group``, once per distinct group."""
+    key = tuple(sorted(int(i) for i in group))
+    if key not in cache:
+        members = [singles[i] for i in key]
+        ens = ModelPredictions(
+            members[0].model,
+            ENSEMBLE,
+            None,
+            np.mean([q.p for q in members], axis=0),
+            np.mean([q.cand_p for q in members], axis=0),
+        )
+        cache[key] = model_metrics(split, ens, k=k, top_k_fraction=top_k_fraction)
+    return cache[key]
 
 
 def headline(preds: list[ModelPredictions]) -> list[ModelPredictions]:
@@ -547,11 +587,13 @@ def markdown(report: dict[str, Any]) -> str:
             "## Ensemble stability",
             "",
             "Range of each test metric over the single seeds and over ensembles of disjoint seed groups (independent "
-            "draws of the ensemble): how far a retrain can move it.",
+            "draws of the ensemble): how far a retrain can move it. Ratio: the ensembles' range over the single "
+            "seeds' range, for the consecutive groups and, over random regroupings of the same seeds, its mean and "
+            "90th percentile.",
             "",
         ]
         lines += md_table(
-            ["model", "metric", "single seeds", "range (sd)", "ensembles", "ensemble range", "ratio"],
+            ["model", "metric", "single seeds", "range (sd)", "ensembles", "ensemble range", "ratio", "regrouped"],
             [
                 [
                     s["model"],
@@ -561,6 +603,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{s['ensemble_draws']} x {s['ensemble_size']} seeds",
                     f"{s['ensemble_range']:.4f}",
                     fmt(s["range_ratio"], 2),
+                    f"{fmt(s['regrouped_ratio_mean'], 2)} (p90 {fmt(s['regrouped_ratio_p90'], 2)})",
                 ]
                 for s in report["ensemble_stability"]
             ],

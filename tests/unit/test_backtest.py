@@ -204,6 +204,25 @@ def test_ensemble_stability_compares_disjoint_seed_groups_with_single_seeds():
     assert rep.ensemble_stability(split, singles[:5], 3, k=2, top_k_fraction=0.1) == []  # one full group only
 
 
+def test_ensemble_stability_regroups_the_same_seeds_into_random_disjoint_groups():
+    split = _split(n_users=80)
+    singles = [_pred(split, "lstm", 1.5, seed) for seed in range(7)]
+    (roc,) = [
+        r
+        for r in rep.ensemble_stability(split, singles, 3, k=2, top_k_fraction=0.1, regroupings=1, seed=0)
+        if r["metric"] == "roc_auc"
+    ]
+    # The one regrouping: the same generator deals the 7 seeds into 2 groups of 3 and leaves one out.
+    groups = np.random.default_rng(0).permutation(7)[:6].reshape(2, 3)
+    assert {frozenset(g.tolist()) for g in groups} != {frozenset({0, 1, 2}), frozenset({3, 4, 5})}
+    aucs = [roc_auc_score(split.y[:, 0], np.mean([singles[i].p[:, 0] for i in g], axis=0)) for g in groups]
+    assert roc["regrouped_ratio_mean"] == pytest.approx(abs(aucs[0] - aucs[1]) / roc["single_range"])
+    assert roc["regrouped_ratio_p90"] == pytest.approx(roc["regrouped_ratio_mean"])
+    many = rep.ensemble_stability(split, singles, 3, k=2, top_k_fraction=0.1, regroupings=40)
+    for r in many:
+        assert 0 <= r["regrouped_ratio_mean"] <= r["regrouped_ratio_p90"], r
+
+
 def test_a_used_work_dir_or_report_folder_is_refused_before_anything_runs(cfg, tmp_path):
     from tasks.backtest import run_backtest
 
