@@ -180,13 +180,12 @@ class AirflowStack:
         self.base = f"http://127.0.0.1:{self.port}"
         self.start_timeout_s = start_timeout_s
         self._tmp = tempfile.TemporaryDirectory(prefix="airflow-stack-")
-        config_file = Path(self._tmp.name) / "pipeline.json"
-        # JSON is YAML: the DAGs load exactly this config (overrides and endpoint env vars already applied).
-        config_file.write_text(json.dumps(cfg.model_dump(mode="json")))
+        self._config_file = Path(self._tmp.name) / "pipeline.json"
+        self.set_config(cfg)
         self.env = airflow_env(cfg, env)
         self.env.update(
             {
-                "PIPELINE_CONFIG": str(config_file),
+                "PIPELINE_CONFIG": str(self._config_file),
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__BASE_URL": self.base,
@@ -254,10 +253,25 @@ class AirflowStack:
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
 
-    def enable_scheduling(self) -> None:
-        """Restart the scheduler so that it creates runs itself, as a deployed one does: the schedules of
-        unpaused DAGs and the runs that asset events start (the stack starts without, so only the runs triggered
-        through it run). Call it between runs: the task processes of the old scheduler's executor stop with it."""
+    def set_config(self, cfg: PipelineConfig) -> None:
+        """The pipeline config that the stack's DAGs and tasks load, replaced whole (JSON is YAML; overrides and
+        endpoint env vars already applied). Tasks started from now on read it; the DAGs' param defaults follow
+        at the dag-processor's next parse of their files (``dag_params``)."""
+        staged = self._config_file.with_suffix(".staged")
+        staged.write_text(json.dumps(cfg.model_dump(mode="json")))
+        staged.replace(self._config_file)  # a task starting meanwhile reads the old file or the new, never half
+        self.cfg = cfg
+
+    def dag_params(self, dag_id: str) -> dict[str, Any]:
+        """Each param's default as the dag-processor's latest parse of ``dag_id`` serialised it."""
+        details = self._request("GET", f"/api/v2/dags/{dag_id}/details")
+        return {name: param.get("value") for name, param in (details.get("params") or {}).items()}
+
+    def set_scheduling(self, on: bool) -> None:
+        """Restart the scheduler so that it creates runs itself (``on``), as a deployed one does: the schedules of
+        unpaused DAGs and the runs that asset events start; or again not (the stack starts so: only the runs
+        triggered through it run). Call it between runs: the task processes of the old scheduler's executor stop
+        with it."""
         self.wait_ready()
         proc = self.procs.pop("scheduler")
         with contextlib.suppress(ProcessLookupError):
@@ -267,7 +281,7 @@ class AirflowStack:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        self.env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "True"
+        self.env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = str(on)
         self._spawn("scheduler")
         self._wait_healthy()
 

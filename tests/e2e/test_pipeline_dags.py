@@ -2,7 +2,7 @@
 
 One session run of `tasks.demo` (generate -> land/clean history -> real runs of purchase_intent_training and
 purchase_intent_nightly on a LocalExecutor it starts and stops), then every command its summary prints, then
-further real nightly runs for other dates and reruns against the same state (the `airflow` fixture).
+further real nightly runs against the same state (the `airflow` fixture; test_retraining.py reruns one).
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 import urllib.request
@@ -22,22 +20,21 @@ import pytest
 from tasks.airflow_env import free_port
 from tasks.config import REPO_ROOT
 from tasks.layers import events_partition, features_partition, training_set_dir
-from tests.helpers.e2e import LAST_DS, NIGHTLY_DAG, TRAINING_DAG, demo_runs_file, nightly, task_log
+from tests.helpers.browser import stop
+from tests.helpers.e2e import (
+    LAST_DS,
+    NIGHTLY_DAG,
+    TRAINING_DAG,
+    demo_runs_file,
+    nightly,
+    task_log,
+    warehouse_rows,
+)
 
 pytestmark = pytest.mark.e2e
 
 # The demo's terminal output on success (the issue: 2,000 lines of library chatter).
 MAX_DEMO_LINES = 60
-
-
-def _rows(cfg, sql: str):
-    import duckdb
-
-    con = duckdb.connect(str(cfg.warehouse.duckdb_path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _summary_commands(demo: str) -> list[str]:
@@ -122,15 +119,9 @@ def test_every_summary_command_works_as_printed(demo, env):
         for proc, url in started:
             assert _wait_http(url, proc) == 200
     finally:
+        # The whole server, not only its bash: a scheduler that outlived the test would run later modules' DAGs.
         for proc, _ in started:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc, _ in started:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop(proc)
 
 
 def test_warehouse_rows_carry_the_champion(demo, env):
@@ -139,7 +130,7 @@ def test_warehouse_rows_carry_the_champion(demo, env):
 
     client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
     champion = client.get_model_version_by_alias("purchase_intent", "champion")
-    rows = _rows(
+    rows = warehouse_rows(
         cfg,
         f"select model_name, model_version, model_run_id, count(*), min(p_purchase), max(p_purchase) "
         f"from intent_scores where ds = '{LAST_DS}' group by all",
@@ -174,7 +165,7 @@ def test_the_family_selected_on_validation_is_promoted_and_scores_with_reasons_a
     # LSTM's 0.413 and BERT's 0.369 when measured), so this run takes a tabular family through both DAGs.
     assert chosen.model_type == "lightgbm", table
     # The nightly scores of that family carry its reasons and its pair model's top categories.
-    ((n, with_reasons, with_top),) = _rows(
+    ((n, with_reasons, with_top),) = warehouse_rows(
         cfg, f"select count(*), count(reasons), count(top_categories) from intent_scores where ds = '{LAST_DS}'"
     )
     assert with_reasons == n and with_top > 0.5 * n, (champion.tags["model_type"], n, with_reasons, with_top)
@@ -207,10 +198,12 @@ def test_a_scored_day_is_judged_once_its_label_window_has_closed(demo, env):
     log = task_log(cfg, NIGHTLY_DAG, earlier, "evaluate_outcomes")
     assert f"outcomes at cutoff {earlier}: no scored day whose label window closed" in log
     assert f"ds={earlier}" in task_log(cfg, NIGHTLY_DAG, LAST_DS, "evaluate_outcomes")
-    rows = _rows(cfg, "select ds, model_version, role, n_users, n_buyers, purchase_roc_auc from intent_score_outcomes")
+    rows = warehouse_rows(
+        cfg, "select ds, model_version, role, n_users, n_buyers, purchase_roc_auc from intent_score_outcomes"
+    )
     client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
     champion = client.get_model_version_by_alias("purchase_intent", "champion")
-    ((scored,),) = _rows(cfg, f"select count(*) from intent_scores where ds = '{earlier}'")
+    ((scored,),) = warehouse_rows(cfg, f"select count(*) from intent_scores where ds = '{earlier}'")
     assert len(rows) == 1, rows
     ds, version, role, n_users, n_buyers, auc = rows[0]
     assert (ds, version, role, n_users) == (earlier, str(champion.version), "champion", scored)
@@ -219,7 +212,7 @@ def test_a_scored_day_is_judged_once_its_label_window_has_closed(demo, env):
     # repeats the test metric that training logged, computed by another path (Spark labels, warehouse rows).
     test_auc = client.get_run(champion.run_id).data.metrics["test/purchase_roc_auc"]
     assert auc == pytest.approx(test_auc, abs=0.01)
-    ((versions, days_7d),) = _rows(cfg, "select count(*), max(days_7d) from intent_model_health")
+    ((versions, days_7d),) = warehouse_rows(cfg, "select count(*), max(days_7d) from intent_model_health")
     assert (versions, days_7d) == (1, 1)
 
 
@@ -228,68 +221,10 @@ def test_one_row_per_active_user(demo, env):
     import pyarrow.parquet as pq
 
     features = pq.read_table(features_partition(cfg, "user", LAST_DS)).to_pandas()
-    ((n, distinct),) = _rows(cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'")
+    ((n, distinct),) = warehouse_rows(
+        cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'"
+    )
     assert n == distinct == features["user_id"].nunique() == len(features)
-
-
-def _register_a_challenger(cfg) -> str:
-    """Register a candidate the selection did not choose and give it @challenger, as a rejected retrain would."""
-    import mlflow
-
-    from tasks.models.pyfunc import MODEL_ARTIFACT
-    from tasks.registry import mlflow_store
-
-    with mlflow_store(cfg) as client:
-        champion = client.get_model_version_by_alias(cfg.mlflow.model_name, "champion")
-        table = json.loads(champion.tags["selection_candidates"])
-        other = next(c for c in table if c["run_id"] != champion.run_id)
-        version = str(mlflow.register_model(f"runs:/{other['run_id']}/{MODEL_ARTIFACT}", cfg.mlflow.model_name).version)
-        client.set_registered_model_alias(cfg.mlflow.model_name, "challenger", version)
-    return version
-
-
-def test_rescoring_a_day_leaves_one_copy_and_scores_a_challenger_only_in_the_shadow(airflow, env):
-    from mlflow import MlflowClient
-
-    _, cfg = env
-    champion = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri).get_model_version_by_alias(
-        cfg.mlflow.model_name, "champion"
-    )
-    challenger = _register_a_challenger(cfg)
-    earlier = LAST_DS - dt.timedelta(days=1)
-    before = _rows(cfg, f"select count(*) from intent_scores where ds = '{LAST_DS}'")
-    earlier_before = _rows(
-        cfg, f"select user_id, p_purchase from intent_scores where ds = '{earlier}' order by user_id"
-    )
-    outcomes_before = _rows(cfg, "select ds, model_version, n_users, purchase_roc_auc from intent_score_outcomes")
-    # The demo's run of the date, cleared from `score` on (the UI's Clear on a task, downstream included): the
-    # day is scored again with the new challenger beside the champion, without cleaning it again.
-    run_id = f"demo__{LAST_DS}"
-    airflow.rerun_tasks(NIGHTLY_DAG, run_id, ["score"])
-    result = airflow.wait_run(NIGHTLY_DAG, run_id, timeout_s=1200)
-    assert result.state == "success", result.failed
-    tries = {t["task_id"]: t["try_number"] for t in airflow.task_instances(NIGHTLY_DAG, run_id)}
-    assert tries["score"] == tries["load_warehouse"] == tries["evaluate_outcomes"] == 2, tries
-    assert tries["clean_events"] == tries["build_features"] == 1, tries
-    after = _rows(cfg, f"select count(*), count(distinct user_id) from intent_scores where ds = '{LAST_DS}'")
-    assert after[0][0] == before[0][0] == after[0][1]
-    # The other day's partition is untouched, and the day judged at this cutoff was judged again: one copy.
-    assert _rows(cfg, f"select user_id, p_purchase from intent_scores where ds = '{earlier}' order by user_id") == (
-        earlier_before
-    )
-    assert _rows(cfg, "select ds, model_version, n_users, purchase_roc_auc from intent_score_outcomes") == (
-        outcomes_before
-    )
-    # The challenger scored the same users into the shadow table; readers' table and views show the champion only.
-    shadow = _rows(cfg, f"select model_version, count(*) from intent_scores_shadow where ds = '{LAST_DS}' group by 1")
-    assert shadow == [(challenger, after[0][0])]
-    for table in ("intent_scores", "intent_scores_latest"):
-        assert _rows(cfg, f"select distinct model_version from {table}") == [(str(champion.version),)], table
-    # Judged on no closed day beside the champion yet: the live comparison waits, and says so on the version.
-    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
-    tags = client.get_model_version(cfg.mlflow.model_name, challenger).tags
-    assert (tags["live_decision"], tags["live_days"]) == ("wait", "0")
-    client.delete_registered_model_alias(cfg.mlflow.model_name, "challenger")
 
 
 def test_bad_day_stops_the_run_and_writes_nothing(airflow, env):
@@ -308,6 +243,6 @@ def test_bad_day_stops_the_run_and_writes_nothing(airflow, env):
     failed_task, log = result.failed[0]
     assert failed_task == "clean_events" and log is not None
     assert "unknown_event_type" in log.read_text()
-    assert _rows(cfg, f"select count(*) from intent_scores where ds = '{ds}'") == [(0,)]
+    assert warehouse_rows(cfg, f"select count(*) from intent_scores where ds = '{ds}'") == [(0,)]
     assert not features_partition(cfg, "user", ds).exists()
     assert not events_partition(cfg, bad_day).exists()

@@ -98,6 +98,13 @@ def task_log(cfg, dag_id: str, ds: dt.date, task_id: str, attempt: int = 1) -> s
     return (path / f"attempt={attempt}.log").read_text()
 
 
+def warehouse_rows(cfg, sql: str) -> list[tuple]:
+    """The rows of one read-only query on the session's warehouse."""
+    from tasks.warehouse import query_readonly
+
+    return query_readonly(cfg, sql)[1]
+
+
 def demo_runs_file(cfg):
     """What the demo left in Airflow's metadata (its runs, paused states, how many tasks went through Celery), as
     JSON (the `demo` fixture writes it before later modules run more)."""

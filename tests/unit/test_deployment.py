@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -150,3 +151,18 @@ def test_module_commands_exist(compose):
             top = module.split(".")[0]
             if (REPO_ROOT / top).is_dir():
                 assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file(), f"{name}: {module}"
+
+
+def test_the_stack_hands_its_components_a_replaced_config_whole():
+    cfg = load_config(use_env=False)
+    stack = AirflowStack(cfg, io.StringIO(), {"PATH": "/usr/bin"})
+    try:
+        path = Path(stack.env["PIPELINE_CONFIG"])
+        assert load_config([path], use_env=False) == cfg
+        changed = cfg.model_copy(update={"training": cfg.training.model_copy(update={"candidates": ["lr"]})})
+        stack.set_config(changed)
+        # The path the components were started with now holds the new config, and nothing staged is left.
+        assert load_config([path], use_env=False).training.candidates == ["lr"]
+        assert stack.cfg == changed and list(path.parent.iterdir()) == [path]
+    finally:
+        stack.stop()
