@@ -25,6 +25,7 @@ from tasks.config import GeneratorConfig, add_common_args, config_from_args
 from tasks.errors import ConfigError
 from tasks.layers import DAY_KEY, incoming_dir, partition_dir
 from tasks.schema import EVENT_COLUMNS
+from tasks.sources import taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +96,40 @@ class _Catalog:
     item_brand: np.ndarray  # [n_items] str or "" (no brand)
     category_ids: np.ndarray  # [n_categories] public category id (str)
     category_code: np.ndarray  # [n_categories] str or ""
-    category_queries: np.ndarray  # [n_categories, 16] two-word queries from the category's vocabulary
+    category_queries: np.ndarray  # [n_categories, 3, 16] queries per category, session kind and phrasing
 
 
-_SYLLABLES = np.array("ka lo mi ru te sa no vi pe da zu ro me li ta fo be gu ni so ha ke ma ju".split(), dtype=object)
-_TOP_CODES = ("electronics", "apparel", "home", "kids", "sport", "beauty", "auto", "garden", "books")
+def _pick(options: tuple[str, ...], u: float, avoid: int = -1) -> tuple[str, int]:
+    """The option (and its index) at uniform draw ``u`` in [0, 1), among all but index ``avoid`` if others exist."""
+    pool = [i for i in range(len(options)) if i != avoid] or [avoid]
+    i = pool[min(int(u * len(pool)), len(pool) - 1)]
+    return options[i], i
 
 
-def _words(rng: np.random.Generator, n: int, syllables: int) -> np.ndarray:
-    parts = rng.integers(0, len(_SYLLABLES), size=(n, syllables))
-    return np.array(["".join(_SYLLABLES[row]) for row in parts], dtype=object)
+def _category_queries(rng: np.random.Generator, n_cat: int) -> np.ndarray:
+    """[n_cat, kinds, 16] search queries: each phrasing of each session kind filled with the category's words, two
+    distinct brands and two distinct specs of its product kind (tasks.sources.taxonomy)."""
+    kinds, per_kind = len(taxonomy.PHRASINGS), len(taxonomy.PHRASINGS[0])
+    draws = rng.random((n_cat, kinds, per_kind, 6))
+    out = np.empty((n_cat, kinds, per_kind), dtype=object)
+    for k in range(n_cat):
+        leaf, names = taxonomy.category_leaf(k)[0], taxonomy.nouns(k)
+        for s, templates in enumerate(taxonomy.PHRASINGS):
+            for j, template in enumerate(templates):
+                u = draws[k, s, j]
+                noun, i = _pick(names, u[0])
+                brand, b = _pick(leaf.brands, u[2])
+                spec, c = _pick(leaf.specs, u[4])
+                out[k, s, j] = taxonomy.phrase(
+                    template,
+                    noun=noun,
+                    noun2=_pick(names, u[1], avoid=i)[0],
+                    brand=brand,
+                    brand2=_pick(leaf.brands, u[3], avoid=b)[0],
+                    spec=spec,
+                    spec2=_pick(leaf.specs, u[5], avoid=c)[0],
+                )
+    return out
 
 
 def _catalog(gen: GeneratorConfig) -> _Catalog:
@@ -123,19 +148,17 @@ def _catalog(gen: GeneratorConfig) -> _Catalog:
     item_ids = (rng.permutation(n_items) + 1).astype(str).astype(object)
     base_price = rng.lognormal(3.2, 1.0, size=n_cat)
     price = np.round(base_price[item_category] * rng.lognormal(0.0, 0.35, size=n_items), 2)
-    brands = _words(rng, max(8, n_cat * 3), 3)
-    cat_brand_pool = rng.integers(0, len(brands), size=(n_cat, 3))
-    item_brand = brands[cat_brand_pool[item_category, rng.integers(0, 3, size=n_items)]]
+    # Text (tasks.sources.taxonomy): each item a brand of its product kind (25 % none), a category code per
+    # category (20 % missing, as in REES46), and the queries. Drawn last, so the behaviour does not depend on it.
+    leaves = [taxonomy.category_leaf(k)[0] for k in range(n_cat)]
+    brand_u = rng.random(n_items)
+    item_brand = np.array(
+        [_pick(leaves[c].brands, u)[0] for c, u in zip(item_category, brand_u, strict=True)], dtype=object
+    )
     item_brand[rng.random(n_items) < 0.25] = ""
-    vocab = _words(rng, n_cat * 4, 2).reshape(n_cat, 4)
-    queries = np.empty((n_cat, 16), dtype=object)
-    for j in range(16):
-        queries[:, j] = vocab[:, j // 4] + " " + vocab[:, j % 4]
-    queries[:, ::5] = vocab[:, :4]  # single-word queries too (j = 0, 5, 10, 15)
-    subs = _words(rng, n_cat, 2)
-    tops = np.array(_TOP_CODES, dtype=object)[rng.integers(0, len(_TOP_CODES), size=n_cat)]
-    code = tops + "." + subs
+    code = np.array([taxonomy.category_code(k) for k in range(n_cat)], dtype=object)
     code[rng.random(n_cat) < 0.2] = ""
+    queries = _category_queries(rng, n_cat)
     return _Catalog(
         item_category=item_category,
         cat_offsets=offsets,
@@ -346,9 +369,9 @@ def _chunk_events(
     # Day 0 of the simulation is a warm-up (so the first kept day sees next-day purchases too): not emitted.
     keep = (t >= bounds[1]) & (t < bounds[-1])
     user = s_user[sess][keep]
-    t, item, etype, pos = t[keep], item[keep], etype[keep], pos[keep]
+    t, item, etype, pos, ekind = t[keep], item[keep], etype[keep], pos[keep], kind[keep]
     order = np.lexsort((etype, t, user))
-    user, t, item, etype, pos = user[order], t[order], item[order], etype[order], pos[order]
+    user, t, item, etype, pos, ekind = user[order], t[order], item[order], etype[order], pos[order], ekind[order]
 
     # Sessions re-derived from the emitted times (30-minute inactivity), so the column is always consistent.
     new_user = np.concatenate([[True], user[1:] != user[:-1]])
@@ -360,7 +383,10 @@ def _chunk_events(
     user_ids = (first_user + user + 1).astype(str).astype(object)
     query = np.full(len(t), "", dtype=object)
     with_query = new_sess & (etype == VIEW) & (rng.random(len(t)) < QUERY_P)
-    query[with_query] = cat.category_queries[ecat[with_query], rng.integers(0, 16, size=with_query.sum())]
+    # Worded as the session's kind: browsing generically, researching by comparing, buying the exact product.
+    query[with_query] = cat.category_queries[
+        ecat[with_query], ekind[with_query], rng.integers(0, 16, size=with_query.sum())
+    ]
     times = np.datetime_as_string(t.astype("datetime64[s]"), unit="s").astype(object) + "Z"
     frame = pd.DataFrame(
         {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from tasks.config import GeneratorConfig
 from tasks.schema import EVENT_COLUMNS, EVENT_TYPES
-from tasks.sources import synthetic
+from tasks.sources import synthetic, taxonomy
 from tasks.sources.synthetic import LatentState, generate, latent_state, missions_at_cutoff
 
 
@@ -208,3 +209,65 @@ def test_concept_drift_factors_must_keep_probabilities_valid(tmp_path):
             _gen(n_users=10, concept_drift={"start_date": "2026-01-03", "mission_convert_factor": 2.0}), tmp_path / "x"
         )
     assert not (tmp_path / "x").exists()
+
+
+# Words of a researching shopper's queries (tasks.sources.taxonomy.PHRASINGS[RESEARCH]).
+RESEARCH_WORDS = r"\b(?:review|reviews|vs|price|best|comparison|which|specs|top 10)\b"
+
+
+def test_text_names_each_product_in_real_words(log_dir):
+    out, _ = log_dir
+    df = _read(out)
+    codes = df[df["category_code"] != ""].groupby("category_id")["category_code"].unique()
+    assert (codes.str.len() == 1).all()  # one code per category
+    tops = {leaf.code.split(".")[0] for leaf in taxonomy.LEAVES}
+    for category_id, (code,) in codes.items():
+        k = int(category_id) - 1
+        assert code == taxonomy.category_code(k) and code.split(".")[0] in tops
+        rows = df[df["category_id"] == category_id]
+        leaf = taxonomy.category_leaf(k)[0]
+        assert set(rows.loc[rows["brand"] != "", "brand"]) <= set(leaf.brands), code
+        # Every query names the category's product kind or one of its brands.
+        words = {w for noun in taxonomy.nouns(k) for w in noun.split()} | set(leaf.brands)
+        for query in rows.loc[rows["query"] != "", "query"]:
+            assert any(w in query for w in words), (code, query)
+
+
+def test_query_wording_follows_the_shopping_mission(log_dir):
+    """Researching users compare (brands, specs, "review", "vs", "price"); browsing users do not. So a day's
+    research-worded queries announce a mission, and a purchase the next day far more often than other queries."""
+    out, _ = log_dir
+    df = _read(out)
+    q = df[df["query"] != ""]
+    day = q.assign(research=q["query"].str.contains(RESEARCH_WORDS)).groupby(["user_id", "dt"])["research"].max()
+    bought = df[df["event_type"] == "purchase"]
+    before = pd.to_datetime(bought["dt"]) - pd.Timedelta(days=1)
+    buys_next = set(zip(bought["user_id"], before.dt.strftime("%Y-%m-%d"), strict=True))
+    day = day.reset_index()
+    day["buys_next"] = [k in buys_next for k in zip(day["user_id"], day["dt"], strict=True)]
+    rate = day.groupby("research")["buys_next"].mean()
+    assert day["research"].mean() > 0.05
+    assert rate[True] > 2 * rate[False], rate
+
+    queries = synthetic._catalog(_gen()).category_queries  # [categories, kinds, 16]
+    research = pd.Series(queries[:, synthetic.RESEARCH].ravel())
+    browse = pd.Series(queries[:, synthetic.BROWSE].ravel())
+    assert research.str.contains(RESEARCH_WORDS).mean() > 0.9
+    assert not browse.str.contains(r"\b(?:review|vs|specs|comparison)\b").any()
+
+
+def test_the_text_changes_no_behaviour(tmp_path, monkeypatch):
+    gen = _gen(n_users=200, n_days=4, chunk_users=100)
+    first = tmp_path / "first"
+    generate(gen, first)
+    # Other phrasings, and one brand per product kind instead of several.
+    reworded = tuple(tuple(f"{t} please" for t in kind) for kind in taxonomy.PHRASINGS)
+    monkeypatch.setattr(taxonomy, "PHRASINGS", reworded)
+    monkeypatch.setattr(taxonomy, "LEAVES", tuple(replace(leaf, brands=leaf.brands[:1]) for leaf in taxonomy.LEAVES))
+    second = tmp_path / "second"
+    generate(gen, second)
+    a, b = _read(first), _read(second)
+    behaviour = [c for c in a.columns if c not in ("query", "brand")]
+    pd.testing.assert_frame_equal(a[behaviour], b[behaviour])
+    assert ((a["query"] != "") == (b["query"] != "")).all()
+    assert (b.loc[b["query"] != "", "query"].str.endswith(" please")).all()
