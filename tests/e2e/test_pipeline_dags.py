@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -19,7 +20,7 @@ import pytest
 
 from tasks.airflow_env import free_port
 from tasks.config import REPO_ROOT
-from tasks.layers import events_partition, features_partition, training_set_dir
+from tasks.layers import class_archive_path, events_partition, features_partition, training_set_dir
 from tests.helpers.browser import stop
 from tests.helpers.e2e import (
     LAST_DS,
@@ -30,6 +31,7 @@ from tests.helpers.e2e import (
     task_log,
     warehouse_rows,
 )
+from tests.helpers.jvm import start_driver
 
 pytestmark = pytest.mark.e2e
 
@@ -73,6 +75,22 @@ def test_demo_runs_are_real_dag_runs(demo, env):
         assert dt.datetime.fromisoformat(start) - dt.datetime.fromisoformat(logical) > dt.timedelta(days=1)
     # Paused again, as DAGs start: the user's `make airflow` schedules nothing on its own.
     assert paused == {NIGHTLY_DAG: 1, TRAINING_DAG: 1}
+
+
+def test_the_demos_class_archive_maps_into_a_new_driver(demo, env, tmp_path):
+    _, cfg = env
+    assert re.search(r"^\[2/8\] JVM class archive .*: built \(once;", demo, re.MULTILINE), demo
+    archive = class_archive_path(cfg)
+    assert archive.stat().st_size > 10 * 2**20
+    assert [p.name for p in archive.parent.iterdir()] == [archive.name], "temporary dump left behind"
+    # A blank in the path, as in a home folder on some machines: the JVM options must stay one item each.
+    spaced = tmp_path / "with space" / "spark-classes.jsa"
+    spaced.parent.mkdir()
+    shutil.copyfile(archive, spaced)
+    # -Xshare:on makes a JVM that cannot map every archive refuse to start.
+    done = start_driver(tmp_path / "var", spaced, "-Xshare:on")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rows 3" in done.stdout and "sharing" in done.stdout
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 300) -> int:

@@ -1,11 +1,12 @@
-"""The JVM class archive: when a driver maps it, and that a built archive really maps into a new driver."""
+"""The JVM class archive: when a driver maps it, and that a stale one leaves a driver running. That a built archive
+maps into a new driver is checked on the one `make demo` builds (tests/e2e/test_pipeline_dags.py): building one
+takes minutes of a small pipeline run."""
 
 from __future__ import annotations
 
 import os
 import struct
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -13,28 +14,10 @@ import pytest
 
 from spark_jobs import class_archive
 from spark_jobs.session import SHORT_LIVED_JAVA_OPTIONS, driver_java_options
-from tasks.config import REPO_ROOT, with_overrides
+from tasks.config import with_overrides
 from tasks.layers import class_archive_path
 from tests.helpers.config import isolated_config
-
-# A driver in a fresh interpreter: start Spark with the options the pipeline chooses (plus argv[2]), run a
-# job and print what the JVM says about its class sharing.
-_DRIVER = """
-import sys
-from pathlib import Path
-from spark_jobs.session import build_session, driver_java_options
-from tests.helpers.config import isolated_config
-cfg = isolated_config(Path(sys.argv[1]), spark={"master": "local[1]", "driver_memory": "1g"})
-spark = build_session(cfg, "archive check", java_options=(driver_java_options(cfg) + " " + sys.argv[2]).strip())
-print("rows", spark.range(3).count())
-print("vm", spark.sparkContext._jvm.java.lang.System.getProperty("java.vm.info"))
-"""
-
-
-def _driver(var, extra: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", _DRIVER, str(var), extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
+from tests.helpers.jvm import start_driver
 
 
 def test_no_archive_option_until_the_file_exists(tmp_path):
@@ -64,20 +47,6 @@ def test_archive_switched_off_or_elsewhere(tmp_path):
     assert class_archive_path(cfg) == spaced
     # Quoted, or Spark would split the path at the blank.
     assert f'"-XX:SharedArchiveFile={spaced}"' in driver_java_options(cfg)
-
-
-@pytest.mark.e2e
-def test_built_archive_maps_into_a_new_driver(tmp_path):
-    # A blank in the path, as in a home folder on some machines: the JVM options must stay one item each.
-    var = tmp_path / "with space" / "var"
-    path = class_archive.build(isolated_config(var))
-    assert path == var / "jvm" / "spark-classes.jsa"
-    assert path.stat().st_size > 10 * 2**20
-    assert not [p for p in path.parent.iterdir() if p != path], "temporary dump left behind"
-    # -Xshare:on makes a JVM that cannot map every archive refuse to start.
-    done = _driver(var, "-Xshare:on")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "rows 3" in done.stdout and "sharing" in done.stdout
 
 
 def _jar_with_one_class(path) -> None:
@@ -112,7 +81,7 @@ def test_archive_of_another_class_path_warns_and_the_driver_still_runs(tmp_path)
         timeout=120,
     )
     assert archive.is_file()
-    done = _driver(var)
+    done = start_driver(var)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rows 3" in done.stdout
     assert "unable to use shared archive" in done.stderr.lower()
