@@ -5,15 +5,20 @@ bin of their own (a jump in missing values is drift too). Categorical columns (a
 array of ids such as ``seq_category``): the total variation distance of category shares over the
 reference's most frequent categories plus one "other" bucket. Only per-bin counts reach the driver.
 
+A ``ReferenceProfile`` is everything these measures need of a reference (its bin edges and counts, its
+top categories' counts), so a reference read once serves every later comparison with it.
+
 These are quality computations on DataFrames handed in (no session, no I/O): the scores suite uses
-``feature_drift`` for its day-over-day PSI, and the nightly drift job (``spark_jobs.drift``) for the
-features of a cutoff against the champion's training reference.
+``feature_drift`` for its day-over-day PSI, and the nightly drift job (``spark_jobs.drift``) the profile
+of the champion's training reference, which it keeps between nights.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tasks.errors import DataError
 
@@ -96,38 +101,120 @@ def feature_drift(
     return {c: psi(ref[c], cur[c]) for c in columns}
 
 
-def _category_counts(df, column: str):
+def category_counts(df, columns: Sequence[str]) -> dict[str, dict[str | None, int]]:
+    """Per column, the count of each category (as a string; null is a category of its own), in one Spark job.
+
+    An array column (e.g. ``seq_category``) counts every element."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    value = F.col(column)
-    if isinstance(df.schema[column].dataType, T.ArrayType):
-        value = F.explode(value)
-    return df.select(value.alias("k")).select(F.col("k").cast("string").alias("k")).groupBy("k").count()
+    out: dict[str, dict[str | None, int]] = {c: {} for c in columns}
+    if not columns:
+        return out
+    parts = []
+    for c in columns:
+        value = F.explode(F.col(c)) if isinstance(df.schema[c].dataType, T.ArrayType) else F.col(c)
+        parts.append(df.select(F.lit(c).alias("c"), value.alias("k")).select("c", F.col("k").cast("string")))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    for r in union.groupBy("c", "k").count().collect():
+        out[r["c"]][r["k"]] = int(r["count"])
+    return out
 
 
-def category_drift(current, reference, column: str, top_k: int = 50) -> float:
-    """Total variation distance 0.5 * sum |p - q| of category shares (top ``top_k`` reference categories + other).
+@dataclass(frozen=True)
+class CategoryProfile:
+    """A reference column's ``top_k`` most frequent categories (ties by name, null first) and its total count."""
 
-    An array column (e.g. ``seq_category``) counts every element; nulls are a category of their own.
-    """
-    from pyspark.sql import functions as F
+    keys: list[str | None]
+    counts: list[int]
+    total: int
 
-    _require_columns(reference, [column], "drift reference")
-    _require_columns(current, [column], "current data")
-    ref = _category_counts(reference, column)
-    top = ref.orderBy(F.col("count").desc(), F.col("k").asc_nulls_first()).limit(top_k).collect()
-    keys = [r["k"] for r in top]
-    ref_total = ref.agg(F.sum("count")).first()[0] or 0
-    cur_rows = _category_counts(current, column).collect()
-    cur_total = sum(int(r["count"]) for r in cur_rows)
-    if ref_total == 0 or cur_total == 0:
+    @classmethod
+    def of(cls, counts: Mapping[str | None, int], top_k: int) -> CategoryProfile:
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is not None, kv[0] or ""))[:top_k]
+        return cls([k for k, _ in top], [n for _, n in top], sum(counts.values()))
+
+
+def share_distance(reference: CategoryProfile, current: Mapping[str | None, int], column: str) -> float:
+    """Total variation distance 0.5 * sum |p - q| of category shares over the reference's top categories + other."""
+    cur_total = sum(current.values())
+    if reference.total == 0 or cur_total == 0:
         raise DriftError(
-            f"column {column!r} holds no values in the {'reference' if ref_total == 0 else 'current data'}"
+            f"column {column!r} holds no values in the {'reference' if reference.total == 0 else 'current data'}"
         )
-    cur = {r["k"]: int(r["count"]) for r in cur_rows}
-    p = [int(r["count"]) / ref_total for r in top]
-    q = [cur.get(k, 0) / cur_total for k in keys]
+    p = [n / reference.total for n in reference.counts]
+    q = [current.get(k, 0) / cur_total for k in reference.keys]
     p.append(1.0 - sum(p))
     q.append(1.0 - sum(q))
     return 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))
+
+
+def category_drift(current, reference, column: str, top_k: int = 50) -> float:
+    """Share distance (``share_distance``) of ``column`` in ``current`` against ``reference``.
+
+    An array column (e.g. ``seq_category``) counts every element; nulls are a category of their own.
+    """
+    _require_columns(reference, [column], "drift reference")
+    _require_columns(current, [column], "current data")
+    ref = CategoryProfile.of(category_counts(reference, [column])[column], top_k)
+    return share_distance(ref, category_counts(current, [column])[column], column)
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """What PSI and share distance need of a reference: per numeric column its quantile edges and its counts
+    in those bins (``binned_counts``), per categorical column its ``CategoryProfile``."""
+
+    edges: dict[str, list[float]]
+    counts: dict[str, list[int]]
+    categories: dict[str, CategoryProfile]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; column order travels as lists, since a JSON writer may sort keys."""
+        return {
+            "numeric": [[c, self.edges[c], self.counts[c]] for c in self.edges],
+            "categorical": [[c, p.keys, p.counts, p.total] for c, p in self.categories.items()],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReferenceProfile:
+        numeric, categorical = data["numeric"], data["categorical"]
+        return cls(
+            {c: [float(e) for e in edges] for c, edges, _ in numeric},
+            {c: [int(n) for n in counts] for c, _, counts in numeric},
+            {
+                c: CategoryProfile(list(keys), [int(n) for n in counts], int(total))
+                for c, keys, counts, total in categorical
+            },
+        )
+
+
+def reference_profile(
+    reference,
+    columns: Sequence[str],
+    categorical: Sequence[str],
+    bins: int,
+    relative_error: float = 0.001,
+    top_k: int = 50,
+) -> ReferenceProfile:
+    """The profile of ``reference`` over numeric ``columns`` and ``categorical`` columns (three Spark jobs)."""
+    _require_columns(reference, [*columns, *categorical], "drift reference")
+    edges = quantile_edges(reference, columns, bins, relative_error)
+    counts = category_counts(reference, categorical)
+    return ReferenceProfile(
+        edges, binned_counts(reference, edges), {c: CategoryProfile.of(counts[c], top_k) for c in categorical}
+    )
+
+
+def profile_drift(current, profile: ReferenceProfile) -> tuple[dict[str, float], dict[str, float]]:
+    """(PSI per numeric column, share distance per categorical column) of ``current`` against a reference's
+    profile, in two Spark jobs over ``current``."""
+    _require_columns(current, [*profile.edges, *profile.categories], "current data")
+    cur = binned_counts(current, profile.edges)
+    cats = category_counts(current, list(profile.categories))
+    return (
+        {c: psi(profile.counts[c], cur[c]) for c in profile.edges},
+        {c: share_distance(p, cats[c], c) for c, p in profile.categories.items()},
+    )

@@ -4,7 +4,9 @@
 default the train split of the training set the champion version was trained on), using the PSI and
 category share distance of ``expectations.drift``; it logs and returns every column's value, writes them
 to ``runs/drift/<ds>.json`` and, with ``quality.drift_action: fail``, raises ``DataQualityError`` when a
-column exceeds its threshold.
+column exceeds its threshold. What the comparison needs of the reference (bin edges and counts, top
+categories) is computed the first time and kept in ``runs/drift/reference/``: until the champion changes,
+a night reads only its own features.
 
 ``nightly_drift`` is the nightly DAG's step: it skips (with a log line) when there is no champion yet,
 and logs each ds's values to MLflow as one run in ``mlflow.monitoring_experiment`` (tags ``ds`` and
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -27,12 +30,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from expectations.drift import CATEGORICAL_COLUMNS, DriftError, category_drift, feature_drift
+from expectations.drift import CATEGORICAL_COLUMNS, DriftError, ReferenceProfile, profile_drift, reference_profile
 from expectations.runner import DataQualityError, FailedExpectation, ValidationSummary
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import run_cli
 from tasks.layers import (
     DAY_KEY,
+    drift_reference_profile,
     drift_report,
     events_root,
     features_partition,
@@ -117,6 +121,51 @@ def short_history(cfg: PipelineConfig, ds: dt.date, reference: Path) -> str | No
     )
 
 
+def profile_key(cfg: PipelineConfig, reference: Path, columns: list[str]) -> str:
+    """Names a reference's profile: its Parquet files (path, size, modification time), the compared columns and
+    the drift settings; a rewritten reference or a changed setting names another profile."""
+    q = cfg.quality
+    reference = Path(reference)
+    files = []
+    for f in [reference] if reference.is_file() else sorted(reference.rglob("*.parquet")):
+        st = f.stat()
+        files.append((f.name if f == reference else str(f.relative_to(reference)), st.st_size, st.st_mtime_ns))
+    settings = [q.drift_bins, q.quantile_relative_error, q.drift_top_categories, columns]
+    payload = json.dumps([str(reference.resolve()), files, settings], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def reference_profile_of(
+    cfg: PipelineConfig, spark, reference: Path, columns: list[str], current_columns: list[str]
+) -> ReferenceProfile:
+    """The profile of ``reference`` over ``columns`` and the categorical columns both sides have: read from
+    ``runs/drift/reference/`` when an earlier night computed it, computed (and kept) otherwise. The champion's
+    reference is the same every night until a new champion, so a night reads only its own features."""
+    q = cfg.quality
+    ref = spark.read.parquet(str(reference))
+    categorical = [c for c in CATEGORICAL_COLUMNS if c in current_columns and c in ref.columns]
+    kept = drift_reference_profile(cfg, profile_key(cfg, reference, [*columns, *categorical]))
+    if kept.is_file():
+        try:
+            profile = ReferenceProfile.from_json(json.loads(kept.read_text()))
+        except (ValueError, KeyError, TypeError) as e:  # not one this code wrote: profile the reference again
+            log.warning(
+                "drift reference profile %s is unreadable (%s: %s); profiling %s again",
+                kept,
+                type(e).__name__,
+                e,
+                reference,
+            )
+        else:
+            log.info("drift reference profile %s (of %s)", kept, reference)
+            return profile
+    profile = reference_profile(
+        ref, columns, categorical, q.drift_bins, q.quantile_relative_error, q.drift_top_categories
+    )
+    _write_json_atomic(kept, {"reference": str(reference), **profile.to_json()})
+    return profile
+
+
 def check_drift(cfg: PipelineConfig, ds: dt.date, reference: Path | None = None, spark=None) -> DriftReport:
     """Drift of features/user/ds=<ds> against ``reference`` (default: the champion's train split)."""
     from spark_jobs.session import build_session
@@ -130,14 +179,8 @@ def check_drift(cfg: PipelineConfig, ds: dt.date, reference: Path | None = None,
         raise DriftError(f"drift reference {reference} does not exist")
     spark = spark or build_session(cfg, f"drift-{ds}")
     current = spark.read.parquet(str(current_path))
-    ref = spark.read.parquet(str(reference))
     columns = list(q.drift_columns) or [c for c in current.columns if c.startswith(TABULAR_PREFIX)]
-    values = feature_drift(current, ref, columns, q.drift_bins, relative_error=q.quantile_relative_error)
-    categories = {
-        c: category_drift(current, ref, c, q.drift_top_categories)
-        for c in CATEGORICAL_COLUMNS
-        if c in current.columns and c in ref.columns
-    }
+    values, categories = profile_drift(current, reference_profile_of(cfg, spark, reference, columns, current.columns))
     drifted = tuple(
         [c for c, v in values.items() if v > q.drift_psi_threshold]
         + [c for c, v in categories.items() if v > q.drift_category_threshold]

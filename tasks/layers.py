@@ -208,6 +208,13 @@ def drift_report(cfg: PipelineConfig, ds: dt.date) -> Path:
     return cfg.paths.runs_dir / "drift" / f"{ds.isoformat()}.json"
 
 
+def drift_reference_profile(cfg: PipelineConfig, key: str) -> Path:
+    """``runs/drift/reference/<key>.json``: the profile of a drift reference (bin edges and counts, top
+    categories), kept so that later nights do not read the reference again; ``key`` names its files and the
+    drift settings (spark_jobs.drift.profile_key)."""
+    return cfg.paths.runs_dir / "drift" / "reference" / f"{key}.json"
+
+
 def health_report(cfg: PipelineConfig, ds: dt.date) -> Path:
     """``runs/health/<ds>.json``: the champion's health at a cutoff (tasks.monitoring.nightly_health)."""
     return cfg.paths.runs_dir / "health" / f"{ds.isoformat()}.json"

@@ -10,6 +10,7 @@ import pytest
 
 from expectations.drift import (
     DriftError,
+    ReferenceProfile,
     binned_counts,
     category_drift,
     feature_drift,
@@ -18,7 +19,7 @@ from expectations.drift import (
 )
 from expectations.runner import DataQualityError
 from spark_jobs.drift import check_drift
-from tasks.layers import drift_report, features_partition, training_set_dir, training_set_split
+from tasks.layers import drift_reference_profile, drift_report, features_partition, training_set_dir, training_set_split
 
 DS = dt.date(2026, 1, 10)
 
@@ -141,6 +142,45 @@ def test_nightly_drift_skips_without_champion_reports_logs_and_fails_when_told(s
     assert run.data.metrics["category_distance/seq_category"] == pytest.approx(0.0)
     assert run.data.metrics["drifted_columns"] == 1.0
     assert [f.path for f in client.list_artifacts(run.info.run_id, "drift")] == ["drift/2026-01-10.json"]
+
+
+def test_the_references_profile_is_computed_once_and_again_for_a_rewritten_reference(spark, cfg, tmp_path, monkeypatch):
+    import spark_jobs.drift as job
+
+    reference = tmp_path / "reference"
+    _features(spark, features_partition(cfg, "user", DS), [v * 2 for v in range(100)], [["c1", "c2", None]] * 100)
+    _features(spark, reference, range(100), [["c1"], ["c2", "c3"]] * 50)
+    first = check_drift(cfg, DS, reference, spark=spark)
+    (kept,) = drift_reference_profile(cfg, "x").parent.glob("*.json")
+    profile = ReferenceProfile.from_json(json.loads(kept.read_text()))
+    # 0..99 in ten quantile bins (edges within the approximate quantiles' error), no nulls.
+    assert list(profile.edges) == ["f_a", "f_b"] and len(profile.counts["f_a"]) == 11
+    assert profile.counts["f_a"][0] == 0 and sum(profile.counts["f_a"]) == 100 and max(profile.counts["f_a"]) <= 11
+    assert profile.categories["seq_category"].keys == ["c1", "c2", "c3"]
+    assert profile.categories["seq_category"].counts == [50, 50, 50] and profile.categories["seq_category"].total == 150
+
+    # A later night reads the kept profile: computing it again would fail here.
+    def not_again(*args, **kwargs):
+        raise AssertionError("the reference was profiled again")
+
+    monkeypatch.setattr(job, "reference_profile", not_again)
+    again = check_drift(cfg, DS, reference, spark=spark)
+    assert (again.psi, again.category_distance, again.drifted) == (first.psi, first.category_distance, first.drifted)
+    assert list(again.psi) == ["f_a", "f_b"] and first.drifted == ("f_a", "seq_category")
+    # reference c1, c2, c3 a third each; current c1, c2 and null (other) a third each: 0.5 * (1/3 + 1/3)
+    assert again.category_distance["seq_category"] == pytest.approx(1 / 3)
+
+    # An unreadable kept profile is computed again.
+    monkeypatch.undo()
+    kept.write_text("{")
+    assert check_drift(cfg, DS, reference, spark=spark).psi == first.psi
+    assert ReferenceProfile.from_json(json.loads(kept.read_text())) == profile
+
+    # The same reference rewritten with the current's values is another profile, and no drift.
+    _features(spark, reference, [v * 2 for v in range(100)], [["c1", "c2", None]] * 100)
+    rewritten = check_drift(cfg, DS, reference, spark=spark)
+    assert len(list(kept.parent.glob("*.json"))) == 2
+    assert rewritten.drifted == () and rewritten.category_distance["seq_category"] == pytest.approx(0.0)
 
 
 def test_short_history_says_why_windowed_features_drift(cfg):
