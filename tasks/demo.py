@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with output_to_log(log_path) as terminal:
         console = Console(terminal, log_path, total_steps=8)
-        console.line(f"purchase-intent demo (about 10 minutes on 2 cores); full log: {log_path}")
+        console.line(f"purchase-intent demo (10 to 20 minutes on 2 cores); full log: {log_path}")
         try:
             run(cfg, console, args.config)
         except DemoFailed as e:
