@@ -35,6 +35,8 @@ from typing import IO, Any
 from tasks.config import REPO_ROOT, PipelineConfig, load_config
 
 FINISHED_STATES = ("success", "failed")
+# How long a finished run's DAG-level callback may take to record its state in the run summary.
+SUMMARY_WAIT_S = 120.0
 # The distributed deployment's Airflow settings, shared with docker-compose.yml (its Airflow services' env_file).
 DEPLOYMENT_ENV = REPO_ROOT / "deploy" / "airflow.env"
 
@@ -493,6 +495,7 @@ class AirflowStack:
             if on_poll is not None:
                 on_poll(self.running_tasks(dag_id, run_id))
             time.sleep(poll_s)
+        self._wait_summary(dag_id, run_id, str(run["state"]))
         tis = self.task_instances(dag_id, run_id)
         failed = sorted(
             (t for t in tis if t["state"] in ("failed", "upstream_failed") and t.get("end_date")),
@@ -511,6 +514,21 @@ class AirflowStack:
             duration_s=duration,
             failed=[(str(t["task_id"]), self.task_log(dag_id, run_id, t["task_id"], t["try_number"])) for t in failed],
         )
+
+    def _wait_summary(self, dag_id: str, run_id: str, state: str, timeout_s: float = SUMMARY_WAIT_S) -> bool:
+        """Wait until the run summary holds the run's final state. The DAG-level callback that writes it runs in
+        the dag-processor some seconds after the run ends; a caller that stops Airflow right after the run (the
+        demo after its last run) would otherwise lose it, and `tasks.run_summary --ds` would find no run."""
+        from tasks.run_summary import summaries
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if any(s.get("run_id") == run_id and s.get("state") == state for s in summaries(self.cfg, dag_id)):
+                return True
+            time.sleep(1)
+        print(f"{dag_id} run {run_id}: no run summary with state {state} after {timeout_s:.0f}s", file=self.log)
+        return False
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path | None:
         path = (

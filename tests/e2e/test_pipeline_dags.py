@@ -20,7 +20,7 @@ import pytest
 
 from tasks.airflow_env import free_port
 from tasks.config import REPO_ROOT
-from tasks.layers import class_archive_path, events_partition, features_partition, training_set_dir
+from tasks.layers import class_archive_path, events_partition, features_partition, run_summary, training_set_dir
 from tests.helpers.browser import stop
 from tests.helpers.e2e import (
     LAST_DS,
@@ -75,6 +75,10 @@ def test_demo_runs_are_real_dag_runs(demo, env):
         assert dt.datetime.fromisoformat(start) - dt.datetime.fromisoformat(logical) > dt.timedelta(days=1)
     # Paused again, as DAGs start: the user's `make airflow` schedules nothing on its own.
     assert paused == {NIGHTLY_DAG: 1, TRAINING_DAG: 1}
+    # Each run's summary holds its final state, the last run's too, although the demo stopped Airflow after it.
+    for dag_id, run_id, *_ in runs:
+        summary = json.loads(run_summary(cfg, dag_id, run_id.removeprefix("demo__")).read_text())
+        assert (summary["run_id"], summary["state"]) == (run_id, "success"), summary
 
 
 def test_the_demos_class_archive_maps_into_a_new_driver(demo, env, tmp_path):
