@@ -8,7 +8,15 @@ import datetime as dt
 from pathlib import Path
 
 from tasks.config import PipelineConfig
-from tasks.schema import EVENT_TYPES, LABEL_COLUMNS, USER_CATEGORY_LABEL
+from tasks.schema import (
+    CANDIDATE_ARRAY_CATEGORY,
+    CANDIDATE_ARRAY_PREFIX,
+    CANDIDATE_CATEGORY_COLUMN,
+    EVENT_TYPES,
+    LABEL_COLUMNS,
+    USER_CATEGORY_LABEL,
+    user_category_columns,
+)
 
 
 def duckdb_core_sql(cfg: PipelineConfig, files: list[Path], ds: dt.date, out: Path) -> str:
@@ -90,8 +98,8 @@ def spark_core(spark, cfg: PipelineConfig, files: list[Path], ds: dt.date, out: 
 def duckdb_job(cfg: PipelineConfig, files: list[Path], ds: dt.date, out: Path, threads: int) -> tuple[int, int]:
     """The whole feature job of ``ds`` in DuckDB SQL, for an equal-work comparison with the Spark job.
 
-    The same outputs as spark_jobs.features.run: user rows (f_* columns, sequences, labels) and
-    (user, category) rows with the category label, from tests.reference.features_duckdb's SQL, each
+    The same outputs as spark_jobs.features.run: user rows (f_* columns, sequences, candidate arrays, labels)
+    and (user, category) rows with the category label, from tests.reference.features_duckdb's SQL, each
     written to Parquet (``out``/user.parquet, ``out``/user_category.parquet) and then counted, as the
     Spark driver counts its partitions. ``files`` are the lookback and label days. Returns (users,
     user x category rows).
@@ -119,21 +127,30 @@ def duckdb_job(cfg: PipelineConfig, files: list[Path], ds: dt.date, out: Path, t
         cap = fcfg.gap_bucket_cap
         con.execute(f"CREATE MACRO ref_gap_bucket(s) AS CAST(least(length(bin(1 + s)), {cap}) AS INTEGER)")
         con.execute(f"CREATE MACRO ref_item_bucket(s) AS CAST(1 + hash(s) % {fcfg.item_buckets} AS INTEGER)")
+        uc_file = out / "user_category.parquet"
+        con.execute(
+            f"COPY (SELECT f.*, CAST(coalesce(l.{USER_CATEGORY_LABEL}, 0) AS INTEGER) AS {USER_CATEGORY_LABEL} "
+            f"FROM ({user_category_sql(cut, fcfg, tz)}) f "
+            f"LEFT JOIN ({category_labels_sql(cut, fcfg.horizon_days, tz)}) l USING (user_id, category_id)) "
+            f"TO '{uc_file}' (FORMAT parquet)"
+        )
+        n_uc = con.execute(f"SELECT count(*) FROM read_parquet('{uc_file}')").fetchone()[0]
+        # Each user's candidates as parallel arrays ordered by category id, from the rows just written, as the
+        # Spark job packs them (spark_jobs.features.attach_candidates).
+        order = f"ORDER BY {CANDIDATE_CATEGORY_COLUMN} NULLS FIRST"
+        arrays = [f"list({CANDIDATE_CATEGORY_COLUMN} {order}) AS {CANDIDATE_ARRAY_CATEGORY}"] + [
+            f"list(CAST({c} AS DOUBLE) {order}) AS {CANDIDATE_ARRAY_PREFIX}{c}" for c in user_category_columns(fcfg)
+        ]
+        packed = f"SELECT user_id, {', '.join(arrays)} FROM read_parquet('{uc_file}') GROUP BY user_id"
         labels = ", ".join(f"CAST(coalesce(l.{c}, 0) AS INTEGER) AS {c}" for c in LABEL_COLUMNS)
         con.execute(
-            f"COPY (SELECT f.*, {labels} FROM ({user_features_sql(cut, fcfg, tz)}) f "
+            f"COPY (SELECT f.*, c.* EXCLUDE (user_id), {labels} FROM ({user_features_sql(cut, fcfg, tz)}) f "
+            f"LEFT JOIN ({packed}) c USING (user_id) "
             f"LEFT JOIN ({labels_sql(cut, fcfg.horizon_days, tz)}) l USING (user_id)) "
             f"TO '{out / 'user.parquet'}' (FORMAT parquet)"
         )
         sums = ", ".join(f"sum({c})" for c in LABEL_COLUMNS)
         n_users = con.execute(f"SELECT count(*), {sums} FROM read_parquet('{out / 'user.parquet'}')").fetchone()[0]
-        con.execute(
-            f"COPY (SELECT f.*, CAST(coalesce(l.{USER_CATEGORY_LABEL}, 0) AS INTEGER) AS {USER_CATEGORY_LABEL} "
-            f"FROM ({user_category_sql(cut, fcfg, tz)}) f "
-            f"LEFT JOIN ({category_labels_sql(cut, fcfg.horizon_days, tz)}) l USING (user_id, category_id)) "
-            f"TO '{out / 'user_category.parquet'}' (FORMAT parquet)"
-        )
-        n_uc = con.execute(f"SELECT count(*) FROM read_parquet('{out / 'user_category.parquet'}')").fetchone()[0]
     finally:
         con.close()
     return n_users, n_uc

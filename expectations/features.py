@@ -4,9 +4,9 @@ and scoring read it.
 Schema and types; one row per user; value ranges that follow from the definitions in
 ``spark_jobs.features`` (counts and smoothed conversion ratios >= 0, recencies within [0, lookback + 1],
 shares in [0, 1], window counts growing with the window); per-column null rates; sequence arrays of equal length
-between 1 and ``sequence_length`` with in-range codes; labels all null (window not landed) or all 0/1
-with the label_purchase positive rate inside the configured band; and configured columns that must not
-be constant. Facts needed to shape the suite (row count, whether labels are present) come from the
+between 1 and ``sequence_length`` with in-range codes; candidate arrays of equal length; labels all null (window
+not landed) or all 0/1 with the label_purchase positive rate inside the configured band; and configured columns
+that must not be constant. Facts needed to shape the suite (row count, whether labels are present) come from the
 Parquet footers, so building it costs no Spark job.
 """
 
@@ -23,7 +23,16 @@ import great_expectations.expectations as gxe
 from tasks.config import PipelineConfig
 from tasks.layers import features_partition
 from tasks.partitions import parquet_rows
-from tasks.schema import EVENT_TYPE_INDEX, EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS, tabular_columns
+from tasks.schema import (
+    CANDIDATE_ARRAY_CATEGORY,
+    CANDIDATE_ARRAY_PREFIX,
+    EVENT_TYPE_INDEX,
+    EVENT_TYPES,
+    LABEL_COLUMNS,
+    SEQUENCE_COLUMNS,
+    tabular_columns,
+    user_category_columns,
+)
 
 # True shares of the user's events: within [0, 1]. The smoothed conversion ratios (f_*_per_*) are not
 # bounded by 1 (a purchase without a cart is real), only positive.
@@ -37,9 +46,15 @@ def partition(cfg: PipelineConfig, day: dt.date) -> Path:
     return features_partition(cfg, "user", day)
 
 
+def candidate_array_types(cfg: PipelineConfig) -> dict[str, str]:
+    """Spark SQL typeof() names of the candidate arrays a user row carries, in column order."""
+    pairs = {CANDIDATE_ARRAY_PREFIX + c: "array<double>" for c in user_category_columns(cfg.features)}
+    return {CANDIDATE_ARRAY_CATEGORY: "array<string>", **pairs}
+
+
 def expected_columns(cfg: PipelineConfig) -> list[str]:
     """Column order of a features partition read on its own (the ds partition column is in the path)."""
-    return ["user_id", *tabular_columns(cfg.features), *SEQUENCE_COLUMNS, *LABEL_COLUMNS]
+    return ["user_id", *tabular_columns(cfg.features), *SEQUENCE_COLUMNS, *candidate_array_types(cfg), *LABEL_COLUMNS]
 
 
 def labels_present(folder: Path, column: str = "label_purchase") -> bool | None:
@@ -86,6 +101,7 @@ def _type_query(cfg: PipelineConfig) -> gxe.Expectation:
         "user_id": "string",
         **{c: "double" for c in tabular_columns(cfg.features)},
         **SEQUENCE_SQL_TYPES,
+        **candidate_array_types(cfg),
         **{c: "int" for c in LABEL_COLUMNS},
     }
     structs = [f"named_struct('column', '{c}', 'type', typeof({c}), 'expected', '{t}')" for c, t in expected.items()]
@@ -125,6 +141,18 @@ def _null_query(cfg: PipelineConfig) -> gxe.Expectation:
             "SELECT v.column, avg(CASE WHEN v.is_null THEN 1.0 ELSE 0.0 END) AS null_fraction, "
             f"min(CASE WHEN v.is_null THEN user_id END) AS example_user FROM {_per_column(pairs)} "
             f"GROUP BY v.column HAVING avg(CASE WHEN v.is_null THEN 1.0 ELSE 0.0 END) > {bound}"
+        )
+    )
+
+
+def _candidate_query(cfg: PipelineConfig) -> gxe.Expectation:
+    # One element per candidate category in every array (size of a null array is -1 on both sides).
+    first, *others = candidate_array_types(cfg)
+    unequal = " OR ".join(f"size({c}) <> size({first})" for c in others)
+    return gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query=(
+            f"/* candidate arrays of unequal length */ SELECT user_id, size({first}) AS candidates "
+            f"FROM {{batch}} WHERE {unequal}"
         )
     )
 
@@ -212,6 +240,7 @@ def build_suite(cfg: PipelineConfig, day: dt.date) -> gx.ExpectationSuite:
         _null_query(cfg),
         _window_query(cfg),
         *_sequence_queries(cfg),
+        _candidate_query(cfg),
         *_label_expectations(cfg, bool(labels_present(folder))),
     ]
     rows = parquet_rows(folder)

@@ -8,7 +8,9 @@ The transforms (``user_features``, ``labels``, ``build_features``, ``user_catego
 pure DataFrame -> DataFrame; each has an ``*_at`` form taking several cutoffs that computes them all in
 one pass (events joined to a small table of per-cutoff boundaries) and keys rows by ``ds``, which the
 training sets use. ``run`` is the driver that reads the events partitions it needs and writes
-``features/user/ds=<ds>/`` and ``features/user_category/ds=<ds>/``.
+``features/user_category/ds=<ds>/`` and then ``features/user/ds=<ds>/``, whose rows also carry each user's
+candidate categories as parallel arrays (``attach_candidates``): scoring reads one row per user and ranks
+its categories without a join.
 
 Tabular columns (all double, prefix ``f_``), with T in EVENT_TYPES and W in ``windows_days``:
 - ``f_<T>_<W>d``: events of type T in the last W days.
@@ -51,6 +53,9 @@ from tasks.config import FeaturesConfig, PipelineConfig, add_common_args, config
 from tasks.errors import DataError, NoDataError, run_cli
 from tasks.layers import CUTOFF_KEY, DAY_KEY, events_root, features_partition, features_root, partition_day
 from tasks.schema import (
+    CANDIDATE_ARRAY_CATEGORY,
+    CANDIDATE_ARRAY_PREFIX,
+    CANDIDATE_CATEGORY_COLUMN,
     EVENT_COLUMNS,
     EVENT_TYPE_INDEX,
     EVENT_TYPES,
@@ -413,6 +418,28 @@ def build_user_category_at(
     )
 
 
+def attach_candidates(users: DataFrame, candidates: DataFrame, pair_columns: Sequence[str]) -> DataFrame:
+    """User rows + their candidate rows as parallel arrays: ``cand_category_id`` and ``cand_<f>`` for each
+    of ``pair_columns`` (array<double>), ordered by category id; null for a user without candidates. Keyed by
+    (user_id, ds) where both sides have ds, else user_id; one output row per user row, the user row's columns
+    first.
+
+    Only the candidate side moves: user rows that come out of ``build_features_at`` are already partitioned
+    by (user_id, ds), so the wide rows (sequence arrays) are joined where they are.
+    """
+    keys = ["user_id", "ds"] if "ds" in users.columns and "ds" in candidates.columns else ["user_id"]
+    packed = candidates.groupBy(*keys).agg(
+        F.sort_array(F.collect_list(F.struct(CANDIDATE_CATEGORY_COLUMN, *pair_columns))).alias("_cand")
+    )
+    arrays = packed.select(
+        *keys,
+        F.col(f"_cand.{CANDIDATE_CATEGORY_COLUMN}").alias(CANDIDATE_ARRAY_CATEGORY),
+        *[F.col(f"_cand.{c}").cast("array<double>").alias(CANDIDATE_ARRAY_PREFIX + c) for c in pair_columns],
+    )
+    joined = users.join(arrays, on=keys, how="left")
+    return joined.select(*users.columns, *[c for c in arrays.columns if c not in keys])
+
+
 def event_partitions(cfg: PipelineConfig) -> dict[dt.date, Path]:
     """dt -> folder for every events partition holding at least one Parquet file."""
     root = events_root(cfg)
@@ -497,14 +524,22 @@ def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> 
     if _lookback_events(events, [cutoff], fcfg, tz).isEmpty():
         raise FeaturesError(f"the events partitions {lookback[0]}..{lookback[-1]} of cutoff {ds} hold no events")
     user_path, uc_path = features_partition(cfg, "user", ds), features_partition(cfg, "user_category", ds)
-    _write_partition(build_features_at(events, [cutoff], fcfg, tz, with_labels), features_root(cfg, "user"))
-    # Counted from the written partition: cheaper than caching the wide rows (sequence arrays) to count them.
+    uc_root = features_root(cfg, "user_category")
+    _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels), uc_root)
+    # The user rows take their candidates from the partition just written, so the (user, category)
+    # aggregation over the events runs once. ds comes from the partition path as a column, not a literal:
+    # a constant key would leave the join keyed by user_id alone and move the wide user rows again.
+    written_uc = spark.read.option("basePath", str(uc_root)).parquet(str(uc_path))
+    written_uc = written_uc.withColumn(CUTOFF_KEY, F.col(CUTOFF_KEY).cast("date"))
+    users = build_features_at(events, [cutoff], fcfg, tz, with_labels)
+    with_cands = attach_candidates(users, written_uc, user_category_columns(fcfg))
+    labels_last = [c for c in with_cands.columns if c not in LABEL_COLUMNS] + list(LABEL_COLUMNS)
+    _write_partition(with_cands.select(*labels_last), features_root(cfg, "user"))
+    # Counted from the written partitions: cheaper than caching the wide rows (sequence arrays) to count them.
     written = spark.read.parquet(str(user_path))
     row = written.agg(F.count(F.lit(1)).alias("n"), *[F.sum(c).alias(c) for c in LABEL_COLUMNS]).first()
     n_users = int(row["n"])
     positives = {c: int(row[c]) for c in LABEL_COLUMNS} if with_labels else {}
-    user_categories = build_user_category_at(events, [cutoff], fcfg, tz, with_labels)
-    _write_partition(user_categories, features_root(cfg, "user_category"))
     n_uc = spark.read.parquet(str(uc_path)).count()
     return FeaturesReport(
         ds=ds,

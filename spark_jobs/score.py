@@ -7,8 +7,10 @@ the version and the file, not a worker's Java stack. Every feature row of
 ``features/user/ds=<ds>/`` is scored with ``mapInArrow``; each Python worker loads the pyfunc model
 once (module-level cache keyed by URI) and hands it ``scoring.batch_size`` rows at a time (the size of
 the Arrow batches Spark sends it, too, so JVM conversion overlaps the model calls). Each user's
-candidate categories (``features/user_category/ds=<ds>/``) ride along on the user row as parallel arrays
-(``attach_candidates``), so the category head ranks them in the same forward pass. The rows
+candidate categories ride along on the user row as parallel arrays, written there by the features job
+(``spark_jobs.features.attach_candidates``), so the category head ranks them in the same forward pass and
+the job has no shuffle; a features partition written without them gets them joined from
+``features/user_category/ds=<ds>/`` here. The rows
 (``tasks.schema.SCORE_COLUMNS``, ``top_categories`` with the ``scoring.top_k_categories`` most likely
 categories as "<category_id>:<probability>", and ``reasons`` when ``scoring.reasons_top_k`` > 0) replace
 ``scores/ds=<ds>/`` by dynamic partition overwrite; ``tasks.warehouse.load_scores`` moves them on.
@@ -268,28 +270,33 @@ def _stats_accumulator(spark):
     return spark.sparkContext.accumulator({}, _PerWorker())
 
 
+def candidate_columns(pair_columns: list[str] | None) -> list[str]:
+    """The candidate arrays a champion ranking with ``pair_columns`` reads (none without a category head)."""
+    if pair_columns is None:
+        return []
+    return [CANDIDATE_ARRAY_CATEGORY, *(CANDIDATE_ARRAY_PREFIX + c for c in pair_columns)]
+
+
 def model_input_columns(features_columns: list[str]) -> list[str]:
     cand = [c for c in features_columns if c.startswith(CANDIDATE_ARRAY_PREFIX)]
     return ["user_id", *[c for c in features_columns if c.startswith(TABULAR_PREFIX)], *SEQUENCE_COLUMNS, *cand]
 
 
-def attach_candidates(features, candidates, pair_columns: list[str]):
-    """User features + their candidate categories as parallel arrays (cand_category_id, cand_<f_uc_*>),
-    ordered by category id; users without candidates get nulls. One output row per feature row."""
-    from pyspark.sql import functions as F
+def _join_candidates(spark, cfg: PipelineConfig, ds: dt.date, features, pair_columns: list[str]):
+    """Features written without the candidate arrays the champion reads (by an earlier version of the
+    features job): the arrays from ``features/user_category/ds=<ds>/``, packed and joined here."""
+    from spark_jobs.features import attach_candidates
 
+    cand_src = features_partition(cfg, "user_category", ds)
+    if not cand_src.is_dir() or not any(cand_src.glob("*.parquet")):
+        raise ScoringError(
+            f"no candidate categories for ds={ds}: {cand_src} holds no Parquet files (run spark_jobs.features first)"
+        )
+    candidates = spark.read.parquet(str(cand_src))
     missing = [c for c in ("user_id", CANDIDATE_CATEGORY_COLUMN, *pair_columns) if c not in candidates.columns]
     if missing:
         raise ScoringError(f"user_category features lack columns {missing} that the champion needs")
-    packed = candidates.groupBy("user_id").agg(
-        F.sort_array(F.collect_list(F.struct(CANDIDATE_CATEGORY_COLUMN, *pair_columns))).alias("_cand")
-    )
-    arrays = packed.select(
-        "user_id",
-        F.col(f"_cand.{CANDIDATE_CATEGORY_COLUMN}").alias(CANDIDATE_ARRAY_CATEGORY),
-        *[F.col(f"_cand.{c}").cast("array<double>").alias(CANDIDATE_ARRAY_PREFIX + c) for c in pair_columns],
-    )
-    return features.join(arrays, on="user_id", how="left")
+    return attach_candidates(features.drop(*candidate_columns(pair_columns)), candidates, pair_columns)
 
 
 def score_users(
@@ -305,7 +312,7 @@ def score_users(
     top_k_categories: int = 5,
     stats: Any = None,
 ):
-    """Features DataFrame (user_id, f_*, seq_*, optional cand_* arrays from ``attach_candidates``) -> one
+    """Features DataFrame (user_id, f_*, seq_*, optional cand_* arrays) -> one
     score row per feature row: SCORE_COLUMNS in order, plus ``top_categories`` when the features carry
     candidates and ``reasons`` when ``reasons_top_k`` > 0. ``stats``: optional accumulator of per-worker
     (loads, batches), see ``_stats_accumulator``."""
@@ -431,10 +438,11 @@ def _scoring_conf(spark, batch_rows: int) -> Iterator[None]:
     Spark hands Python workers Arrow batches of ``batch_rows`` rows: at Spark's default of 10,000 a worker
     waits for the JVM to convert the first 10,000 rows before its first forward pass; at one model batch per
     Arrow batch the conversion of the next batch overlaps the model call on the current one (profiled: the
-    workers' input wait shrinks severalfold). And adaptive execution does not coalesce the candidate join's
-    shuffle partitions: it sizes partitions by bytes, while a scoring task costs the model's work per row, so a
-    few uneven coalesced partitions left a core idle while the last one scored (bench scoring_throughput); the
-    stage runs one task per ``spark.sql.shuffle.partitions``.
+    workers' input wait shrinks severalfold). And adaptive execution does not coalesce the shuffle partitions
+    of a candidate join (features written without candidate arrays, ``_join_candidates``): it sizes partitions
+    by bytes, while a scoring task costs the model's work per row, so a few uneven coalesced partitions left a
+    core idle while the last one scored (bench scoring_throughput); that stage runs one task per
+    ``spark.sql.shuffle.partitions``. Without a join the stage runs one task per file split of the features.
     """
     settings = {
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows),
@@ -474,14 +482,11 @@ def run(
     spark = spark or build_session(cfg, f"score-{ds}")
     features = spark.read.parquet(str(src))
     signature, pair_columns = _check_model_inputs(cfg, ref, features.columns)
-    if pair_columns is not None:
-        cand_src = features_partition(cfg, "user_category", ds)
-        if not cand_src.is_dir() or not any(cand_src.glob("*.parquet")):
-            raise ScoringError(
-                f"no candidate categories for ds={ds}: {cand_src} holds no Parquet files "
-                "(run spark_jobs.features first)"
-            )
-        features = attach_candidates(features, spark.read.parquet(str(cand_src)), pair_columns)
+    if not set(candidate_columns(pair_columns)) <= set(features.columns):
+        features = _join_candidates(spark, cfg, ds, features, pair_columns or [])
+    # Only the arrays the champion reads travel to the workers (none for a model without a category head).
+    wanted = candidate_columns(pair_columns)
+    features = features.drop(*[c for c in features.columns if c.startswith(CANDIDATE_ARRAY_PREFIX) and c not in wanted])
     if signature is not None:
         check_input_types(signature, features.schema, ref.uri)
     stats = _stats_accumulator(spark)

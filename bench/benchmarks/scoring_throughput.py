@@ -11,7 +11,6 @@ from pathlib import Path
 from bench.data import grown_features
 from bench.harness import cpu_timed, local_cores, python_workers_cpu_s, r, spark_session, timed, workdir
 from tasks.config import PipelineConfig
-from tasks.schema import user_category_columns
 from tests.helpers.config import isolated_config
 
 
@@ -129,14 +128,11 @@ def _model_input(spark, cfg: PipelineConfig, feats, path: Path):
     Python lists), which mlflow's checked predict needs."""
     import pyarrow as pa
 
-    from spark_jobs.score import arrow_to_pandas, attach_candidates, model_input_columns
+    from spark_jobs.score import arrow_to_pandas, model_input_columns
 
-    joined = attach_candidates(
-        spark.read.parquet(str(feats.path)),
-        spark.read.parquet(str(feats.user_category_path)),
-        user_category_columns(cfg.features),
-    )
-    table = joined.select(*model_input_columns(joined.columns)).toArrow()
+    # The features job wrote each user's candidate arrays on the user row (spark_jobs.features.attach_candidates).
+    users = spark.read.parquet(str(feats.path))
+    table = users.select(*model_input_columns(users.columns)).toArrow()
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return arrow_to_pandas(table.slice(0, CHECKED_ROWS), arrow_lists=False)
@@ -259,9 +255,9 @@ def run(args: argparse.Namespace) -> dict:
         "Its CPU seconds are this process's, the Spark JVM's and every process below the JVM's (the Python "
         "daemon and workers), bench.harness.process_cpu_s; its Python workers' CPU seconds (the model side: "
         "Arrow in and out, the model call) are those below the JVM, bench.harness.python_workers_cpu_s; the rest "
-        "is Spark's: reading the features, packing each user's candidate rows into arrays and joining them "
-        "(attach_candidates), the Arrow conversion on the JVM side and writing the scores, plus the driver and "
-        "the warehouse load.",
+        "is Spark's: reading the features (each user row already carries its candidate categories as arrays, "
+        "packed by the features job: spark_jobs.features.attach_candidates), the Arrow conversion on the JVM "
+        "side and writing the scores, plus the driver and the warehouse load.",
         "bare predict = the call each scoring worker makes (spark_jobs.score.model_predictor: the packaged "
         "IntentPyfunc's encode + forward + top categories, with the gradient reasons in the same pass unless "
         "'without reasons') over the same rows as the workers get them (each user with its candidate categories, "

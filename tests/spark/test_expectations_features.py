@@ -47,8 +47,8 @@ def test_built_partition_passes(spark, built):
     assert labels_present(partition(built, DS)) is True
     summary = validate_features(built, DS)
     assert summary.success, summary.describe()
-    # 10 base checks (each per-column property is one SQL check), 2 label checks, the constant-column checks.
-    assert summary.n_expectations == 12 + len(built.quality.non_constant_features)
+    # 11 base checks (each per-column property is one SQL check), 2 label checks, the constant-column checks.
+    assert summary.n_expectations == 13 + len(built.quality.non_constant_features)
 
 
 def test_each_broken_property_is_named(spark, built):
@@ -64,6 +64,9 @@ def test_each_broken_property_is_named(spark, built):
         .withColumn("f_weekend_share", F.when(is_second, F.lit(1.5)).otherwise(F.col("f_weekend_share")))
         .withColumn("f_price_mean", F.when(is_second, F.lit(None)).otherwise(F.col("f_price_mean")))
         .withColumn("seq_hour", F.when(is_first, F.array_repeat(F.lit(1), 6)).otherwise(F.col("seq_hour")))
+        .withColumn(
+            "cand_f_uc_share", F.when(is_second, F.array().cast("array<double>")).otherwise(F.col("cand_f_uc_share"))
+        )
         .withColumn("f_recency_any", F.lit(2.0))
         .withColumn("label_purchase", F.lit(1))
     )
@@ -89,6 +92,7 @@ def test_each_broken_property_is_named(spark, built):
         "/* null fraction above quality.max_feature_null_fraction=0.0 */",
         "/* a shorter window counts more events than a longer one */",
         "/* sequence arrays of unequal length or outside [1, 5] */",
+        "/* candidate arrays of unequal length */",
     }
     out_of_range = {r["column"]: r for r in queries["/* feature values outside their range */"].sample_rows}
     assert queries["/* feature values outside their range */"].observed == 3
@@ -97,6 +101,8 @@ def test_each_broken_property_is_named(spark, built):
     assert [r["column"] for r in nulls] == ["f_price_mean"] and nulls[0]["example_user"] == second
     lengths = queries["/* sequence arrays of unequal length or outside [1, 5] */"].sample_rows
     assert [(r["user_id"], r["n_hour"]) for r in lengths] == [(first, 6)]
+    candidates = queries["/* candidate arrays of unequal length */"].sample_rows
+    assert {r["user_id"] for r in candidates} == {second} and candidates[0]["candidates"] >= 1
     message = str(err.value)
     assert "'column': 'f_recency_view', 'rows': 2, 'min': 99.0, 'max': 99.0, 'lo': 0.0, 'hi': 8.0" in message
     assert "expect_column_mean_to_be_between(column=label_purchase" in message and "observed 1.0" in message

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from spark_jobs import features as F
 from tasks.layers import layer_root
-from tasks.schema import EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS
+from tasks.schema import (
+    CANDIDATE_ARRAY_CATEGORY,
+    CANDIDATE_ARRAY_PREFIX,
+    EVENT_TYPES,
+    LABEL_COLUMNS,
+    SEQUENCE_COLUMNS,
+    user_category_columns,
+)
 from tests.conftest import shared_data
 from tests.helpers.events import (
     ev,
@@ -266,6 +273,24 @@ def test_run_writes_partition_and_rerun_replaces_only_it(spark, cfg):
     assert table.where("ds = DATE'2026-01-08'").select("user_id").distinct().count() == first + 1
     assert _partition_files(r9.path) == before9
     assert spark.read.parquet(str(again.user_category_path)).count() == again.n_user_category_rows > 0
+
+
+def test_run_packs_each_users_candidate_rows_onto_the_user_row(spark, cfg):
+    c = small(cfg)
+    write_events_layer(c, random_events(12, dt.date(2026, 1, 1), 9, seed=4))
+    rep = F.run(c, dt.date(2026, 1, 8), spark=spark)
+    users = spark.read.parquet(str(rep.path)).toPandas().set_index("user_id")
+    pairs = spark.read.parquet(str(rep.user_category_path)).toPandas()
+    pair_columns = user_category_columns(c.features)
+    assert list(users.columns[-len(LABEL_COLUMNS) - len(pair_columns) - 1 :]) == [
+        CANDIDATE_ARRAY_CATEGORY, *(CANDIDATE_ARRAY_PREFIX + p for p in pair_columns), *LABEL_COLUMNS
+    ]  # fmt: skip
+    assert set(pairs["user_id"]) == set(users.index)
+    for user_id, rows in pairs.sort_values("category_id").groupby("user_id"):
+        row = users.loc[user_id]
+        assert list(row[CANDIDATE_ARRAY_CATEGORY]) == list(rows["category_id"])
+        for p in pair_columns:
+            assert list(row[CANDIDATE_ARRAY_PREFIX + p]) == list(rows[p]), (user_id, p)
 
 
 def test_run_without_label_window_writes_null_labels(spark, cfg):

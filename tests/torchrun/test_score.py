@@ -203,6 +203,32 @@ def test_the_model_stage_keeps_the_shuffle_partitions_of_the_candidate_join(spar
     assert spark.conf.get("spark.sql.adaptive.coalescePartitions.enabled") == coalesce
 
 
+def test_candidates_packed_by_the_features_job_score_the_same_without_a_join(spark, champion):
+    """Features written by spark_jobs.features carry the candidate arrays: the job reads no user_category
+    partition and gives the same scores as joining them itself."""
+    from spark_jobs.features import attach_candidates
+    from tasks.schema import CANDIDATE_ARRAY_CATEGORY
+
+    cfg, ts, _ = champion
+    _write_features(cfg, ts, DS, n=30)
+    run(cfg, DS, "joined", spark=spark)
+    joined = _read_scores(cfg, DS).set_index("user_id").sort_index()
+
+    users, uc = (features_partition(cfg, layer, DS) for layer in ("user", "user_category"))
+    candidates = spark.read.parquet(str(uc))
+    pairs = [c for c in candidates.columns if c.startswith("f_uc_")]
+    packed = attach_candidates(spark.read.parquet(str(users)), candidates, pairs).toPandas()
+    assert packed[CANDIDATE_ARRAY_CATEGORY].notna().any()
+    for f in [*users.glob("*.parquet"), *uc.glob("*.parquet")]:
+        f.unlink()
+    packed.to_parquet(users / "part-00000.parquet", index=False)
+    assert run(cfg, DS, "packed", spark=spark).rows == 30
+    got = _read_scores(cfg, DS).set_index("user_id").sort_index()
+    np.testing.assert_allclose(got[list(PROBABILITY_COLUMNS)], joined[list(PROBABILITY_COLUMNS)], rtol=1e-6)
+    tops = [[None if t is None else list(t) for t in df[TOP_CATEGORIES_COLUMN]] for df in (got, joined)]
+    assert tops[0] == tops[1] and any(t is not None for t in tops[0])
+
+
 def test_rerun_replaces_only_its_partition_and_loads_into_warehouse(spark, champion, tmp_path):
     cfg, ts, result = champion
     _write_features(cfg, ts, OTHER_DS, n=40)
