@@ -34,7 +34,10 @@ event names, and its reason is printed by `check_new_data` and kept as the versi
 The logical date is the day after the newest cleaned events. The training set uses the latest cutoffs
 whose label window has fully passed, split by cutoff into train / validation / test. Every family in the
 `candidates` parameter trains on those splits, one `train` task each: `lstm` and `bert` under `torchrun`
-(DDP; processes from the `nproc` parameter), `lr` and `lightgbm` in one process. `select` picks one on the
+(DDP; processes from the `nproc` parameter), `lr` and `lightgbm` in one process. Before them, `pretrain`
+(the `pretrain` parameter) trains the behaviour encoder of `pretrain.model_type` on masked-event prediction
+over every user's history at the last train cutoff and registers it as a version of
+`purchase_intent_encoder`; the `train` task of that family starts from it. `select` picks one on the
 validation split only (`training.selection`: purchase PR-AUC, category NDCG@5 among near-ties) and
 registers it as a new version of `purchase_intent`, tagged with every candidate's metrics and why it won;
 the other candidates stay MLflow runs. The gate compares the chosen version with the current `@champion`
@@ -52,7 +55,7 @@ landed ...; newest cleaned day is 2026-01-14; choose a logical date up to 2026-0
 `check_new_data` unless the events layer reaches the day before it.
 
 Parameters (defaults from `conf/pipeline.yaml`): `candidates` (families to train; one of them is a plain
-single-family training), `epochs`, `nproc` and `search` (an Optuna search, trials as nested MLflow runs,
+single-family training), `epochs`, `nproc`, `pretrain` and `search` (an Optuna search, trials as nested MLflow runs,
 before each sequence model's training; not for `lr`/`lightgbm`), `horizon` (label horizon in days: the
 last cutoff is `ds - horizon`, and the set id carries it, e.g. `2026-01-10-h1`) and `force_retrain`.
 Without `force_retrain`, `check_new_data` skips the whole run when the champion was trained on the same
@@ -95,13 +98,34 @@ def candidates(params: dict | None = None) -> list[str]:
 
 
 @task(
+    doc_md="Self-supervised masked-event pretraining of the behaviour encoder (`pretrain` section) on every user row "
+    "of the set's last train cutoffs, labelled or not, under torchrun; registers a version of "
+    "`purchase_intent_encoder` and returns its URI, which the `train` tasks of its family start from. Off (the "
+    "`pretrain` param): returns None and every family starts from `training.init_from` or fresh weights."
+)
+@fail_fast_on_data_errors
+def pretrain(training_set: str, params: dict | None = None) -> str | None:
+    params = params or {}
+    if not params.get("pretrain"):
+        print("pretrain: off (the pretrain param); the train tasks start from training.init_from or fresh weights")
+        return None
+    from pathlib import Path
+
+    from tasks.pretrain import launch_pretrain
+
+    result = launch_pretrain(config(), Path(training_set), nproc=params.get("nproc"))
+    record_mlflow_run(result.run_id)
+    return result.model_uri
+
+
+@task(
     doc_md="Train one candidate family (map index = position in `candidates`): lstm/bert under torchrun (DDP, "
     "gloo on CPU / NCCL on GPU), lr/lightgbm in this process; its model is logged to its MLflow run, not "
     "registered. A retry resumes from the last complete epoch's checkpoint; an unvalidated training set fails "
     "at once."
 )
 @fail_fast_on_data_errors
-def train(training_set: str, model_type: str, params: dict | None = None) -> dict:
+def train(training_set: str, model_type: str, init_from: str | None = None, params: dict | None = None) -> dict:
     from pathlib import Path
 
     from tasks.training.launcher import launch
@@ -115,6 +139,7 @@ def train(training_set: str, model_type: str, params: dict | None = None) -> dic
         nproc=params.get("nproc"),
         search=params.get("search"),
         register=False,
+        init_from=init_from,
     )
     record_mlflow_run(result.run_id)
     return {"run_id": result.run_id, "model_type": result.model_type, "model_uri": result.model_uri}
@@ -185,6 +210,11 @@ with DAG(
         "force_retrain": Param(
             False, type="boolean", description="Train even when @champion was trained on the same cutoffs and horizon"
         ),
+        "pretrain": Param(
+            _cfg.pretrain.enabled,
+            type="boolean",
+            description="Pretrain the behaviour encoder on every user's history first; its family fine-tunes from it",
+        ),
         "search": Param(
             _cfg.training.search.enabled,
             type="boolean",
@@ -218,11 +248,12 @@ with DAG(
     # One retry: a crashed training resumes from its last epoch checkpoint (training.checkpoints) instead of
     # starting over; bad data fails without retry (fail_fast_on_data_errors).
     families = candidates.override(task_id="candidates")()
+    encoder = pretrain.override(task_id="pretrain", max_active_tis_per_dag=1)(training_set_dir)
     trained = (
         train.override(task_id="train", retries=1, max_active_tis_per_dag=1)
-        .partial(training_set=training_set_dir)
+        .partial(training_set=training_set_dir, init_from=encoder)
         .expand(model_type=families)
     )
     chosen = select.override(task_id="select", max_active_tis_per_dag=1)(trained)
     gated = gate.override(task_id="gate", max_active_tis_per_dag=1)(training_set_dir, chosen)
-    new_data >> build >> validate_training_set >> families
+    new_data >> build >> validate_training_set >> encoder >> families

@@ -317,6 +317,16 @@ class TrainingConfig(_Section):
     category_loss_weight: float = Field(ge=0.0)
     # k of HitRate@k and NDCG@k over each user's candidate categories.
     category_eval_k: int = Field(gt=0)
+    # Pretrained behaviour encoder a torchrun family of its type starts from (models:/<name>/<version> or
+    # models:/<name>@<alias>); None: fresh weights. The training DAG passes the version its pretrain task made.
+    init_from: str | None
+
+    @field_validator("init_from")
+    @classmethod
+    def _model_uri(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"models:/[^/@]+(/\d+|@[\w-]+)", v):
+            raise ValueError(f"{v!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+        return v
 
     @field_validator("model_type")
     @classmethod
@@ -353,6 +363,26 @@ class TrainingConfig(_Section):
                     f"training.category_eval_k = {self.category_eval_k}"
                 )
         return self
+
+
+class PretrainConfig(_Section):
+    """Self-supervised masked-event pretraining of a behaviour encoder (tasks.pretrain)."""
+
+    enabled: bool
+    model_type: str
+    train_cutoffs: int = Field(gt=0)
+    mask_rate: float = Field(gt=0.0, lt=1.0)
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    holdout_fraction: float = Field(gt=0.0, lt=1.0)
+    model_name: str
+    alias: str
+
+    @field_validator("model_type")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        return TrainingConfig._known_family(v)
 
 
 class GateConfig(_Section):
@@ -538,6 +568,7 @@ class PipelineConfig(_Section):
     features: FeaturesConfig
     training_set: TrainingSetConfig
     training: TrainingConfig
+    pretrain: PretrainConfig
     # Per model family, its own settings: checked against the family's config dataclass
     # (tasks.models.base.family_settings) when training starts, since that needs torch.
     models: dict[str, dict[str, Any]]

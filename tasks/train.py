@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="log the model to its run without registering a version (a candidate for `tasks.registry select`)",
     )
+    parser.add_argument(
+        "--init-from",
+        help="with --launch: pretrained encoder (models:/<name>/<version>) to start from (default: training.init_from)",
+    )
     parser.add_argument("--parent-run-id", help="nest this training's MLflow run under that run (search)")
     parser.add_argument(
         "--trial",
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_unvalidated=args.allow_unvalidated,
             fault_after_epoch=args.fault_after_epoch,
             register=args.register,
+            init_from=args.init_from,
         )
         print(
             json.dumps(

@@ -186,6 +186,9 @@ class IntentModel(nn.Module):
     shared_config: ClassVar[type] = IntentModelConfig
     # tasks.training.launcher runs a family by its trainer: "torchrun" (DDP) here, "local" for tabular families.
     trainer: ClassVar[str] = "torchrun"
+    # Modules that read the user representation; everything else is the sequence encoder, which
+    # self-supervised pretraining trains (tasks.pretrain) and a fine-tuning may start from.
+    HEAD_MODULES: ClassVar[tuple[str, ...]] = ("tabular_mlp", "head", "pair_mlp", "category_head")
 
     def __init__(self, cfg: IntentModelConfig):
         super().__init__()
@@ -210,6 +213,53 @@ class IntentModel(nn.Module):
     def encode_sequence(self, batch: dict[str, Tensor]) -> Tensor:
         """Sequence representation [B, hidden_dim]; must ignore padded positions entirely."""
         raise NotImplementedError
+
+    def event_states(self, batch: dict[str, Tensor]) -> Tensor:
+        """Per-event states [B, L, H] of the sequence encoder, aligned with the batch's positions (padding
+        positions hold anything); what pretraining's masked-event heads read."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-event states: it cannot be pretrained")
+
+    def sequence_encoder_state(self) -> dict[str, Tensor]:
+        """The state_dict entries of the sequence encoder (not of ``HEAD_MODULES``)."""
+        return {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] not in self.HEAD_MODULES}
+
+    @torch.no_grad()
+    def init_sequence_encoder(
+        self, state: dict[str, Tensor], source_categories: dict[str, int], categories: dict[str, int]
+    ) -> list[str]:
+        """Start from a pretrained sequence encoder of this family (``state``: its ``sequence_encoder_state``);
+        returns the names of the tensors copied.
+
+        The category table is copied row by row by category id (``source_categories`` and ``categories``: raw
+        id -> row of the pretrained and of this model's vocabulary), with the padding and OOV rows; a category
+        the pretraining never saw keeps its fresh row. Every other tensor must have this model's shape.
+        """
+        own = self.state_dict()
+        missing = sorted(set(self.sequence_encoder_state()) - set(state))
+        if missing:
+            raise ValueError(f"the pretrained encoder lacks {len(missing)} tensor(s) of this model, e.g. {missing[:3]}")
+        table = "embed.tables.seq_category.weight"
+        names = list(self.sequence_encoder_state())
+        # Every shape is checked before anything is copied, so a mismatch leaves this model as it was.
+        for name in names:
+            # The category table's rows are matched by id; only its width must agree.
+            if (state[name].shape[1:] if name == table else state[name].shape) != (
+                own[name].shape[1:] if name == table else own[name].shape
+            ):
+                raise ValueError(
+                    f"pretrained {name} has shape {tuple(state[name].shape)}, this model {tuple(own[name].shape)}: "
+                    "pretrain with the same training sizes (embedding_dim, hidden_dim, the family's models section)"
+                )
+        for name in names:
+            src, dst = state[name], own[name]
+            if name == table:
+                pairs = [(source_categories[c], j) for c, j in categories.items() if c in source_categories]
+                rows_src = torch.tensor([0, 1, *(i for i, _ in pairs)], dtype=torch.long)
+                rows_dst = torch.tensor([0, 1, *(j for _, j in pairs)], dtype=torch.long)
+                dst[rows_dst] = src[rows_src].to(dst.dtype)
+            else:
+                dst.copy_(src)
+        return names
 
     def sequence_features(self, batch: dict[str, Tensor]) -> Tensor:
         """The architecture's sequence representation [B, H], zero for users without events."""

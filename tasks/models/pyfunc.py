@@ -28,7 +28,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from tasks.config import REPO_ROOT
-from tasks.models.base import Predictor
+from tasks.models.base import Predictor, model_class
 from tasks.models.ensemble import load_predictor
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
@@ -217,3 +217,50 @@ def log_intent_model(
             registered_model_name=registered_model_name,
             metadata=metadata,
         )
+
+
+class EncoderPyfunc(mlflow.pyfunc.PythonModel):
+    """A pretrained behaviour encoder (tasks.pretrain): seq_* columns in, each row's sequence representation
+    (``IntentModel.sequence_features``, [H] floats) out as the ``embedding`` column."""
+
+    def load_context(self, context) -> None:
+        spec = json.loads(Path(context.artifacts["model_spec"]).read_text())
+        self.predictor = model_class(spec["model_type"]).from_artifacts(spec, context.artifacts)
+
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        batch = self.predictor.encoder.encode(model_input)
+        with torch.no_grad():
+            rep = self.predictor.model.eval().sequence_features(batch)  # [B, H]
+        return pd.DataFrame({"embedding": list(rep.numpy())})
+
+
+def log_encoder_model(predictor: Predictor, example: pd.DataFrame, *, name: str, registered_model_name: str, metadata):
+    """Log a pretrained encoder (a ``TorchPredictor`` without user heads worth using) to the active run and
+    register it; returns mlflow's ModelInfo."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        artifacts = predictor.save(tmpdir)
+        (tmpdir / "model_spec.json").write_text(json.dumps(predictor.spec(), sort_keys=True))
+        ex = example[list(SEQUENCE_COLUMNS)].head(3).copy()
+        for c in SEQUENCE_COLUMNS:
+            ex[c] = ex[c].map(lambda v: [] if v is None else list(np.asarray(v).tolist()))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=EncoderPyfunc(),
+            artifacts={**artifacts, "model_spec": str(tmpdir / "model_spec.json")},
+            code_paths=[str(REPO_ROOT / "tasks")],
+            input_example=ex.reset_index(drop=True),
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_model_name,
+            metadata=metadata,
+        )
+
+
+def load_encoder(uri: str):
+    """The ``TorchPredictor`` (model and feature encoder) of a registered pretrained encoder."""
+    wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    if not isinstance(wrapper, EncoderPyfunc):
+        raise ValueError(f"{uri} is not a pretrained behaviour encoder (tasks.pretrain) but a {type(wrapper).__name__}")
+    return wrapper.predictor

@@ -61,6 +61,18 @@ def build_model_config(
     )
 
 
+def encoder_settings(cfg: PipelineConfig, manifest: dict) -> dict[str, int]:
+    """The ``FeatureEncoder.from_stats`` / ``fit`` sizes of a training set (its manifest) under ``cfg``."""
+    t = cfg.training
+    return {
+        "sequence_length": int(manifest["sequence_length"]),
+        "item_buckets": int(manifest["item_buckets"]),
+        "gap_buckets": t.gap_buckets,
+        "max_categories": t.max_categories,
+        "category_min_count": t.category_min_count,
+    }
+
+
 def check_model_settings(cfg: PipelineConfig, model_type: str, sequence_length: int) -> None:
     """Fail before any process starts when ``models.<model_type>`` or its combination with ``training`` is
     invalid; the vocabularies are placeholders (the encoder fixes them from the data)."""

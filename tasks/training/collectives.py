@@ -61,7 +61,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rank0_print(msg: str) -> None:
-    """Progress line of the training, printed by rank 0 only."""
+def rank0_print(msg: str, job: str = "train") -> None:
+    """Progress line of the training (or of another torchrun ``job``), printed by rank 0 only."""
     if world()[0] == 0:
-        print(f"[train] {msg}", flush=True)
+        print(f"[{job}] {msg}", flush=True)

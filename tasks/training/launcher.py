@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.config import PipelineConfig
+from tasks.config import PipelineConfig, with_overrides
 from tasks.models.base import model_class
 from tasks.run_summary import metrics_text, mlflow_run_url
 from tasks.search import run_search
@@ -74,6 +74,7 @@ def launch(
     fault_after_epoch: int | None = None,
     register: bool = True,
     parent_run_id: str | None = None,
+    init_from: str | None = None,
 ) -> TrainResult:
     """Train ``model_type`` (default ``training.model_type``) by its family's trainer and return the version
     it registered. A "torchrun" family trains in a torchrun subprocess (output streamed); ``nproc``,
@@ -86,8 +87,11 @@ def launch(
     registering a version: a candidate that ``tasks.registry.select`` may register. With
     ``training.ensemble_seeds`` > 1 the family trains that many seeds and the result is their seed ensemble
     (``tasks.training.ensemble``). ``parent_run_id`` nests the training's MLflow run under that run (a
-    backtest's); not with ``search``, whose study is the parent.
+    backtest's); not with ``search``, whose study is the parent. ``init_from`` (a pretrained encoder's
+    models:/ URI) replaces ``training.init_from``: a torchrun family of the encoder's type starts from it.
     """
+    if init_from is not None:
+        cfg = with_overrides(cfg, {"training": {"init_from": init_from}})
     training_set_dir = Path(training_set_dir).resolve()
     manifest = read_manifest(training_set_dir)
     model_type = model_type or cfg.training.model_type

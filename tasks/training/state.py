@@ -74,6 +74,8 @@ class Fitting:
     ckpt_dir: Path | None  # None when checkpoints are off
     resume: dict[str, Any] | None  # the checkpoint this training continues
     run: ActiveRun | None = None  # rank 0 only
+    # Where the weights started (rank 0): init_from (the encoder's URI, or "none") and init_tensors copied.
+    init: dict[str, Any] = field(default_factory=lambda: {"init_from": "none", "init_tensors": 0})
 
     @property
     def run_id(self) -> str:

@@ -23,6 +23,7 @@ from tasks.models.encoding import FeatureEncoder, encode_targets
 from tasks.models.tabular import TabularIntentModel, TabularSplit
 from tasks.schema import USER_CATEGORY_LABEL
 from tasks.training import tracking
+from tasks.training.build import encoder_settings
 from tasks.training.data import (
     SPLITS,
     TrainingError,
@@ -99,11 +100,7 @@ def new_tabular_model(
     encoder = FeatureEncoder.fit(
         train.users,
         feature_columns,
-        sequence_length=int(manifest["sequence_length"]),
-        item_buckets=int(manifest["item_buckets"]),
-        gap_buckets=t.gap_buckets,
-        max_categories=t.max_categories,
-        category_min_count=t.category_min_count,
+        **encoder_settings(cfg, manifest),
     ).with_pair_stats(FeatureEncoder.partial_tabular_stats(train.cand, pair_columns))
     settings = family_settings(model_type, cfg.models.get(model_type, {}))
     return build_model(model_type, model_config(model_type, seed=t.seed, **settings)), encoder

@@ -1,4 +1,4 @@
-"""One torchrun training of ``python -m tasks.train`` as a subprocess: output streamed, failures reported
+"""One torchrun job (``python -m tasks.train``, ``tasks.pretrain``) as a subprocess: output streamed, failures reported
 by their root cause, the result file read back."""
 
 from __future__ import annotations
@@ -45,11 +45,34 @@ def run_torchrun(
     register: bool = True,
 ) -> dict[str, Any]:
     """One torchrun training (``trial``: scored on validation only, nothing registered); its result JSON."""
+    args = ["--training-set", str(training_set_dir)]
+    if model_type:
+        args += ["--model-type", model_type]
+    if epochs:
+        args += ["--epochs", str(epochs)]
+    if allow_unvalidated:
+        args += ["--allow-unvalidated"]
+    if fault_after_epoch:
+        args += ["--fault-after-epoch", str(fault_after_epoch)]
+    if parent_run_id:
+        args += ["--parent-run-id", parent_run_id]
+    if trial:
+        args += ["--trial"]
+    if not register:
+        args += ["--no-register"]
+    return run_module(cfg, "tasks.train", args, nproc=nproc, what="training")
+
+
+def run_module(cfg: PipelineConfig, module: str, args: list[str], *, nproc: int, what: str) -> dict[str, Any]:
+    """``python -m <module> <args> --output JSON --config YAML`` in ``nproc`` torchrun processes on this node,
+    output streamed; the result JSON that rank 0 wrote (with "output": its path). ``what`` names the job in
+    errors. The child gets exactly ``cfg``, dumped to a YAML file under ``paths.runs_dir``."""
     runs = cfg.paths.runs_dir
     runs.mkdir(parents=True, exist_ok=True)
     token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    cfg_file = runs / f"train-{token}.config.yaml"
-    output = runs / f"train-{token}.json"
+    stem = module.rsplit(".", 1)[-1]
+    cfg_file = runs / f"{stem}-{token}.config.yaml"
+    output = runs / f"{stem}-{token}.json"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     cmd = [
         sys.executable,
@@ -61,28 +84,13 @@ def run_torchrun(
         "--max-restarts",
         str(cfg.training.max_restarts),
         "-m",
-        "tasks.train",
-        "--training-set",
-        str(training_set_dir),
+        module,
+        *args,
         "--output",
         str(output),
         "--config",
         str(cfg_file),
     ]
-    if model_type:
-        cmd += ["--model-type", model_type]
-    if epochs:
-        cmd += ["--epochs", str(epochs)]
-    if allow_unvalidated:
-        cmd += ["--allow-unvalidated"]
-    if fault_after_epoch:
-        cmd += ["--fault-after-epoch", str(fault_after_epoch)]
-    if parent_run_id:
-        cmd += ["--parent-run-id", parent_run_id]
-    if trial:
-        cmd += ["--trial"]
-    if not register:
-        cmd += ["--no-register"]
     env = {k: v for k, v in os.environ.items() if k not in ENV_OVERRIDES and k != "PIPELINE_CONFIG"}
     inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *inherited])
@@ -108,7 +116,7 @@ def run_torchrun(
         cfg_file.unlink(missing_ok=True)
     if rc != 0:
         cause = (error_lines(lines) or ["see the output above"])[0]
-        raise TrainingError(f"torchrun training exited with status {rc}: {cause}\nlast output:\n{''.join(tail)}")
+        raise TrainingError(f"torchrun {what} exited with status {rc}: {cause}\nlast output:\n{''.join(tail)}")
     if not output.is_file():
-        raise TrainingError(f"torchrun training succeeded but wrote no result file {output}")
+        raise TrainingError(f"torchrun {what} succeeded but wrote no result file {output}")
     return {**json.loads(output.read_text()), "output": str(output)}

@@ -102,6 +102,7 @@ def start_run(job: TrainingJob, data: EncodedData, fit: Fitting, store: contextl
             n_parameters=sum(p.numel() for p in fit.model.parameters()),
             local_batch_size=fit.local_bs,
             steps_per_epoch=fit.steps,
+            **fit.init,
         ),
     )
     rank0_print(

@@ -24,11 +24,11 @@ import torch.distributed as dist
 from tasks import checkpoint as ckpt_io
 from tasks.config import PipelineConfig
 from tasks.evaluate import new_user_mask
-from tasks.models.base import build_model
+from tasks.models.base import IntentModel, build_model
 from tasks.models.encoding import EncoderStats, FeatureEncoder, encode_targets
 from tasks.schema import USER_CATEGORY_LABEL
 from tasks.training import tracking
-from tasks.training.build import build_model_config, lr_lambda, positive_weights
+from tasks.training.build import build_model_config, encoder_settings, lr_lambda, positive_weights
 from tasks.training.collectives import (
     all_max,
     all_mean,
@@ -150,7 +150,7 @@ def _train(job: TrainingJob) -> dict[str, Any] | None:
 
 def _encode(job: TrainingJob) -> EncodedData:
     """This rank's rows of every split, encoded with statistics merged over all ranks."""
-    t, manifest, rank, size = job.cfg.training, job.manifest, job.rank, job.world
+    manifest, rank, size = job.manifest, job.rank, job.world
     feats = list(manifest["feature_columns"])
     # Each rank reads only its own files of each split, and the candidates of its own users.
     local = {s: read_files(job.files[s][rank::size]) for s in SPLITS}
@@ -166,11 +166,7 @@ def _encode(job: TrainingJob) -> EncodedData:
         stats = stats.merge(part)
     encoder = FeatureEncoder.from_stats(
         stats,
-        sequence_length=int(manifest["sequence_length"]),
-        item_buckets=int(manifest["item_buckets"]),
-        gap_buckets=t.gap_buckets,
-        max_categories=t.max_categories,
-        category_min_count=t.category_min_count,
+        **encoder_settings(job.cfg, manifest),
     )
     pair_stats = EncoderStats(feature_columns=pair_feats)
     for part in gather_objects(FeatureEncoder.partial_tabular_stats(local_cand["train"], pair_feats)):
@@ -216,9 +212,12 @@ def _build(job: TrainingJob, data: EncodedData) -> Fitting:
     model = build_model(job.model_type, mcfg).to(device)
     ckpt_dir = _checkpoint_dir(job)
     resume = broadcast_object(ckpt_io.load(ckpt_dir) if job.rank == 0 else None) if t.checkpoints else None
+    init = {"init_from": "none", "init_tensors": 0}
     if resume is not None:
         # Before the DDP wrap, which broadcasts rank 0's parameters to the others.
         model.load_state_dict(resume["model"])
+    elif t.init_from and job.rank == 0:
+        init = _init_from_pretrained(job, model, data.encoder)
     if job.world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -246,7 +245,32 @@ def _build(job: TrainingJob, data: EncodedData) -> Fitting:
         local_bs=local_bs,
         ckpt_dir=ckpt_dir if t.checkpoints else None,
         resume=resume,
+        init=init,
     )
+
+
+def _init_from_pretrained(job: TrainingJob, model: IntentModel, encoder: FeatureEncoder) -> dict[str, Any]:
+    """Rank 0 copies the sequence encoder of ``training.init_from`` into ``model`` when the encoder is of this
+    family (the DDP wrap then broadcasts it); a family of another type starts from fresh weights."""
+    from tasks.models.pyfunc import load_encoder
+    from tasks.registry import mlflow_store
+
+    uri = job.cfg.training.init_from
+    assert uri is not None
+    with mlflow_store(job.cfg):
+        pretrained = load_encoder(uri)
+    if pretrained.model_type != job.model_type:
+        rank0_print(f"{job.model_type} starts from fresh weights: {uri} is a {pretrained.model_type} encoder")
+        return {"init_from": "none", "init_tensors": 0}
+    copied = model.init_sequence_encoder(
+        pretrained.model.sequence_encoder_state(), pretrained.encoder.category_index, encoder.category_index
+    )
+    shared = len(set(pretrained.encoder.category_index) & set(encoder.category_index))
+    rank0_print(
+        f"{job.model_type} starts from {uri}: {len(copied)} sequence-encoder tensors, {shared} of "
+        f"{len(encoder.category_index)} category rows"
+    )
+    return {"init_from": uri, "init_tensors": len(copied)}
 
 
 def _checkpoint_dir(job: TrainingJob) -> Path:

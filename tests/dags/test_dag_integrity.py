@@ -242,15 +242,15 @@ def test_nightly_drift_task(parsed):
 
 def test_training_order(parsed):
     dag = parsed["dags"]["purchase_intent_training"]
-    assert _chain(dag["tasks"], "check_new_data") == [
+    assert _chain(dag["tasks"], "check_new_data", stop="pretrain") == [
         "check_new_data",
         "build_training_set",
         "validate_training_set",
-        "candidates",
-        "train",
-        "select",
-        "gate",
+        "pretrain",
     ]
+    # Every train task reads the encoder version that pretrain registered.
+    assert dag["tasks"]["pretrain"]["down"] == ["candidates", "train"]
+    assert _chain(dag["tasks"], "candidates") == ["candidates", "train", "select", "gate"]
     # One train task per candidate family, mapped at run time over the `candidates` param.
     assert dag["tasks"]["train"]["type"] == "DecoratedMappedOperator"
     assert dag["tasks"]["check_new_data"]["type"] == "_ShortCircuitDecoratedOperator"
@@ -270,7 +270,7 @@ def test_a_triggered_training_does_not_queue_behind_the_scheduled_one(parsed):
     # runs never build, train or gate at once.
     dag = parsed["dags"]["purchase_intent_training"]
     assert dag["max_active_runs"] == 2
-    serial = ("build_training_set", "train", "select", "gate")
+    serial = ("build_training_set", "pretrain", "train", "select", "gate")
     limits = {task: dag["tasks"][task]["max_active_tis_per_dag"] for task in serial}
     assert limits == dict.fromkeys(serial, 1)
 
@@ -280,13 +280,14 @@ def test_training_params_defaults_from_config_and_schemas(parsed):
 
     cfg = load_config()
     params = parsed["dags"]["purchase_intent_training"]["params"]
-    assert set(params) == {"candidates", "epochs", "nproc", "horizon", "force_retrain", "search"}
+    assert set(params) == {"candidates", "epochs", "nproc", "horizon", "force_retrain", "pretrain", "search"}
     assert {k: p["default"] for k, p in params.items()} == {
         "candidates": cfg.training.candidates,
         "epochs": cfg.training.epochs,
         "nproc": cfg.training.nproc_per_node,
         "horizon": cfg.features.horizon_days,
         "force_retrain": False,
+        "pretrain": cfg.pretrain.enabled,
         "search": cfg.training.search.enabled,
     }
     assert {k: p["schema"] for k, p in params.items()} == {
@@ -300,6 +301,7 @@ def test_training_params_defaults_from_config_and_schemas(parsed):
         "nproc": {"type": "integer", "allOf": [{"minimum": 1, "maximum": 64}]},
         "horizon": {"type": "integer", "allOf": [{"minimum": 1, "maximum": 30}]},
         "force_retrain": {"type": "boolean"},
+        "pretrain": {"type": "boolean"},
         "search": {"type": "boolean"},
     }
     assert all(p["description"] for p in params.values())

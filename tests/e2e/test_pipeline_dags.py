@@ -193,6 +193,27 @@ def test_the_family_selected_on_validation_is_promoted_and_scores_with_reasons_a
     assert with_reasons == n and with_top > 0.5 * n, (champion.tags["model_type"], n, with_reasons, with_top)
 
 
+def test_the_training_run_pretrained_the_encoder_and_its_family_started_from_it(demo, env):
+    _, cfg = env
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    encoder = client.get_model_version_by_alias(cfg.pretrain.model_name, cfg.pretrain.alias)
+    assert encoder.tags["training_set_id"] == f"{LAST_DS}-h{cfg.features.horizon_days}"
+    uri = f"models:/{cfg.pretrain.model_name}/{encoder.version}"
+    assert f"registered {uri}" in task_log(cfg, TRAINING_DAG, LAST_DS, "pretrain")
+    pretrain_run = client.get_run(encoder.run_id).data
+    # Masked-event prediction learned something the majority guess does not know.
+    assert pretrain_run.metrics["holdout_acc_category"] > pretrain_run.metrics["majority_acc_category"]
+    champion = client.get_model_version_by_alias("purchase_intent", "champion")
+    runs = {c["model_type"]: c["run_id"] for c in json.loads(champion.tags["selection_candidates"])}
+    started = {family: client.get_run(run_id).data.params.get("init_from") for family, run_id in runs.items()}
+    assert started[cfg.pretrain.model_type] == uri
+    assert int(client.get_run(runs[cfg.pretrain.model_type]).data.params["init_tensors"]) > 0
+    # The other torchrun family starts from fresh weights; the tabular ones have no encoder to start from.
+    assert started["lstm"] == "none" and started["lightgbm"] is None
+
+
 def test_training_checked_for_new_data_and_nightly_logged_drift(demo, env):
     _, cfg = env
     from mlflow import MlflowClient

@@ -62,7 +62,8 @@ class BertIntentModel(IntentModel):
         # Inputs arrive as inputs_embeds, so the token table is never used; frozen, DDP does not wait for its grads.
         self.bert.embeddings.word_embeddings.weight.requires_grad_(False)
 
-    def encode_sequence(self, batch: dict[str, Tensor]) -> Tensor:
+    def _transformer(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Token states [B, 1+L, H] ([CLS] first) and their attention mask [B, 1+L]."""
         mask = batch["seq_mask"]  # [B, L]
         b = mask.shape[0]
         x = self.to_hidden(self.embed(batch))  # [B, L, H]
@@ -77,6 +78,13 @@ class BertIntentModel(IntentModel):
             position_ids=positions,
             token_type_ids=torch.zeros_like(positions),
         ).last_hidden_state  # [B, 1+L, H]
+        return out, full_mask
+
+    def event_states(self, batch: dict[str, Tensor]) -> Tensor:
+        return self._transformer(batch)[0][:, 1:]  # [B, L, H]
+
+    def encode_sequence(self, batch: dict[str, Tensor]) -> Tensor:
+        out, full_mask = self._transformer(batch)
         if self.attn_score is None:
             return out[:, 0]  # [B, H]
         scores = self.attn_score(out).squeeze(-1).masked_fill(~full_mask, float("-inf"))  # [B, 1+L]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from tasks.models.base import IntentModel, IntentModelConfig, register_model
 
@@ -48,6 +48,19 @@ class LSTMIntentModel(IntentModel):
             batch_first=True,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
+
+    def event_states(self, batch: dict[str, Tensor]) -> Tensor:
+        x = self.embed(batch)  # [B, L, D]
+        length = x.shape[1]
+        lengths = batch["seq_mask"].sum(dim=1)  # [B]
+        packed = pack_padded_sequence(
+            right_align(x, lengths), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=length)  # [B, L, H], events first
+        # Back to the batch's left padding: position p reads the right-aligned position (p + n) mod L.
+        idx = (torch.arange(length, device=out.device).unsqueeze(0) + lengths.unsqueeze(1)) % length  # [B, L]
+        return torch.gather(out, 1, idx.unsqueeze(-1).expand(-1, -1, out.shape[2]))  # [B, L, H]
 
     def encode_sequence(self, batch: dict[str, Tensor]) -> Tensor:
         x = self.embed(batch)  # [B, L, D]

@@ -1,0 +1,120 @@
+"""Masked-event pretraining under torchrun (2 gloo processes): the registered encoder and its alias, its pyfunc,
+and a BERT fine-tuning that starts from its weights (checked on the registered model's tensors)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from tasks.layers import features_partition, training_set_dir
+from tasks.models.pyfunc import load_encoder
+from tasks.pretrain import PretrainDataError, launch_pretrain
+from tasks.registry import mlflow_store
+from tasks.schema import LABEL_COLUMNS
+from tasks.training.launcher import launch
+from tests.helpers.config import isolated_config
+from tests.helpers.trainingset import write_training_set
+
+
+def _features_from_train_split(cfg, ts: Path, cutoff: str) -> Path:
+    """The user feature partition of one train cutoff, as the features job writes it: the set's rows of that
+    cutoff without their labels."""
+    import pyarrow.compute as pc
+
+    day = dt.date.fromisoformat(cutoff)
+    table = pq.read_table(ts / "train")
+    rows = table.filter(pc.equal(table.column("ds"), day)).drop_columns([*LABEL_COLUMNS, "weight", "ds"])
+    out = features_partition(cfg, "user", day)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(rows, out / "part-00000.parquet")
+    return out
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    import json
+
+    root = tmp_path_factory.mktemp("pretrain")
+    cfg = isolated_config(
+        root / "var",
+        training={"batch_size": 64, "embedding_dim": 16, "hidden_dim": 32, "learning_rate": 1e-9, "weight_decay": 0.0},
+        pretrain={"epochs": 2, "batch_size": 64},
+    )
+    ts = write_training_set(training_set_dir(cfg, "ts_pre"), n_users=300, seed=2)
+    last_train = json.loads((ts / "manifest.json").read_text())["cutoffs"]["train"][-1]
+    _features_from_train_split(cfg, ts, last_train)
+    return cfg, ts, launch_pretrain(cfg, ts, nproc=2)
+
+
+def test_pretraining_registers_an_encoder_version_with_its_alias_and_held_out_accuracy(pretrained):
+    cfg, _, result = pretrained
+    assert (result.model_name, result.model_version, result.model_type) == ("purchase_intent_encoder", "1", "bert")
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    assert str(client.get_model_version_by_alias("purchase_intent_encoder", "pretrained").version) == "1"
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["world_size"] == "2" and run.data.params["precision"] == "fp32"
+    assert run.data.tags["job"] == "pretrain"
+    n_users = int(run.data.params["n_train_users"]) + int(run.data.params["n_holdout_users"])
+    assert 250 < n_users <= 300  # the users with at least one event
+    history = client.get_metric_history(result.run_id, "pretrain_loss")
+    assert [m.step for m in history] == [1, 2]
+    for field in ("event_type", "category", "item"):
+        assert 0.0 <= result.metrics[f"holdout_acc_{field}"] <= 1.0
+        assert run.data.metrics[f"majority_acc_{field}"] == pytest.approx(result.metrics[f"majority_acc_{field}"])
+    # Nothing but the encoder is registered: the intent model's name holds no version.
+    assert not client.search_model_versions(f"name='{cfg.mlflow.model_name}'")
+
+
+def test_the_packaged_encoder_gives_each_user_its_sequence_representation(pretrained):
+    cfg, ts, result = pretrained
+    rows = pq.read_table(ts / "test").to_pandas().head(5)
+    with mlflow_store(cfg):
+        out = mlflow.pyfunc.load_model(result.model_uri).predict(rows)
+    assert list(out.columns) == ["embedding"] and len(out) == 5
+    assert all(len(v) == 32 for v in out["embedding"])
+
+
+def test_a_bert_fine_tuning_starts_from_the_pretrained_weights(pretrained):
+    cfg, ts, result = pretrained
+    trained = launch(cfg, ts, model_type="bert", epochs=1, nproc=2, allow_unvalidated=True, init_from=result.model_uri)
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    params = client.get_run(trained.run_id).data.params
+    assert params["init_from"] == result.model_uri and params["training.init_from"] == result.model_uri
+    with mlflow_store(cfg):
+        encoder = load_encoder(result.model_uri)
+        tuned = mlflow.pyfunc.load_model(trained.model_uri).unwrap_python_model().predictor.inner
+    pre, post = encoder.model.state_dict(), tuned.model.state_dict()
+    assert int(params["init_tensors"]) == len(tuned.model.sequence_encoder_state()) > 20
+    # A learning rate of 1e-9 leaves the weights where they started: the pretrained ones.
+    for name in ("bert.encoder.layer.0.attention.self.query.weight", "embed.tables.seq_event_type.weight", "cls"):
+        torch.testing.assert_close(post[name], pre[name], atol=1e-6, rtol=0)
+    cats = [c for c in tuned.encoder.category_index if c in encoder.encoder.category_index]
+    assert cats
+    for c in cats:
+        torch.testing.assert_close(
+            post["embed.tables.seq_category.weight"][tuned.encoder.category_index[c]],
+            pre["embed.tables.seq_category.weight"][encoder.encoder.category_index[c]],
+            atol=1e-6,
+            rtol=0,
+        )
+    # An LSTM cannot start from a BERT encoder: it trains from fresh weights and says so.
+    lstm = launch(cfg, ts, model_type="lstm", epochs=1, nproc=1, allow_unvalidated=True, init_from=result.model_uri)
+    lstm_params = client.get_run(lstm.run_id).data.params
+    assert (lstm_params["init_from"], lstm_params["init_tensors"]) == ("none", "0")
+
+
+def test_pretraining_without_its_feature_partitions_fails_before_starting_torchrun(pretrained, tmp_path):
+    cfg, ts, _ = pretrained
+    other = isolated_config(tmp_path / "var")
+    copy = shutil.copytree(ts, training_set_dir(other, "ts_pre"))
+    with pytest.raises(PretrainDataError, match=r"feature partitions to pretrain on are missing: .*features/user/ds="):
+        launch_pretrain(other, copy, nproc=2)
+    assert not list(other.paths.runs_dir.glob("pretrain-*"))
