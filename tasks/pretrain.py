@@ -1,14 +1,16 @@
 """Self-supervised pretraining of the behaviour encoder under torchrun, registered in MLflow: the CLI.
 
-Reads every user row (labelled or not) of the feature partitions of the training set's last
-``pretrain.train_cutoffs`` train cutoffs, holds out ``pretrain.holdout_fraction`` of the users (by a hash
-of user_id) and trains the sequence encoder of ``pretrain.model_type`` on masked-event prediction
-(``tasks.models.pretraining``) with DDP: gloo on CPU, NCCL and bf16 autocast on CUDA. Rank 0 logs the
-loss, throughput and the held-out masked-event accuracy beside the majority guess to an MLflow run,
-registers the encoder as a new version of ``pretrain.model_name`` (a pyfunc whose predict gives each
-user's sequence representation), points ``pretrain.alias`` at it and writes
-``{run_id, model_version, model_uri, model_type, metrics}`` to ``--output``. A training of the same family
-then starts from it with ``training.init_from`` (``tasks.training.worker``).
+Reads the sequences of every user row of the training set's last ``pretrain.train_cutoffs`` train cutoffs
+(every user with events in the lookback at those cutoffs; the labels are not read), holds out
+``pretrain.holdout_fraction`` of the users (by a hash of user_id) and trains the sequence encoder of
+``pretrain.model_type`` on masked-event prediction (``tasks.models.pretraining``) with DDP: gloo on CPU,
+NCCL and bf16 autocast on CUDA. Validation and test cutoffs are never read, so the splits that judge the
+fine-tuned models hold histories the encoder has not seen. Rank 0 logs the loss, throughput and the held-out
+masked-event accuracy beside the majority guess to an MLflow run, registers the encoder as a new version
+of ``pretrain.model_name`` (a pyfunc whose predict gives each user's sequence representation), points
+``pretrain.alias`` at it and writes ``{run_id, model_version, model_uri, model_type, metrics}`` to
+``--output``. A training of the same family then starts from it with ``training.init_from``
+(``tasks.training.worker``).
 
     python -m tasks.pretrain --launch --training-set DIR [--nproc N]
     python -m torch.distributed.run --standalone --nproc-per-node N -m tasks.pretrain --training-set DIR --output JSON
@@ -33,8 +35,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from tasks import layers
-from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
+from tasks.config import PipelineConfig, add_common_args, config_from_args
 from tasks.errors import DataError, run_cli
 from tasks.models.base import TorchPredictor, build_model, model_class
 from tasks.models.encoding import FeatureEncoder
@@ -49,7 +50,7 @@ from tasks.models.pretraining import (
 from tasks.schema import SEQUENCE_COLUMNS
 from tasks.training.build import build_model_config, check_model_settings, encoder_settings, lr_lambda
 from tasks.training.collectives import all_max, all_mean, rank0_print, seed_everything, world
-from tasks.training.data import TrainingError, read_manifest
+from tasks.training.data import TrainingError, read_manifest, require_validation, split_files
 from tasks.training.steps import take, to_device
 from tasks.training.torchrun import run_module
 from tasks.training.tracking import ensure_experiment, git_commit, write_json_atomic
@@ -59,7 +60,7 @@ ENCODER_ARTIFACT = "encoder"
 
 
 class PretrainDataError(TrainingError, DataError):
-    """The feature partitions to pretrain on are missing or hold no events; retrying will not help."""
+    """The training set holds too few user rows with events to pretrain on; retrying will not help."""
 
 
 @dataclass(frozen=True)
@@ -72,29 +73,25 @@ class PretrainResult:
     metrics: dict[str, float]
 
 
-def pretrain_partitions(cfg: PipelineConfig, manifest: dict[str, Any]) -> list[Path]:
-    """The user feature partitions of the last ``pretrain.train_cutoffs`` train cutoffs of ``manifest``."""
-    cutoffs = [parse_ds(str(c)) for c in manifest["cutoffs"]["train"]][-cfg.pretrain.train_cutoffs :]
-    paths = [layers.features_partition(cfg, "user", c) for c in cutoffs]
-    missing = [str(p) for p in paths if not p.is_dir()]
-    if missing:
-        raise PretrainDataError(f"feature partitions to pretrain on are missing: {', '.join(missing)}")
-    return paths
+def pretrain_cutoffs(cfg: PipelineConfig, manifest: dict[str, Any]) -> list[str]:
+    """The last ``pretrain.train_cutoffs`` train cutoffs of ``manifest`` (all of them when it has fewer)."""
+    return [str(c) for c in manifest["cutoffs"]["train"]][-cfg.pretrain.train_cutoffs :]
 
 
-def read_sequences(paths: list[Path]) -> pd.DataFrame:
-    """user_id and the seq_* columns of the rows with at least one event."""
+def read_sequences(training_set_dir: Path, cutoffs: list[str]) -> pd.DataFrame:
+    """user_id, ds and the seq_* columns of the train rows at ``cutoffs`` with at least one event."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    files = [str(f) for p in paths for f in sorted(p.glob("*.parquet"))]
-    if not files:
-        raise PretrainDataError(f"feature partitions {', '.join(map(str, paths))} hold no Parquet files")
-    data = pads.dataset(files, format="parquet")
-    table = data.to_table(
-        columns=["user_id", *SEQUENCE_COLUMNS], filter=pc.list_value_length(pc.field(SEQUENCE_COLUMNS[0])) > 0
+    table = pads.dataset([str(f) for f in split_files(training_set_dir, "train")], format="parquet").to_table(
+        columns=["user_id", "ds", *SEQUENCE_COLUMNS]
     )
-    return table.to_pandas()
+    wanted = pc.and_(
+        pc.is_in(pc.cast(table.column("ds"), pa.string()), value_set=pa.array(cutoffs)),
+        pc.greater(pc.fill_null(pc.list_value_length(table.column(SEQUENCE_COLUMNS[0])), 0), 0),
+    )
+    return table.filter(wanted).to_pandas()
 
 
 def holdout_mask(user_ids: pd.Series, fraction: float) -> np.ndarray:
@@ -108,12 +105,13 @@ def pretrain_distributed(cfg: PipelineConfig, training_set_dir: Path, output: Pa
     p = cfg.pretrain
     manifest = read_manifest(Path(training_set_dir).resolve())
     check_model_settings(cfg, p.model_type, int(manifest["sequence_length"]))
-    rows = read_sequences(pretrain_partitions(cfg, manifest))
+    rows = read_sequences(Path(training_set_dir).resolve(), pretrain_cutoffs(cfg, manifest))
     held = holdout_mask(rows["user_id"], p.holdout_fraction)
     train_rows, val_rows = rows[~held].reset_index(drop=True), rows[held].reset_index(drop=True)
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise PretrainDataError(
-            f"{len(rows)} users with events: {len(train_rows)} to train on, {len(val_rows)} held out; both must be > 0"
+            f"{len(rows)} user rows with events at train cutoffs {', '.join(pretrain_cutoffs(cfg, manifest))}: "
+            f"{len(train_rows)} to train on, {len(val_rows)} held out; both must be > 0"
         )
 
     distributed = "WORLD_SIZE" in os.environ
@@ -253,9 +251,9 @@ def _start_run(
             **{f"models.{p.model_type}.{k}": v for k, v in own.items()},
             **{f"training.{k}": getattr(cfg.training, k) for k in ("embedding_dim", "hidden_dim", "dropout", "seed")},
             "training_set_id": manifest["id"],
-            "pretrain_cutoffs": ",".join(str(c) for c in manifest["cutoffs"]["train"][-p.train_cutoffs :]),
-            "n_train_users": n_train,
-            "n_holdout_users": n_val,
+            "pretrain_cutoffs": ",".join(pretrain_cutoffs(cfg, manifest)),
+            "n_train_rows": n_train,
+            "n_holdout_rows": n_val,
             "world_size": size,
             "device": device.type,
             "precision": "bf16" if device.type == "cuda" else "fp32",
@@ -269,7 +267,8 @@ def _start_run(
         tags["mlflow.source.git.commit"] = commit
     mlflow.set_tags(tags)
     rank0_print(
-        f"{p.model_type} on {size} process(es), {device.type}; {n_train} users, run {run.info.run_id}", job="pretrain"
+        f"{p.model_type} on {size} process(es), {device.type}; {n_train} user rows, run {run.info.run_id}",
+        job="pretrain",
     )
     return run
 
@@ -333,14 +332,18 @@ def _finish(
     return payload
 
 
-def launch_pretrain(cfg: PipelineConfig, training_set_dir: Path, *, nproc: int | None = None) -> PretrainResult:
+def launch_pretrain(
+    cfg: PipelineConfig, training_set_dir: Path, *, nproc: int | None = None, allow_unvalidated: bool = False
+) -> PretrainResult:
     """Pretrain in a torchrun subprocess of ``nproc`` processes (default ``training.nproc_per_node``); the
-    exact version it registered."""
+    exact version it registered. Like training, it refuses a training set without a passing validation
+    result (``training.require_validation``) unless ``allow_unvalidated``."""
     manifest = read_manifest(Path(training_set_dir).resolve())
+    if cfg.training.require_validation and not allow_unvalidated:
+        require_validation(cfg, Path(training_set_dir).resolve(), manifest)
     check_model_settings(cfg, cfg.pretrain.model_type, int(manifest["sequence_length"]))
     if model_class(cfg.pretrain.model_type).trainer != "torchrun":
         raise TrainingError(f"pretrain.model_type {cfg.pretrain.model_type!r} is not a torchrun (sequence) family")
-    pretrain_partitions(cfg, manifest)  # missing partitions fail here, before any process starts
     result = run_module(
         cfg,
         "tasks.pretrain",
@@ -366,10 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="result JSON written by rank 0 (required unless --launch)")
     parser.add_argument("--launch", action="store_true", help="start torchrun with --nproc processes and wait")
     parser.add_argument("--nproc", type=int, help="processes for --launch (default: training.nproc_per_node)")
+    parser.add_argument(
+        "--allow-unvalidated",
+        action="store_true",
+        help="pretrain even without a passing validation result of the training set (ad-hoc runs)",
+    )
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     if args.launch:
-        result = launch_pretrain(cfg, args.training_set, nproc=args.nproc)
+        result = launch_pretrain(cfg, args.training_set, nproc=args.nproc, allow_unvalidated=args.allow_unvalidated)
         print(json.dumps(result.__dict__, indent=2, sort_keys=True))
         return 0
     if args.output is None:

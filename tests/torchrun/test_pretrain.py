@@ -3,44 +3,28 @@ and a BERT fine-tuning that starts from its weights (checked on the registered m
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
-from pathlib import Path
 
 import mlflow
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from mlflow import MlflowClient
 
-from tasks.layers import features_partition, training_set_dir
+from tasks.layers import training_set_dir
 from tasks.models.pyfunc import load_encoder
-from tasks.pretrain import PretrainDataError, launch_pretrain
+from tasks.pretrain import PretrainDataError, launch_pretrain, pretrain_distributed
 from tasks.registry import mlflow_store
-from tasks.schema import LABEL_COLUMNS
+from tasks.schema import SEQUENCE_COLUMNS
+from tasks.training.data import UnvalidatedTrainingSetError
 from tasks.training.launcher import launch
 from tests.helpers.config import isolated_config
 from tests.helpers.trainingset import write_training_set
 
 
-def _features_from_train_split(cfg, ts: Path, cutoff: str) -> Path:
-    """The user feature partition of one train cutoff, as the features job writes it: the set's rows of that
-    cutoff without their labels."""
-    import pyarrow.compute as pc
-
-    day = dt.date.fromisoformat(cutoff)
-    table = pq.read_table(ts / "train")
-    rows = table.filter(pc.equal(table.column("ds"), day)).drop_columns([*LABEL_COLUMNS, "weight", "ds"])
-    out = features_partition(cfg, "user", day)
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(rows, out / "part-00000.parquet")
-    return out
-
-
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    import json
-
     root = tmp_path_factory.mktemp("pretrain")
     cfg = isolated_config(
         root / "var",
@@ -48,9 +32,7 @@ def pretrained(tmp_path_factory):
         pretrain={"epochs": 2, "batch_size": 64},
     )
     ts = write_training_set(training_set_dir(cfg, "ts_pre"), n_users=300, seed=2)
-    last_train = json.loads((ts / "manifest.json").read_text())["cutoffs"]["train"][-1]
-    _features_from_train_split(cfg, ts, last_train)
-    return cfg, ts, launch_pretrain(cfg, ts, nproc=2)
+    return cfg, ts, launch_pretrain(cfg, ts, nproc=2, allow_unvalidated=True)
 
 
 def test_pretraining_registers_an_encoder_version_with_its_alias_and_held_out_accuracy(pretrained):
@@ -62,8 +44,10 @@ def test_pretraining_registers_an_encoder_version_with_its_alias_and_held_out_ac
     assert run.info.status == "FINISHED"
     assert run.data.params["world_size"] == "2" and run.data.params["precision"] == "fp32"
     assert run.data.tags["job"] == "pretrain"
-    n_users = int(run.data.params["n_train_users"]) + int(run.data.params["n_holdout_users"])
-    assert 250 < n_users <= 300  # the users with at least one event
+    # Every train cutoff's user rows with at least one event (3 cutoffs x 300 users, about 1 in 13 empty).
+    n_rows = int(run.data.params["n_train_rows"]) + int(run.data.params["n_holdout_rows"])
+    assert 780 < n_rows < 900 and int(run.data.params["n_holdout_rows"]) < 0.2 * n_rows
+    assert run.data.params["pretrain_cutoffs"] == "2026-01-05,2026-01-06,2026-01-07"
     history = client.get_metric_history(result.run_id, "pretrain_loss")
     assert [m.step for m in history] == [1, 2]
     for field in ("event_type", "category", "item"):
@@ -111,10 +95,21 @@ def test_a_bert_fine_tuning_starts_from_the_pretrained_weights(pretrained):
     assert (lstm_params["init_from"], lstm_params["init_tensors"]) == ("none", "0")
 
 
-def test_pretraining_without_its_feature_partitions_fails_before_starting_torchrun(pretrained, tmp_path):
+def test_pretraining_refuses_an_unvalidated_set_before_starting_torchrun(pretrained):
     cfg, ts, _ = pretrained
-    other = isolated_config(tmp_path / "var")
-    copy = shutil.copytree(ts, training_set_dir(other, "ts_pre"))
-    with pytest.raises(PretrainDataError, match=r"feature partitions to pretrain on are missing: .*features/user/ds="):
-        launch_pretrain(other, copy, nproc=2)
-    assert not list(other.paths.runs_dir.glob("pretrain-*"))
+    with pytest.raises(UnvalidatedTrainingSetError, match="has no validation result"):
+        launch_pretrain(cfg, ts, nproc=2)
+
+
+def test_a_set_without_events_at_its_train_cutoffs_fails_with_the_reason(pretrained, tmp_path):
+    cfg, ts, _ = pretrained
+    empty = shutil.copytree(ts, tmp_path / "ts_empty")
+    for part in (empty / "train").glob("*.parquet"):
+        table = pq.read_table(part)
+        for c in SEQUENCE_COLUMNS:
+            i = table.schema.get_field_index(c)
+            table = table.set_column(i, c, pa.array([[]] * table.num_rows, type=table.schema.field(c).type))
+        pq.write_table(table, part)
+    with pytest.raises(PretrainDataError, match="0 user rows with events at train cutoffs 2026-01-05, 2026-01-06"):
+        pretrain_distributed(cfg, empty, tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()
