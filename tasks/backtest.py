@@ -34,10 +34,11 @@ from typing import IO, Any
 
 import numpy as np
 
+from tasks.backtest_report import PRETRAINED
 from tasks.config import PipelineConfig, add_common_args, config_from_args, with_overrides
 from tasks.cutoffs import CutoffPlan, plan_cutoffs
 from tasks.errors import REASON_FILE_ENV, DataError, read_reason, run_cli
-from tasks.models.base import model_types
+from tasks.models.base import model_class, model_types
 from tasks.process import run_step
 
 # The business day of public datasets whose documentation names one (their day boundaries); any other source
@@ -134,8 +135,9 @@ class Console:
     """One line per stage on the terminal; while a stage runs, everything written to fds 1 and 2 (this
     process's logging, torchrun's children) goes to the log file instead."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, n_stages: int = len(STAGES)):
         self.log_path = log_path
+        self.n_stages = n_stages
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_file = log_path.open("a", buffering=1)
         self.out: IO[str] = os.fdopen(os.dup(1), "w", buffering=1)
@@ -148,7 +150,7 @@ class Console:
     @contextlib.contextmanager
     def stage(self, title: str) -> Iterator[dict[str, str]]:
         self.n += 1
-        head = f"[{self.n}/{len(STAGES)}] {title}"
+        head = f"[{self.n}/{self.n_stages}] {title}"
         self.say(f"{head} ...")
         print(f"===== {head}", file=self.log_file, flush=True)
         started = time.perf_counter()
@@ -249,7 +251,7 @@ def check_data(cfg: PipelineConfig, plan: CutoffPlan) -> str:
 
 @dataclass
 class Trained:
-    model_type: str
+    model_type: str  # the family, with PRETRAINED appended when it started from a pretrained encoder
     seed: int
     run_id: str
     wall_s: float
@@ -263,16 +265,22 @@ def train_all(
     seeds: list[int],
     epochs: int | None,
     parent_run_id: str,
+    encoders: dict[str, str] | None = None,
 ) -> list[Trained]:
+    """Every candidate with every seed from fresh weights, and a family with a pretrained encoder in ``encoders``
+    (family -> models:/ URI) once more from that encoder (labelled ``<family>+pretrained``)."""
     from tasks.training.launcher import launch
 
+    encoders = encoders or {}
+    runs = [(m, None) for m in candidates] + [(m, encoders[m]) for m in candidates if m in encoders]
     trained = []
-    total = len(candidates) * len(seeds)
-    for model_type in candidates:
+    total = len(runs) * len(seeds)
+    for model_type, init_from in runs:
+        label = model_type + (PRETRAINED if init_from else "")
         for seed in seeds:
             started = time.perf_counter()
             res = launch(
-                with_overrides(cfg, {"training": {"seed": seed}}),
+                with_overrides(cfg, {"training": {"seed": seed, "init_from": init_from}}),
                 ts_dir,
                 model_type=model_type,
                 epochs=epochs,
@@ -281,9 +289,27 @@ def train_all(
                 parent_run_id=parent_run_id,
             )
             wall = time.perf_counter() - started
-            trained.append(Trained(model_type, seed, res.run_id, wall))
-            console.say(f"      {len(trained)}/{total} {model_type} seed {seed}: run {res.run_id} ({wall:.0f}s)")
+            trained.append(Trained(label, seed, res.run_id, wall))
+            console.say(f"      {len(trained)}/{total} {label} seed {seed}: run {res.run_id} ({wall:.0f}s)")
     return trained
+
+
+def pretrain_all(cfg: PipelineConfig, console: Console, ts_dir: Path, families: list[str]) -> dict[str, Any]:
+    """A masked-event pretrained encoder per family (``tasks.pretrain``) on the training set: family -> its URI,
+    run, held-out metrics and wall seconds."""
+    from tasks.pretrain import launch_pretrain
+
+    encoders = {}
+    for family in families:
+        started = time.perf_counter()
+        res = launch_pretrain(with_overrides(cfg, {"pretrain": {"model_type": family}}), ts_dir)
+        wall = time.perf_counter() - started
+        encoders[family] = {"model_uri": res.model_uri, "run_id": res.run_id, "metrics": res.metrics, "wall_s": wall}
+        acc = ", ".join(
+            f"{k.removeprefix('holdout_acc_')} {v:.3f}" for k, v in res.metrics.items() if "holdout_acc" in k
+        )
+        console.say(f"      {family}: {res.model_uri} (held-out masked-event accuracy {acc}; {wall:.0f}s)")
+    return encoders
 
 
 def predict_all(cfg: PipelineConfig, ts_dir: Path, trained: list[Trained]):
@@ -337,11 +363,15 @@ def selection(cfg: PipelineConfig, trained: list[Trained], seed: int) -> dict[st
     DAG's seed): the family the gate would then judge."""
     from tasks.registry import choose, mlflow_store, read_candidate
 
+    # As in the training DAG with pretraining on, a family with a pretrained variant competes with that one only.
+    pretrained = {t.model_type.removesuffix(PRETRAINED) for t in trained if t.model_type.endswith(PRETRAINED)}
+    competing = [t for t in trained if t.seed == seed and t.model_type not in pretrained]
     with mlflow_store(cfg) as client:
-        cands = [read_candidate(client, t.run_id)[0] for t in trained if t.seed == seed]
+        cands = [read_candidate(client, t.run_id)[0] for t in competing]
     s = cfg.training.selection
     chosen, reason = choose(cands, s.metric, s.tie_break, s.tie_margin)
-    return {"model": chosen.model_type, "run_id": chosen.run_id, "reason": reason}
+    label = next(t.model_type for t in competing if t.run_id == chosen.run_id)
+    return {"model": label, "run_id": chosen.run_id, "reason": reason}
 
 
 def split_facts(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -374,9 +404,11 @@ def run_backtest(
     resamples: int = 1000,
     command: str = "",
     ensemble_size: int | None = None,
+    pretrain: list[str] | None = None,
 ) -> dict[str, Any]:
     """The whole backtest (module doc); returns report.json's content. ``ensemble_size``: also report how stable
-    ensembles of that many seeds are (disjoint seed groups against single seeds)."""
+    ensembles of that many seeds are (disjoint seed groups against single seeds). ``pretrain``: candidate torchrun
+    families that also train from a masked-event encoder pretrained on the training set (``<family>+pretrained``)."""
     import mlflow
 
     from tasks import backtest_report as rep
@@ -394,7 +426,8 @@ def run_backtest(
     first_day = plan.first - dt.timedelta(days=cfg.features.lookback_days)
     last_day = plan.last + dt.timedelta(days=h - 1)
     seed_list = [t.seed + i for i in range(seeds)]
-    console = Console(work / "backtest.log")
+    # --pretrain adds a stage before training.
+    console = Console(work / "backtest.log", len(STAGES) + bool(pretrain))
     console.say(f"backtest in {work} (log: {console.log_path})")
     with mlflow_store(cfg) as client:
         exp_id = ensure_experiment(cfg, client)
@@ -426,8 +459,14 @@ def run_backtest(
         with console.stage("validate (Great Expectations)") as r:
             _run(cfg, console, "spark_jobs.validate", "training_set", "--training-set-id", TRAINING_SET_ID)
             r["done"] = "passed"
+        encoders = {}
+        if pretrain:
+            with console.stage(f"pretrain {', '.join(pretrain)} (masked events)") as r:
+                encoders = pretrain_all(cfg, console, ts_dir, pretrain)
+                r["done"] = ", ".join(e["model_uri"] for e in encoders.values())
         with console.stage(f"train {', '.join(candidates)} x {seeds} seed(s)") as r:
-            trained = train_all(cfg, console, ts_dir, candidates, seed_list, epochs, parent_id)
+            uris = {family: e["model_uri"] for family, e in encoders.items()}
+            trained = train_all(cfg, console, ts_dir, candidates, seed_list, epochs, parent_id, uris)
             r["done"] = f"{len(trained)} models"
         with console.stage("predict the test split with every packaged model") as r:
             split, preds, manifest = predict_all(cfg, ts_dir, trained)
@@ -449,7 +488,7 @@ def run_backtest(
                 command=command,
                 ensemble_size=ensemble_size,
             )
-            report.update(source=source, input=str(input_path), timezone=timezone, horizon_days=h)
+            report.update(source=source, input=str(input_path), timezone=timezone, horizon_days=h, pretrained=encoders)
             # Where the work dir's layers are, for a study of the same data (bench feature_ablation).
             report["layers"] = {"events": str(events_root(cfg)), "training_set": str(ts_dir)}
             report["mlflow"] = {"parent_run_id": parent_id, "url": mlflow_run_url(cfg, parent_id, exp_id)}
@@ -588,6 +627,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "least twice it: disjoint seed groups)",
     )
     parser.add_argument(
+        "--pretrain",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=[],
+        help="comma-separated torchrun candidates that also train from a masked-event encoder pretrained on the "
+        "training set's train rows (reported as <family>+pretrained)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, help="new or empty folder (default: <paths.var_dir>/backtests/<source>-<time>)"
     )
     parser.add_argument("--out", type=Path, help="report folder (default: <work dir>/report)")
@@ -601,6 +647,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--seeds must be >= 1 and --bootstrap >= 100")
     if args.ensemble_size is not None and not 1 <= args.ensemble_size <= args.seeds // 2:
         parser.error(f"--ensemble-size {args.ensemble_size}: needs 1 <= size <= --seeds / 2 (two disjoint groups)")
+    wrong = [f for f in args.pretrain if f not in candidates or model_class(f).trainer != "torchrun"]
+    if wrong:
+        parser.error(f"--pretrain {','.join(wrong)}: give torchrun families among the candidates")
     horizon = args.horizon if args.horizon is not None else base.features.horizon_days
     plan = plan_backtest(args.train, args.val, args.test, horizon)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -619,6 +668,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         epochs=args.epochs,
         resamples=args.bootstrap,
         ensemble_size=args.ensemble_size,
+        pretrain=args.pretrain,
         command="python -m tasks.backtest " + shlex.join(argv if argv is not None else sys.argv[1:]),
     )
     print((args.out or work / "report").resolve() / "report.md")

@@ -24,6 +24,8 @@ from tasks.schema import CANDIDATE_CATEGORY_COLUMN, LABEL_COLUMNS
 
 HEURISTIC = "heuristic"
 SINGLE, ENSEMBLE = "single", "ensemble"
+# Suffix of a family trained from its masked-event pretrained encoder (``python -m tasks.backtest --pretrain``).
+PRETRAINED = "+pretrained"
 # Families whose models are the yardsticks a candidate must beat, beside the heuristic.
 YARDSTICK_FAMILIES = ("lr", "lightgbm")
 # Metrics of the bootstrap comparisons (higher is better): user level, then user x category level.
@@ -346,29 +348,35 @@ def compare(
     values = {p.label: boot.values(p) for p in heads}
     own = {label: {m: interval(v) for m, v in vals.items()} for label, vals in values.items()}
     yardsticks = [p.label for p in heads if p.kind == HEURISTIC or p.model in YARDSTICK_FAMILIES]
+
+    def row(label: str, ref: str, m: str) -> dict[str, Any]:
+        diff = values[label][m] - values[ref][m]
+        lo, hi = interval(diff)
+        return {
+            "model": label,
+            "metric": m,
+            "reference": ref,
+            "difference": metrics[label][m] - metrics[ref][m],
+            "low": lo,
+            "high": hi,
+            # Share of resamples in which the model beats the reference.
+            "p_better": float(np.mean(diff[np.isfinite(diff)] > 0)) if np.isfinite(diff).any() else math.nan,
+        }
+
     rows = []
     for m in BOOTSTRAP_METRICS:
         usable = [y for y in yardsticks if math.isfinite(metrics[y].get(m, math.nan))]
-        if not usable:
-            continue
-        ref = max(usable, key=lambda y: metrics[y][m])
-        for p in heads:
-            if p.label == ref:
-                continue
-            diff = values[p.label][m] - values[ref][m]
-            lo, hi = interval(diff)
-            rows.append(
-                {
-                    "model": p.label,
-                    "metric": m,
-                    "reference": ref,
-                    "difference": metrics[p.label][m] - metrics[ref][m],
-                    "low": lo,
-                    "high": hi,
-                    # Share of resamples in which the model beats the reference.
-                    "p_better": float(np.mean(diff[np.isfinite(diff)] > 0)) if np.isfinite(diff).any() else math.nan,
-                }
-            )
+        if usable:
+            ref = max(usable, key=lambda y: metrics[y][m])
+            rows += [row(p.label, ref, m) for p in heads if p.label != ref]
+    # A family trained from a pretrained encoder is also judged against the same family from fresh weights.
+    by_model = {p.model: p.label for p in heads}
+    for p in heads:
+        fresh = by_model.get(p.model.removesuffix(PRETRAINED)) if p.model.endswith(PRETRAINED) else None
+        if fresh is not None:
+            rows += [
+                row(p.label, fresh, m) for m in BOOTSTRAP_METRICS if math.isfinite(metrics[fresh].get(m, math.nan))
+            ]
     return rows, own
 
 
@@ -539,7 +547,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Each model minus the best of the yardsticks ({', '.join(boot['yardsticks'])}) on that metric; "
         f"{boot['resamples']} resamples of users, a user's days and candidate pairs moving together; 95% "
-        "interval. An interval above zero: better than every yardstick on this test split.",
+        "interval. An interval above zero: better than every yardstick on this test split. A family trained from "
+        f"its pretrained encoder (`<family>{PRETRAINED}`) is also compared with the same family from fresh weights.",
         "",
     ]
     lines += md_table(
@@ -556,6 +565,31 @@ def markdown(report: dict[str, Any]) -> str:
             for c in boot["comparisons"]
         ],
     )
+    if report.get("pretrained"):
+        fields = ("event_type", "category", "item")
+        lines += [
+            "",
+            "## Pretrained encoders",
+            "",
+            "Masked-event pretraining (`--pretrain`) on the train rows: accuracy of the masked events' fields on the "
+            "users held out of it, with the majority guess in brackets.",
+            "",
+        ]
+        lines += md_table(
+            ["family", "encoder", *fields, "seconds"],
+            [
+                [
+                    family,
+                    e["model_uri"],
+                    *(
+                        f"{e['metrics'][f'holdout_acc_{f}']:.3f} ({e['metrics'][f'majority_acc_{f}']:.3f})"
+                        for f in fields
+                    ),
+                    f"{e['wall_s']:.0f}",
+                ]
+                for family, e in report["pretrained"].items()
+            ],
+        )
     if report["seed_spread"]:
         lines += [
             "",

@@ -156,6 +156,27 @@ def test_compare_reports_each_model_against_the_best_yardstick():
     assert math.isnan(metrics[heuristic.label]["ece"]) and math.isfinite(metrics[strong_lr.label]["ece"])
 
 
+def test_a_pretrained_family_is_also_compared_with_the_same_family_from_fresh_weights():
+    split = _split()
+    lr = _pred(split, "lr", 1.0, 2)
+    fresh = _pred(split, "bert", 3.0, 3)
+    pretrained = _pred(split, "bert" + rep.PRETRAINED, 0.5, 4)
+    preds = [_pred(split, rep.HEURISTIC, 2.0, 1, kind=rep.HEURISTIC), lr, fresh, pretrained]
+    metrics = {p.label: rep.model_metrics(split, p, k=2, top_k_fraction=0.1) for p in preds}
+    rows, _ = rep.compare(split, preds, metrics, k=2, resamples=300, seed=0)
+    against_fresh = {r["metric"]: r for r in rows if r["reference"] == fresh.label}
+    assert set(against_fresh) == set(rep.BOOTSTRAP_METRICS)
+    assert {r["model"] for r in against_fresh.values()} == {pretrained.label}
+    roc = against_fresh["roc_auc"]
+    assert roc["difference"] == pytest.approx(metrics[pretrained.label]["roc_auc"] - metrics[fresh.label]["roc_auc"])
+    assert roc["low"] > 0  # less noise: better on every resample's users
+    # Both are still judged against the best yardstick too.
+    assert {r["model"] for r in rows if r["reference"] == lr.label and r["metric"] == "roc_auc"} >= {
+        fresh.label,
+        pretrained.label,
+    }
+
+
 def test_recency_heuristic_ranks_recent_carters_first():
     users = pd.DataFrame({"f_recency_cart": [np.nan, 1.0, 5.0, np.nan], "f_recency_any": [0.5, 3.0, 0.1, 9.0]})
     cand = pd.DataFrame({"f_uc_recency_cart": [2.0, np.nan, np.nan], "f_uc_recency_any": [2.0, 0.1, 4.0]})
