@@ -268,7 +268,7 @@ def train_all(
     encoders: dict[str, str] | None = None,
 ) -> list[Trained]:
     """Every candidate with every seed from fresh weights, and a family with a pretrained encoder in ``encoders``
-    (family -> models:/ URI) once more from that encoder (labelled ``<family>+pretrained``)."""
+    (family -> models:/ URI) once more from that encoder (labelled ``<family>-pretrained``)."""
     from tasks.training.launcher import launch
 
     encoders = encoders or {}
@@ -408,7 +408,7 @@ def run_backtest(
 ) -> dict[str, Any]:
     """The whole backtest (module doc); returns report.json's content. ``ensemble_size``: also report how stable
     ensembles of that many seeds are (disjoint seed groups against single seeds). ``pretrain``: candidate torchrun
-    families that also train from a masked-event encoder pretrained on the training set (``<family>+pretrained``)."""
+    families that also train from a masked-event encoder pretrained on the training set (``<family>-pretrained``)."""
     import mlflow
 
     from tasks import backtest_report as rep
@@ -631,7 +631,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
         default=[],
         help="comma-separated torchrun candidates that also train from a masked-event encoder pretrained on the "
-        "training set's train rows (reported as <family>+pretrained)",
+        "training set's train rows (reported as <family>-pretrained)",
     )
     parser.add_argument(
         "--work-dir", type=Path, help="new or empty folder (default: <paths.var_dir>/backtests/<source>-<time>)"

@@ -25,7 +25,7 @@ from tasks.schema import CANDIDATE_CATEGORY_COLUMN, LABEL_COLUMNS
 HEURISTIC = "heuristic"
 SINGLE, ENSEMBLE = "single", "ensemble"
 # Suffix of a family trained from its masked-event pretrained encoder (``python -m tasks.backtest --pretrain``).
-PRETRAINED = "+pretrained"
+PRETRAINED = "-pretrained"
 # Families whose models are the yardsticks a candidate must beat, beside the heuristic.
 YARDSTICK_FAMILIES = ("lr", "lightgbm")
 # Metrics of the bootstrap comparisons (higher is better): user level, then user x category level.

@@ -26,7 +26,7 @@ YARDSTICKS = ("heuristic", "lr", "lightgbm")
 
 
 def _family(label: str) -> str:
-    """The model of a report label ("bert+pretrained (mean of 3 seeds)" -> "bert+pretrained")."""
+    """The model of a report label ("bert-pretrained (mean of 3 seeds)" -> "bert-pretrained")."""
     return label.split(" ", 1)[0]
 
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict:
                 f"backtest wall {wall:.0f}s."
             )
     notes.append(
-        "Rows are seed ensembles (the mean of the seeds' calibrated probabilities). `<family>+pretrained` started "
+        "Rows are seed ensembles (the mean of the seeds' calibrated probabilities). `<family>-pretrained` started "
         "from a masked-event encoder of that family (tasks.pretrain: 15% of each user's events masked, their event "
         "type, category and item bucket predicted from the rest) pretrained on the same training set's train rows; "
         "validation and test rows were never read by it. Held-out accuracy: on 10% of users held out of the "
