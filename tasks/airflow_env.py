@@ -466,7 +466,12 @@ class AirflowStack:
         return {str(t["task_id"]): t["state"] for t in self.task_instances(dag_id, run_id)}
 
     def running_tasks(self, dag_id: str, run_id: str) -> list[str]:
-        return [task for task, state in self.task_states(dag_id, run_id).items() if state == "running"]
+        """The running task instances, a mapped one as ``<task_id>[<map index>]``."""
+        return [
+            str(t["task_id"]) + (f"[{t['map_index']}]" if t.get("map_index", -1) >= 0 else "")
+            for t in self.task_instances(dag_id, run_id)
+            if t["state"] == "running"
+        ]
 
     def queued_asset_events(self, dag_id: str) -> list[dict[str, Any]]:
         """Asset events that count towards ``dag_id``'s next asset-triggered run and have not started one yet."""

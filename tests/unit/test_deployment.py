@@ -166,3 +166,19 @@ def test_the_stack_hands_its_components_a_replaced_config_whole():
         assert stack.cfg == changed and list(path.parent.iterdir()) == [path]
     finally:
         stack.stop()
+
+
+def test_the_running_tasks_name_each_running_instance_of_a_mapped_task(monkeypatch):
+    stack = AirflowStack(load_config(use_env=False), io.StringIO(), {"PATH": "/usr/bin"})
+    instances = [
+        {"task_id": "pretrain", "map_index": -1, "state": "success"},
+        {"task_id": "train", "map_index": 0, "state": "running"},
+        {"task_id": "train", "map_index": 1, "state": "scheduled"},
+        {"task_id": "check_drift", "map_index": -1, "state": "running"},
+    ]
+    monkeypatch.setattr(stack, "task_instances", lambda dag_id, run_id: instances)
+    try:
+        # A mapped task's later instances (scheduled) do not hide the one that runs.
+        assert stack.running_tasks("purchase_intent_training", "r") == ["train[0]", "check_drift"]
+    finally:
+        stack.stop()
