@@ -89,10 +89,6 @@ def test_a_bert_fine_tuning_starts_from_the_pretrained_weights(pretrained):
             atol=1e-6,
             rtol=0,
         )
-    # An LSTM cannot start from a BERT encoder: it trains from fresh weights and says so.
-    lstm = launch(cfg, ts, model_type="lstm", epochs=1, nproc=1, allow_unvalidated=True, init_from=result.model_uri)
-    lstm_params = client.get_run(lstm.run_id).data.params
-    assert (lstm_params["init_from"], lstm_params["init_tensors"]) == ("none", "0")
 
 
 def test_pretraining_refuses_an_unvalidated_set_before_starting_torchrun(pretrained):
