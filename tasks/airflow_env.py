@@ -385,13 +385,18 @@ class AirflowStack:
         return json.loads(raw) if raw else None
 
     def wait_for_dag(self, dag_id: str, timeout_s: float = 180) -> None:
-        """Wait until the dag-processor has parsed ``dag_id``; an import error of its file fails at once."""
+        """Wait until this stack's dag-processor has parsed ``dag_id``; an import error of its file fails at once.
+
+        A DAG serialised by an earlier stack on the same database does not count: its tasks carry that stack's
+        settings (e.g. the Celery queue), and a run created from it would wait for a worker that never comes.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             self._check_alive()
             try:
-                self._request("GET", f"/api/v2/dags/{dag_id}")
-                return
+                parsed = self._request("GET", f"/api/v2/dags/{dag_id}").get("last_parsed_time")
+                if parsed and dt.datetime.fromisoformat(parsed) >= self.started_at:
+                    return
             except AirflowError as e:
                 if "HTTP 404" not in str(e):
                     raise
@@ -401,7 +406,7 @@ class AirflowStack:
                 reason = str(first.get("stack_trace", "")).strip().splitlines()[-1:] or ["?"]
                 raise AirflowError(f"DAG file {first.get('filename')} does not import: {reason[0]}")
             if time.monotonic() > deadline:
-                raise AirflowError(f"DAG {dag_id} was not parsed within {timeout_s:.0f}s")
+                raise AirflowError(f"DAG {dag_id} was not parsed by this stack within {timeout_s:.0f}s")
             time.sleep(1)
 
     def set_paused(self, dag_id: str, paused: bool) -> None:

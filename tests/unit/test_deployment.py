@@ -182,3 +182,27 @@ def test_the_running_tasks_name_each_running_instance_of_a_mapped_task(monkeypat
         assert stack.running_tasks("purchase_intent_training", "r") == ["train[0]", "check_drift"]
     finally:
         stack.stop()
+
+
+def test_a_dag_counts_as_parsed_only_once_this_stacks_dag_processor_parsed_it(monkeypatch):
+    import datetime as dt
+
+    stack = AirflowStack(load_config(use_env=False), io.StringIO(), {"PATH": "/usr/bin"})
+    earlier = (stack.started_at - dt.timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    later = (stack.started_at + dt.timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
+    answers = iter([{"last_parsed_time": earlier}, {"last_parsed_time": earlier}, {"last_parsed_time": later}])
+    asked = []
+
+    def request(method, path, body=None):
+        asked.append(path)
+        return {"import_errors": []} if path.endswith("importErrors") else next(answers)
+
+    monkeypatch.setattr(stack, "_request", request)
+    monkeypatch.setattr(stack, "_check_alive", lambda: None)
+    monkeypatch.setattr("tasks.airflow_env.time.sleep", lambda s: None)
+    try:
+        # A DAG an earlier stack serialised (with its own Celery queue, say) is waited past.
+        stack.wait_for_dag("purchase_intent_nightly")
+        assert asked.count("/api/v2/dags/purchase_intent_nightly") == 3
+    finally:
+        stack.stop()
