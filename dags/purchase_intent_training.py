@@ -36,7 +36,7 @@ whose label window has fully passed, split by cutoff into train / validation / t
 `candidates` parameter trains on those splits, one `train` task each: `lstm` and `bert` under `torchrun`
 (DDP; processes from the `nproc` parameter), `lr` and `lightgbm` in one process. Before them, `pretrain`
 (the `pretrain` parameter) trains the behaviour encoder of `pretrain.model_type` on masked-event prediction
-over every user's history at the last train cutoff and registers it as a version of
+over the sequences of every user row at the set's train cutoffs and registers it as a version of
 `purchase_intent_encoder`; the `train` task of that family starts from it. `select` picks one on the
 validation split only (`training.selection`: purchase PR-AUC, category NDCG@5 among near-ties) and
 registers it as a new version of `purchase_intent`, tagged with every candidate's metrics and why it won;
@@ -55,8 +55,8 @@ landed ...; newest cleaned day is 2026-01-14; choose a logical date up to 2026-0
 `check_new_data` unless the events layer reaches the day before it.
 
 Parameters (defaults from `conf/pipeline.yaml`): `candidates` (families to train; one of them is a plain
-single-family training), `epochs`, `nproc`, `pretrain` and `search` (an Optuna search, trials as nested MLflow runs,
-before each sequence model's training; not for `lr`/`lightgbm`), `horizon` (label horizon in days: the
+single-family training), `epochs`, `nproc`, `pretrain` and `search` (an Optuna search, trials as nested
+MLflow runs, before each sequence model's training; not for `lr`/`lightgbm`), `horizon` (label horizon in days: the
 last cutoff is `ds - horizon`, and the set id carries it, e.g. `2026-01-10-h1`) and `force_retrain`.
 Without `force_retrain`, `check_new_data` skips the whole run when the champion was trained on the same
 cutoffs with the same horizon: there is nothing new to learn from. Values outside their range (epochs
@@ -98,8 +98,8 @@ def candidates(params: dict | None = None) -> list[str]:
 
 
 @task(
-    doc_md="Self-supervised masked-event pretraining of the behaviour encoder (`pretrain` section) on every user row "
-    "of the set's last train cutoffs, labelled or not, under torchrun; registers a version of "
+    doc_md="Self-supervised masked-event pretraining of the behaviour encoder (`pretrain` section) on the sequences "
+    "of every user row at the set's train cutoffs (labels not read), under torchrun; registers a version of "
     "`purchase_intent_encoder` and returns its URI, which the `train` tasks of its family start from. Off (the "
     "`pretrain` param): returns None and every family starts from `training.init_from` or fresh weights."
 )
@@ -213,7 +213,7 @@ with DAG(
         "pretrain": Param(
             _cfg.pretrain.enabled,
             type="boolean",
-            description="Pretrain the behaviour encoder on every user's history first; its family fine-tunes from it",
+            description="Pretrain the behaviour encoder on the train rows' sequences first; its family starts from it",
         ),
         "search": Param(
             _cfg.training.search.enabled,
