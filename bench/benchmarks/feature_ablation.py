@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.benchmarks.model_quality import synthetic_args
-from bench.data import backtest, real_exports
+from bench.benchmarks.model_quality import backtest_datasets
+from bench.data import backtest
 from bench.harness import r, timed, workdir
 from bench.item_signals import SIGNALS, ablation
-from tasks.config import with_overrides
 from tests.helpers.config import isolated_config
 
 
@@ -33,15 +32,7 @@ def run(args: argparse.Namespace) -> dict:
     table, notes, verdict = [], [], {}
     with workdir("ablation") as work:
         cfg = isolated_config(work / "var")
-        syn = with_overrides(cfg, {"generator": {"n_users": n_users, "n_days": n_days}})
-        datasets = [
-            (f"synthetic {n_users}u x {n_days}d", syn, synthetic_args(syn, work / "syn-export", n_users, n_days))
-        ]
-        for key, spec, path in real_exports():
-            if path is None:
-                notes.append(f"{key}: {spec['input']} not found: not measured.")
-            else:
-                datasets.append((key, cfg, {**spec, "input": path}))
+        datasets = backtest_datasets(cfg, work, n_users, n_days, notes)
         for i, (name, dcfg, dargs) in enumerate(datasets):
             report, wall = timed(lambda dcfg=dcfg, dargs=dargs, i=i: backtest(dcfg, work, f"d{i}", dargs, extra))
             rows, study_s = timed(lambda report=report, dcfg=dcfg: _study(dcfg, report))

@@ -44,6 +44,19 @@ def synthetic_args(cfg: PipelineConfig, export: Path, n_users: int, n_days: int)
     }
 
 
+def backtest_datasets(cfg: PipelineConfig, work: Path, n_users: int, n_days: int, notes: list[str]) -> list[tuple]:
+    """(name, config, ``tasks.backtest`` arguments) of a synthetic log generated into ``work`` and of each real
+    export of bench/backtests.yaml that is present; an absent one gets a line in ``notes``."""
+    syn = with_overrides(cfg, {"generator": {"n_users": n_users, "n_days": n_days}})
+    datasets = [(f"synthetic {n_users}u x {n_days}d", syn, synthetic_args(syn, work / "syn-export", n_users, n_days))]
+    for key, spec, path in real_exports():
+        if path is None:
+            notes.append(f"{key}: {spec['input']} not found: not measured.")
+        else:
+            datasets.append((key, cfg, {**spec, "input": path}))
+    return datasets
+
+
 def quality_rows(dataset: str, report: dict) -> list[dict]:
     """One row per family (its seed ensemble) and the heuristic, with 95% bootstrap intervals, plus the seeds'
     spread of ROC-AUC."""

@@ -243,9 +243,8 @@ class IntentModel(nn.Module):
         # Every shape is checked before anything is copied, so a mismatch leaves this model as it was.
         for name in names:
             # The category table's rows are matched by id; only its width must agree.
-            if (state[name].shape[1:] if name == table else state[name].shape) != (
-                own[name].shape[1:] if name == table else own[name].shape
-            ):
+            skip = 1 if name == table else 0
+            if state[name].shape[skip:] != own[name].shape[skip:]:
                 raise ValueError(
                     f"pretrained {name} has shape {tuple(state[name].shape)}, this model {tuple(own[name].shape)}: "
                     "pretrain with the same training sizes (embedding_dim, hidden_dim, the family's models section)"
