@@ -107,7 +107,7 @@ def ablation(
     pair = [str(c) for c in manifest["user_category"]["feature_columns"]]
     splits = {}
     for name in ("train", "val", "test"):
-        split = read_split(training_set_dir, name, manifest)
+        split = read_split(cfg, training_set_dir, name, manifest)
         sig = item_signals(split.users, events_root, int(manifest["lookback_days"]), tz)
         splits[name] = replace(split, users=split.users.assign(**{f"sig_{c}": sig[c].to_numpy() for c in SIGNALS}))
     test = splits["test"]

@@ -21,7 +21,8 @@ DOC = """
 ### Nightly purchase-intent scoring
 
 The logical date is the **cutoff** `ds` (a midnight in the pipeline's time zone). The run lands and
-cleans the latest full day (`ds - 1`), builds point-in-time features at the cutoff `ds`, scores every
+cleans the latest full day (`ds - 1`), encodes its new texts (`embed_texts`), builds point-in-time
+features at the cutoff `ds`, scores every
 active user with `models:/purchase_intent@champion` and replaces the `ds` partition of the warehouse
 table `intent_scores`. A Great Expectations gate follows every layer it writes (events, features, scores).
 
@@ -190,6 +191,14 @@ with DAG(
         retries=0,
         doc_md="Great Expectations events suite on the day's partition; failure stops the run.",
     )
+    texts = PipelineSparkSubmitOperator(
+        task_id="embed_texts",
+        job="text_embeddings",
+        application_args=["--day", day],
+        doc_md="Encode the day's search queries, category codes and brands that no earlier day held into the "
+        "text-embedding layer (the pretrained text encoder, loaded once per Spark Python worker); training sets "
+        "take their text vectors from it. Nothing to do with `text.enabled: false`.",
+    )
     features = PipelineSparkSubmitOperator(
         task_id="build_features",
         job="features",
@@ -254,10 +263,11 @@ with DAG(
         ),
     )
 
-    landed >> clean >> validate_events >> features >> validate_features >> [drift, score]
+    landed >> clean >> validate_events >> [features, texts]
+    features >> validate_features >> [drift, score]
     score >> [validate_scores, shadow]
     shadow >> score_challenger
-    [validate_scores, drift, score_challenger] >> loaded
+    [validate_scores, drift, score_challenger, texts] >> loaded
     judged = judge_challenger.override(task_id="judge_challenger")()
     health = model_health.override(task_id="model_health")(ds)
     published >> outcomes >> judged >> health

@@ -26,10 +26,12 @@ from tasks.partitions import parquet_rows
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
     CANDIDATE_ARRAY_PREFIX,
+    CANDIDATE_ARRAY_TEXT,
     EVENT_TYPE_INDEX,
     EVENT_TYPES,
     LABEL_COLUMNS,
     SEQUENCE_COLUMNS,
+    SEQUENCE_TEXT_COLUMN,
     tabular_columns,
     user_category_columns,
 )
@@ -49,12 +51,24 @@ def partition(cfg: PipelineConfig, day: dt.date) -> Path:
 def candidate_array_types(cfg: PipelineConfig) -> dict[str, str]:
     """Spark SQL typeof() names of the candidate arrays a user row carries, in column order."""
     pairs = {CANDIDATE_ARRAY_PREFIX + c: "array<double>" for c in user_category_columns(cfg.features)}
-    return {CANDIDATE_ARRAY_CATEGORY: "array<string>", **pairs}
+    texts = {CANDIDATE_ARRAY_TEXT: "array<string>"} if cfg.text.enabled else {}
+    return {CANDIDATE_ARRAY_CATEGORY: "array<string>", **pairs, **texts}
+
+
+def sequence_types(cfg: PipelineConfig) -> dict[str, str]:
+    """Spark SQL typeof() names of the sequence arrays (seq_text with text.enabled), in column order."""
+    return {**SEQUENCE_SQL_TYPES, **({SEQUENCE_TEXT_COLUMN: "array<string>"} if cfg.text.enabled else {})}
 
 
 def expected_columns(cfg: PipelineConfig) -> list[str]:
     """Column order of a features partition read on its own (the ds partition column is in the path)."""
-    return ["user_id", *tabular_columns(cfg.features), *SEQUENCE_COLUMNS, *candidate_array_types(cfg), *LABEL_COLUMNS]
+    return [
+        "user_id",
+        *tabular_columns(cfg.features),
+        *sequence_types(cfg),
+        *candidate_array_types(cfg),
+        *LABEL_COLUMNS,
+    ]
 
 
 def labels_present(folder: Path, column: str = "label_purchase") -> bool | None:
@@ -100,7 +114,7 @@ def _type_query(cfg: PipelineConfig) -> gxe.Expectation:
     expected = {
         "user_id": "string",
         **{c: "double" for c in tabular_columns(cfg.features)},
-        **SEQUENCE_SQL_TYPES,
+        **sequence_types(cfg),
         **candidate_array_types(cfg),
         **{c: "int" for c in LABEL_COLUMNS},
     }
@@ -159,9 +173,9 @@ def _candidate_query(cfg: PipelineConfig) -> gxe.Expectation:
 
 def _sequence_queries(cfg: PipelineConfig) -> list[gxe.Expectation]:
     f = cfg.features
-    first, *others = SEQUENCE_COLUMNS
+    first, *others = sequence_types(cfg)
     equal = " AND ".join(f"size({c}) = size({first})" for c in others)
-    lengths = ", ".join(f"size({c}) AS n_{c.removeprefix('seq_')}" for c in SEQUENCE_COLUMNS)
+    lengths = ", ".join(f"size({c}) AS n_{c.removeprefix('seq_')}" for c in sequence_types(cfg))
     bounds = {
         "seq_event_type": (min(EVENT_TYPE_INDEX.values()), max(EVENT_TYPE_INDEX.values())),
         "seq_item_bucket": (1, f.item_buckets),
@@ -170,6 +184,8 @@ def _sequence_queries(cfg: PipelineConfig) -> list[gxe.Expectation]:
         "seq_hour": (0, 23),
     }
     out_of_range = " OR ".join(f"exists({c}, x -> x IS NULL OR x < {lo} OR x > {hi})" for c, (lo, hi) in bounds.items())
+    strings = ["seq_category", *([SEQUENCE_TEXT_COLUMN] if cfg.text.enabled else [])]
+    null_strings = " OR ".join(f"exists({c}, x -> x IS NULL)" for c in strings)
     return [
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=(
@@ -181,10 +197,35 @@ def _sequence_queries(cfg: PipelineConfig) -> list[gxe.Expectation]:
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=(
                 "/* sequence codes out of range or null */ "
-                f"SELECT user_id FROM {{batch}} WHERE {out_of_range} OR exists(seq_category, x -> x IS NULL)"
+                f"SELECT user_id FROM {{batch}} WHERE {out_of_range} OR {null_strings}"
             )
         ),
+        *([_pii_query(cfg)] if cfg.text.enabled else []),
     ]
+
+
+def _sql_pattern(pattern: str) -> str:
+    """A Java regex as a Spark SQL string literal inside a GX query (backslashes and quotes escaped for the SQL
+    parser, braces doubled for the str.format that substitutes {batch})."""
+    literal = pattern.replace("\\", "\\\\").replace("'", "\\'")
+    return "'" + literal.replace("{", "{{").replace("}", "}}") + "'"
+
+
+def _pii_query(cfg: PipelineConfig) -> gxe.Expectation:
+    # Cleaning scrubs these patterns from every text before it leaves the raw layer; a match here means a
+    # text reached the features (and would reach the models and their artifacts) unscrubbed.
+    patterns = {k: v for k, v in cfg.cleaning.pii_patterns.items() if v is not None}
+    texts = f"concat({SEQUENCE_TEXT_COLUMN}, coalesce({CANDIDATE_ARRAY_TEXT}, array()))"
+    checks = ", ".join(
+        f"IF(exists({texts}, x -> x RLIKE {_sql_pattern(p)}), '{name}', NULL)" for name, p in patterns.items()
+    )
+    return gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query=(
+            "/* texts that match a cleaning.pii_patterns pattern (personal data past cleaning) */ "
+            f"SELECT user_id, pattern FROM (SELECT user_id, explode(filter(array({checks}), p -> p IS NOT NULL)) "
+            "AS pattern FROM {batch})"
+        )
+    )
 
 
 def _window_query(cfg: PipelineConfig) -> gxe.Expectation:

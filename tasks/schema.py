@@ -81,6 +81,13 @@ SEQUENCE_COLUMNS = (
     "seq_gap_prev_bucket",  # array<int>, log2 bucket of seconds since the previous event
     "seq_hour",  # array<int>, hour of day in pipeline.timezone (0..23)
 )
+# With text.enabled, the user rows also carry seq_text (array<string>, parallel to the sequence columns: the
+# normalised text of each event, its search query or else its category code; "" where it has neither) and the
+# candidate rows category_text (the candidate category's normalised code, or ""), whose vectors the training
+# set holds.
+SEQUENCE_TEXT_COLUMN = "seq_text"
+CANDIDATE_TEXT_COLUMN = "category_text"
+CANDIDATE_ARRAY_TEXT = CANDIDATE_ARRAY_PREFIX + CANDIDATE_TEXT_COLUMN  # array<string> on user rows
 # Tabular feature columns are every column whose name starts with this prefix (double).
 TABULAR_PREFIX = "f_"
 # Hour-of-day blocks (local time, inclusive bounds) of the f_hour_share_<block> features.

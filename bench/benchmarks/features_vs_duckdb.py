@@ -39,7 +39,8 @@ def features_case(spark, cfg: PipelineConfig, target_events: int, reps: int, wor
     n_users = max(50, round(target_events / (EVENTS_PER_USER_DAY * fcfg.lookback_days)))
     layer, _ = synthetic_events(cfg, n_users, n_days)
     var = work / f"var-{n_users}"
-    case_cfg = isolated_config(var)
+    # The DuckDB job computes no text columns (seq_text, candidate category texts): like with like.
+    case_cfg = isolated_config(var, text={"enabled": False})
     link_events(case_cfg, layer)
     ds = cfg.generator.start + dt.timedelta(days=fcfg.lookback_days)
     lookback = [ds - dt.timedelta(days=i) for i in range(fcfg.lookback_days, 0, -1)]

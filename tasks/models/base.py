@@ -5,11 +5,13 @@ Batch contract (what ``tasks.models.encoding.FeatureEncoder.encode`` produces):
         left-padded with 0 (index 0 is padding in every field vocabulary)
     seq_mask: bool [B, L], True on real events
     tabular: float [B, F], standardised f_* features
+    seq_text: long [B, L], with text: row of each event's text in the model's text-vector table (0: none)
 Optional candidate keys (``FeatureEncoder.encode_candidates``), the user x category pairs to rank:
     cand_row: long [C], row (0..B-1) of the candidate's user in this batch, ascending
     cand_category: long [C], index in the seq_category vocabulary (OOV for a category unseen in training)
     cand_tabular: float [C, P], standardised pair features (f_uc_*)
     cand_label: float [C], training and evaluation only: 1 if the user bought in that category
+    cand_text: long [C], with text: row of the category's code text in the text-vector table
 Every model maps a batch to an ``IntentOutput``: user-level logits [B, len(INTENTS)] in
 ``tasks.schema.INTENTS`` order from its own sequence encoder, and candidate logits [C] from the shared
 category head. Training, evaluation and scoring call the same methods whatever the architecture.
@@ -55,6 +57,7 @@ SEQUENCE_FIELDS = (
     "seq_hour",
 )
 BATCH_KEYS = (*SEQUENCE_FIELDS, "seq_mask", "tabular")
+TEXT_TABLE = "embed.text.weight"
 CANDIDATE_KEYS = ("cand_row", "cand_category", "cand_tabular")
 
 
@@ -117,6 +120,9 @@ class IntentModelConfig:
     category_pos_weight: float = 1.0
     # Weight of the candidate BCE beside the user-level loss; 0 trains the user heads only.
     category_loss_weight: float = 1.0
+    # Rows and width of the frozen text-vector table (pretrained encoder vectors, rows 0 and 1 zero); 0: no text.
+    text_vocab: int = 0
+    text_dim: int = 0
 
     def __post_init__(self) -> None:
         missing = [f for f in SEQUENCE_FIELDS if f not in self.vocab_sizes]
@@ -130,6 +136,8 @@ class IntentModelConfig:
             raise ValueError(f"pos_weight needs {N_INTENTS} positive values, got {self.pos_weight}")
         if self.n_tabular < 0 or self.sequence_length < 1:
             raise ValueError("n_tabular must be >= 0 and sequence_length >= 1")
+        if (self.text_vocab > 0) != (self.text_dim > 0) or min(self.text_vocab, self.text_dim) < 0:
+            raise ValueError(f"text_vocab and text_dim are both 0 or both > 0, got {self.text_vocab}, {self.text_dim}")
         if self.n_pair_tabular < 0 or self.category_pos_weight <= 0 or self.category_loss_weight < 0:
             raise ValueError("n_pair_tabular and category_loss_weight must be >= 0, category_pos_weight > 0")
 
@@ -155,7 +163,8 @@ def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 
 class FieldEmbedding(nn.Module):
-    """One embedding table per sequence field, fused into one vector per position."""
+    """One embedding table per sequence field, plus each event's projected text vector when the model reads
+    text, fused into one vector per position."""
 
     def __init__(self, cfg: IntentModelConfig):
         super().__init__()
@@ -164,11 +173,34 @@ class FieldEmbedding(nn.Module):
         self.tables = nn.ModuleDict(
             {name: nn.Embedding(cfg.vocab_sizes[name], d, padding_idx=0) for name in SEQUENCE_FIELDS}
         )
-        self.project = nn.Linear(d * len(SEQUENCE_FIELDS), d) if self.fusion == "concat" else None
+        # The pretrained vectors stay as the encoder made them (frozen; set by set_text_vectors, saved in the
+        # state dict); only their projection to the model width learns.
+        self.text = nn.Embedding(cfg.text_vocab, cfg.text_dim, _freeze=True) if cfg.text_vocab else None
+        self.text_project = nn.Linear(cfg.text_dim, d) if cfg.text_vocab else None
+        n_parts = len(SEQUENCE_FIELDS) + (1 if self.text is not None else 0)
+        self.project = nn.Linear(d * n_parts, d) if self.fusion == "concat" else None
         self.norm = nn.LayerNorm(d)
+
+    @torch.no_grad()
+    def set_text_vectors(self, vectors: Tensor) -> None:
+        """Rows 2.. of the text table ([text_vocab - 2, text_dim]); rows 0 (no text) and 1 (unknown) are zero."""
+        if self.text is None:
+            raise ValueError("this model reads no text (text_vocab 0)")
+        expected = (self.text.num_embeddings - 2, self.text.embedding_dim)
+        if tuple(vectors.shape) != expected:
+            raise ValueError(f"text vectors have shape {tuple(vectors.shape)}, the model's table needs {expected}")
+        self.text.weight.zero_()
+        self.text.weight[2:] = vectors.to(self.text.weight.dtype)
+
+    def text_vectors(self, index: Tensor) -> Tensor:
+        """Text-table rows ``index`` (any shape S) projected to the model width: [*S, D]."""
+        assert self.text is not None and self.text_project is not None
+        return self.text_project(self.text(index))
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         parts = [self.tables[name](batch[name]) for name in SEQUENCE_FIELDS]  # each [B, L, D]
+        if self.text is not None:
+            parts.append(self.text_vectors(batch["seq_text"]))  # [B, L, D]
         if self.project is None:
             x = functools.reduce(torch.add, parts)  # [B, L, D], without materialising [6, B, L, D]
         else:
@@ -235,11 +267,15 @@ class IntentModel(nn.Module):
         the pretraining never saw keeps its fresh row. Every other tensor must have this model's shape.
         """
         own = self.state_dict()
-        missing = sorted(set(self.sequence_encoder_state()) - set(state))
-        if missing:
-            raise ValueError(f"the pretrained encoder lacks {len(missing)} tensor(s) of this model, e.g. {missing[:3]}")
         table = "embed.tables.seq_category.weight"
-        names = list(self.sequence_encoder_state())
+        # The text table holds this model's own texts' vectors (set_text_vectors); everything else is copied.
+        names = [n for n in self.sequence_encoder_state() if n != TEXT_TABLE]
+        missing = sorted(set(names) - set(state))
+        if missing:
+            raise ValueError(
+                f"the pretrained encoder lacks {len(missing)} tensor(s) of this model, e.g. {missing[:3]} "
+                "(pretrain on a training set of the same text setting)"
+            )
         # Every shape is checked before anything is copied, so a mismatch leaves this model as it was.
         for name in names:
             # The category table's rows are matched by id; only its width must agree.
@@ -284,7 +320,12 @@ class IntentModel(nn.Module):
         else:
             rows = torch.zeros(0, dtype=torch.long, device=user.device)
             cats, pair = rows, None
-        parts = [user[rows], self.embed.tables["seq_category"](cats).to(user.dtype)]  # [C, R], [C, D]
+        category = self.embed.tables["seq_category"](cats)  # [C, D]
+        if self.embed.text is not None:
+            # A category's code text: what lets the head rank a category the training never saw (OOV row).
+            texts = batch.get("cand_text", torch.zeros_like(cats)) if "cand_category" in batch else cats
+            category = category + self.embed.text_vectors(texts)
+        parts = [user[rows], category.to(user.dtype)]  # [C, R], [C, D]
         if self.pair_mlp is not None:
             if pair is None:
                 pair = torch.zeros(len(rows), self.cfg.n_pair_tabular, device=user.device)
@@ -402,6 +443,7 @@ class TorchPredictor:
         self.model_type = model_type
         self.feature_columns = encoder.feature_columns
         self.pair_feature_columns = encoder.pair_feature_columns
+        self.reads_text = bool(encoder.text_index)
 
     def predict_chunk(
         self, users: pd.DataFrame, cand_rows: np.ndarray | None, cand: pd.DataFrame | None, reasons_k: int

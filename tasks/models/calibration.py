@@ -131,6 +131,7 @@ class CalibratedPredictor:
         self.model_type = inner.model_type
         self.feature_columns = inner.feature_columns
         self.pair_feature_columns = inner.pair_feature_columns
+        self.reads_text = getattr(inner, "reads_text", False)
 
     def predict_chunk(
         self, users: pd.DataFrame, cand_rows: np.ndarray | None, cand: pd.DataFrame | None, reasons_k: int

@@ -18,10 +18,18 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from tasks.schema import CANDIDATE_CATEGORY_COLUMN, EVENT_TYPES, LABEL_COLUMNS, SEQUENCE_COLUMNS, USER_CATEGORY_LABEL
+from tasks.schema import (
+    CANDIDATE_CATEGORY_COLUMN,
+    CANDIDATE_TEXT_COLUMN,
+    EVENT_TYPES,
+    LABEL_COLUMNS,
+    SEQUENCE_COLUMNS,
+    SEQUENCE_TEXT_COLUMN,
+    USER_CATEGORY_LABEL,
+)
 
 PAD = 0
-OOV = 1  # category index of a value not in the train vocabulary
+OOV = 1  # category index of a value not in the train vocabulary; text index of a text the model has no vector of
 N_HOURS = 24
 # Clip of standardised tabular values: heavy tails must not dominate the first layer.
 TABULAR_CLIP = 10.0
@@ -194,6 +202,10 @@ class FeatureEncoder:
     pair_log_transform: list[bool] = field(default_factory=list)
     pair_means: list[float] = field(default_factory=list)
     pair_stds: list[float] = field(default_factory=list)
+    # Normalised text -> row (>= 2) of the model's text-vector table (the training set's texts); empty: the
+    # model reads no text. Row 0 is "no text", row 1 a text outside the table: both are zero vectors.
+    text_index: dict[str, int] = field(default_factory=dict)
+    text_dim: int = 0
 
     # ---- fitting -------------------------------------------------------------------------
     @staticmethod
@@ -269,6 +281,20 @@ class FeatureEncoder:
             pair_stds=sc["std"],
         )
 
+    def with_texts(self, texts: list[str], dim: int) -> FeatureEncoder:
+        """A copy that reads the texts, ``texts`` being the rows (from 2) of the model's text-vector table of
+        ``dim``-wide vectors."""
+        if not texts or dim < 1:
+            raise EncodingError(f"a text table needs texts and a width; got {len(texts)} texts of width {dim}")
+        return replace(self, text_index={t: i + 2 for i, t in enumerate(texts)}, text_dim=int(dim))
+
+    @property
+    def text_sizes(self) -> dict[str, int]:
+        """The model config's text_vocab and text_dim: zeros when the encoder reads no text."""
+        if not self.text_index:
+            return {"text_vocab": 0, "text_dim": 0}
+        return {"text_vocab": len(self.text_index) + 2, "text_dim": self.text_dim}
+
     # ---- encoding ------------------------------------------------------------------------
     @property
     def vocab_sizes(self) -> dict[str, int]:
@@ -304,6 +330,12 @@ class FeatureEncoder:
             idx[miss] = [self.category_index.get(str(c), OOV) for c in values[miss]]
         return idx.fillna(OOV).to_numpy(dtype=np.int64)
 
+    def text_indices(self, texts) -> np.ndarray:
+        """Normalised texts -> text-table rows: 0 for no text ("" or null), OOV for a text without a vector."""
+        values = pd.Series(np.asarray(texts, dtype=object), dtype=object)
+        present = (values.notna() & (values != "")).astype(float)
+        return values.map(self.text_index).fillna(present).to_numpy(dtype=np.int64)
+
     def encode_candidates(
         self, rows: np.ndarray, cand: pd.DataFrame, *, with_labels: bool = False
     ) -> dict[str, Tensor]:
@@ -325,6 +357,9 @@ class FeatureEncoder:
             "cand_category": torch.from_numpy(self.category_indices(sub[CANDIDATE_CATEGORY_COLUMN].tolist())),
             "cand_tabular": torch.from_numpy(self.encode_pair_tabular(sub)),
         }
+        if self.text_index:
+            _require_columns(cand, [CANDIDATE_TEXT_COLUMN], "candidate text")
+            out["cand_text"] = torch.from_numpy(self.text_indices(sub[CANDIDATE_TEXT_COLUMN].tolist()))
         if with_labels:
             _require_columns(cand, [USER_CATEGORY_LABEL], "candidate label")
             y = sub[USER_CATEGORY_LABEL].to_numpy(dtype=np.float32, na_value=np.nan)
@@ -359,12 +394,13 @@ class FeatureEncoder:
 
     def encode(self, pdf: pd.DataFrame) -> dict[str, Tensor]:
         """Rows -> batch dict (see tasks.models.base); sequences keep their most recent L events."""
-        _require_columns(pdf, SEQUENCE_COLUMNS, "sequence")
+        keys = {**SEQUENCE_BATCH_KEYS, **({SEQUENCE_TEXT_COLUMN: "seq_text"} if self.text_index else {})}
+        _require_columns(pdf, keys, "sequence")
         b, length = len(pdf), self.sequence_length
         batch: dict[str, Tensor] = {}
         lengths0: np.ndarray | None = None
-        for col, key in SEQUENCE_BATCH_KEYS.items():
-            lengths, flat = ragged(pdf[col], col)
+        for col, key in keys.items():
+            lengths, flat = ragged(pdf[col], col, as_object=col in ("seq_category", SEQUENCE_TEXT_COLUMN))
             if lengths0 is None:
                 lengths0 = lengths
             elif not np.array_equal(lengths, lengths0):
@@ -372,7 +408,7 @@ class FeatureEncoder:
                 raise EncodingError(f"row {row}: sequence column {col!r} length differs from seq_event_type")
             out = np.zeros((b, length), dtype=np.int64)  # [B, L], 0 = padding on the left
             if len(flat):
-                values = self._field_values(col, flat)
+                values = self.text_indices(flat) if col == SEQUENCE_TEXT_COLUMN else self._field_values(col, flat)
                 rows = np.repeat(np.arange(b), lengths)
                 starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
                 from_end = np.repeat(lengths, lengths) - (np.arange(len(flat)) - starts) - 1

@@ -45,6 +45,7 @@ class SeedEnsemble:
         self.model_type = first.model_type
         self.feature_columns = first.feature_columns
         self.pair_feature_columns = first.pair_feature_columns
+        self.reads_text = getattr(first, "reads_text", False)
 
     def predict_chunk(
         self, users: pd.DataFrame, cand_rows: np.ndarray | None, cand: pd.DataFrame | None, reasons_k: int

@@ -30,9 +30,15 @@ def choose_masked(seq_mask: Tensor, rate: float, generator: torch.Generator) -> 
     return chosen | (one & seq_mask.any(dim=1, keepdim=True))
 
 
+# The event's text names its category (its code, or a query about it): a masked event hides it too.
+HIDDEN_WITH_MASK = ("seq_text",)
+
+
 def mask_events(batch: dict[str, Tensor], chosen: Tensor) -> dict[str, Tensor]:
-    """A copy of ``batch`` whose ``MASKED_FIELDS`` are the padding index at the ``chosen`` [B, L] events."""
-    return {**batch, **{f: batch[f].masked_fill(chosen, 0) for f in MASKED_FIELDS}}
+    """A copy of ``batch`` whose ``MASKED_FIELDS`` (and text) are the padding index at the ``chosen`` [B, L]
+    events."""
+    hidden = [*MASKED_FIELDS, *(f for f in HIDDEN_WITH_MASK if f in batch)]
+    return {**batch, **{f: batch[f].masked_fill(chosen, 0) for f in hidden}}
 
 
 class MaskedEventModel(nn.Module):

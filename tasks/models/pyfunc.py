@@ -33,10 +33,13 @@ from tasks.models.ensemble import load_predictor
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
     CANDIDATE_ARRAY_PREFIX,
+    CANDIDATE_ARRAY_TEXT,
     CANDIDATE_CATEGORY_COLUMN,
+    CANDIDATE_TEXT_COLUMN,
     PROBABILITY_COLUMNS,
     REASONS_COLUMN,
     SEQUENCE_COLUMNS,
+    SEQUENCE_TEXT_COLUMN,
     TOP_CATEGORIES_COLUMN,
 )
 
@@ -110,6 +113,7 @@ def explode_candidates(pdf: pd.DataFrame, pair_columns: list[str]) -> tuple[np.n
     from tasks.models.encoding import EncodingError, ragged
 
     names = [CANDIDATE_ARRAY_CATEGORY, *(CANDIDATE_ARRAY_PREFIX + c for c in pair_columns)]
+    texts = [CANDIDATE_ARRAY_TEXT] if CANDIDATE_ARRAY_TEXT in pdf.columns else []
     missing = [c for c in names if c not in pdf.columns]
     if missing:
         raise EncodingError(f"input has {CANDIDATE_ARRAY_CATEGORY} but lacks candidate column(s) {missing}")
@@ -123,6 +127,12 @@ def explode_candidates(pdf: pd.DataFrame, pair_columns: list[str]) -> tuple[np.n
         if values.dtype == object:  # plain lists: a null pair feature is NaN, imputed by the encoder
             values = np.asarray([np.nan if x is None else x for x in values], dtype=np.float64)
         out[col] = values.astype(np.float64, copy=False)
+    for name in texts:
+        col_lengths, values = ragged(pdf[name], name, as_object=True)
+        bad = np.flatnonzero(col_lengths != lengths)
+        if len(bad):
+            raise EncodingError(f"row {int(bad[0])}: {name} length differs from {CANDIDATE_ARRAY_CATEGORY}")
+        out[CANDIDATE_TEXT_COLUMN] = values
     rows = np.repeat(np.arange(len(pdf)), lengths)
     return rows, pd.DataFrame(out)
 
@@ -142,9 +152,12 @@ def top_categories(
     return out
 
 
-def signature_for(feature_columns: list[str], pair_columns: list[str] | None = None) -> ModelSignature:
-    """Input: user_id, f_* doubles (NaN allowed), seq_* arrays, optional candidate arrays; output: the
-    probability columns, top_categories and reasons; params top_k_categories and reasons_top_k.
+def signature_for(
+    feature_columns: list[str], pair_columns: list[str] | None = None, text: bool = False
+) -> ModelSignature:
+    """Input: user_id, f_* doubles (NaN allowed), seq_* arrays (with ``text``, seq_text too), optional candidate
+    arrays (with ``text``, cand_category_text too); output: the probability columns, top_categories and
+    reasons; params top_k_categories and reasons_top_k.
 
     seq_* are declared optional only so that a null array (a user without events) passes mlflow's
     per-row check; a missing seq_* column is still rejected, by the encoder, with its name. The
@@ -154,6 +167,9 @@ def signature_for(feature_columns: list[str], pair_columns: list[str] | None = N
     cand = [ColSpec(Array(DataType.string), CANDIDATE_ARRAY_CATEGORY, required=False)] + [
         ColSpec(Array(DataType.double), CANDIDATE_ARRAY_PREFIX + c, required=False) for c in pair_columns or []
     ]
+    if text:
+        seq_types[SEQUENCE_TEXT_COLUMN] = Array(DataType.string)
+        cand.append(ColSpec(Array(DataType.string), CANDIDATE_ARRAY_TEXT, required=False))
     inputs = Schema(
         [ColSpec(DataType.string, "user_id")]
         + [ColSpec(DataType.double, c) for c in feature_columns]
@@ -184,11 +200,12 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-def input_example(pdf: pd.DataFrame, feature_columns: list[str], n: int = 3) -> pd.DataFrame:
+def input_example(pdf: pd.DataFrame, feature_columns: list[str], n: int = 3, text: bool = False) -> pd.DataFrame:
     """A few rows with exactly the signature's columns, arrays as plain lists."""
-    cols = ["user_id", *feature_columns, *SEQUENCE_COLUMNS]
+    sequences = [*SEQUENCE_COLUMNS, *([SEQUENCE_TEXT_COLUMN] if text else [])]
+    cols = ["user_id", *feature_columns, *sequences]
     ex = pdf[cols].head(n).copy()
-    for c in SEQUENCE_COLUMNS:
+    for c in sequences:
         ex[c] = ex[c].map(lambda v: [] if v is None else list(np.asarray(v).tolist()))
     return ex.reset_index(drop=True)
 
@@ -202,6 +219,7 @@ def log_intent_model(
     metadata: dict[str, Any] | None = None,
 ):
     """Log the packaged model to the active run (and register it); returns mlflow's ModelInfo."""
+    reads_text = bool(getattr(predictor, "reads_text", False))
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         artifacts = predictor.save(tmpdir)
@@ -211,8 +229,8 @@ def log_intent_model(
             python_model=IntentPyfunc(),
             artifacts={**artifacts, "model_spec": str(tmpdir / "model_spec.json")},
             code_paths=[str(REPO_ROOT / "tasks")],
-            signature=signature_for(predictor.feature_columns, predictor.pair_feature_columns),
-            input_example=input_example(example, predictor.feature_columns),
+            signature=signature_for(predictor.feature_columns, predictor.pair_feature_columns, reads_text),
+            input_example=input_example(example, predictor.feature_columns, text=reads_text),
             pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,
             metadata=metadata,
@@ -243,8 +261,9 @@ def log_encoder_model(predictor: Predictor, example: pd.DataFrame, *, name: str,
         tmpdir = Path(tmp)
         artifacts = predictor.save(tmpdir)
         (tmpdir / "model_spec.json").write_text(json.dumps(predictor.spec(), sort_keys=True))
-        ex = example[list(SEQUENCE_COLUMNS)].head(3).copy()
-        for c in SEQUENCE_COLUMNS:
+        sequences = [*SEQUENCE_COLUMNS, *([SEQUENCE_TEXT_COLUMN] if getattr(predictor, "reads_text", False) else [])]
+        ex = example[sequences].head(3).copy()
+        for c in sequences:
             ex[c] = ex[c].map(lambda v: [] if v is None else list(np.asarray(v).tolist()))
         return mlflow.pyfunc.log_model(
             name=name,

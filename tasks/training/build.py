@@ -58,6 +58,7 @@ def build_model_config(
         pos_weight=pos_weight,
         n_pair_tabular=len(encoder.pair_feature_columns),
         category_pos_weight=category_pos_weight,
+        **encoder.text_sizes,
     )
 
 

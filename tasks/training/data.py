@@ -16,7 +16,13 @@ import pandas as pd
 from tasks import layers
 from tasks.config import PipelineConfig
 from tasks.errors import DataError
-from tasks.schema import CANDIDATE_CATEGORY_COLUMN, SEQUENCE_COLUMNS, TABULAR_PREFIX, USER_CATEGORY_LABEL
+from tasks.schema import (
+    CANDIDATE_CATEGORY_COLUMN,
+    CANDIDATE_TEXT_COLUMN,
+    SEQUENCE_COLUMNS,
+    TABULAR_PREFIX,
+    USER_CATEGORY_LABEL,
+)
 from tasks.validation_results import partition_fingerprint, read_result
 
 SPLITS = ("train", "val", "test")
@@ -137,6 +143,47 @@ def read_candidates(training_set_dir: Path, split: str, users: pd.DataFrame, col
     cand = table.to_pandas()
     keys = users[list(CANDIDATE_KEY)].drop_duplicates()
     return cand.merge(keys, on=list(CANDIDATE_KEY), how="inner")
+
+
+def reads_text(cfg: PipelineConfig, manifest: dict[str, Any]) -> bool:
+    """Whether models trained on this set read text: ``text.enabled`` and a set built with texts (a source
+    without any text, such as the Taobao export, gives a set with none)."""
+    info = manifest.get("text")
+    return bool(cfg.text.enabled and info and int(info.get("texts", 0)) > 0)
+
+
+def candidate_columns(cfg: PipelineConfig, manifest: dict[str, Any]) -> list[str]:
+    """The candidate columns training and evaluation read besides the keys: pair features, label, category text."""
+    pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
+    return [*pair_feats, USER_CATEGORY_LABEL, *([CANDIDATE_TEXT_COLUMN] if reads_text(cfg, manifest) else [])]
+
+
+def read_texts(
+    cfg: PipelineConfig, training_set_dir: Path, manifest: dict[str, Any]
+) -> tuple[list[str], np.ndarray] | None:
+    """The set's text table (spark_jobs.training_set): its texts and their vectors [n, dim] float32; None when
+    models of this set read no text (``reads_text``)."""
+    import pyarrow.parquet as pq
+
+    if not reads_text(cfg, manifest):
+        return None
+    info = manifest["text"]
+    folder = layers.training_set_texts(Path(training_set_dir))
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise TrainingError(
+            f"training set {training_set_dir} has text in its manifest but no Parquet files in {folder}"
+        )
+    table = pq.read_table([str(f) for f in files], columns=["text", "vector"])
+    texts = [str(t) for t in table.column("text").to_pylist()]
+    dim = int(info["dim"])
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    if len(texts) != int(info["texts"]) or flat.size != len(texts) * dim or len(set(texts)) != len(texts):
+        raise TrainingError(
+            f"{folder} holds {len(texts)} texts ({flat.size} values) where the manifest says {info['texts']} "
+            f"distinct texts of {dim} values each"
+        )
+    return texts, flat.astype(np.float32).reshape(len(texts), dim)
 
 
 def candidate_rows(users: pd.DataFrame, cand: pd.DataFrame) -> np.ndarray:

@@ -88,7 +88,7 @@ def train_ensemble(
                 members.append(train_member(member_cfg, ens_id))
             predictors = [load_run_predictor(cfg, m.run_id) for m in members]
             ensemble = SeedEnsemble(predictors)
-            val_split, test_split = (read_split(training_set_dir, s, manifest) for s in ("val", "test"))
+            val_split, test_split = (read_split(cfg, training_set_dir, s, manifest) for s in ("val", "test"))
             val, test = evaluate_tabular(cfg, ensemble, val_split), evaluate_tabular(cfg, ensemble, test_split)
             calibration, val_cal, test_cal = calibrate(cfg, val, test)
             mlflow.start_run(run_id=ens_id)

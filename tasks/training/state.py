@@ -59,6 +59,7 @@ class EncodedData:
     n_train_candidates: int  # train candidate rows over all ranks
     pos_weight: tuple[float, ...]
     category_pos_weight: float
+    text_vectors: np.ndarray | None  # [n, dim] rows 2.. of the model's text table; None without text
 
 
 @dataclass

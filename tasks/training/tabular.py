@@ -27,6 +27,7 @@ from tasks.training.build import encoder_settings
 from tasks.training.data import (
     SPLITS,
     TrainingError,
+    candidate_columns,
     candidate_rows,
     read_candidates,
     read_files,
@@ -54,11 +55,11 @@ def tabular_split(users: pd.DataFrame, cand: pd.DataFrame) -> TabularSplit:
     )
 
 
-def read_split(training_set_dir: Path, split: str, manifest: dict[str, Any]) -> TabularSplit:
-    """One split of a training set: its user rows and their candidates."""
-    pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
+def read_split(cfg: PipelineConfig, training_set_dir: Path, split: str, manifest: dict[str, Any]) -> TabularSplit:
+    """One split of a training set: its user rows and their candidates (with the category texts where the set's
+    models read text)."""
     users = read_files(split_files(training_set_dir, split))
-    return tabular_split(users, read_candidates(training_set_dir, split, users, [*pair_feats, USER_CATEGORY_LABEL]))
+    return tabular_split(users, read_candidates(training_set_dir, split, users, candidate_columns(cfg, manifest)))
 
 
 def predict_split(predictor: Predictor, split: TabularSplit) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +128,7 @@ def train_tabular(
     files = {s: split_files(training_set_dir, s) for s in SPLITS}
     feats = [str(c) for c in manifest["feature_columns"]]
     pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
-    splits = {s: read_split(training_set_dir, s, manifest) for s in SPLITS}
+    splits = {s: read_split(cfg, training_set_dir, s, manifest) for s in SPLITS}
     n_train = len(splits["train"].users)
     if not n_train:
         raise TrainingError(f"train split of {training_set_dir} holds no rows")

@@ -41,10 +41,12 @@ from tasks.training.collectives import (
 from tasks.training.data import (
     SPLITS,
     TrainingError,
+    candidate_columns,
     candidate_rows,
     read_candidates,
     read_files,
     read_manifest,
+    read_texts,
     require_validation,
     split_files,
 )
@@ -157,9 +159,9 @@ def _encode(job: TrainingJob) -> EncodedData:
     if local["train"].empty:
         raise TrainingError(f"rank {rank}: its train files {job.files['train'][rank::size]} hold no rows")
     pair_feats = [str(c) for c in manifest["user_category"]["feature_columns"]]
-    local_cand = {
-        s: read_candidates(job.training_set_dir, s, local[s], [*pair_feats, USER_CATEGORY_LABEL]) for s in SPLITS
-    }
+    texts = read_texts(job.cfg, job.training_set_dir, manifest)
+    cand_cols = candidate_columns(job.cfg, manifest)
+    local_cand = {s: read_candidates(job.training_set_dir, s, local[s], cand_cols) for s in SPLITS}
 
     stats = EncoderStats(feature_columns=feats)
     for part in gather_objects(FeatureEncoder.partial_stats(local["train"], feats)):
@@ -172,6 +174,8 @@ def _encode(job: TrainingJob) -> EncodedData:
     for part in gather_objects(FeatureEncoder.partial_tabular_stats(local_cand["train"], pair_feats)):
         pair_stats = pair_stats.merge(part)
     encoder = encoder.with_pair_stats(pair_stats)
+    if texts is not None:
+        encoder = encoder.with_texts(texts[0], texts[1].shape[1])
     train_y, train_w = encode_targets(local["train"])
     positives = sum(p for p in gather_objects(train_y.sum(dim=0).numpy()))
     pos_weight = positive_weights(job.cfg, positives, stats.n_rows)
@@ -201,6 +205,7 @@ def _encode(job: TrainingJob) -> EncodedData:
         n_train_candidates=pair_stats.n_rows,
         pos_weight=pos_weight,
         category_pos_weight=category_pos_weight,
+        text_vectors=texts[1] if texts is not None else None,
     )
 
 
@@ -209,7 +214,10 @@ def _build(job: TrainingJob, data: EncodedData) -> Fitting:
     t, device = job.cfg.training, job.device
     mcfg = build_model_config(job.cfg, job.model_type, data.encoder, data.pos_weight, data.category_pos_weight)
     torch.manual_seed(t.seed)
-    model = build_model(job.model_type, mcfg).to(device)
+    model = build_model(job.model_type, mcfg)
+    if data.text_vectors is not None:
+        model.embed.set_text_vectors(torch.from_numpy(data.text_vectors))
+    model = model.to(device)
     ckpt_dir = _checkpoint_dir(job)
     resume = broadcast_object(ckpt_io.load(ckpt_dir) if job.rank == 0 else None) if t.checkpoints else None
     init = {"init_from": "none", "init_tensors": 0}

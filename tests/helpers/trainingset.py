@@ -81,6 +81,55 @@ def candidate_rows(users: dict[str, list], rng: np.random.Generator) -> dict[str
     return out
 
 
+# Text of category cat_k with text=True: its code, and a query about it on some events.
+CATEGORY_CODES = (
+    "electronics.smartphone",
+    "apparel.shoes.sneakers",
+    "furniture.living_room.sofa",
+    "kids.toys.doll",
+    "appliances.kitchen.kettle",
+    "electronics.audio.headphone",
+    "sport.bicycle",
+    "apparel.jeans",
+    "computers.notebook",
+    "furniture.bedroom.bed",
+)
+
+
+def category_code(category: str) -> str:
+    return CATEGORY_CODES[int(category.split("_")[-1]) % len(CATEGORY_CODES)]
+
+
+def _add_text(users: dict[str, list], pairs: dict[str, list], rng: np.random.Generator) -> None:
+    """seq_text on the user rows (a query on a fifth of the events, else the category code; "" on a tenth) and
+    category_text on the candidate rows, in place."""
+    texts = []
+    for cats in users["seq_category"]:
+        row = []
+        for c in cats:
+            u = rng.random()
+            row.append("" if u < 0.1 else f"cheap {category_code(c).split('.')[-1]}" if u < 0.3 else category_code(c))
+        texts.append(row)
+    users["seq_text"] = texts
+    pairs["category_text"] = [category_code(c) for c in pairs["category_id"]]
+
+
+def _write_texts(directory: Path, tables: list[pa.Table], pair_tables: list[pa.Table], seed: int, dim: int) -> dict:
+    """texts/ with a random unit vector per distinct text (as spark_jobs.training_set writes it); its manifest entry."""
+    found = set()
+    for t in tables:
+        found.update(x for row in t.column("seq_text").to_pylist() for x in row if x)
+    for t in pair_tables:
+        found.update(x for x in t.column("category_text").to_pylist() if x)
+    texts = sorted(found)
+    vectors = np.random.default_rng(seed + 20_000).normal(size=(len(texts), dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    (directory / "texts").mkdir(parents=True, exist_ok=True)
+    table = pa.table({"text": texts, "vector": pa.array(list(vectors), type=pa.list_(pa.float32()))})
+    pq.write_table(table, directory / "texts" / "part-00000.parquet")
+    return {"encoder": "random-unit-vectors", "dim": dim, "texts": len(texts)}
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -130,9 +179,11 @@ def write_training_set(
     n_train_cutoffs: int = 3,
     files_per_split: int = 2,
     first_cutoff: dt.date = dt.date(2026, 1, 5),
+    text_dim: int = 0,
 ) -> Path:
     """Write ``<directory>/{train,val,test}/part-*.parquet``, ``user_category/{train,val,test}/`` and
-    ``manifest.json``; returns ``directory``."""
+    ``manifest.json``; returns ``directory``. With ``text_dim``, also seq_text and category_text columns and a
+    ``texts/`` table of random unit vectors of that width."""
     directory = Path(directory)
     rng = np.random.default_rng(seed)
     # A separate stream for the candidate labels keeps the user rows of a seed unchanged.
@@ -140,6 +191,12 @@ def write_training_set(
     days = [first_cutoff + dt.timedelta(days=i) for i in range(n_train_cutoffs + 2)]
     cutoffs = {"train": days[:n_train_cutoffs], "val": [days[-2]], "test": [days[-1]]}
     rows_per_split = {}
+    text_rng = np.random.default_rng(seed + 30_000)
+    schema, pair_schema = SCHEMA, PAIR_SCHEMA
+    if text_dim:
+        schema = schema.append(pa.field("seq_text", pa.list_(pa.string())))
+        pair_schema = pair_schema.append(pa.field("category_text", pa.string()))
+    all_tables, all_pairs = [], []
     for split, split_days in cutoffs.items():
         out = directory / split
         out.mkdir(parents=True, exist_ok=True)
@@ -149,8 +206,14 @@ def write_training_set(
             )
             for d in split_days
         ]
-        table = pa.concat_tables(pa.Table.from_pydict(u, schema=SCHEMA) for u in users)
-        pairs = pa.concat_tables(pa.Table.from_pydict(candidate_rows(u, cand_rng), schema=PAIR_SCHEMA) for u in users)
+        pair_rows = [candidate_rows(u, cand_rng) for u in users]
+        if text_dim:
+            for u, pr in zip(users, pair_rows, strict=True):
+                _add_text(u, pr, text_rng)
+        table = pa.concat_tables(pa.Table.from_pydict(u, schema=schema) for u in users)
+        pairs = pa.concat_tables(pa.Table.from_pydict(pr, schema=pair_schema) for pr in pair_rows)
+        all_tables.append(table)
+        all_pairs.append(pairs)
         rows_per_split[split] = table.num_rows
         (directory / "user_category" / split).mkdir(parents=True, exist_ok=True)
         for i in range(files_per_split):
@@ -168,6 +231,7 @@ def write_training_set(
         "item_buckets": item_buckets,
         "rows": rows_per_split,
         "user_category": {"feature_columns": list(PAIR_FEATURE_COLUMNS), "label_column": USER_CATEGORY_LABEL},
+        "text": _write_texts(directory, all_tables, all_pairs, seed, text_dim) if text_dim else None,
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return directory
@@ -183,6 +247,8 @@ def with_candidate_arrays(ts: Path, users: pd.DataFrame) -> tuple[pd.DataFrame, 
     cand["_key"] = cand["ds"].astype(str) + "|" + cand["user_id"]
     grouped = cand.groupby("_key")
     arrays = {"cand_category_id": grouped["category_id"].apply(list)}
+    if "category_text" in cand.columns:
+        arrays["cand_category_text"] = grouped["category_text"].apply(list)
     for c in json.loads((ts / "manifest.json").read_text())["user_category"]["feature_columns"]:
         arrays["cand_" + c] = grouped[c].apply(list)
     out = out.join(pd.DataFrame(arrays), on="_key")

@@ -21,6 +21,8 @@ def both_jobs(spark, cfg, tmp_path):
                 update={"lookback_days": 7, "windows_days": [1, 3, 7], "sequence_length": 5, "horizon_days": 1}
             ),
             "pipeline": cfg.pipeline.model_copy(update={"timezone": "America/New_York"}),
+            # The DuckDB job computes no text columns.
+            "text": cfg.text.model_copy(update={"enabled": False}),
         }
     )
     days = write_events_layer(c, random_events(20, dt.date(2026, 3, 2), 10, seed=5, tz="America/New_York"))

@@ -47,8 +47,10 @@ def test_built_partition_passes(spark, built):
     assert labels_present(partition(built, DS)) is True
     summary = validate_features(built, DS)
     assert summary.success, summary.describe()
-    # 11 base checks (each per-column property is one SQL check), 2 label checks, the constant-column checks.
-    assert summary.n_expectations == 13 + len(built.quality.non_constant_features)
+    # 11 base checks (each per-column property is one SQL check), 2 label checks, the personal-data check of
+    # the texts, the constant-column checks.
+    assert built.text.enabled
+    assert summary.n_expectations == 14 + len(built.quality.non_constant_features)
 
 
 def test_each_broken_property_is_named(spark, built):
@@ -64,6 +66,14 @@ def test_each_broken_property_is_named(spark, built):
         .withColumn("f_weekend_share", F.when(is_second, F.lit(1.5)).otherwise(F.col("f_weekend_share")))
         .withColumn("f_price_mean", F.when(is_second, F.lit(None)).otherwise(F.col("f_price_mean")))
         .withColumn("seq_hour", F.when(is_first, F.array_repeat(F.lit(1), 6)).otherwise(F.col("seq_hour")))
+        # Texts that escaped cleaning's scrub: an e-mail address and a phone number in a query.
+        .withColumn(
+            "seq_text",
+            F.when(
+                is_second,
+                F.transform("seq_text", lambda x: F.concat(x, F.lit(" mail ann.lee@example.com or +44 20 7946 0958"))),
+            ).otherwise(F.col("seq_text")),
+        )
         .withColumn(
             "cand_f_uc_share", F.when(is_second, F.array().cast("array<double>")).otherwise(F.col("cand_f_uc_share"))
         )
@@ -93,7 +103,10 @@ def test_each_broken_property_is_named(spark, built):
         "/* a shorter window counts more events than a longer one */",
         "/* sequence arrays of unequal length or outside [1, 5] */",
         "/* candidate arrays of unequal length */",
+        "/* texts that match a cleaning.pii_patterns pattern (personal data past cleaning) */",
     }
+    pii = queries["/* texts that match a cleaning.pii_patterns pattern (personal data past cleaning) */"].sample_rows
+    assert {(r["user_id"], r["pattern"]) for r in pii} == {(second, "email"), (second, "phone")}
     out_of_range = {r["column"]: r for r in queries["/* feature values outside their range */"].sample_rows}
     assert queries["/* feature values outside their range */"].observed == 3
     assert set(out_of_range) == {"f_view_1d", "f_recency_view", "f_weekend_share"}

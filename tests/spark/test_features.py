@@ -282,8 +282,10 @@ def test_run_packs_each_users_candidate_rows_onto_the_user_row(spark, cfg):
     users = spark.read.parquet(str(rep.path)).toPandas().set_index("user_id")
     pairs = spark.read.parquet(str(rep.user_category_path)).toPandas()
     pair_columns = user_category_columns(c.features)
-    assert list(users.columns[-len(LABEL_COLUMNS) - len(pair_columns) - 1 :]) == [
-        CANDIDATE_ARRAY_CATEGORY, *(CANDIDATE_ARRAY_PREFIX + p for p in pair_columns), *LABEL_COLUMNS
+    assert c.text.enabled
+    assert list(users.columns[-len(LABEL_COLUMNS) - len(pair_columns) - 2 :]) == [
+        CANDIDATE_ARRAY_CATEGORY, *(CANDIDATE_ARRAY_PREFIX + p for p in pair_columns), "cand_category_text",
+        *LABEL_COLUMNS,
     ]  # fmt: skip
     assert set(pairs["user_id"]) == set(users.index)
     for user_id, rows in pairs.sort_values("category_id").groupby("user_id"):
@@ -291,6 +293,27 @@ def test_run_packs_each_users_candidate_rows_onto_the_user_row(spark, cfg):
         assert list(row[CANDIDATE_ARRAY_CATEGORY]) == list(rows["category_id"])
         for p in pair_columns:
             assert list(row[CANDIDATE_ARRAY_PREFIX + p]) == list(rows[p]), (user_id, p)
+
+
+def test_each_event_carries_its_query_else_its_category_code_and_each_candidate_its_code(spark, cfg):
+    c = small(cfg, sequence_length=4)
+    cutoff = F.cutoff_instant(dt.date(2026, 1, 8), "UTC")
+    rows = [
+        ev("2026-01-05T10:00:00", "a", "i1", "c1", "view", category_code="Electronics.Smartphone"),
+        ev("2026-01-05T10:01:00", "a", "i0", "c1", "view", query="  Cheap   PHONE ", category_code="x.y"),
+        ev("2026-01-05T10:02:00", "a", "i2", "c2", "view"),
+        ev("2026-01-05T10:03:00", "a", "i3", "c2", "cart", query="", category_code="kids.toys"),
+    ]
+    events = events_df(spark, rows)
+    users = spark_rows(F.build_features(events, cutoff, c.features, "UTC", with_labels=False, text=True))
+    # Normalised as the text-embedding layer keys them; "" for an event with neither.
+    assert list(users.iloc[0]["seq_text"]) == ["electronics.smartphone", "cheap phone", "", "kids.toys"]
+    assert "seq_text" not in spark_rows(F.build_features(events, cutoff, c.features, "UTC", with_labels=False))
+    pairs = F.user_category_features(events, cutoff, c.features, "UTC", text=True).toPandas()
+    assert dict(zip(pairs["category_id"], pairs["category_text"], strict=True)) == {
+        "c1": "x.y",  # two codes for one category: the greatest
+        "c2": "kids.toys",
+    }
 
 
 def test_run_without_label_window_writes_null_labels(spark, cfg):

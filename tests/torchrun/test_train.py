@@ -449,10 +449,12 @@ def test_positive_weights_and_schedule(cfg):
 
 PARITY_SCRIPT = """
 import json, os, sys
+from pathlib import Path
 import pandas as pd, torch, torch.distributed as dist
+from tasks.config import DEFAULT_CONFIG, load_config
 from tasks.models.base import build_model, model_config
 from tasks.models.encoding import FeatureEncoder, encode_targets
-from tasks.training.data import candidate_rows
+from tasks.training.data import candidate_rows, read_manifest, read_texts
 from tasks.training.steps import take, train_step
 from tests.helpers.trainingset import FEATURE_COLUMNS, PAIR_FEATURE_COLUMNS
 
@@ -465,13 +467,18 @@ pdf = pd.read_parquet(ts + "/train")
 cand = pd.read_parquet(ts + "/user_category/train")
 enc = FeatureEncoder.fit(pdf, list(FEATURE_COLUMNS), sequence_length=12, item_buckets=64)
 enc = enc.with_pair_stats(FeatureEncoder.partial_tabular_stats(cand, list(PAIR_FEATURE_COLUMNS)))
+texts = read_texts(load_config(DEFAULT_CONFIG, use_env=False), Path(ts), read_manifest(Path(ts)))
+if texts is not None:
+    enc = enc.with_texts(texts[0], texts[1].shape[1])
 # Users with their candidates (a different count per user): the candidate loss must keep parity too.
 x = {**enc.encode(pdf), **enc.encode_candidates(candidate_rows(pdf, cand), cand, with_labels=True)}
 y, w = encode_targets(pdf)
 torch.manual_seed(5)
 model = build_model("lstm", model_config("lstm", vocab_sizes=enc.vocab_sizes, n_tabular=len(FEATURE_COLUMNS),
                     sequence_length=12, embedding_dim=16, hidden_dim=32, dropout=0.0, pos_weight=(3.0, 2.0, 2.0),
-                    n_pair_tabular=len(PAIR_FEATURE_COLUMNS), category_pos_weight=2.5))
+                    n_pair_tabular=len(PAIR_FEATURE_COLUMNS), category_pos_weight=2.5, **enc.text_sizes))
+if texts is not None:
+    model.embed.set_text_vectors(torch.from_numpy(texts[1]))
 ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 opt = torch.optim.AdamW(model.parameters(), lr=0.01)
 local = global_batch // world
@@ -489,9 +496,11 @@ if rank == 0:
 """
 
 
-def test_ddp_two_processes_match_one_process(tmp_path):
-    """Same seed and global batches: 2 gloo processes reach the 1-process losses within 1e-5 (params 1e-4)."""
-    ts = write_training_set(tmp_path / "ts", n_users=200, seed=4)
+@pytest.mark.parametrize("text_dim", [0, 16], ids=["no-text", "text"])
+def test_ddp_two_processes_match_one_process(tmp_path, text_dim):
+    """Same seed and global batches: 2 gloo processes reach the 1-process losses within 1e-5 (params 1e-4), with
+    each event's text vector and each candidate's category text read by the model or without text."""
+    ts = write_training_set(tmp_path / "ts", n_users=200, seed=4, text_dim=text_dim)
     script = tmp_path / "parity.py"
     script.write_text(PARITY_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}

@@ -177,6 +177,22 @@ def test_a_pretrained_family_is_also_compared_with_the_same_family_from_fresh_we
     }
 
 
+def test_a_family_that_reads_text_is_also_compared_with_the_same_family_without_it():
+    split = _split()
+    without = _pred(split, "lstm" + rep.NO_TEXT, 3.0, 3)
+    with_text = _pred(split, "lstm", 0.5, 4)
+    both = _pred(split, "lstm" + rep.PRETRAINED, 1.0, 5)
+    preds = [_pred(split, rep.HEURISTIC, 2.0, 1, kind=rep.HEURISTIC), _pred(split, "lr", 1.0, 2), without, with_text]
+    preds.append(both)
+    metrics = {p.label: rep.model_metrics(split, p, k=2, top_k_fraction=0.1) for p in preds}
+    rows, _ = rep.compare(split, preds, metrics, k=2, resamples=300, seed=0)
+    against = {(r["model"], r["metric"]): r for r in rows if r["reference"] == without.label}
+    # Text alone, and text with pretraining, each against no text; the variant without text against nothing of its own.
+    assert {m for m, _ in against} == {with_text.label, both.label}
+    assert against[(with_text.label, "roc_auc")]["low"] > 0
+    assert not [r for r in rows if r["model"] == without.label and r["reference"] in (with_text.label, both.label)]
+
+
 def test_recency_heuristic_ranks_recent_carters_first():
     users = pd.DataFrame({"f_recency_cart": [np.nan, 1.0, 5.0, np.nan], "f_recency_any": [0.5, 3.0, 0.1, 9.0]})
     cand = pd.DataFrame({"f_uc_recency_cart": [2.0, np.nan, np.nan], "f_uc_recency_any": [2.0, 0.1, 4.0]})
