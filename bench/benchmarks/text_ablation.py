@@ -16,8 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.benchmarks.model_quality import comparison_rows, quality_rows
-from bench.data import backtest, synthetic_args
+from bench.benchmarks.model_quality import comparison_rows, quality_rows, synthetic_args
+from bench.data import backtest
 from bench.harness import timed, workdir
 from tasks.backtest_report import NO_TEXT, PRETRAINED
 from tasks.config import with_overrides
