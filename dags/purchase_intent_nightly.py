@@ -197,7 +197,8 @@ with DAG(
         application_args=["--day", day],
         doc_md="Encode the day's search queries, category codes and brands that no earlier day held into the "
         "text-embedding layer (the pretrained text encoder, loaded once per Spark Python worker); training sets "
-        "take their text vectors from it. Nothing to do with `text.enabled: false`.",
+        "take their text vectors from it, and scoring the vectors of texts first seen after the model's training. "
+        "Nothing to do with `text.enabled: false`.",
     )
     features = PipelineSparkSubmitOperator(
         task_id="build_features",
@@ -267,7 +268,9 @@ with DAG(
     features >> validate_features >> [drift, score]
     score >> [validate_scores, shadow]
     shadow >> score_challenger
-    [validate_scores, drift, score_challenger, texts] >> loaded
+    # Scoring hands a text model the vectors of the texts it has none of, this day's among them.
+    texts >> score
+    [validate_scores, drift, score_challenger] >> loaded
     judged = judge_challenger.override(task_id="judge_challenger")()
     health = model_health.override(task_id="model_health")(ds)
     published >> outcomes >> judged >> health

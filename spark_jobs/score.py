@@ -17,6 +17,9 @@ categories as "<category_id>:<probability>", and ``reasons`` when ``scoring.reas
 With ``--role challenger`` the version holding ``@challenger`` scores the same rows into the shadow,
 ``scores_shadow/ds=<ds>/`` (the warehouse's shadow table, which no reader's view shows); its realized
 outcomes are compared with the champion's on the same users (``spark_jobs.outcomes``).
+A model that reads text gets, broadcast to every worker, the vectors of the texts first seen after its
+training (the text-embedding layer's partitions since; ``new_text_vectors``), so a query typed or a category
+coded since then is read rather than counted as no text.
 
     python -m spark_jobs.score --ds D --run-id R [--config ...]
     spark-submit spark_jobs/score.py --ds D --run-id R [--role challenger] [--config ...]
@@ -34,11 +37,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args, parse_ds
 from tasks.errors import DataError, run_cli
-from tasks.layers import CUTOFF_KEY, SCORING_ROLES, ScoringRole, features_partition, scores_partition, scores_root
+from tasks.layers import (
+    CUTOFF_KEY,
+    DAY_KEY,
+    SCORING_ROLES,
+    ScoringRole,
+    features_partition,
+    partition_day,
+    scores_partition,
+    scores_root,
+    text_embeddings_root,
+)
 from tasks.partitions import parquet_rows
 from tasks.schema import (
     CANDIDATE_ARRAY_CATEGORY,
@@ -84,6 +98,7 @@ class ScoreReport:
     model_loads: int  # pyfunc loads across all Python workers (one per worker process)
     workers: int  # distinct Python worker processes that scored rows
     batches: int  # model.predict calls
+    new_texts: int = 0  # vectors of texts first seen after the model's training, handed to it (text models)
 
 
 def role_alias(cfg: PipelineConfig, role: ScoringRole) -> str:
@@ -159,6 +174,47 @@ def _load_model(uri: str, tracking_uri: str, torch_threads: int) -> tuple[Any, b
     return _MODEL_CACHE[key], True
 
 
+def add_texts(model: Any, texts: list[str], vectors: np.ndarray) -> int:
+    """Hand a pyfunc of this project that reads text the vectors of texts it has none of; 0 for any other."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        predictor = getattr(model.unwrap_python_model(), "predictor", None)
+    except (AttributeError, MlflowException):
+        return 0
+    add = getattr(predictor, "add_texts", None)
+    return add(texts, vectors) if add is not None and texts else 0
+
+
+def new_text_vectors(cfg: PipelineConfig, ref: ChampionRef, ds: dt.date) -> tuple[list[str], np.ndarray] | None:
+    """(texts, vectors [n, dim]) that the nightly text step encoded after the model's training (text-embedding
+    partitions of its encoder for the days after its ``text_through``, before ``ds``): the queries and category
+    codes first seen since, which the model reads instead of counting as no text. None for a model without text."""
+    import pyarrow.parquet as pq
+    from mlflow.models import get_model_info
+
+    from tasks.registry import mlflow_store
+
+    with mlflow_store(cfg):
+        meta = get_model_info(ref.uri).metadata or {}
+    encoder, through = meta.get("text_encoder"), meta.get("text_through")
+    if not encoder or not through:
+        return None
+    root = text_embeddings_root(cfg, encoder)
+    files = [
+        f
+        for p in sorted(root.glob(f"{DAY_KEY}=*"))
+        if (day := partition_day(p.name, DAY_KEY)) is not None and dt.date.fromisoformat(through) < day < ds
+        for f in sorted(p.glob("*.parquet"))
+    ]
+    if not files:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    table = pq.read_table([str(f) for f in files], columns=["text", "vector"])
+    texts = [str(t) for t in table.column("text").to_pylist()]
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return texts, flat.reshape(len(texts), -1)
+
+
 def model_predictor(model: Any) -> tuple[Callable[[pd.DataFrame, dict[str, Any]], pd.DataFrame], bool]:
     """``((rows, params) -> predictions, whether rows may carry Arrow-backed list columns)`` for a pyfunc.
 
@@ -214,11 +270,16 @@ def _score_partition(
     reasons_top_k: int,
     top_k_categories: int,
     stats: Any,
+    new_texts: Any = None,
 ) -> Iterator[Any]:
     """mapInArrow body: Arrow record batches of model inputs -> Arrow record batches of scores."""
     import pyarrow as pa
 
     model, loaded = _load_model(uri, tracking_uri, torch_threads)
+    if new_texts is not None:
+        # Every partition: the cached model of an earlier run in this worker may lack tonight's texts; a text it
+        # has is skipped.
+        add_texts(model, *new_texts.value)
     predict, arrow_lists = model_predictor(model)
     pid = os.getpid()
     stats.add({pid: (int(loaded), 0)})
@@ -314,11 +375,13 @@ def score_users(
     reasons_top_k: int = 0,
     top_k_categories: int = 5,
     stats: Any = None,
+    new_texts: Any = None,
 ):
     """Features DataFrame (user_id, f_*, seq_*, optional cand_* arrays) -> one
     score row per feature row: SCORE_COLUMNS in order, plus ``top_categories`` when the features carry
     candidates and ``reasons`` when ``reasons_top_k`` > 0. ``stats``: optional accumulator of per-worker
-    (loads, batches), see ``_stats_accumulator``."""
+    (loads, batches), see ``_stats_accumulator``. ``new_texts``: optional broadcast of (texts, vectors [n, dim])
+    that a text model has no vector of (``new_text_vectors``)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -348,6 +411,7 @@ def score_users(
         reasons_top_k=reasons_top_k,
         top_k_categories=top_k_categories,
         stats=stats,
+        new_texts=new_texts,
     )
     scored = features.select(*model_input_columns(features.columns)).mapInArrow(fn, T.StructType(fields))
     constants = {
@@ -502,6 +566,8 @@ def run(
     if signature is not None:
         check_input_types(signature, features.schema, ref.uri)
     stats = _stats_accumulator(spark)
+    found = new_text_vectors(cfg, ref, ds) if reads_text else None
+    new_texts = spark.sparkContext.broadcast(found) if found is not None and found[0] else None
     scored_at = dt.datetime.combine(ds, dt.time(), tzinfo=cfg.pipeline.tz)
     scores = score_users(
         features,
@@ -514,6 +580,7 @@ def run(
         reasons_top_k=cfg.scoring.reasons_top_k,
         top_k_categories=cfg.scoring.top_k_categories,
         stats=stats,
+        new_texts=new_texts,
     )
     with _scoring_conf(spark, cfg.scoring.batch_size):
         (
@@ -540,6 +607,7 @@ def run(
         model_loads=sum(v[0] for v in per_worker.values()),
         workers=len(per_worker),
         batches=sum(v[1] for v in per_worker.values()),
+        new_texts=len(found[0]) if found is not None else 0,
     )
 
 

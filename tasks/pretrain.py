@@ -50,7 +50,14 @@ from tasks.models.pretraining import (
 from tasks.schema import SEQUENCE_COLUMNS, SEQUENCE_TEXT_COLUMN
 from tasks.training.build import build_model_config, check_model_settings, encoder_settings, lr_lambda
 from tasks.training.collectives import all_max, all_mean, rank0_print, seed_everything, world
-from tasks.training.data import TrainingError, read_manifest, read_texts, require_validation, split_files
+from tasks.training.data import (
+    TextTable,
+    TrainingError,
+    read_manifest,
+    read_texts,
+    require_validation,
+    split_files,
+)
 from tasks.training.steps import take, to_device
 from tasks.training.torchrun import run_module
 from tasks.training.tracking import ensure_experiment, git_commit, write_json_atomic
@@ -136,7 +143,7 @@ def _pretrain(
     manifest: dict[str, Any],
     train_rows: pd.DataFrame,
     val_rows: pd.DataFrame,
-    texts: tuple[list[str], np.ndarray] | None,
+    texts: TextTable | None,
     output: Path,
     device: torch.device,
 ) -> dict[str, Any] | None:
@@ -152,12 +159,12 @@ def _pretrain(
         **encoder_settings(cfg, manifest),
     )
     if texts is not None:
-        encoder = encoder.with_texts(texts[0], texts[1].shape[1])
+        encoder = encoder.with_texts(texts.texts, texts.vectors.shape[1], texts.encoder, texts.through)
     local = encoder.encode(train_rows.iloc[rank::size])  # this rank's users
     torch.manual_seed(t.seed)
     intent = build_model(p.model_type, build_model_config(cfg, p.model_type, encoder, pos_weight=(1.0,) * 3))
     if texts is not None:
-        intent.embed.set_text_vectors(torch.from_numpy(texts[1]))
+        intent.embed.set_text_vectors(torch.from_numpy(texts.vectors))
     model = MaskedEventModel(intent)
     gen = torch.Generator().manual_seed(t.seed * 1_000_003 + rank)
     probe = take(local, torch.arange(min(8, len(local["seq_mask"]))))

@@ -192,6 +192,13 @@ class FieldEmbedding(nn.Module):
         self.text.weight.zero_()
         self.text.weight[2:] = vectors.to(self.text.weight.dtype)
 
+    @torch.no_grad()
+    def append_text_vectors(self, vectors: Tensor) -> None:
+        """More rows ([n, text_dim]) after the table's last one, frozen like the others."""
+        assert self.text is not None
+        table = torch.cat([self.text.weight, vectors.to(self.text.weight.dtype)])
+        self.text = nn.Embedding.from_pretrained(table, freeze=True)
+
     def text_vectors(self, index: Tensor) -> Tensor:
         """Text-table rows ``index`` (any shape S) projected to the model width: [*S, D]."""
         assert self.text is not None and self.text_project is not None
@@ -444,6 +451,25 @@ class TorchPredictor:
         self.feature_columns = encoder.feature_columns
         self.pair_feature_columns = encoder.pair_feature_columns
         self.reads_text = bool(encoder.text_index)
+        self.text_encoder = encoder.text_encoder
+        self.text_through = encoder.text_through
+
+    def add_texts(self, texts: list[str], vectors: np.ndarray) -> int:
+        """Give texts the model has no vector of (queries and category codes that appeared after its training)
+        their vectors ([n, text_dim], of ``text_encoder``) so it reads them instead of counting them as no text;
+        returns how many were new. A model that reads no text takes none."""
+        if not self.reads_text:
+            return 0
+        if vectors.ndim != 2 or vectors.shape != (len(texts), self.encoder.text_dim):
+            raise ValueError(
+                f"{len(texts)} texts need vectors [{len(texts)}, {self.encoder.text_dim}], got {vectors.shape}"
+            )
+        new = [i for i, t in enumerate(texts) if t not in self.encoder.text_index]
+        new = list({texts[i]: i for i in new}.values())  # a text given twice is added once
+        if new:
+            self.model.embed.append_text_vectors(torch.from_numpy(np.ascontiguousarray(vectors[new], dtype=np.float32)))
+            self.encoder = self.encoder.with_more_texts([texts[i] for i in new])
+        return len(new)
 
     def predict_chunk(
         self, users: pd.DataFrame, cand_rows: np.ndarray | None, cand: pd.DataFrame | None, reasons_k: int

@@ -132,6 +132,13 @@ class CalibratedPredictor:
         self.feature_columns = inner.feature_columns
         self.pair_feature_columns = inner.pair_feature_columns
         self.reads_text = getattr(inner, "reads_text", False)
+        self.text_encoder = getattr(inner, "text_encoder", "")
+        self.text_through = getattr(inner, "text_through", "")
+
+    def add_texts(self, texts: list[str], vectors: np.ndarray) -> int:
+        """``TorchPredictor.add_texts`` of the inner model (0 for one that reads no text)."""
+        add = getattr(self.inner, "add_texts", None)
+        return add(texts, vectors) if add is not None else 0
 
     def predict_chunk(
         self, users: pd.DataFrame, cand_rows: np.ndarray | None, cand: pd.DataFrame | None, reasons_k: int

@@ -206,6 +206,10 @@ class FeatureEncoder:
     # model reads no text. Row 0 is "no text", row 1 a text outside the table: both are zero vectors.
     text_index: dict[str, int] = field(default_factory=dict)
     text_dim: int = 0
+    # The text-embedding layer's name of the encoder that made the vectors (spark_jobs.text_embeddings.encoder_key).
+    text_encoder: str = ""
+    # The last events day of the training set (ISO date): the texts first seen after it are new to the model.
+    text_through: str = ""
 
     # ---- fitting -------------------------------------------------------------------------
     @staticmethod
@@ -281,12 +285,18 @@ class FeatureEncoder:
             pair_stds=sc["std"],
         )
 
-    def with_texts(self, texts: list[str], dim: int) -> FeatureEncoder:
+    def with_texts(self, texts: list[str], dim: int, encoder: str, through: str) -> FeatureEncoder:
         """A copy that reads the texts, ``texts`` being the rows (from 2) of the model's text-vector table of
-        ``dim``-wide vectors."""
+        ``dim``-wide vectors made by ``encoder`` from events through the day ``through``."""
         if not texts or dim < 1:
             raise EncodingError(f"a text table needs texts and a width; got {len(texts)} texts of width {dim}")
-        return replace(self, text_index={t: i + 2 for i, t in enumerate(texts)}, text_dim=int(dim))
+        index = {t: i + 2 for i, t in enumerate(texts)}
+        return replace(self, text_index=index, text_dim=int(dim), text_encoder=encoder, text_through=through)
+
+    def with_more_texts(self, texts: list[str]) -> FeatureEncoder:
+        """A copy whose table continues with ``texts`` (none of them in it yet) after its last row."""
+        start = len(self.text_index) + 2
+        return replace(self, text_index={**self.text_index, **{t: start + i for i, t in enumerate(texts)}})
 
     @property
     def text_sizes(self) -> dict[str, int]:

@@ -46,6 +46,14 @@ class SeedEnsemble:
         self.feature_columns = first.feature_columns
         self.pair_feature_columns = first.pair_feature_columns
         self.reads_text = getattr(first, "reads_text", False)
+        self.text_encoder = getattr(first, "text_encoder", "")
+        self.text_through = getattr(first, "text_through", "")
+
+    def add_texts(self, texts: list[str], vectors: np.ndarray) -> int:
+        """``TorchPredictor.add_texts`` of every member; how many texts were new to the first."""
+        adds = [getattr(m, "add_texts", None) for m in self.members]
+        added = [add(texts, vectors) for add in adds if add is not None]
+        return added[0] if added else 0
 
     def predict_chunk(
         self, users: pd.DataFrame, cand_rows: np.ndarray | None, cand: pd.DataFrame | None, reasons_k: int

@@ -220,6 +220,13 @@ def log_intent_model(
 ):
     """Log the packaged model to the active run (and register it); returns mlflow's ModelInfo."""
     reads_text = bool(getattr(predictor, "reads_text", False))
+    if reads_text:
+        # Scoring looks up the texts first seen after text_through in this encoder's layer (spark_jobs.score).
+        metadata = {
+            **(metadata or {}),
+            "text_encoder": getattr(predictor, "text_encoder", ""),
+            "text_through": getattr(predictor, "text_through", ""),
+        }
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         artifacts = predictor.save(tmpdir)

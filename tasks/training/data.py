@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -158,11 +158,16 @@ def candidate_columns(cfg: PipelineConfig, manifest: dict[str, Any]) -> list[str
     return [*pair_feats, USER_CATEGORY_LABEL, *([CANDIDATE_TEXT_COLUMN] if reads_text(cfg, manifest) else [])]
 
 
-def read_texts(
-    cfg: PipelineConfig, training_set_dir: Path, manifest: dict[str, Any]
-) -> tuple[list[str], np.ndarray] | None:
-    """The set's text table (spark_jobs.training_set): its texts and their vectors [n, dim] float32; None when
-    models of this set read no text (``reads_text``)."""
+class TextTable(NamedTuple):
+    texts: list[str]
+    vectors: np.ndarray  # [len(texts), dim] float32
+    encoder: str  # the text-embedding layer's name of the encoder that made them
+    through: str  # the last events day the set read (ISO date): texts first seen later are new to its models
+
+
+def read_texts(cfg: PipelineConfig, training_set_dir: Path, manifest: dict[str, Any]) -> TextTable | None:
+    """The set's text table (spark_jobs.training_set); None when models of this set read no text
+    (``reads_text``)."""
     import pyarrow.parquet as pq
 
     if not reads_text(cfg, manifest):
@@ -183,7 +188,8 @@ def read_texts(
             f"{folder} holds {len(texts)} texts ({flat.size} values) where the manifest says {info['texts']} "
             f"distinct texts of {dim} values each"
         )
-    return texts, flat.astype(np.float32).reshape(len(texts), dim)
+    vectors = flat.astype(np.float32).reshape(len(texts), dim)
+    return TextTable(texts, vectors, str(info["encoder"]), str(manifest["source"]["dt_last"]))
 
 
 def candidate_rows(users: pd.DataFrame, cand: pd.DataFrame) -> np.ndarray:

@@ -175,7 +175,7 @@ def _encode(job: TrainingJob) -> EncodedData:
         pair_stats = pair_stats.merge(part)
     encoder = encoder.with_pair_stats(pair_stats)
     if texts is not None:
-        encoder = encoder.with_texts(texts[0], texts[1].shape[1])
+        encoder = encoder.with_texts(texts.texts, texts.vectors.shape[1], texts.encoder, texts.through)
     train_y, train_w = encode_targets(local["train"])
     positives = sum(p for p in gather_objects(train_y.sum(dim=0).numpy()))
     pos_weight = positive_weights(job.cfg, positives, stats.n_rows)
@@ -205,7 +205,7 @@ def _encode(job: TrainingJob) -> EncodedData:
         n_train_candidates=pair_stats.n_rows,
         pos_weight=pos_weight,
         category_pos_weight=category_pos_weight,
-        text_vectors=texts[1] if texts is not None else None,
+        text_vectors=texts.vectors if texts is not None else None,
     )
 
 

@@ -161,10 +161,10 @@ def test_nightly_order(parsed):
     # Drift runs beside scoring and gates the load: both branches join at load_warehouse.
     assert tasks["validate_features"]["down"] == ["check_drift", "score"]
     assert _chain(tasks, "land_raw", stop="validate_events") == ["land_raw", "clean_events", "validate_events"]
-    # The day's new texts are encoded beside the features; the night is loaded only once they are.
+    # The day's new texts are encoded beside the features, before scoring reads them.
     assert tasks["validate_events"]["down"] == ["build_features", "embed_texts"]
     assert tasks["build_features"]["down"] == ["validate_features"]
-    assert tasks["embed_texts"]["down"] == ["load_warehouse"]
+    assert tasks["embed_texts"]["down"] == ["score"]
     assert tasks["embed_texts"]["application"] == str(REPO_ROOT / "spark_jobs" / "text_embeddings.py")
     # The challenger scores in the shadow after the champion, and its rows are loaded with the champion's.
     assert tasks["score"]["down"] == ["has_challenger", "validate_scores"]

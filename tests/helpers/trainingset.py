@@ -232,6 +232,7 @@ def write_training_set(
         "rows": rows_per_split,
         "user_category": {"feature_columns": list(PAIR_FEATURE_COLUMNS), "label_column": USER_CATEGORY_LABEL},
         "text": _write_texts(directory, all_tables, all_pairs, seed, text_dim) if text_dim else None,
+        "source": {"dt_last": days[-1].isoformat()},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return directory

@@ -469,7 +469,7 @@ enc = FeatureEncoder.fit(pdf, list(FEATURE_COLUMNS), sequence_length=12, item_bu
 enc = enc.with_pair_stats(FeatureEncoder.partial_tabular_stats(cand, list(PAIR_FEATURE_COLUMNS)))
 texts = read_texts(load_config(DEFAULT_CONFIG, use_env=False), Path(ts), read_manifest(Path(ts)))
 if texts is not None:
-    enc = enc.with_texts(texts[0], texts[1].shape[1])
+    enc = enc.with_texts(texts.texts, texts.vectors.shape[1], texts.encoder, texts.through)
 # Users with their candidates (a different count per user): the candidate loss must keep parity too.
 x = {**enc.encode(pdf), **enc.encode_candidates(candidate_rows(pdf, cand), cand, with_labels=True)}
 y, w = encode_targets(pdf)
@@ -478,7 +478,7 @@ model = build_model("lstm", model_config("lstm", vocab_sizes=enc.vocab_sizes, n_
                     sequence_length=12, embedding_dim=16, hidden_dim=32, dropout=0.0, pos_weight=(3.0, 2.0, 2.0),
                     n_pair_tabular=len(PAIR_FEATURE_COLUMNS), category_pos_weight=2.5, **enc.text_sizes))
 if texts is not None:
-    model.embed.set_text_vectors(torch.from_numpy(texts[1]))
+    model.embed.set_text_vectors(torch.from_numpy(texts.vectors))
 ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 opt = torch.optim.AdamW(model.parameters(), lr=0.01)
 local = global_batch // world

@@ -38,7 +38,9 @@ def _users(categories: list[list[str]], texts: list[list[str]]) -> pd.DataFrame:
 def _encoder(users: pd.DataFrame, texts: list[str], dim: int) -> FeatureEncoder:
     enc = FeatureEncoder.fit(users, ["f_x"], sequence_length=L, item_buckets=4)
     cand = pd.DataFrame({"category_id": ["a"], "f_uc": [1.0]})
-    return enc.with_pair_stats(FeatureEncoder.partial_tabular_stats(cand, ["f_uc"])).with_texts(texts, dim)
+    return enc.with_pair_stats(FeatureEncoder.partial_tabular_stats(cand, ["f_uc"])).with_texts(
+        texts, dim, "test-encoder", "2026-01-01"
+    )
 
 
 def _model(enc: FeatureEncoder, family: str = "lstm", **sizes) -> torch.nn.Module:
@@ -165,7 +167,7 @@ def _train_category_head(
     )
     enc = enc.with_pair_stats(FeatureEncoder.partial_tabular_stats(cand, ["f_uc"]))
     if with_text:
-        enc = enc.with_texts(texts, 384)
+        enc = enc.with_texts(texts, 384, "all-MiniLM-L6-v2", "2026-01-01")
     torch.manual_seed(0)
     model = _model(enc, "lstm", category_loss_weight=1.0)
     if with_text:
@@ -207,3 +209,34 @@ def test_a_model_without_text_refuses_vectors():
         model.embed.set_text_vectors(torch.ones(1, 4))
     with pytest.raises(ValueError, match="text_vocab and text_dim"):
         _model(FeatureEncoder.fit(users, ["f_x"], sequence_length=L, item_buckets=4), text_vocab=3)
+
+
+def test_scoring_hands_a_model_the_vectors_of_texts_first_seen_after_its_training():
+    from tasks.models.base import TorchPredictor
+    from tasks.models.calibration import CalibratedPredictor, Calibration, Calibrator
+
+    users = _users([["a", "b"], ["b"]], [["t0", "t1"], ["t1"]])
+    enc = _encoder(users, ["t0", "t1"], 8)
+    torch.manual_seed(0)
+    model = _model(enc).eval()
+    model.embed.set_text_vectors(torch.nn.functional.normalize(torch.randn(2, 8), dim=-1))
+    predictor = CalibratedPredictor(TorchPredictor(model, enc, "lstm"), Calibration([Calibrator()] * 3, Calibrator()))
+    assert (predictor.text_encoder, predictor.text_through) == ("test-encoder", "2026-01-01")
+    late = users.assign(seq_text=[["t0", "new query"], ["t1"]])
+    cand = pd.DataFrame({"category_id": ["a", "b"], "f_uc": [1.0, 1.0], "category_text": ["new code", "t1"]})
+    rows = np.array([0, 1])
+    before = predictor.predict_chunk(late, rows, cand, 0)
+    # Unknown texts count as no text until their vectors are handed over.
+    assert enc.text_indices(["new query", "new code"]).tolist() == [OOV, OOV]
+    vectors = np.full((3, 8), 1 / np.sqrt(8), dtype=np.float32)
+    assert predictor.add_texts(["new query", "t0", "new code"], vectors) == 2
+    assert predictor.add_texts(["new query"], vectors[:1]) == 0
+    inner = predictor.inner
+    assert inner.encoder.text_index["new query"] == 4 and inner.encoder.text_index["new code"] == 5
+    assert torch.equal(inner.model.embed.text.weight[4:], torch.from_numpy(vectors[[0, 2]]))
+    assert not inner.model.embed.text.weight.requires_grad
+    after = predictor.predict_chunk(late, rows, cand, 0)
+    assert not np.allclose(before.intent[0], after.intent[0]) and not np.isclose(before.category[0], after.category[0])
+    np.testing.assert_allclose(before.intent[1], after.intent[1], rtol=1e-6)  # its texts were known already
+    with pytest.raises(ValueError, match=r"need vectors \[1, 8\]"):
+        predictor.add_texts(["x"], np.ones((1, 4), dtype=np.float32))
