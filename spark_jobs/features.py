@@ -31,7 +31,9 @@ Tabular columns (all double, prefix ``f_``), with T in EVENT_TYPES and W in ``wi
 Sequences (tasks.schema.SEQUENCE_COLUMNS): the last ``sequence_length`` events in the lookback,
 oldest first, ordered by (event_time, event_type, item_id, category_id). Gap buckets map s whole
 seconds to ``min(1 + floor(log2(1 + s)), gap_bucket_cap)``; ``seq_gap_prev_bucket`` is 0 for the
-user's first event in the lookback (no previous event), the same value as padding.
+user's first event in the lookback (no previous event), the same value as padding. With ``text.enabled``,
+``seq_text`` holds each of those events' normalised text (its search query, else its category code, "" with
+neither; ``event_text``) and each candidate row its category's code (``category_text``).
 """
 
 from __future__ import annotations
