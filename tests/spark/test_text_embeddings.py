@@ -102,3 +102,43 @@ def test_a_day_without_texts_writes_nothing_and_a_missing_day_is_named(spark, cf
     assert not text_embeddings_partition(cfg, report.encoder, DAY1).exists()
     with pytest.raises(NoDataError, match=r"no events landed for 2026-01-03 \(encoding the day's texts\)"):
         embed_day(spark, cfg, DAY2)
+
+
+# Details users paste into a search box, and the part of each that must never be stored past the raw layer.
+PASTED = [
+    ("email me at john.doe+shop@example.co.uk pls", "john.doe"),
+    ("refund card 4111 1111 1111 1111", "4111"),
+    ("call 415-555-0132 for delivery", "555-0132"),
+    ("+44 20 7946 0958 sofa", "7946"),
+]
+
+
+def test_personal_data_in_queries_reaches_neither_the_text_layer_nor_the_features(spark, cfg):
+    from spark_jobs import features
+    from spark_jobs.clean_events import clean_day
+    from tasks.layers import features_partition, raw_partition
+
+    header = ",".join(EVENT_COLUMNS)
+    lines = [
+        f"2026-01-02T10:{i:02d}:00Z,u{i % 5},{100 + i},c{i % 3},view,1.0,s{i},{q},,electronics.smartphone"
+        for i, (q, _) in enumerate(PASTED * 5)
+    ]
+    folder = raw_partition(cfg, "synthetic", DAY1)
+    folder.mkdir(parents=True)
+    (folder / "events.csv").write_text("\n".join([header, *lines]) + "\n")
+    assert clean_day(spark, cfg, DAY1).scrubbed == {"email": 5, "card": 5, "phone": 10}
+
+    report = embed_day(spark, cfg, DAY1)
+    features.run(cfg, DAY2, spark=spark)
+    stored = {
+        "text layer": [str(t) for t in pq.read_table(text_embeddings_partition(cfg, report.encoder, DAY1))["text"]],
+        "features": [
+            str(t)
+            for row in pq.read_table(features_partition(cfg, "user", DAY2), columns=["seq_text"])["seq_text"]
+            for t in row.as_py()
+        ],
+    }
+    assert "email me at [email] pls" in stored["text layer"] and "[phone] sofa" in stored["features"]
+    for where, texts in stored.items():
+        leaked = [t for t in texts for _, secret in PASTED if secret in t]
+        assert not leaked, (where, leaked)
