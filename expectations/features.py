@@ -200,7 +200,11 @@ def _sequence_queries(cfg: PipelineConfig) -> list[gxe.Expectation]:
                 f"SELECT user_id FROM {{batch}} WHERE {out_of_range} OR {null_strings}"
             )
         ),
-        *([_pii_query(cfg)] if cfg.text.enabled else []),
+        *(
+            [pii_query(cfg, f"concat({SEQUENCE_TEXT_COLUMN}, coalesce({CANDIDATE_ARRAY_TEXT}, array()))")]
+            if cfg.text.enabled
+            else []
+        ),
     ]
 
 
@@ -211,11 +215,12 @@ def _sql_pattern(pattern: str) -> str:
     return "'" + literal.replace("{", "{{").replace("}", "}}") + "'"
 
 
-def _pii_query(cfg: PipelineConfig) -> gxe.Expectation:
-    # Cleaning scrubs these patterns from every text before it leaves the raw layer; a match here means a
-    # text reached the features (and would reach the models and their artifacts) unscrubbed.
+def pii_query(cfg: PipelineConfig, texts: str) -> gxe.Expectation:
+    """Rows whose texts (``texts``: a SQL array<string> expression) match a ``cleaning.pii_patterns`` pattern.
+
+    Cleaning scrubs these patterns from every text before it leaves the raw layer; a match here means a text
+    reached a layer past it (and would reach the models and their artifacts) unscrubbed."""
     patterns = {k: v for k, v in cfg.cleaning.pii_patterns.items() if v is not None}
-    texts = f"concat({SEQUENCE_TEXT_COLUMN}, coalesce({CANDIDATE_ARRAY_TEXT}, array()))"
     checks = ", ".join(
         f"IF(exists({texts}, x -> x RLIKE {_sql_pattern(p)}), '{name}', NULL)" for name, p in patterns.items()
     )

@@ -4,7 +4,8 @@ The three splits are read together with a ``_split`` column, so the checks look 
 only at ``manifest.json``: no cutoff (ds) in two splits; splits in time order, each starting at least
 the horizon the set was built with (manifest ``horizon_days``) after the previous one ends (no label
 window shared across splits); every split non-empty with both label_purchase classes; one row per
-(ds, user); 0/1 labels and positive weights; and every cutoff of a split listed under that split in the manifest.
+(ds, user); 0/1 labels and positive weights; every cutoff of a split listed under that split in the manifest;
+and, in a set built with text, no event text that matches a ``cleaning.pii_patterns`` pattern.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
+from expectations.features import pii_query
 from expectations.runner import DataQualityError, ValidationSummary
 from tasks.config import PipelineConfig
 from tasks.cutoffs import SPLITS
 from tasks.layers import training_set_dir, training_set_manifest, training_set_split
-from tasks.schema import LABEL_COLUMNS
+from tasks.schema import LABEL_COLUMNS, SEQUENCE_TEXT_COLUMN
 
 SPLIT_COLUMN = "_split"
 
@@ -128,4 +130,8 @@ def build_suite(cfg: PipelineConfig, training_set_id: str) -> gx.ExpectationSuit
             )
         ),
     ]
+    if (recorded.get("text") or {}).get("texts"):
+        # Its texts come from cleaned events; a text that still holds personal data would be encoded into the
+        # set's texts/ and packaged with every model trained on it.
+        expectations.append(pii_query(cfg, SEQUENCE_TEXT_COLUMN))
     return gx.ExpectationSuite(name=f"training_set_{training_set_id}", expectations=expectations)

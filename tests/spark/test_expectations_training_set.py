@@ -103,6 +103,21 @@ def test_each_broken_property_is_named(spark, cfg):
         require_validation(cfg, root, read_manifest(root))
 
 
+def test_a_text_that_escaped_cleaning_fails_a_set_built_with_text(spark, cfg):
+    root = write_training_set(training_set_dir(cfg, "texts"), n_users=60, seed=1, n_train_cutoffs=2, text_dim=4)
+    summary = validate_training_set(cfg, "texts")
+    assert summary.success and summary.n_expectations == 10, summary.describe()
+
+    first = sorted((root / "train").glob("*.parquet"))[0]
+    leaked = "call me +1 (415) 555-0132"
+    _rewrite(first, lambda t: _set_column(t, "seq_text", [[leaked]] + t.column("seq_text").to_pylist()[1:]))
+    with pytest.raises(DataQualityError) as err:
+        validate_training_set(cfg, "texts")
+    (failure,) = err.value.summary.failures
+    assert failure.kwargs["unexpected_rows_query"].startswith("/* texts that match a cleaning.pii_patterns pattern")
+    assert [r["pattern"] for r in failure.sample_rows] == ["phone"]
+
+
 def test_missing_manifest_or_splits_fail_clearly(cfg, tmp_path):
     import yaml
 
