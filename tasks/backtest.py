@@ -326,18 +326,20 @@ def predict_all(cfg: PipelineConfig, ts_dir: Path, trained: list[Trained]):
     from tasks.backtest_report import ENSEMBLE, HEURISTIC, SINGLE, ModelPredictions, TestSplit, recency_heuristic
     from tasks.models.calibration import CalibratedPredictor
     from tasks.schema import CANDIDATE_CATEGORY_COLUMN, INTENTS
-    from tasks.training.data import read_manifest
+    from tasks.training.data import read_manifest, split_categories
     from tasks.training.ensemble import load_run_predictor
     from tasks.training.tabular import predict_split, read_split
 
     manifest = read_manifest(ts_dir)
     split = read_split(cfg, ts_dir, "test", manifest)
+    cand_category = split.cand[CANDIDATE_CATEGORY_COLUMN].astype(str).to_numpy()
     test = TestSplit(
         users=split.users[["user_id", "ds"]].astype({"user_id": str, "ds": str}),
         y=split.labels,
         cand_rows=split.cand_rows,
-        cand_category=split.cand[CANDIDATE_CATEGORY_COLUMN].astype(str).to_numpy(),
+        cand_category=cand_category,
         cand_y=split.cand_labels.astype(np.int64),
+        cand_unseen=~np.isin(cand_category, sorted(split_categories(ts_dir, "train"))),
     )
     preds, raw_purchase = [], []
     for t in trained:

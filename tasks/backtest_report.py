@@ -31,7 +31,7 @@ NO_TEXT = "-notext"
 # Families whose models are the yardsticks a candidate must beat, beside the heuristic.
 YARDSTICK_FAMILIES = ("lr", "lightgbm")
 # Metrics of the bootstrap comparisons (higher is better): user level, then user x category level.
-BOOTSTRAP_METRICS = ("roc_auc", "pr_auc", "ndcg", "pair_roc_auc")
+BOOTSTRAP_METRICS = ("roc_auc", "pr_auc", "ndcg", "pair_roc_auc", "hit_rate_unseen")
 BOOTSTRAP_CHUNK = 50  # resamples evaluated per vectorised pass: bounds memory at [chunk, pairs] floats
 
 
@@ -44,11 +44,19 @@ class TestSplit:
     cand_rows: np.ndarray  # [C] row of each candidate's user-day, ascending
     cand_category: np.ndarray  # [C] category_id
     cand_y: np.ndarray  # [C] 0/1: bought in that category in the horizon
+    cand_unseen: np.ndarray | None = None  # [C] bool: the category appears nowhere in the train split
 
     def __post_init__(self) -> None:
         n, c = len(self.users), len(self.cand_rows)
-        if self.y.shape[0] != n or len(self.cand_category) != c or len(self.cand_y) != c:
+        unseen = c if self.cand_unseen is None else len(self.cand_unseen)
+        if self.y.shape[0] != n or len(self.cand_category) != c or len(self.cand_y) != c or unseen != c:
             raise ValueError(f"test split arrays disagree: {n} users, y {self.y.shape}, {c} candidates")
+
+    @property
+    def cand_y_unseen(self) -> np.ndarray | None:
+        """[C] 0/1: bought in that category in the horizon, and the category is unseen in training; None when the
+        split does not say which categories are."""
+        return None if self.cand_unseen is None else self.cand_y * self.cand_unseen
 
     @property
     def user_index(self) -> np.ndarray:
@@ -129,6 +137,11 @@ def model_metrics(split: TestSplit, pred: ModelPredictions, *, k: int, top_k_fra
     _, hit, ndcg = category_ranking_per_user(split.cand_rows, split.cand_y, pred.cand_p, k=k)
     out["hit_rate"] = float(hit.mean()) if len(hit) else math.nan
     out["ndcg"] = float(ndcg.mean()) if len(ndcg) else math.nan
+    if (y_unseen := split.cand_y_unseen) is not None:
+        # Over the user-days that bought in a category never seen in training: one of those in the top k.
+        _, hit_unseen, _ = category_ranking_per_user(split.cand_rows, y_unseen, pred.cand_p, k=k)
+        out["hit_rate_unseen"] = float(hit_unseen.mean()) if len(hit_unseen) else math.nan
+        out["unseen_buyer_days"] = float(len(hit_unseen))
     pair = binary_metrics(split.cand_y.astype(np.int64), np.clip(pred.cand_p, 0.0, 1.0)) if len(split.cand_y) else {}
     out["pair_roc_auc"] = pair.get("roc_auc", math.nan)
     out["pair_pr_auc"] = pair.get("pr_auc", math.nan)
@@ -182,6 +195,9 @@ class Bootstrap:
         s = self.split
         out: dict[str, list[np.ndarray]] = {m: [] for m in (*BOOTSTRAP_METRICS, "ece")}
         rows, hit, ndcg = category_ranking_per_user(s.cand_rows, s.cand_y, pred.cand_p, k=self.k)
+        unseen = None
+        if s.cand_y_unseen is not None and s.cand_y_unseen.any():
+            unseen = category_ranking_per_user(s.cand_rows, s.cand_y_unseen, pred.cand_p, k=self.k)
         for start in range(0, self.resamples, BOOTSTRAP_CHUNK):
             c = self.counts[start : start + BOOTSTRAP_CHUNK]
             auc, ap = weighted_auc_ap(s.y[:, 0], pred.p[:, 0], c[:, self.unit])
@@ -190,6 +206,9 @@ class Bootstrap:
             wr = c[:, self.unit[rows.astype(np.int64)]] if len(rows) else np.zeros((len(c), 0))
             with np.errstate(invalid="ignore", divide="ignore"):
                 out["ndcg"].append((wr * ndcg).sum(axis=1) / wr.sum(axis=1))
+                if unseen is not None:
+                    wu = c[:, self.unit[unseen[0].astype(np.int64)]]
+                    out["hit_rate_unseen"].append((wu * unseen[1]).sum(axis=1) / wu.sum(axis=1))
             pair_auc, _ = weighted_auc_ap(s.cand_y, pred.cand_p, c[:, self.unit[s.cand_rows]])
             out["pair_roc_auc"].append(pair_auc)
             if pred.probabilistic:
@@ -536,6 +555,13 @@ def markdown(report: dict[str, Any]) -> str:
         "all candidate pairs.",
         "",
     ]
+    unseen = [r["metrics"].get("unseen_buyer_days", 0.0) for r in report["models"]]
+    if unseen and unseen[0]:
+        lines += [
+            f"HitRate@{k} unseen: over the {int(unseen[0])} user-days that bought in a candidate category that "
+            f"appears nowhere in the train split, one of those in the top {k}.",
+            "",
+        ]
     lines += _model_table(
         report,
         [
@@ -543,6 +569,7 @@ def markdown(report: dict[str, Any]) -> str:
             (f"NDCG@{k}", "ndcg", True),
             ("pair ROC-AUC", "pair_roc_auc", True),
             ("pair PR-AUC", "pair_pr_auc", False),
+            *([(f"HitRate@{k} unseen", "hit_rate_unseen", True)] if unseen and unseen[0] else []),
         ],
     )
     boot = report["bootstrap"]

@@ -115,6 +115,11 @@ class ConceptDriftConfig(_Section):
         return None if self.start_date is None else dt.date.fromisoformat(self.start_date)
 
 
+class NewCategoriesConfig(_Section):
+    share: float = Field(default=0.25, ge=0.0, le=1.0)
+    from_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)
+
+
 class GeneratorConfig(_Section):
     seed: int
     n_users: int = Field(gt=0)
@@ -124,6 +129,7 @@ class GeneratorConfig(_Section):
     n_categories: int = Field(gt=1)
     chunk_users: int = Field(gt=0)
     concept_drift: ConceptDriftConfig = Field(default_factory=ConceptDriftConfig)
+    new_categories: NewCategoriesConfig = Field(default_factory=NewCategoriesConfig)
 
     @field_validator("start_date")
     @classmethod

@@ -97,6 +97,12 @@ class _Catalog:
     category_ids: np.ndarray  # [n_categories] public category id (str)
     category_code: np.ndarray  # [n_categories] str or ""
     category_queries: np.ndarray  # [n_categories, 3, 16] queries per category, session kind and phrasing
+    launch_day: np.ndarray  # [n_categories] first simulated day the category exists (0: from the start)
+    stand_in: np.ndarray  # [n_categories] the category that takes its sessions and events before its launch
+
+    def launched(self, categories: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """``categories`` [N] as they exist on simulated ``day`` [N]: one not launched yet becomes its stand-in."""
+        return np.where(self.launch_day[categories] > day, self.stand_in[categories], categories)
 
 
 def _pick(options: tuple[str, ...], u: float, avoid: int = -1) -> tuple[str, int]:
@@ -159,6 +165,7 @@ def _catalog(gen: GeneratorConfig) -> _Catalog:
     code = np.array([taxonomy.category_code(k) for k in range(n_cat)], dtype=object)
     code[rng.random(n_cat) < 0.2] = ""
     queries = _category_queries(rng, n_cat)
+    launch_day, stand_in = _launches(gen)
     return _Catalog(
         item_category=item_category,
         cat_offsets=offsets,
@@ -171,7 +178,25 @@ def _catalog(gen: GeneratorConfig) -> _Catalog:
         category_ids=(np.arange(n_cat) + 1).astype(str).astype(object),
         category_code=code,
         category_queries=queries,
+        launch_day=launch_day,
+        stand_in=stand_in,
     )
+
+
+def _launches(gen: GeneratorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """([n_categories] first simulated day of each category, [n_categories] its stand-in before then). Only variants
+    of a product kind launch late; a variant's stand-in is the kind's first category (tasks.sources.taxonomy), which
+    exists from the start. Drawn from a stream of their own, so the other draws do not depend on them."""
+    rng = np.random.default_rng([gen.seed, 2])
+    n_cat, kinds = gen.n_categories, len(taxonomy.LEAVES)
+    stand_in = np.arange(n_cat) % kinds
+    launch = np.zeros(n_cat, dtype=np.int64)
+    variants = np.arange(kinds, n_cat)
+    late = variants[rng.random(len(variants)) < gen.new_categories.share]
+    # Generated day i is simulated day i + 1 (day 0 is the unemitted warm-up).
+    first = int(gen.new_categories.from_fraction * gen.n_days)
+    launch[late] = 1 + rng.integers(first, gen.n_days, size=len(late))
+    return launch, stand_in
 
 
 def _sample_items(rng: np.random.Generator, cat: _Catalog, categories: np.ndarray) -> np.ndarray:
@@ -254,6 +279,7 @@ def _chunk_events(
         rng.choice(len(cat.cat_popularity), size=nb, p=cat.cat_popularity),
         prefs[b_user, rng.choice(3, size=nb, p=[0.5, 0.3, 0.2])],
     )
+    b_focus = cat.launched(b_focus, b_day)
     b_start = bounds[b_day] + np.minimum(_hour_offsets(rng, nb), day_len[b_day] - 1)
 
     # Shopping missions: a focused research session on day d, then (if converted) a buy session the same
@@ -265,6 +291,7 @@ def _chunk_events(
         prefs[mu, rng.integers(0, 3, size=nm)],
         rng.choice(len(cat.cat_popularity), size=nm, p=cat.cat_popularity),
     )
+    m_focus = cat.launched(m_focus, md)
     m_target = _sample_items(rng, cat, m_focus)
     r_len = 2 + rng.geometric(1.0 / 6.0, size=nm)
     r_start = bounds[md] + np.minimum(_hour_offsets(rng, nm), day_len[md] - 1)
@@ -310,6 +337,7 @@ def _chunk_events(
     s_target = np.concatenate([np.full(nb, -1), m_target, m_target[buy]])
     s_len = np.concatenate([b_len, r_len, k_len[buy]]).astype(np.int64)
     s_start = np.concatenate([b_start, r_start, k_start[buy]])
+    s_day = np.concatenate([b_day, md, np.where(same_day, md, next_day)[buy]])
     s_pre = np.concatenate([np.zeros(nb + nm, dtype=np.int64), k_pre[buy]])
     s_cart = np.concatenate([np.zeros(nb + nm, dtype=bool), k_cart[buy]])
     impulse = np.where(drifted[b_day], IMPULSE_BUY * concept.impulse_factor, IMPULSE_BUY)
@@ -351,7 +379,8 @@ def _chunk_events(
     mission_ev = kind != BROWSE
     on_focus = rng.random(n_events) < np.where(mission_ev, 0.92, 0.75)
     stray = prefs[s_user[sess], rng.integers(0, 3, size=n_events)]
-    ecat = np.where(on_focus, s_focus[sess], stray)
+    # A category launched later is not there yet: the session's day decides (a launch opens at local midnight).
+    ecat = np.where(on_focus, s_focus[sess], cat.launched(stray, s_day[sess]))
     item = _sample_items(rng, cat, ecat)
     to_target = (mission_ev & (rng.random(n_events) < MISSION_TARGET_P)) | (rule == TARGET)
     item = np.where(to_target & (s_target[sess] >= 0), s_target[sess], item)

@@ -145,6 +145,20 @@ def read_candidates(training_set_dir: Path, split: str, users: pd.DataFrame, col
     return cand.merge(keys, on=list(CANDIDATE_KEY), how="inner")
 
 
+def split_categories(training_set_dir: Path, split: str) -> set[str]:
+    """Every category id ``split`` mentions: in its users' event sequences and among their candidates."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    seq = pq.read_table([str(f) for f in split_files(training_set_dir, split)], columns=["seq_category"])
+    cand_files = sorted(layers.training_set_candidates(Path(training_set_dir), split).glob("*.parquet"))
+    ids = pc.unique(pc.list_flatten(seq.column("seq_category"))).to_pylist()
+    if cand_files:
+        cand = pq.read_table([str(f) for f in cand_files], columns=[CANDIDATE_CATEGORY_COLUMN])
+        ids += pc.unique(cand.column(CANDIDATE_CATEGORY_COLUMN)).to_pylist()
+    return {str(c) for c in ids if c is not None}
+
+
 def reads_text(cfg: PipelineConfig, manifest: dict[str, Any]) -> bool:
     """Whether models trained on this set read text: ``text.enabled`` and a set built with texts (a source
     without any text, such as the Taobao export, gives a set with none)."""

@@ -127,12 +127,32 @@ def test_the_bootstrap_moves_a_users_days_together_and_pairs_models():
     same = rep.Bootstrap(split, k=2, resamples=200, seed=1).values(a)
     again = boot.values(a)
     # Paired: the same model on the same resamples gives exactly the same values, so a difference of 0.
-    for m in rep.BOOTSTRAP_METRICS:
+    for m in again:
         np.testing.assert_array_equal(same[m], again[m])
-    assert set(again) == {*rep.BOOTSTRAP_METRICS, "ece", "ece_uncalibrated"}
+    # No HitRate on unseen categories where the split does not say which categories training saw.
+    assert set(again) == {*rep.BOOTSTRAP_METRICS, "ece", "ece_uncalibrated"} - {"hit_rate_unseen"}
     lo, hi = rep.interval(again["roc_auc"])
     point = roc_auc_score(split.y[:, 0], a.p[:, 0])
     assert lo < point < hi
+
+
+def test_hit_rate_on_categories_unseen_in_training_counts_the_days_that_bought_one():
+    base = _split(n_users=80)
+    # Candidate c2 of every user-day is a category the train split never saw.
+    unseen = base.cand_category == "c2"
+    split = rep.TestSplit(base.users, base.y, base.cand_rows, base.cand_category, base.cand_y, unseen)
+    first = rep.ModelPredictions("lstm", rep.SINGLE, 0, base.y * 0.5, np.where(unseen, 0.9, 0.1), None)
+    last = rep.ModelPredictions("lr", rep.SINGLE, 0, base.y * 0.5, np.where(unseen, 0.05, 0.5), None)
+    m_first = rep.model_metrics(split, first, k=1, top_k_fraction=0.1)
+    m_last = rep.model_metrics(split, last, k=1, top_k_fraction=0.1)
+    bought_unseen = np.unique(split.cand_rows[(split.cand_y == 1) & unseen])
+    assert m_first["unseen_buyer_days"] == m_last["unseen_buyer_days"] == len(bought_unseen) > 0
+    assert m_first["hit_rate_unseen"] == 1.0 and m_last["hit_rate_unseen"] == 0.0
+    # The seen categories' ranking is untouched by the split's flag.
+    assert rep.model_metrics(base, first, k=1, top_k_fraction=0.1)["hit_rate"] == m_first["hit_rate"]
+    assert "hit_rate_unseen" not in rep.model_metrics(base, first, k=1, top_k_fraction=0.1)
+    values = rep.Bootstrap(split, k=1, resamples=100, seed=0).values(first)
+    assert (values["hit_rate_unseen"] == 1.0).all()
 
 
 def test_compare_reports_each_model_against_the_best_yardstick():
@@ -165,7 +185,7 @@ def test_a_pretrained_family_is_also_compared_with_the_same_family_from_fresh_we
     metrics = {p.label: rep.model_metrics(split, p, k=2, top_k_fraction=0.1) for p in preds}
     rows, _ = rep.compare(split, preds, metrics, k=2, resamples=300, seed=0)
     against_fresh = {r["metric"]: r for r in rows if r["reference"] == fresh.label}
-    assert set(against_fresh) == set(rep.BOOTSTRAP_METRICS)
+    assert set(against_fresh) == set(rep.BOOTSTRAP_METRICS) - {"hit_rate_unseen"}
     assert {r["model"] for r in against_fresh.values()} == {pretrained.label}
     roc = against_fresh["roc_auc"]
     assert roc["difference"] == pytest.approx(metrics[pretrained.label]["roc_auc"] - metrics[fresh.label]["roc_auc"])

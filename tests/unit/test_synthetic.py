@@ -271,3 +271,40 @@ def test_the_text_changes_no_behaviour(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(a[behaviour], b[behaviour])
     assert ((a["query"] != "") == (b["query"] != "")).all()
     assert (b.loc[b["query"] != "", "query"].str.endswith(" please")).all()
+
+
+def test_new_categories_appear_part_way_as_variants_of_a_kind_that_exists(log_dir):
+    out, _ = log_dir
+    events = _read(out)
+    gen = _gen()
+    launch, stand_in = synthetic._launches(gen)
+    late = np.flatnonzero(launch > 0)
+    assert len(late) >= 3
+    first_day = events.groupby("category_id")["dt"].min()
+    days = [(gen.start + dt.timedelta(days=i)).isoformat() for i in range(gen.n_days)]
+    for k in late:
+        # Simulated day j is generated day j - 1; launches land in the second half of the log.
+        assert gen.n_days // 2 <= launch[k] - 1 < gen.n_days
+        cid = str(k + 1)
+        assert cid not in first_day or first_day[cid] >= days[launch[k] - 1]
+        assert launch[stand_in[k]] == 0
+        assert taxonomy.category_code(k).startswith(taxonomy.category_code(stand_in[k]) + ".")
+    seen_late = [k for k in late if str(k + 1) in first_day]
+    assert len(seen_late) >= len(late) // 2, "most launched categories are visited after their launch"
+
+
+def test_launches_move_categories_only(tmp_path):
+    never, some = tmp_path / "never", tmp_path / "some"
+    every = _gen(n_users=300, n_days=6, chunk_users=150, new_categories={"share": 1.0})
+    generate(_gen(n_users=300, n_days=6, chunk_users=150, new_categories={"share": 0.0}), never)
+    generate(every, some)
+    a, b = _read(never), _read(some)
+    behaviour = ["event_time", "user_id", "event_type", "session_id", "dt"]
+    pd.testing.assert_frame_equal(a[behaviour], b[behaviour])
+    assert ((a["query"] != "") == (b["query"] != "")).all()
+    launch, stand_in = synthetic._launches(every)
+    moved = a["category_id"] != b["category_id"]
+    assert moved.any()
+    k = a.loc[moved, "category_id"].astype(int).to_numpy() - 1
+    assert (launch[k] > 0).all()
+    assert (b.loc[moved, "category_id"].astype(int).to_numpy() - 1 == stand_in[k]).all()
