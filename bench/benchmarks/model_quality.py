@@ -88,7 +88,11 @@ def quality_rows(dataset: str, report: dict) -> list[dict]:
                 "sum p / buyers": cell(m, {}, "predicted_over_observed", 3),
                 f"NDCG@{k}": cell(m, iv, "ndcg"),
                 "pair ROC-AUC": cell(m, iv, "pair_roc_auc"),
-                **({f"HitRate@{k} unseen": cell(m, iv, "hit_rate_unseen")} if m.get("unseen_buyer_days") else {}),
+                **(
+                    {f"HitRate@{k} unseen": cell(m, iv, "hit_rate_unseen"), "top 1 unseen": cell(m, iv, "top1_unseen")}
+                    if m.get("unseen_buyer_days")
+                    else {}
+                ),
                 "ROC-AUC of single seeds": f"{s['min']:.4f}..{s['max']:.4f} (sd {s['sd']:.4f})" if s else "",
             }
         )

@@ -130,7 +130,7 @@ def test_the_bootstrap_moves_a_users_days_together_and_pairs_models():
     for m in again:
         np.testing.assert_array_equal(same[m], again[m])
     # No HitRate on unseen categories where the split does not say which categories training saw.
-    assert set(again) == {*rep.BOOTSTRAP_METRICS, "ece", "ece_uncalibrated"} - {"hit_rate_unseen"}
+    assert set(again) == {*rep.BOOTSTRAP_METRICS, "ece", "ece_uncalibrated"} - set(rep.UNSEEN_METRICS)
     lo, hi = rep.interval(again["roc_auc"])
     point = roc_auc_score(split.y[:, 0], a.p[:, 0])
     assert lo < point < hi
@@ -141,18 +141,31 @@ def test_hit_rate_on_categories_unseen_in_training_counts_the_days_that_bought_o
     # Candidate c2 of every user-day is a category the train split never saw.
     unseen = base.cand_category == "c2"
     split = rep.TestSplit(base.users, base.y, base.cand_rows, base.cand_category, base.cand_y, unseen)
-    first = rep.ModelPredictions("lstm", rep.SINGLE, 0, base.y * 0.5, np.where(unseen, 0.9, 0.1), None)
-    last = rep.ModelPredictions("lr", rep.SINGLE, 0, base.y * 0.5, np.where(unseen, 0.05, 0.5), None)
-    m_first = rep.model_metrics(split, first, k=1, top_k_fraction=0.1)
-    m_last = rep.model_metrics(split, last, k=1, top_k_fraction=0.1)
+
+    def ranking(scores: dict[str, float]) -> rep.ModelPredictions:
+        cand_p = np.array([scores[c] for c in base.cand_category])
+        return rep.ModelPredictions("lstm", rep.SINGLE, 0, base.y * 0.5, cand_p, None)
+
+    first, second, last = (
+        rep.model_metrics(split, ranking(s), k=2, top_k_fraction=0.1)
+        for s in (
+            {"c0": 0.2, "c1": 0.1, "c2": 0.9},
+            {"c0": 0.9, "c1": 0.1, "c2": 0.5},
+            {"c0": 0.9, "c1": 0.5, "c2": 0.1},
+        )
+    )
     bought_unseen = np.unique(split.cand_rows[(split.cand_y == 1) & unseen])
-    assert m_first["unseen_buyer_days"] == m_last["unseen_buyer_days"] == len(bought_unseen) > 0
-    assert m_first["hit_rate_unseen"] == 1.0 and m_last["hit_rate_unseen"] == 0.0
-    # The seen categories' ranking is untouched by the split's flag.
-    assert rep.model_metrics(base, first, k=1, top_k_fraction=0.1)["hit_rate"] == m_first["hit_rate"]
-    assert "hit_rate_unseen" not in rep.model_metrics(base, first, k=1, top_k_fraction=0.1)
-    values = rep.Bootstrap(split, k=1, resamples=100, seed=0).values(first)
-    assert (values["hit_rate_unseen"] == 1.0).all()
+    assert first["unseen_buyer_days"] == last["unseen_buyer_days"] == len(bought_unseen) > 0
+    assert first["unseen_candidates"] == 3.0
+    assert (first["hit_rate_unseen"], first["top1_unseen"]) == (1.0, 1.0)
+    assert (second["hit_rate_unseen"], second["top1_unseen"]) == (1.0, 0.0)
+    assert (last["hit_rate_unseen"], last["top1_unseen"]) == (0.0, 0.0)
+    # The ranking over all bought categories is the same metric as before; a split without the flag has no unseen.
+    plain = rep.model_metrics(base, ranking({"c0": 0.2, "c1": 0.1, "c2": 0.9}), k=2, top_k_fraction=0.1)
+    assert plain["hit_rate"] == first["hit_rate"]
+    assert not set(rep.UNSEEN_METRICS) & set(plain)
+    values = rep.Bootstrap(split, k=2, resamples=100, seed=0).values(ranking({"c0": 0.9, "c1": 0.1, "c2": 0.5}))
+    assert (values["hit_rate_unseen"] == 1.0).all() and (values["top1_unseen"] == 0.0).all()
 
 
 def test_compare_reports_each_model_against_the_best_yardstick():
@@ -185,7 +198,7 @@ def test_a_pretrained_family_is_also_compared_with_the_same_family_from_fresh_we
     metrics = {p.label: rep.model_metrics(split, p, k=2, top_k_fraction=0.1) for p in preds}
     rows, _ = rep.compare(split, preds, metrics, k=2, resamples=300, seed=0)
     against_fresh = {r["metric"]: r for r in rows if r["reference"] == fresh.label}
-    assert set(against_fresh) == set(rep.BOOTSTRAP_METRICS) - {"hit_rate_unseen"}
+    assert set(against_fresh) == set(rep.BOOTSTRAP_METRICS) - set(rep.UNSEEN_METRICS)
     assert {r["model"] for r in against_fresh.values()} == {pretrained.label}
     roc = against_fresh["roc_auc"]
     assert roc["difference"] == pytest.approx(metrics[pretrained.label]["roc_auc"] - metrics[fresh.label]["roc_auc"])
