@@ -323,8 +323,9 @@ class TrainingConfig(_Section):
     category_loss_weight: float = Field(ge=0.0)
     # k of HitRate@k and NDCG@k over each user's candidate categories.
     category_eval_k: int = Field(gt=0)
-    # Pretrained behaviour encoder a torchrun family of its type starts from (models:/<name>/<version> or
-    # models:/<name>@<alias>); None: fresh weights. The training DAG passes the version its pretrain task made.
+    # Pretrained behaviour encoder or registered intent model (the champion: a warm start) a torchrun family of its
+    # type starts from (models:/<name>/<version> or models:/<name>@<alias>); None: fresh weights. The training DAG
+    # passes the version its pretrain task made.
     init_from: str | None
 
     @field_validator("init_from")

@@ -266,12 +266,13 @@ class IntentModel(nn.Module):
     def init_sequence_encoder(
         self, state: dict[str, Tensor], source_categories: dict[str, int], categories: dict[str, int]
     ) -> list[str]:
-        """Start from a pretrained sequence encoder of this family (``state``: its ``sequence_encoder_state``);
+        """Start from a pretrained sequence encoder of this family (``state``: its ``sequence_encoder_state``), or
+        from a whole trained model of it (its ``state_dict``, such as the champion's: the heads are copied too);
         returns the names of the tensors copied.
 
         The category table is copied row by row by category id (``source_categories`` and ``categories``: raw
-        id -> row of the pretrained and of this model's vocabulary), with the padding and OOV rows; a category
-        the pretraining never saw keeps its fresh row. Every other tensor must have this model's shape.
+        id -> row of the source's and of this model's vocabulary), with the padding and OOV rows; a category
+        the source never saw keeps its fresh row. Every other tensor must have this model's shape.
         """
         own = self.state_dict()
         table = "embed.tables.seq_category.weight"
@@ -283,6 +284,15 @@ class IntentModel(nn.Module):
                 f"the pretrained encoder lacks {len(missing)} tensor(s) of this model, e.g. {missing[:3]} "
                 "(pretrain on a training set of the same text setting)"
             )
+        heads = [n for n in own if n.split(".", 1)[0] in self.HEAD_MODULES]
+        if any(n in state for n in heads):
+            absent = sorted(set(heads) - set(state))
+            if absent:
+                raise ValueError(
+                    f"the source model lacks head tensor(s) of this model, e.g. {absent[:3]} (it was trained "
+                    "without the tabular or pair features this one reads)"
+                )
+            names += heads
         # Every shape is checked before anything is copied, so a mismatch leaves this model as it was.
         for name in names:
             # The category table's rows are matched by id; only its width must agree.

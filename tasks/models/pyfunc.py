@@ -286,7 +286,26 @@ def log_encoder_model(predictor: Predictor, example: pd.DataFrame, *, name: str,
 
 def load_encoder(uri: str):
     """The ``TorchPredictor`` (model and feature encoder) of a registered pretrained encoder."""
+    predictor, whole = load_start(uri)
+    if whole:
+        raise ValueError(f"{uri} is not a pretrained behaviour encoder (tasks.pretrain) but an intent model")
+    return predictor
+
+
+def load_start(uri: str) -> tuple[Any, bool]:
+    """What a training can start from, and whether it is a whole trained model: a registered pretrained encoder
+    (tasks.pretrain; its ``TorchPredictor`` holds the sequence encoder, False), or a registered intent model such
+    as the champion (True; a weekly retrain warm-starting from it), unwrapped to its first seed before calibration:
+    a ``TorchPredictor`` for a torchrun family, another ``Predictor`` (whose ``model_type`` names it) else."""
+    from tasks.models.calibration import CalibratedPredictor
+    from tasks.models.ensemble import SeedEnsemble
+
     wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    if not isinstance(wrapper, EncoderPyfunc):
-        raise ValueError(f"{uri} is not a pretrained behaviour encoder (tasks.pretrain) but a {type(wrapper).__name__}")
-    return wrapper.predictor
+    if isinstance(wrapper, EncoderPyfunc):
+        return wrapper.predictor, False
+    if not isinstance(wrapper, IntentPyfunc):
+        raise ValueError(f"{uri} is neither a pretrained encoder nor an intent model but a {type(wrapper).__name__}")
+    predictor = wrapper.predictor
+    while isinstance(predictor, SeedEnsemble | CalibratedPredictor):
+        predictor = predictor.members[0] if isinstance(predictor, SeedEnsemble) else predictor.inner
+    return predictor, True

@@ -258,25 +258,26 @@ def _build(job: TrainingJob, data: EncodedData) -> Fitting:
 
 
 def _init_from_pretrained(job: TrainingJob, model: IntentModel, encoder: FeatureEncoder) -> dict[str, Any]:
-    """Rank 0 copies the sequence encoder of ``training.init_from`` into ``model`` when the encoder is of this
-    family (the DDP wrap then broadcasts it); a family of another type starts from fresh weights."""
-    from tasks.models.pyfunc import load_encoder
+    """Rank 0 copies ``training.init_from`` into ``model`` when it is of this family (the DDP wrap then broadcasts
+    it): a pretrained encoder's sequence encoder, or the whole of a trained intent model (the champion, heads
+    included); a family of another type starts from fresh weights."""
+    from tasks.models.pyfunc import load_start
     from tasks.registry import mlflow_store
 
     uri = job.cfg.training.init_from
     assert uri is not None
     with mlflow_store(job.cfg):
-        pretrained = load_encoder(uri)
+        pretrained, whole = load_start(uri)
     if pretrained.model_type != job.model_type:
-        rank0_print(f"{job.model_type} starts from fresh weights: {uri} is a {pretrained.model_type} encoder")
+        what = "model" if whole else "encoder"
+        rank0_print(f"{job.model_type} starts from fresh weights: {uri} is a {pretrained.model_type} {what}")
         return {"init_from": "none", "init_tensors": 0}
-    copied = model.init_sequence_encoder(
-        pretrained.model.sequence_encoder_state(), pretrained.encoder.category_index, encoder.category_index
-    )
+    state = pretrained.model.state_dict() if whole else pretrained.model.sequence_encoder_state()
+    copied = model.init_sequence_encoder(state, pretrained.encoder.category_index, encoder.category_index)
     shared = len(set(pretrained.encoder.category_index) & set(encoder.category_index))
     rank0_print(
-        f"{job.model_type} starts from {uri}: {len(copied)} sequence-encoder tensors, {shared} of "
-        f"{len(encoder.category_index)} category rows"
+        f"{job.model_type} starts from {uri}: {len(copied)} tensors of its "
+        f"{'whole model' if whole else 'sequence encoder'}, {shared} of {len(encoder.category_index)} category rows"
     )
     return {"init_from": uri, "init_tensors": len(copied)}
 

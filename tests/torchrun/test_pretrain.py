@@ -1,5 +1,6 @@
 """Masked-event pretraining under torchrun (2 gloo processes): the registered encoder and its alias, its pyfunc,
-and a BERT fine-tuning that starts from its weights (checked on the registered model's tensors)."""
+a BERT fine-tuning that starts from its weights (checked on the registered model's tensors), and a retrain that
+warm-starts from that fine-tuned model as the champion."""
 
 from __future__ import annotations
 
@@ -66,9 +67,15 @@ def test_the_packaged_encoder_gives_each_user_its_sequence_representation(pretra
     assert all(len(v) == 32 for v in out["embedding"])
 
 
-def test_a_bert_fine_tuning_starts_from_the_pretrained_weights(pretrained):
+@pytest.fixture(scope="module")
+def fine_tuned(pretrained):
     cfg, ts, result = pretrained
-    trained = launch(cfg, ts, model_type="bert", epochs=1, nproc=2, allow_unvalidated=True, init_from=result.model_uri)
+    return launch(cfg, ts, model_type="bert", epochs=1, nproc=2, allow_unvalidated=True, init_from=result.model_uri)
+
+
+def test_a_bert_fine_tuning_starts_from_the_pretrained_weights(pretrained, fine_tuned):
+    cfg, ts, result = pretrained
+    trained = fine_tuned
     client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
     params = client.get_run(trained.run_id).data.params
     assert params["init_from"] == result.model_uri and params["training.init_from"] == result.model_uri
@@ -109,3 +116,24 @@ def test_a_set_without_events_at_its_train_cutoffs_fails_with_the_reason(pretrai
     with pytest.raises(PretrainDataError, match="0 user rows with events at train cutoffs 2026-01-05, 2026-01-06"):
         pretrain_distributed(cfg, empty, tmp_path / "out.json")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_retrain_warm_starts_from_the_champions_whole_model(pretrained, fine_tuned):
+    cfg, ts, _ = pretrained
+    client = MlflowClient(tracking_uri=cfg.mlflow.resolved_tracking_uri)
+    client.set_registered_model_alias(cfg.mlflow.model_name, cfg.mlflow.champion_alias, fine_tuned.model_version)
+    champion_uri = f"models:/{cfg.mlflow.model_name}@{cfg.mlflow.champion_alias}"
+    retrained = launch(cfg, ts, model_type="bert", epochs=1, nproc=1, allow_unvalidated=True, init_from=champion_uri)
+    with mlflow_store(cfg):
+        before = mlflow.pyfunc.load_model(fine_tuned.model_uri).unwrap_python_model().predictor.inner
+        after = mlflow.pyfunc.load_model(retrained.model_uri).unwrap_python_model().predictor.inner
+        with pytest.raises(ValueError, match="not a pretrained behaviour encoder"):
+            load_encoder(champion_uri)
+    params = client.get_run(retrained.run_id).data.params
+    assert params["init_from"] == champion_uri
+    # Heads included: every tensor of the champion's model.
+    assert int(params["init_tensors"]) == len(after.model.state_dict()) > len(after.model.sequence_encoder_state())
+    pre, post = before.model.state_dict(), after.model.state_dict()
+    # A learning rate of 1e-9 leaves the weights where they started: the champion's.
+    for name in ("head.3.weight", "category_head.0.weight", "bert.encoder.layer.0.attention.self.query.weight"):
+        torch.testing.assert_close(post[name], pre[name], atol=1e-6, rtol=0)

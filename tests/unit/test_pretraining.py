@@ -178,6 +178,30 @@ def test_a_fine_tuning_starts_from_the_pretrained_sequence_encoder_with_categori
         fresh.init_sequence_encoder(_model("lstm").sequence_encoder_state(), source, target)
 
 
+def test_a_warm_start_from_a_whole_trained_model_copies_the_heads_too():
+    torch.manual_seed(0)
+    champion = _model("lstm", n_tabular=4, n_pair_tabular=2)
+    torch.manual_seed(1)
+    fresh = _model("lstm", n_tabular=4, n_pair_tabular=2)
+    source = {"a": 2, "b": 3}
+    copied = fresh.init_sequence_encoder(champion.state_dict(), source, {"b": 2, "a": 3})
+    assert set(copied) == set(fresh.state_dict())
+    for name in ("head.0.weight", "tabular_mlp.0.weight", "pair_mlp.0.weight", "category_head.3.bias"):
+        assert torch.equal(fresh.state_dict()[name], champion.state_dict()[name]), name
+    table, src = (
+        fresh.state_dict()["embed.tables.seq_category.weight"],
+        champion.state_dict()["embed.tables.seq_category.weight"],
+    )
+    assert torch.equal(table[3], src[2]) and torch.equal(table[2], src[3])
+
+    # A champion without the pair features this model reads: refused, nothing copied.
+    without_pairs = _model("lstm", n_tabular=4)
+    kept = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ValueError, match="lacks head tensor"):
+        fresh.init_sequence_encoder(without_pairs.state_dict(), source, source)
+    assert all(torch.equal(v, kept[k]) for k, v in fresh.state_dict().items())
+
+
 def test_holdout_users_are_stable_and_about_the_configured_share():
     users = pd.Series([f"u{i}" for i in range(20_000)])
     held = holdout_mask(users, 0.1)
