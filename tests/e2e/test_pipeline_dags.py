@@ -163,6 +163,52 @@ def test_warehouse_rows_carry_the_champion(demo, env):
     assert n > 50 and 0.0 <= lo <= hi <= 1.0
 
 
+def _stored_bytes(path) -> bytes:
+    """A file's bytes as stored, plus what it holds once unpacked (Parquet as CSV, zip and gzip members)."""
+    import gzip
+    import zipfile
+
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pandas().to_csv().encode()
+    data = path.read_bytes()
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            data += b"".join(z.read(name) for name in z.namelist())
+    elif data[:2] == b"\x1f\x8b":
+        data += gzip.decompress(data)
+    return data
+
+
+def test_personal_data_pasted_into_queries_reaches_no_mlflow_artifact_or_warehouse_table(demo, env):
+    """The demo's log has contact and card details pasted into some queries (tests.helpers.e2e.paste_personal_data):
+    the models that read text carry the scrubbed queries, and no artifact, MLflow record or table carries the
+    data."""
+    _, cfg = env
+    from pathlib import Path
+
+    secrets = [b"john.doe", b"1111 1111", b"555-0132", b"7946 0958"]
+    store = [p for p in Path(cfg.mlflow.artifact_root).rglob("*") if p.is_file()]
+    store.append(Path(cfg.mlflow.resolved_tracking_uri.removeprefix("sqlite:///")))
+    stored = {str(p): _stored_bytes(p) for p in store}
+    assert len(stored) > 20
+    # The pasted queries did reach the models, scrubbed: "email me at [email] pls" in a text-reading model's encoder.
+    assert any(b"email me at [email] pls" in data for data in stored.values())
+    leaked = {path: [s for s in secrets if s in data] for path, data in stored.items()}
+    assert not {path: found for path, found in leaked.items() if found}
+
+    columns = warehouse_rows(
+        cfg,
+        "select table_name, column_name from information_schema.columns "
+        "where data_type in ('VARCHAR', 'text', 'character varying')",
+    )
+    assert {"intent_scores", "intent_model_health"} <= {table for table, _ in columns}
+    for table, column in columns:
+        matches = " or ".join(f"\"{column}\" like '%{s.decode()}%'" for s in secrets)
+        assert warehouse_rows(cfg, f'select count(*) from "{table}" where {matches}') == [(0,)], (table, column)
+
+
 def test_the_family_selected_on_validation_is_promoted_and_scores_with_reasons_and_categories(demo, env):
     _, cfg = env
     from mlflow import MlflowClient

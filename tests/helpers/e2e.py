@@ -49,7 +49,8 @@ def generate_log_with_drift_ahead(cfg, held_back: Path) -> None:
 
     One simulation, so a held-back day continues its users' histories as a real next day would (the generator's
     draws depend on its length: a separately generated later log would not). The drop zone is stamped with the
-    demo's generator config, so `make demo` takes these days as its log.
+    demo's generator config, so `make demo` takes these days as its log. Some of its search queries carry personal
+    data (``paste_personal_data``), which must reach no layer past raw, artifact or table.
     """
     from tasks.demo import GENERATOR_STAMP, generator_stamp
     from tasks.layers import incoming_dir
@@ -67,7 +68,26 @@ def generate_log_with_drift_ahead(cfg, held_back: Path) -> None:
     for i in range(DRIFT_DAYS):
         name = f"dt={LAST_DS + dt.timedelta(days=i)}"
         shutil.move(out / name, held_back / name)
+    paste_personal_data(out)
     (out / GENERATOR_STAMP).write_text(generator_stamp(cfg))
+
+
+def paste_personal_data(folder: Path, every: int = 5) -> int:
+    """Put one of tests.helpers.events.PASTED_QUERIES in place of every ``every``-th search query of each day under
+    ``folder`` (the drop zone's dt=<day>/events.csv), as users who paste contact or card details into a search
+    box; returns how many queries now carry personal data."""
+    import pandas as pd
+
+    from tests.helpers.events import PASTED_QUERIES
+
+    pasted = 0
+    for path in sorted(folder.glob("dt=*/events.csv")):
+        events = pd.read_csv(path, dtype=str, keep_default_na=False)
+        rows = events.index[events["query"] != ""][::every]
+        events.loc[rows, "query"] = [PASTED_QUERIES[(pasted + i) % len(PASTED_QUERIES)][0] for i in range(len(rows))]
+        events.to_csv(path, index=False, lineterminator="\n")
+        pasted += len(rows)
+    return pasted
 
 
 def run(environ, *args, check=True) -> subprocess.CompletedProcess:

@@ -23,6 +23,15 @@ from tasks.schema import EVENT_COLUMNS, EVENT_TYPES
 
 UTC = dt.UTC
 
+# Personal data users paste into a search box, each with a piece of it that must never be stored past the raw
+# layer (cleaning scrubs it: conf/pipeline.yaml cleaning.pii_patterns).
+PASTED_QUERIES = [
+    ("email me at john.doe+shop@example.co.uk pls", "john.doe"),
+    ("refund card 4111 1111 1111 1111", "4111"),
+    ("call 415-555-0132 for delivery", "555-0132"),
+    ("+44 20 7946 0958 sofa", "7946"),
+]
+
 _ARROW_TYPES = {"timestamp": pa.timestamp("us", tz="UTC"), "string": pa.string(), "double": pa.float64()}
 ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES[t]) for c, t in EVENT_COLUMNS.items()])
 

@@ -16,6 +16,7 @@ from tasks.errors import NoDataError
 from tasks.layers import events_partition, text_embeddings_partition, text_embeddings_root, text_encoder_record
 from tasks.models.text_encoder import DEFAULT_NAME, EncoderIdentity, TextEncoder
 from tasks.schema import EVENT_COLUMNS
+from tests.helpers.events import PASTED_QUERIES
 
 pytestmark = pytest.mark.spark
 
@@ -105,14 +106,6 @@ def test_a_day_without_texts_writes_nothing_and_a_missing_day_is_named(spark, cf
 
 
 # Details users paste into a search box, and the part of each that must never be stored past the raw layer.
-PASTED = [
-    ("email me at john.doe+shop@example.co.uk pls", "john.doe"),
-    ("refund card 4111 1111 1111 1111", "4111"),
-    ("call 415-555-0132 for delivery", "555-0132"),
-    ("+44 20 7946 0958 sofa", "7946"),
-]
-
-
 def test_personal_data_in_queries_reaches_neither_the_text_layer_nor_the_features(spark, cfg):
     from spark_jobs import features
     from spark_jobs.clean_events import clean_day
@@ -121,7 +114,7 @@ def test_personal_data_in_queries_reaches_neither_the_text_layer_nor_the_feature
     header = ",".join(EVENT_COLUMNS)
     lines = [
         f"2026-01-02T10:{i:02d}:00Z,u{i % 5},{100 + i},c{i % 3},view,1.0,s{i},{q},,electronics.smartphone"
-        for i, (q, _) in enumerate(PASTED * 5)
+        for i, (q, _) in enumerate(PASTED_QUERIES * 5)
     ]
     folder = raw_partition(cfg, "synthetic", DAY1)
     folder.mkdir(parents=True)
@@ -140,5 +133,5 @@ def test_personal_data_in_queries_reaches_neither_the_text_layer_nor_the_feature
     }
     assert "email me at [email] pls" in stored["text layer"] and "[phone] sofa" in stored["features"]
     for where, texts in stored.items():
-        leaked = [t for t in texts for _, secret in PASTED if secret in t]
+        leaked = [t for t in texts for _, secret in PASTED_QUERIES if secret in t]
         assert not leaked, (where, leaked)
