@@ -20,7 +20,14 @@ from tests.helpers.config import isolated_config
 
 # Families every backtest trains, and seeds per family (the spread over seeds and the seed ensembles).
 CANDIDATES = ("lr", "lightgbm", "lstm", "bert")
+SEQUENCE = ("lstm", "bert")  # the families that read event sequences (and text, and a pretrained encoder)
 SEEDS = 3
+YARDSTICKS = ("heuristic", "lr", "lightgbm")
+
+
+def report_family(label: str) -> str:
+    """The model of a report label ("bert-pretrained (mean of 3 seeds)" -> "bert-pretrained")."""
+    return label.split(" ", 1)[0]
 
 
 def synthetic_args(cfg: PipelineConfig, export: Path, n_users: int, n_days: int) -> dict[str, Any]:

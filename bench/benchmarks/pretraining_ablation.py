@@ -12,28 +12,27 @@ from __future__ import annotations
 
 import argparse
 
-from bench.benchmarks.model_quality import backtest_datasets, comparison_rows, quality_rows
+from bench.benchmarks.model_quality import (
+    CANDIDATES,
+    SEEDS,
+    SEQUENCE,
+    YARDSTICKS,
+    backtest_datasets,
+    comparison_rows,
+    quality_rows,
+    report_family,
+)
 from bench.data import backtest
 from bench.harness import timed, workdir
 from tasks.backtest_report import PRETRAINED
 from tests.helpers.config import isolated_config
-
-CANDIDATES = ("lr", "lightgbm", "lstm", "bert")
-PRETRAIN = ("lstm", "bert")
-SEEDS = 3
-YARDSTICKS = ("heuristic", "lr", "lightgbm")
-
-
-def _family(label: str) -> str:
-    """The model of a report label ("bert-pretrained (mean of 3 seeds)" -> "bert-pretrained")."""
-    return label.split(" ", 1)[0]
 
 
 def run(args: argparse.Namespace) -> dict:
     n_users = 400 if args.quick else max(200, int(3000 * args.scale))
     n_days = 10 if args.quick else 14
     seeds = 1 if args.quick else SEEDS
-    extra = ["--candidates", ",".join(CANDIDATES), "--seeds", str(seeds), "--pretrain", ",".join(PRETRAIN)]
+    extra = ["--candidates", ",".join(CANDIDATES), "--seeds", str(seeds), "--pretrain", ",".join(SEQUENCE)]
     if args.quick:
         extra += ["--epochs", "1", "--bootstrap", "200"]
     table, against_fresh, against_yardstick, encoders, notes = [], [], [], [], []
@@ -45,10 +44,10 @@ def run(args: argparse.Namespace) -> dict:
             print(f"  {name}: backtest {wall:.0f}s", flush=True)
             table += quality_rows(name, report)
             for c in comparison_rows(name, report):
-                model, ref = _family(c["model"]), _family(c["best yardstick"])
+                model, ref = report_family(c["model"]), report_family(c["best yardstick"])
                 if ref == model.removesuffix(PRETRAINED):
                     against_fresh.append({("reference" if k == "best yardstick" else k): v for k, v in c.items()})
-                elif ref in YARDSTICKS and model.removesuffix(PRETRAINED) in PRETRAIN:
+                elif ref in YARDSTICKS and model.removesuffix(PRETRAINED) in SEQUENCE:
                     against_yardstick.append(c)
             fields = ("event_type", "category", "item")
             for family, e in report["pretrained"].items():

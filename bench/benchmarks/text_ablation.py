@@ -16,22 +16,21 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.benchmarks.model_quality import comparison_rows, quality_rows, synthetic_args
+from bench.benchmarks.model_quality import (
+    CANDIDATES,
+    SEEDS,
+    SEQUENCE,
+    YARDSTICKS,
+    comparison_rows,
+    quality_rows,
+    report_family,
+    synthetic_args,
+)
 from bench.data import backtest
 from bench.harness import timed, workdir
 from tasks.backtest_report import NO_TEXT, PRETRAINED
 from tasks.config import with_overrides
 from tests.helpers.config import isolated_config
-
-CANDIDATES = ("lr", "lightgbm", "lstm", "bert")
-SEQUENCE = ("lstm", "bert")
-SEEDS = 3
-YARDSTICKS = ("heuristic", "lr", "lightgbm")
-
-
-def _family(label: str) -> str:
-    """The model of a report label ("bert-notext (mean of 3 seeds)" -> "bert-notext")."""
-    return label.split(" ", 1)[0]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> dict:
     table = quality_rows(name, report)
     against_variant, against_yardstick = [], []
     for c in comparison_rows(name, report):
-        model, ref = _family(c["model"]), _family(c["best yardstick"])
+        model, ref = report_family(c["model"]), report_family(c["best yardstick"])
         base = model.removesuffix(PRETRAINED).removesuffix(NO_TEXT)
         if ref in YARDSTICKS:
             if base in SEQUENCE:
