@@ -186,17 +186,13 @@ def add_texts(model: Any, texts: list[str], vectors: np.ndarray) -> int:
     return add(texts, vectors) if add is not None and texts else 0
 
 
-def new_text_vectors(cfg: PipelineConfig, ref: ChampionRef, ds: dt.date) -> tuple[list[str], np.ndarray] | None:
+def new_text_vectors(cfg: PipelineConfig, meta: dict[str, Any], ds: dt.date) -> tuple[list[str], np.ndarray] | None:
     """(texts, vectors [n, dim]) that the nightly text step encoded after the model's training (text-embedding
-    partitions of its encoder for the days after its ``text_through``, before ``ds``): the queries and category
-    codes first seen since, which the model reads instead of counting as no text. None for a model without text."""
-    import pyarrow.parquet as pq
-    from mlflow.models import get_model_info
+    partitions of its encoder for the days after its ``text_through``, before ``ds``; ``meta``: the packaged
+    model's MLflow metadata): the queries and category codes first seen since, which the model reads instead of
+    counting as no text. None for a model without text."""
+    from tasks.models.text_encoder import read_text_vectors
 
-    from tasks.registry import mlflow_store
-
-    with mlflow_store(cfg):
-        meta = get_model_info(ref.uri).metadata or {}
     encoder, through = meta.get("text_encoder"), meta.get("text_through")
     if not encoder or not through:
         return None
@@ -207,12 +203,7 @@ def new_text_vectors(cfg: PipelineConfig, ref: ChampionRef, ds: dt.date) -> tupl
         if (day := partition_day(p.name, DAY_KEY)) is not None and dt.date.fromisoformat(through) < day < ds
         for f in sorted(p.glob("*.parquet"))
     ]
-    if not files:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    table = pq.read_table([str(f) for f in files], columns=["text", "vector"])
-    texts = [str(t) for t in table.column("text").to_pylist()]
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return texts, flat.reshape(len(texts), -1)
+    return read_text_vectors(files)
 
 
 def model_predictor(model: Any) -> tuple[Callable[[pd.DataFrame, dict[str, Any]], pd.DataFrame], bool]:
@@ -430,29 +421,23 @@ def score_users(
     return scored.select(*cols)
 
 
-def _check_model_inputs(cfg: PipelineConfig, ref: ChampionRef, features_columns: list[str]):
+def _check_model_inputs(ref: ChampionRef, signature: Any, features_columns: list[str]) -> list[str] | None:
     """Fail on the driver, naming the columns, rather than deep inside a Python worker.
 
-    Returns (the model's signature or None, the pair feature columns the champion ranks candidates
-    with, or None when its signature takes no candidates: a model without a category head leaves
-    top_categories NULL).
+    Returns the pair feature columns the champion ranks candidates with (``signature``: its MLflow signature, or
+    None), or None when its signature takes no candidates: a model without a category head leaves top_categories
+    NULL.
     """
-    from mlflow.models import get_model_info
-
-    from tasks.registry import mlflow_store
-
-    with mlflow_store(cfg):
-        signature = get_model_info(ref.uri).signature
     if signature is None:
-        return None, None
+        return None
     names = signature.inputs.input_names()
     needed = [c for c in names if c not in SEQUENCE_COLUMNS and not c.startswith(CANDIDATE_ARRAY_PREFIX)]
     absent = [c for c in needed if c not in features_columns]
     if absent:
         raise ScoringError(f"champion {ref.uri} needs columns {absent} that the features partition lacks")
     if CANDIDATE_ARRAY_CATEGORY not in names:
-        return signature, None
-    return signature, [
+        return None
+    return [
         c[len(CANDIDATE_ARRAY_PREFIX) :]
         for c in names
         if c.startswith(CANDIDATE_ARRAY_PREFIX) and c not in (CANDIDATE_ARRAY_CATEGORY, CANDIDATE_ARRAY_TEXT)
@@ -534,8 +519,11 @@ def run(
     """Score every user of features/user/ds=<ds>/ (candidates from features/user_category/ds=<ds>/) with the
     champion; replace scores/ds=<ds>/. With ``role="challenger"``: with the version holding @challenger, into
     scores_shadow/ds=<ds>/; without one, that partition is removed and None returned."""
+    from mlflow.models import get_model_info
+
     from spark_jobs.session import build_session
     from tasks.monitoring import shadow_needed
+    from tasks.registry import mlflow_store
 
     if not pipeline_run_id:
         raise ScoringError("pipeline_run_id must be a non-empty string (the orchestrator's run id)")
@@ -548,7 +536,10 @@ def run(
     check_champion(cfg, ref)
     spark = spark or build_session(cfg, f"score-{ds}")
     features = spark.read.parquet(str(src))
-    signature, pair_columns = _check_model_inputs(cfg, ref, features.columns)
+    with mlflow_store(cfg):
+        info = get_model_info(ref.uri)
+    signature = info.signature
+    pair_columns = _check_model_inputs(ref, signature, features.columns)
     if not set(candidate_columns(pair_columns)) <= set(features.columns):
         features = _join_candidates(spark, cfg, ds, features, pair_columns or [])
     # Only the arrays the champion reads travel to the workers (none for a model without a category head; the
@@ -566,7 +557,7 @@ def run(
     if signature is not None:
         check_input_types(signature, features.schema, ref.uri)
     stats = _stats_accumulator(spark)
-    found = new_text_vectors(cfg, ref, ds) if reads_text else None
+    found = new_text_vectors(cfg, info.metadata or {}, ds) if reads_text else None
     new_texts = spark.sparkContext.broadcast(found) if found is not None and found[0] else None
     scored_at = dt.datetime.combine(ds, dt.time(), tzinfo=cfg.pipeline.tz)
     scores = score_users(

