@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 import zlib
@@ -33,7 +32,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 
 from tasks.config import PipelineConfig, add_common_args, config_from_args
 from tasks.errors import DataError, run_cli
@@ -49,7 +47,7 @@ from tasks.models.pretraining import (
 )
 from tasks.schema import SEQUENCE_COLUMNS, SEQUENCE_TEXT_COLUMN
 from tasks.training.build import build_model_config, check_model_settings, encoder_settings, lr_lambda
-from tasks.training.collectives import all_max, all_mean, rank0_print, seed_everything, world
+from tasks.training.collectives import all_max, all_mean, process_group, rank0_print, seed_everything, world
 from tasks.training.data import (
     TextTable,
     TrainingError,
@@ -123,19 +121,8 @@ def pretrain_distributed(cfg: PipelineConfig, training_set_dir: Path, output: Pa
             f"{len(train_rows)} to train on, {len(val_rows)} held out; both must be > 0"
         )
 
-    distributed = "WORLD_SIZE" in os.environ
-    use_cuda = torch.cuda.is_available()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if distributed:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    try:
-        device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    with process_group() as device:
         return _pretrain(cfg, manifest, train_rows, val_rows, texts, output, device)
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def _pretrain(

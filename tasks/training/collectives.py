@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[torch.device]:
+    """This torchrun process's device, inside its process group (NCCL on CUDA, gloo on CPU) when torchrun started
+    it (WORLD_SIZE set); the group is destroyed on the way out, error or not. Outside torchrun: no group."""
+    distributed = "WORLD_SIZE" in os.environ
+    use_cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if distributed else 0
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if distributed:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    try:
+        yield torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def world() -> tuple[int, int]:

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 
 from tasks import checkpoint as ckpt_io
 from tasks.config import PipelineConfig
@@ -34,6 +33,7 @@ from tasks.training.collectives import (
     all_mean,
     broadcast_object,
     gather_objects,
+    process_group,
     rank0_print,
     seed_everything,
     world,
@@ -89,38 +89,26 @@ def train_distributed(
     if cfg.training.require_validation and not allow_unvalidated:
         validation = require_validation(cfg, training_set_dir, manifest)
 
-    distributed = "WORLD_SIZE" in os.environ
-    use_cuda = torch.cuda.is_available()
-    if distributed:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    else:
-        local_rank = 0
-    rank, size = world()
-    job = TrainingJob(
-        cfg=cfg,
-        training_set_dir=training_set_dir,
-        output=output,
-        manifest=manifest,
-        files=files,
-        model_type=model_type,
-        epochs=epochs,
-        rank=rank,
-        world=size,
-        device=torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"),
-        validation=validation,
-        fault_after_epoch=fault_after_epoch,
-        parent_run_id=parent_run_id,
-        trial=trial,
-        register=register,
-    )
-    try:
+    with process_group() as device:
+        rank, size = world()
+        job = TrainingJob(
+            cfg=cfg,
+            training_set_dir=training_set_dir,
+            output=output,
+            manifest=manifest,
+            files=files,
+            model_type=model_type,
+            epochs=epochs,
+            rank=rank,
+            world=size,
+            device=device,
+            validation=validation,
+            fault_after_epoch=fault_after_epoch,
+            parent_run_id=parent_run_id,
+            trial=trial,
+            register=register,
+        )
         return _train(job)
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def _train(job: TrainingJob) -> dict[str, Any] | None:
