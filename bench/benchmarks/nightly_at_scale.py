@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> dict:
         seconds(t["start_date"], t["end_date"]) for t in night["tasks"] if t["task_id"] == "evaluate_outcomes"
     )
     share = (outcomes_s or 0.0) / total
+    text_s = next(
+        (seconds(t["start_date"], t["end_date"]) for t in night["tasks"] if t["task_id"] == "embed_texts"), None
+    )
     gaps = total - busy_s(night["tasks"])
     task_sum = sum(seconds(t["start_date"], t["end_date"]) or 0.0 for t in night["tasks"])
     notes = [
@@ -57,6 +60,12 @@ def run(args: argparse.Namespace) -> dict:
         f"evaluate_outcomes {outcomes_s:.0f} s = {100 * share:.1f}% of the run (issue 27's target <= "
         f"{OUTCOMES_TARGET:.0%}: {'met' if share <= OUTCOMES_TARGET else 'NOT met'}).",
     ]
+    if text_s is not None:
+        notes.append(
+            f"embed_texts (the text step: encodes the texts of the day before that the text-embedding layer lacks, "
+            f"the night before having encoded its own) {text_s:.0f} s = {100 * text_s / total:.1f}% of the run; it "
+            "runs beside build_features, before score."
+        )
     return {
         "description": "The whole nightly DAG for one day through Airflow at ~100k users and a 30-day lookback: "
         "each task's wall time and the total (issue 28), evaluate_outcomes' share (issue 27).",
@@ -77,4 +86,5 @@ def run(args: argparse.Namespace) -> dict:
         "scored_users": scored,
         "lookback_rows": lookback_rows,
         "outcomes_share": share,
+        "text_step_share": None if text_s is None else text_s / total,
     }
